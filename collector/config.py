@@ -1,0 +1,128 @@
+"""Every knob of the engine, read once from the environment (prefix ``COLLECTOR_``).
+
+Only the entry points (``cli``, ``daemon``) build a :class:`Settings`; everything below them
+receives it as an argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from collector.exceptions import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """The engine's configuration; every setting that waits or scales has a finite default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COLLECTOR_", env_file=None, extra="ignore", frozen=True
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql:// URL; unset means the embedded server under data_dir.",
+    )
+    data_dir: Path = Field(default=Path(".collector"), description="Embedded server's home.")
+    timezone: str = Field(
+        default="America/New_York", description="IANA zone of the lessor's business dates."
+    )
+    concurrency: int = Field(default=64, gt=0, le=10_000, description="Charges in flight.")
+    batch_size: int = Field(default=500, gt=0, le=10_000, description="Rows per claim/record.")
+    claimers: int = Field(default=1, gt=0, le=64, description="Claim loops per pass.")
+    claim_deadline_s: int = Field(
+        default=600, gt=0, le=86_400, description="Backstop before a claim counts as abandoned."
+    )
+    gateway_timeout_s: float = Field(
+        default=30.0, gt=0, le=300, description="Longest wait for one gateway answer."
+    )
+    pool_size: int = Field(default=10, gt=1, le=200, description="Database connections.")
+    gateways: Annotated[list[str], NoDecode] = Field(
+        default=["sandbox_card", "sandbox_ach"],
+        description="Gateway adapters to enable, by registered name (comma-separated).",
+    )
+    rate_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-gateway charges per second, JSON: {"stripe_card": 80}.',
+    )
+    sandbox_latency_ms: float = Field(
+        default=0.0, ge=0, le=60_000, description="Simulated latency of the sandbox gateways."
+    )
+    sandbox_database_url: SecretStr | None = Field(
+        default=None,
+        description="Where the sandbox keeps its charges; unset means the engine's database.",
+    )
+    soft_retry_days: Annotated[list[int], NoDecode] = Field(
+        default=[3, 5, 7],
+        description="Days between automatic retries after a soft decline; its length caps them.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("gateways", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("soft_retry_days", mode="before")
+    @classmethod
+    def _split_days(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("soft_retry_days")
+    @classmethod
+    def _positive_days(cls, value: list[int]) -> list[int]:
+        if any(days <= 0 for days in value):
+            raise ValueError("every retry interval must be a positive number of days")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"rate limit of {name!r} must be positive")
+        return value
+
+    @field_validator("database_url", "sandbox_database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The lessor's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment; raise ConfigError naming each bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"][:1]) or "settings"
+            problems.append(f"COLLECTOR_{name.upper()}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,1 @@
+"""Database access: the pool, migrations, named queries and one repository per concern."""

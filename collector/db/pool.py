@@ -1,0 +1,60 @@
+"""The connection pool: one per process, opened at the entry point and passed down."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from collector.exceptions import DatabaseError
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+APPLICATION_NAME = "collector"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+@asynccontextmanager
+async def open_pool(url: str, *, size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of ``size`` connections; raise DatabaseError when the server cannot be reached."""
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=size,
+            init=_init_connection,
+            server_settings={"application_name": APPLICATION_NAME},
+            timeout=10,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection outside the pool (migrations, liveness locks)."""
+    try:
+        conn = await asyncpg.connect(
+            url, server_settings={"application_name": APPLICATION_NAME}, timeout=10
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason, without the URL (it may carry a password)."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]

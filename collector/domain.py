@@ -1,0 +1,83 @@
+"""Value types shared by every layer. Money is always integer cents; dates are the lessor's
+local business dates; statuses mirror the CHECK constraints of the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+
+class InstallmentStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    PENDING_SETTLEMENT = "pending_settlement"
+    PAID = "paid"
+    OVERDUE = "overdue"
+    CANCELLED = "cancelled"
+
+
+class AttemptStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    FAILED = "failed"
+    PROCESSING = "processing"
+    RETURNED = "returned"
+    IN_DOUBT = "in_doubt"
+
+
+class AttemptSource(StrEnum):
+    BATCH = "batch"
+    RETRY = "retry"
+    MANUAL = "manual"
+
+
+class MethodKind(StrEnum):
+    CARD = "card"
+    ACH = "ach"
+
+
+class LeaseStatus(StrEnum):
+    ACTIVE = "active"
+    PAID_OFF = "paid_off"
+    CLOSED = "closed"
+    CHARGED_OFF = "charged_off"
+
+
+class MethodStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedCharge:
+    """One installment claimed by a pass, with its pending attempt already on record."""
+
+    attempt_id: int
+    installment_id: int
+    lease_id: int
+    customer_id: int
+    payment_method_id: int
+    gateway: str
+    method_kind: MethodKind
+    token: str
+    amount_cents: int
+    idempotency_key: str
+    attempt_no: int
+    due_on: date
+    source: AttemptSource
+
+    def __repr__(self) -> str:
+        # The token never appears in a repr, so it cannot leak through a log or traceback.
+        return (
+            f"ClaimedCharge(attempt_id={self.attempt_id}, installment_id={self.installment_id},"
+            f" gateway={self.gateway!r}, amount_cents={self.amount_cents})"
+        )
+
+
+def format_cents(amount_cents: int) -> str:
+    """Render integer cents as dollars for people: 123456 -> '$1,234.56'."""
+    sign = "-" if amount_cents < 0 else ""
+    dollars, cents = divmod(abs(amount_cents), 100)
+    return f"{sign}${dollars:,}.{cents:02d}"

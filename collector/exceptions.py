@@ -1,0 +1,56 @@
+"""The engine's error tree. An exception means "this code could not do its job", never
+"the bank said no": declines are values (see ``collector.gateways.base``).
+
+    CollectorError
+    ├── ConfigError            a setting is missing or wrong; the message names it
+    ├── DatabaseError          the database cannot be reached or used
+    │   └── MigrationError     the schema could not be brought up to date
+    ├── GatewayError           a gateway adapter could not be built or used
+    │   ├── GatewayNotFound    no adapter is registered under that name
+    │   └── GatewayConfigError the adapter's own settings are wrong
+    ├── Conflict               the work is held by someone else right now (API: 409)
+    │   └── AlreadyAttempted   an attempt with that idempotency key exists
+    └── NotFound               no such record (API: 404)
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(CollectorError):
+    """A configuration value is missing or invalid."""
+
+
+class DatabaseError(CollectorError):
+    """The database cannot be reached or used."""
+
+
+class MigrationError(DatabaseError):
+    """The schema could not be brought up to date."""
+
+
+class GatewayError(CollectorError):
+    """A gateway adapter could not be built or used."""
+
+
+class GatewayNotFound(GatewayError):
+    """No gateway adapter is registered under that name."""
+
+
+class GatewayConfigError(GatewayError):
+    """A gateway adapter's settings are invalid."""
+
+
+class Conflict(CollectorError):
+    """The record is being worked on by someone else right now."""
+
+
+class AlreadyAttempted(Conflict):
+    """A charge attempt with that idempotency key already exists."""
+
+
+class NotFound(CollectorError):
+    """No such record."""

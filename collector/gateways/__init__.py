@@ -1,0 +1,29 @@
+"""Everything a gateway adapter needs: the Protocol, the request and the outcomes."""
+
+from __future__ import annotations
+
+from collector.gateways.base import (
+    ChargeRequest,
+    Declined,
+    DeclineKind,
+    Gateway,
+    GatewayContext,
+    GatewayFactory,
+    InDoubt,
+    Outcome,
+    Processing,
+    Succeeded,
+)
+
+__all__ = [
+    "ChargeRequest",
+    "DeclineKind",
+    "Declined",
+    "Gateway",
+    "GatewayContext",
+    "GatewayFactory",
+    "InDoubt",
+    "Outcome",
+    "Processing",
+    "Succeeded",
+]

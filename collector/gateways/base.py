@@ -1,0 +1,99 @@
+"""The gateway boundary: one Protocol and one outcome taxonomy.
+
+A gateway's answer is a value, never an exception. ``Declined`` is what the bank said; an
+exception raised by ``charge`` means the adapter could not tell, and the engine treats it as
+``InDoubt`` (the charge may or may not have been taken), never as a decline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from collector.domain import MethodKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeRequest:
+    """What the engine asks a gateway to collect; the key makes a re-send harmless."""
+
+    idempotency_key: str
+    amount_cents: int
+    currency: str = "usd"
+    token: str = field(repr=False)
+    method_kind: MethodKind
+    description: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class DeclineKind(StrEnum):
+    SOFT = "soft"  # retry later: insufficient funds, try again
+    HARD = "hard"  # never retry this method: stolen, closed, invalid, revoked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Succeeded:
+    """The money is taken."""
+
+    gateway_ref: str
+    code: str = "approved"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Processing:
+    """Submitted and accepted, not settled yet (ACH): settles or returns days later."""
+
+    gateway_ref: str
+    code: str = "processing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Declined:
+    """The issuer or bank said no; ``code`` is the gateway's own code, kept verbatim."""
+
+    kind: DeclineKind
+    code: str
+    message: str = ""
+    gateway_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InDoubt:
+    """No answer (timeout, 5xx, lost connection): the charge may have been taken."""
+
+    reason: str
+
+
+Outcome = Succeeded | Processing | Declined | InDoubt
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """A payment gateway adapter. Both methods are safe to call again with the same key."""
+
+    name: str
+
+    async def charge(self, request: ChargeRequest) -> Outcome:
+        """Charge once per idempotency key; a repeat key returns the first answer."""
+        ...
+
+    async def lookup(self, idempotency_key: str) -> Outcome | None:
+        """Find the charge made under this key; None when the gateway has none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayContext:
+    """What an adapter factory may use to build itself."""
+
+    name: str
+    database_url: str
+    latency_ms: float = 0.0
+    options: dict[str, str] = field(default_factory=dict)
+
+
+GatewayFactory = Callable[[GatewayContext], AbstractAsyncContextManager[Gateway]]
+"""An adapter's entry point: an async context manager yielding a ready gateway."""
