@@ -81,3 +81,18 @@ def format_cents(amount_cents: int) -> str:
     sign = "-" if amount_cents < 0 else ""
     dollars, cents = divmod(abs(amount_cents), 100)
     return f"{sign}${dollars:,}.{cents:02d}"
+
+
+@dataclass(slots=True, kw_only=True)
+class PassCounts:
+    """What one pass did: counts of attempts by result, and money taken."""
+
+    due: int = 0
+    succeeded: int = 0
+    declined: int = 0
+    in_doubt: int = 0
+    processing: int = 0
+    failed: int = 0
+    reconciled: int = 0
+    charged_cents: int = 0
+    processing_cents: int = 0

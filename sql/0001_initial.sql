@@ -23,8 +23,7 @@ CREATE TABLE payment_methods (
     disabled_reason  text,
     is_primary       boolean NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (gateway, token)
+    updated_at       timestamptz NOT NULL DEFAULT now()
 );
 -- One primary method per customer, enforced by the database.
 CREATE UNIQUE INDEX payment_methods_one_primary ON payment_methods (customer_id) WHERE is_primary;

@@ -2,30 +2,21 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from collector.config import Settings
 from collector.db.embedded import database_url_of
 from collector.db.migrate import migrate
 from collector.db.pool import open_pool
+from collector.gateways.base import Gateway, GatewayContext
+from collector.gateways.registry import open_gateways
 from tests.pg import postgres_server
 
 _counter = itertools.count()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every coroutine test runs under anyio's plugin, on asyncio (asyncpg needs it).
-    for item in items:
-        if isinstance(item, pytest.Function) and _is_coroutine(item.obj):
-            item.add_marker(pytest.mark.anyio)
-
-
-def _is_coroutine(func: object) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(func)
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +24,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# The embedded server's home for tests: stable, so initdb runs once per checkout, and outside
+# pytest's basetemp, whose rotation could delete a running server's data under it.
+EMBEDDED_TEST_DIR = Path(__file__).resolve().parent.parent / ".collector" / "test-server"
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres_server(tmp_path_factory.mktemp("pg")) as url:
+def server_url() -> Iterator[str]:
+    with postgres_server(EMBEDDED_TEST_DIR) as url:
         yield url
 
 
@@ -88,3 +84,29 @@ async def database_url(server_url: str, template_name: str) -> AsyncIterator[str
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with open_pool(database_url, size=10) as pool:
         yield pool
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Engine settings for tests: the test's database, zero sandbox latency, small batches."""
+    return Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        batch_size=50,
+        concurrency=8,
+        sandbox_latency_ms=0,
+        gateway_timeout_s=5,
+    )
+
+
+def gateway_context(url: str) -> Callable[[str], GatewayContext]:
+    def make(name: str) -> GatewayContext:
+        return GatewayContext(name=name, database_url=url)
+
+    return make
+
+
+@pytest.fixture
+async def gateways(database_url: str, settings: Settings) -> AsyncIterator[Mapping[str, Gateway]]:
+    """The sandbox card and ACH gateways, keeping their charges in the test's database."""
+    async with open_gateways(settings.gateways, gateway_context(database_url)) as opened:
+        yield opened

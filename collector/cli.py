@@ -1,0 +1,320 @@
+"""The ``collector`` command: parse, build settings, open the database, call a job, print,
+exit. No business logic lives here.
+
+Exit codes: 0 the command did its work (declines are normal); 1 it could not (bad settings,
+database unreachable, a failed migration); 2 the command line was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Any
+
+import anyio
+import asyncpg
+
+from collector import __version__
+from collector.config import Settings, load_settings
+from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
+from collector.db.migrate import migrate
+from collector.db.pool import connect, describe, open_pool
+from collector.db.preview import Preview, preview
+from collector.domain import PassCounts, format_cents
+from collector.exceptions import CollectorError, DatabaseError
+from collector.gateways.base import GatewayContext
+from collector.gateways.registry import open_gateways
+from collector.jobs.collect import PassResult, run_pass
+from collector.logs import configure_logging
+from collector.seed import seed_demo
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collector", description="Collect lease installments through card and ACH gateways."
+    )
+    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    run = commands.add_parser("run", help="run one collection pass and exit")
+    run.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    run.add_argument(
+        "--dry-run", action="store_true", help="show what a pass would charge; change nothing"
+    )
+
+    seed = commands.add_parser("seed", help="insert demo customers, leases and schedules")
+    seed.add_argument("--customers", type=_positive, required=True)
+    seed.add_argument("--due-date", type=_date, help="first due date (default: today)")
+    seed.add_argument("--mix", choices=("demo", "ok"), default="demo", help=argparse.SUPPRESS)
+
+    demo = commands.add_parser("demo", help="seed demo data and run one pass against the sandbox")
+    demo.add_argument("--customers", type=_positive, default=200)
+    demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``collector`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    # The demo is read by a person: its summary says what happened, per-charge lines would
+    # drown it. Every other command logs JSON lines for machines.
+    configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
+    try:
+        settings = load_settings()
+        return anyio.run(_dispatch, args, settings, backend="asyncio")
+    except CollectorError as exc:
+        _print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        print("collector: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_error(exc: BaseException) -> None:
+    print(f"collector: error: {exc}", file=sys.stderr)
+    cause = exc.__cause__
+    while cause is not None:
+        print(f"  caused by: {describe(cause)}", file=sys.stderr)
+        cause = cause.__cause__
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: Callable[[argparse.Namespace, Settings], Any] = {
+        "migrate": _migrate,
+        "run": _run,
+        "seed": _seed,
+        "demo": _demo,
+    }[args.command]
+    result: int = await command(args, settings)
+    return result
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database, or the embedded server's ``collector`` database."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return database_url_of(start_embedded(settings.data_dir), DATABASE_NAME)
+
+
+async def _ensure_database(url: str) -> None:
+    """Create the embedded server's database on first use."""
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        async with connect(database_url_of(url, "postgres")) as admin:
+            await admin.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        return
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
+    await conn.close()
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    url = database_url(settings)
+    if settings.database_url is None:
+        await _ensure_database(url)
+    async with connect(url) as conn:
+        await migrate(conn)  # cheap when nothing is pending
+    async with open_pool(url, size=settings.pool_size) as pool:
+        yield url, pool
+
+
+def today(settings: Settings) -> date:
+    """Today in the lessor's time zone: business dates are local dates."""
+    return datetime.now(settings.zone).date()
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    url = database_url(settings)
+    if settings.database_url is None:
+        await _ensure_database(url)
+    async with connect(url) as conn:
+        applied = await migrate(conn)
+    for migration in applied:
+        print(f"applied {migration.name}")
+    print(f"schema is up to date ({len(applied)} migration(s) applied)")
+    return 0
+
+
+def _gateway_context(settings: Settings, url: str) -> Callable[[str], GatewayContext]:
+    sandbox_url = (
+        settings.sandbox_database_url.get_secret_value()
+        if settings.sandbox_database_url is not None
+        else url
+    )
+
+    def make(name: str) -> GatewayContext:
+        return GatewayContext(
+            name=name, database_url=sandbox_url, latency_ms=settings.sandbox_latency_ms
+        )
+
+    return make
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = args.date or today(settings)
+    async with _database(settings) as (url, pool):
+        if args.dry_run:
+            report = await preview(pool, as_of=as_of, gateways=settings.gateways)
+            _print_preview(report, as_json=args.json)
+            return 0
+        async with open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways:
+            with _progress("charging") as progress:
+                result = await run_pass(pool, gateways, settings, as_of=as_of, progress=progress)
+    _print_summary(result, as_json=args.json)
+    return 0
+
+
+async def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    due_on = args.due_date or today(settings)
+    async with _database(settings) as (_url, pool):
+        with _progress("seeding", total=args.customers) as progress:
+            seeded = await seed_demo(
+                pool, customers=args.customers, due_on=due_on, mix=args.mix, progress=progress
+            )
+    print(
+        f"seeded {seeded.customers} customers, {seeded.installments} installments"
+        f" (first due {due_on.isoformat()})"
+    )
+    return 0
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = today(settings)
+    async with _database(settings) as (url, pool):
+        with _progress("seeding", total=args.customers) as progress:
+            await seed_demo(pool, customers=args.customers, due_on=as_of, progress=progress)
+        async with open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways:
+            with _progress("charging") as progress:
+                result = await run_pass(pool, gateways, settings, as_of=as_of, progress=progress)
+    _print_summary(result, as_json=args.json)
+    return 0
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, shown only on a terminal."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self._label = label
+        self._total = total
+        self._done = 0
+        self._shown_at = 0.0
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self._done += n
+        now = time.monotonic()
+        if self._tty and now - self._shown_at >= 0.1:
+            self._shown_at = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self._total:
+            width = 30
+            filled = min(width, width * self._done // self._total)
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"{self._label} [{bar}] {self._done}/{self._total}"
+        else:
+            text = f"{self._label}: {self._done}"
+        print(f"\r{text}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._tty and self._done:
+            self._draw()
+            print(file=sys.stderr)
+
+
+class _progress:
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self._bar = _Progress(label, total)
+
+    def __enter__(self) -> _Progress:
+        return self._bar
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def summary_dict(result: PassResult) -> dict[str, Any]:
+    """The JSON summary of a pass: stable keys scripts rely on."""
+    counts: PassCounts = result.counts
+    data: dict[str, Any] = {"run_id": result.run_id, "as_of": result.as_of.isoformat()}
+    data.update(asdict(counts))
+    data["duration_s"] = round(result.duration_s, 3)
+    return data
+
+
+def _print_summary(result: PassResult, *, as_json: bool) -> None:
+    c = result.counts
+    rows = [
+        ("due (claimed this pass)", str(c.due), ""),
+        ("succeeded", str(c.succeeded), format_cents(c.charged_cents)),
+        ("processing (ACH, not settled)", str(c.processing), format_cents(c.processing_cents)),
+        ("declined", str(c.declined), ""),
+        ("in doubt (to be looked up)", str(c.in_doubt), ""),
+        ("failed (not taken)", str(c.failed), ""),
+        ("reconciled from earlier passes", str(c.reconciled), ""),
+    ]
+    print(
+        f"collection pass {result.run_id} for {result.as_of.isoformat()}"
+        f" in {result.duration_s:.2f}s"
+    )
+    width = max(len(label) for label, _, _ in rows)
+    for label, count, amount in rows:
+        print(f"  {label:<{width}}  {count:>8}  {amount:>14}".rstrip())
+    if as_json:
+        print(json.dumps(summary_dict(result), sort_keys=True))
+
+
+def _print_preview(report: Preview, *, as_json: bool) -> None:
+    due_total = sum(g.installments for g in report.due)
+    amount_total = sum(g.amount_cents for g in report.due)
+    print(f"dry run for {report.as_of.isoformat()}: nothing was charged or written")
+    print(f"  would charge {due_total} installment(s), {format_cents(amount_total)}")
+    for g in report.due:
+        amount = format_cents(g.amount_cents)
+        print(f"    {g.gateway:<16} {g.kind:<5} {g.installments:>8}  {amount:>14}")
+    for s in report.skipped:
+        sample = ", ".join(str(i) for i in s.sample_ids)
+        print(f"  would skip {s.installments} ({s.reason}), e.g. installment(s) {sample}")
+    for u in report.unresolved:
+        print(f"  would reconcile {u.attempts} {u.status} attempt(s) first")
+    if as_json:
+        data = {
+            "as_of": report.as_of.isoformat(),
+            "dry_run": True,
+            "due": due_total,
+            "amount_cents": amount_total,
+            "by_gateway": [asdict(g) for g in report.due],
+            "skipped": [asdict(s) for s in report.skipped],
+            "unresolved": [asdict(u) for u in report.unresolved],
+        }
+        print(json.dumps(data, sort_keys=True))

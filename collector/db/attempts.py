@@ -1,0 +1,143 @@
+"""The charge-attempt ledger: claiming due work, recording outcomes, taking over the
+attempts of dead passes. One method per named query; rows become domain values here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+from collector.db.queries import QUERIES
+from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
+from collector.policy import Decision
+
+# The first argument of every pass's liveness lock, pg_advisory_lock(LIVENESS_NAMESPACE, run_id).
+LIVENESS_NAMESPACE = 0x636F6C6C  # "coll"
+
+_FIRST_CURSOR = (date.min, 0)
+
+
+@dataclass(slots=True)
+class ClaimCursor:
+    """A claimer's keyset position: claimed rows leave dead tuples at the head of the index,
+    so each claim starts after the last row this claimer saw instead of re-scanning them."""
+
+    after_on: date = _FIRST_CURSOR[0]
+    after_id: int = _FIRST_CURSOR[1]
+
+    def reset(self) -> None:
+        self.after_on, self.after_id = _FIRST_CURSOR
+
+    @property
+    def at_start(self) -> bool:
+        return (self.after_on, self.after_id) == _FIRST_CURSOR
+
+
+def _claimed(row: asyncpg.Record) -> ClaimedCharge:
+    return ClaimedCharge(
+        attempt_id=row["attempt_id"],
+        installment_id=row["installment_id"],
+        lease_id=row["lease_id"],
+        customer_id=row["customer_id"],
+        payment_method_id=row["payment_method_id"],
+        gateway=row["gateway"],
+        method_kind=MethodKind(row["kind"]),
+        token=row["token"],
+        amount_cents=row["amount_cents"],
+        idempotency_key=row["idempotency_key"],
+        attempt_no=row["attempt_no"],
+        due_on=row["due_on"],
+        source=AttemptSource(row["source"]),
+    )
+
+
+async def claim_due(
+    pool: asyncpg.Pool,
+    *,
+    as_of: date,
+    cursor: ClaimCursor,
+    limit: int,
+    gateways: Sequence[str],
+    run_id: int,
+    deadline_s: int,
+) -> list[ClaimedCharge]:
+    """Claim and record pending attempts for up to ``limit`` due installments, in one commit."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            QUERIES["attempts.claim_due"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            limit,
+            list(gateways),
+            run_id,
+            deadline_s,
+        )
+    if rows:
+        last = rows[-1]
+        cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
+    return [_claimed(row) for row in rows]
+
+
+async def record_outcomes(
+    pool: asyncpg.Pool, decisions: Sequence[tuple[int, Decision]]
+) -> set[int]:
+    """Store many (attempt id, decision) pairs in one transaction; return the attempt ids that
+    changed (an attempt already resolved elsewhere is left as it is)."""
+    if not decisions:
+        return set()
+    columns: tuple[list[object], ...] = tuple([] for _ in range(9))
+    for attempt_id, d in decisions:
+        values = (
+            attempt_id,
+            d.attempt_status.value,
+            d.gateway_ref,
+            d.code,
+            d.message,
+            d.installment_status.value,
+            d.paid_cents,
+            d.next_attempt_on,
+            d.disable_method,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(QUERIES["attempts.record_outcomes"], *columns)
+    return {row["attempt_id"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnresolvedAttempt:
+    """An attempt taken over by reconciliation, with what is needed to ask or re-drive it."""
+
+    status: AttemptStatus
+    charge: ClaimedCharge
+
+
+async def claim_unresolved(
+    pool: asyncpg.Pool,
+    *,
+    after_id: int,
+    limit: int,
+    gateways: Sequence[str],
+    run_id: int,
+    deadline_s: int,
+) -> list[UnresolvedAttempt]:
+    """Take over up to ``limit`` pending attempts of dead passes and in-doubt attempts."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            QUERIES["attempts.claim_unresolved"],
+            after_id,
+            list(gateways),
+            run_id,
+            limit,
+            deadline_s,
+            LIVENESS_NAMESPACE,
+        )
+    found = [
+        UnresolvedAttempt(status=AttemptStatus(row["status"]), charge=_claimed(row)) for row in rows
+    ]
+    found.sort(key=lambda u: u.charge.attempt_id)
+    return found

@@ -1,0 +1,191 @@
+"""The two halves every job shares: sending one charge to its gateway, and recording many
+answers at once.
+
+A charge runs outside any transaction, under the gateway's rate limit and a timeout; a timeout
+or an adapter error is ``InDoubt``, never a decline. Answers are recorded in batches, each
+batch one statement, shielded from cancellation so a stop signal cannot lose an answer the
+gateway already gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+
+import anyio
+import asyncpg
+from aiolimiter import AsyncLimiter
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from collector.db.attempts import record_outcomes
+from collector.domain import AttemptStatus, ClaimedCharge, PassCounts
+from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Outcome
+from collector.logs import get_logger
+from collector.policy import Decision, decide, decide_not_taken
+
+log = get_logger()
+
+# The longest a recorded answer may take to write once a stop was asked for.
+RECORD_SHIELD_S = 30
+
+
+class Charger:
+    """Sends claimed charges to their gateways, each under its rate limit and a timeout."""
+
+    def __init__(
+        self,
+        gateways: Mapping[str, Gateway],
+        *,
+        timeout_s: float,
+        rate_limits: Mapping[str, float],
+    ) -> None:
+        self._gateways = gateways
+        self._timeout_s = timeout_s
+        # AsyncLimiter(rate, 1 s) is a leaky bucket: at most `rate` charges in any second.
+        self._limiters = {
+            name: AsyncLimiter(rate, 1.0) for name, rate in rate_limits.items() if name in gateways
+        }
+
+    async def charge(self, claimed: ClaimedCharge) -> Outcome:
+        """Charge once under the attempt's idempotency key; an unknown answer is InDoubt."""
+        gateway = self._gateways[claimed.gateway]
+        request = ChargeRequest(
+            idempotency_key=claimed.idempotency_key,
+            amount_cents=claimed.amount_cents,
+            token=claimed.token,
+            method_kind=claimed.method_kind,
+            description=f"Installment {claimed.installment_id}",
+            metadata={
+                "collector_attempt_key": claimed.idempotency_key,
+                "installment_id": str(claimed.installment_id),
+                "lease_id": str(claimed.lease_id),
+            },
+        )
+        limiter = self._limiters.get(claimed.gateway)
+        try:
+            if limiter is not None:
+                await limiter.acquire()
+            with anyio.fail_after(self._timeout_s):
+                return await gateway.charge(request)
+        except TimeoutError:
+            return InDoubt(reason="timeout")
+        except Exception as exc:
+            # The request may have reached the gateway: unknown, to be looked up, not declined.
+            log.exception(
+                "charge_adapter_error",
+                attempt_id=claimed.attempt_id,
+                gateway=claimed.gateway,
+                error=type(exc).__name__,
+            )
+            return InDoubt(reason="adapter_error")
+
+    async def lookup(self, claimed: ClaimedCharge) -> Outcome | None:
+        """Ask the gateway what became of the attempt's key; InDoubt when it cannot say."""
+        gateway = self._gateways[claimed.gateway]
+        try:
+            with anyio.fail_after(self._timeout_s):
+                return await gateway.lookup(claimed.idempotency_key)
+        except TimeoutError:
+            return InDoubt(reason="lookup_timeout")
+        except Exception as exc:
+            log.exception(
+                "lookup_adapter_error",
+                attempt_id=claimed.attempt_id,
+                gateway=claimed.gateway,
+                error=type(exc).__name__,
+            )
+            return InDoubt(reason="lookup_error")
+
+
+class Recorder:
+    """Records decided outcomes in batches and keeps the pass's counts."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        counts: PassCounts,
+        *,
+        as_of: date,
+        retry_days: Sequence[int],
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._counts = counts
+        self.as_of = as_of
+        self._retry_days = retry_days
+        self._batch_size = batch_size
+        self._progress = progress
+
+    def decide(self, claimed: ClaimedCharge, outcome: Outcome) -> Decision:
+        """The policy's decision for one answer to this attempt."""
+        return decide(
+            outcome,
+            amount_cents=claimed.amount_cents,
+            attempt_no=claimed.attempt_no,
+            as_of=self.as_of,
+            retry_days=self._retry_days,
+        )
+
+    def decide_not_taken(self, claimed: ClaimedCharge) -> Decision:
+        """The decision for an in-doubt attempt that the gateway has no record of."""
+        return decide_not_taken(
+            attempt_no=claimed.attempt_no, as_of=self.as_of, retry_days=self._retry_days
+        )
+
+    async def drain(
+        self, results: MemoryObjectReceiveStream[tuple[ClaimedCharge, Decision]]
+    ) -> None:
+        """Record everything sent on ``results``, grouping what is ready into one statement."""
+        async with results:
+            while True:
+                try:
+                    batch = [await results.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < self._batch_size:
+                    try:
+                        batch.append(results.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self.record(batch)
+
+    async def record(self, batch: Sequence[tuple[ClaimedCharge, Decision]]) -> None:
+        """Record one batch; shielded, so cancellation waits for the commit."""
+        with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
+            changed = await record_outcomes(
+                self._pool, [(claimed.attempt_id, d) for claimed, d in batch]
+            )
+        counts = self._counts
+        for claimed, d in batch:
+            if claimed.attempt_id not in changed:
+                continue
+            status = d.attempt_status
+            if status is AttemptStatus.SUCCEEDED:
+                counts.succeeded += 1
+                counts.charged_cents += claimed.amount_cents
+                continue
+            if status is AttemptStatus.PROCESSING:
+                counts.processing += 1
+                counts.processing_cents += claimed.amount_cents
+                continue
+            if status is AttemptStatus.DECLINED:
+                counts.declined += 1
+            elif status is AttemptStatus.IN_DOUBT:
+                counts.in_doubt += 1
+            else:
+                counts.failed += 1
+            log.warning(
+                "charge_failed",
+                attempt_id=claimed.attempt_id,
+                installment_id=claimed.installment_id,
+                lease_id=claimed.lease_id,
+                gateway=claimed.gateway,
+                outcome=status.value,
+                decline_code=d.code,
+                amount_cents=claimed.amount_cents,
+                next_attempt_on=d.next_attempt_on.isoformat() if d.next_attempt_on else None,
+                method_disabled=d.disable_method,
+            )
+        if self._progress is not None:
+            self._progress(len(batch))

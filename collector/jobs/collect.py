@@ -1,0 +1,174 @@
+"""One collection pass: reconcile what earlier passes left unresolved, then claim every
+installment due by ``as_of``, charge each through its gateway, and record the answers.
+
+The pass is a pipeline of bounded streams, so memory does not grow with the number due::
+
+    claimers --(claims, one batch buffered)--> chargers x concurrency
+             --(answers, one batch buffered)--> recorder (one statement per batch)
+
+Every claim commits its pending attempts before any gateway call (see DESIGN.md, "The
+exactly-once protocol"); a pass that dies leaves pending attempts that the next pass's
+reconciliation resolves by key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from collector.config import Settings
+from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.runs import finish_run, liveness_lock, start_run
+from collector.domain import ClaimedCharge, PassCounts
+from collector.gateways.base import Gateway
+from collector.jobs.charging import Charger, Recorder
+from collector.jobs.reconcile import reconcile
+from collector.logs import get_logger
+from collector.policy import Decision
+
+log = get_logger()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassResult:
+    """The outcome of one pass, as the CLI prints it."""
+
+    run_id: int
+    as_of: date
+    counts: PassCounts
+    duration_s: float
+
+
+async def run_pass(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    *,
+    as_of: date,
+    progress: Callable[[int], None] | None = None,
+    stop: anyio.Event | None = None,
+) -> PassResult:
+    """Run one complete pass for business date ``as_of``; raise only if it could not run."""
+    started = time.monotonic()
+    run_id = await start_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid())
+    counts = PassCounts()
+    structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())
+    try:
+        async with liveness_lock(pool, run_id):
+            charger = Charger(
+                gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
+            )
+            recorder = Recorder(
+                pool,
+                counts,
+                as_of=as_of,
+                retry_days=settings.soft_retry_days,
+                batch_size=settings.batch_size,
+                progress=progress,
+            )
+            counts.reconciled = await reconcile(
+                pool,
+                charger,
+                recorder,
+                gateways=list(gateways),
+                run_id=run_id,
+                batch_size=settings.batch_size,
+                concurrency=settings.concurrency,
+                deadline_s=settings.claim_deadline_s,
+            )
+            await _collect_due(
+                pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
+            )
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await finish_run(pool, run_id, counts=counts, error=type(exc).__name__)
+        log.error("pass_failed", error=type(exc).__name__, **_fields(counts))
+        structlog.contextvars.unbind_contextvars("run_id", "as_of")
+        raise
+    await finish_run(pool, run_id, counts=counts)
+    duration_s = time.monotonic() - started
+    log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
+    structlog.contextvars.unbind_contextvars("run_id", "as_of")
+    return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)
+
+
+def _fields(counts: PassCounts) -> dict[str, int]:
+    return {
+        "due": counts.due,
+        "succeeded": counts.succeeded,
+        "declined": counts.declined,
+        "in_doubt": counts.in_doubt,
+        "processing": counts.processing,
+        "failed": counts.failed,
+        "reconciled": counts.reconciled,
+        "charged_cents": counts.charged_cents,
+    }
+
+
+async def _collect_due(
+    pool: asyncpg.Pool,
+    charger: Charger,
+    recorder: Recorder,
+    settings: Settings,
+    gateways: Mapping[str, Gateway],
+    counts: PassCounts,
+    as_of: date,
+    run_id: int,
+    stop: anyio.Event | None,
+) -> None:
+    claims_send, claims_recv = anyio.create_memory_object_stream[ClaimedCharge](settings.batch_size)
+    answers_send, answers_recv = anyio.create_memory_object_stream[tuple[ClaimedCharge, Decision]](
+        settings.batch_size
+    )
+    names = list(gateways)
+
+    async def claim_loop(send: ObjectSendStream[ClaimedCharge]) -> None:
+        async with send:
+            cursor = ClaimCursor()
+            while stop is None or not stop.is_set():
+                batch = await claim_due(
+                    pool,
+                    as_of=as_of,
+                    cursor=cursor,
+                    limit=settings.batch_size,
+                    gateways=names,
+                    run_id=run_id,
+                    deadline_s=settings.claim_deadline_s,
+                )
+                if not batch:
+                    if cursor.at_start:
+                        return
+                    # Rows another pass held when this cursor went by may be free now.
+                    cursor.reset()
+                    continue
+                counts.due += len(batch)
+                for claimed in batch:
+                    await send.send(claimed)
+
+    async def charge_loop(
+        recv: ObjectReceiveStream[ClaimedCharge],
+        send: ObjectSendStream[tuple[ClaimedCharge, Decision]],
+    ) -> None:
+        async with recv, send:
+            async for claimed in recv:
+                outcome = await charger.charge(claimed)
+                await send.send((claimed, recorder.decide(claimed, outcome)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.drain, answers_recv)
+        async with claims_recv, answers_send:
+            for _ in range(settings.concurrency):
+                tg.start_soon(charge_loop, claims_recv.clone(), answers_send.clone())
+            async with anyio.create_task_group() as claimers:
+                for _ in range(settings.claimers):
+                    claimers.start_soon(claim_loop, claims_send.clone())
+                await claims_send.aclose()

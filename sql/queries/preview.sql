@@ -1,0 +1,47 @@
+-- due_by_gateway --
+-- What a pass for business date $1 would charge, by gateway and method kind, with the enabled
+-- gateways $2. Reads only: nothing is locked or written.
+SELECT pm.gateway, pm.kind, count(*) AS installments,
+       sum(i.amount_cents - i.paid_cents)::bigint AS amount_cents
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN payment_methods pm
+  ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.next_attempt_on IS NOT NULL
+  AND i.next_attempt_on <= $1
+  AND pm.gateway = ANY($2::text[])
+GROUP BY pm.gateway, pm.kind
+ORDER BY pm.gateway, pm.kind;
+
+-- skipped --
+-- Installments due by $1 that a pass would pass over, by reason, with a few ids to look at.
+-- $2 = enabled gateways. Reads only.
+SELECT s.reason, count(*) AS installments, sum(s.amount_cents)::bigint AS amount_cents,
+       (array_agg(s.id ORDER BY s.id))[1:10] AS sample_ids
+FROM (
+    SELECT i.id, i.amount_cents - i.paid_cents AS amount_cents,
+           CASE
+               WHEN l.status <> 'active' THEN 'lease_' || l.status
+               WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN 'no_automatic_retry'
+               WHEN i.next_attempt_on > $1 THEN NULL
+               WHEN pm.id IS NULL THEN 'no_primary_method'
+               WHEN pm.status <> 'active' THEN 'primary_method_disabled'
+               WHEN NOT pm.gateway = ANY($2::text[]) THEN 'gateway_not_enabled'
+           END AS reason
+    FROM installments i
+    JOIN leases l ON l.id = i.lease_id
+    LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
+    WHERE i.due_on <= $1 AND i.status IN ('scheduled', 'overdue')
+) s
+WHERE s.reason IS NOT NULL
+GROUP BY s.reason
+ORDER BY s.reason;
+
+-- unresolved_attempts --
+-- Attempts that reconciliation would look up at the start of a pass, by status
+SELECT status, count(*) AS attempts, sum(amount_cents)::bigint AS amount_cents
+FROM charge_attempts
+WHERE status IN ('pending', 'in_doubt')
+GROUP BY status
+ORDER BY status;

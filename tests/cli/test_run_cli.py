@@ -1,0 +1,166 @@
+"""The ``collector`` command as operators run it: a real subprocess against a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+
+import anyio
+import asyncpg
+import pytest
+
+from collector.gateways.sandbox import sandbox_charge_counts
+from collector.seed import DEMO_MIX, seed_demo
+
+TODAY = date(2026, 11, 26)
+
+
+def _env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env["COLLECTOR_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _collector(*args: str, env: dict[str, str]) -> Done:
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "collector", *args], env=env, check=False
+        )
+    return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+async def test_run_prints_a_json_summary_and_logs_without_tokens(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    await seed_demo(pool, customers=100, due_on=TODAY, installments=1)
+    done = await _collector("run", "--date", TODAY.isoformat(), "--json", env=_env(database_url))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("due", "succeeded", "declined", "in_doubt", "processing", "charged_cents"):
+        assert isinstance(summary[key], int)
+    assert summary["due"] == 100
+    assert (
+        summary["succeeded"] + summary["declined"] + summary["in_doubt"] + summary["processing"]
+        == 100
+    )
+    for _, _, _, token in DEMO_MIX:
+        assert token not in done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "pass_finished" for line in lines)
+    failed = [line for line in lines if line["event"] == "charge_failed"]
+    assert len(failed) == summary["declined"] + summary["in_doubt"]
+    assert all("token" not in line for line in failed)
+
+
+async def test_dry_run_cli_changes_nothing(pool: asyncpg.Pool, database_url: str) -> None:
+    await seed_demo(pool, customers=30, due_on=TODAY, installments=1)
+    done = await _collector(
+        "run", "--dry-run", "--json", "--date", TODAY.isoformat(), env=_env(database_url)
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["due"] == 30 and report["dry_run"] is True
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM charge_attempts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM collection_runs") == 0
+
+
+async def test_bad_setting_fails_at_start_naming_it(database_url: str) -> None:
+    done = await _collector("run", env=_env(database_url, COLLECTOR_CONCURRENCY="lots"))
+    assert done.returncode == 1
+    assert "COLLECTOR_CONCURRENCY" in done.stderr
+
+
+async def test_bad_time_zone_fails_naming_the_setting(database_url: str) -> None:
+    done = await _collector("run", env=_env(database_url, COLLECTOR_TIMEZONE="Mars/Olympus"))
+    assert done.returncode == 1
+    assert "COLLECTOR_TIMEZONE" in done.stderr
+
+
+async def test_unreachable_database_is_a_clear_error(database_url: str) -> None:
+    url = "postgresql://collector:secret-pw@127.0.0.1:1/nowhere"
+    done = await _collector("run", env=_env(url))
+    assert done.returncode == 1
+    assert "cannot connect to the database" in done.stderr
+    assert "secret-pw" not in done.stderr
+
+
+async def test_bad_date_is_a_usage_error(database_url: str) -> None:
+    done = await _collector("run", "--date", "26/11/2026", env=_env(database_url))
+    assert done.returncode == 2
+    assert "not a date" in done.stderr
+
+
+async def test_killed_pass_is_finished_by_the_next_run_charging_each_once(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    total = 20_000
+    await seed_demo(pool, customers=total, due_on=TODAY, mix="ok", installments=1)
+    env = _env(
+        database_url,
+        COLLECTOR_SANDBOX_LATENCY_MS="2",
+        COLLECTOR_CONCURRENCY="32",
+        COLLECTOR_BATCH_SIZE="200",
+    )
+    proc = await anyio.open_process(
+        [sys.executable, "-m", "collector", "run", "--date", TODAY.isoformat()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    async with proc:
+        # Kill it mid-pass: once some charges are recorded, well before all are.
+        deadline = time.monotonic() + 60
+        async with pool.acquire() as conn:
+            while True:
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM charge_attempts WHERE status = 'succeeded'"
+                )
+                if done >= total // 10:
+                    break
+                assert proc.returncode is None, "the pass ended before it could be killed"
+                assert time.monotonic() < deadline, "the pass made no progress"
+        proc.send_signal(signal.SIGKILL)
+        with anyio.fail_after(30):
+            await proc.wait()
+
+    async with pool.acquire() as conn:
+        left = await conn.fetchval("SELECT count(*) FROM charge_attempts WHERE status = 'pending'")
+        assert left > 0, "the kill did not land mid-pass; the test proves nothing"
+        assert (
+            await conn.fetchval("SELECT count(*) FROM installments WHERE status = 'paid'") < total
+        )
+
+    rerun = await _collector("run", "--date", TODAY.isoformat(), "--json", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["reconciled"] >= left
+
+    async with pool.acquire() as conn:
+        statuses = dict(await conn.fetch("SELECT status, count(*) FROM installments GROUP BY 1"))
+        assert statuses == {"paid": total}
+        attempts = dict(await conn.fetch("SELECT status, count(*) FROM charge_attempts GROUP BY 1"))
+        assert attempts == {"succeeded": total}
+        counts = await sandbox_charge_counts(conn)
+    assert len(counts) == total
+    assert set(counts.values()) == {1}
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["seed", "--customers", "5"]])
+async def test_migrate_and_seed_commands(database_url: str, command: list[str]) -> None:
+    done = await _collector(*command, env=_env(database_url))
+    assert done.returncode == 0, done.stderr
