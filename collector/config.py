@@ -6,12 +6,13 @@ receives it as an argument.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from collector.exceptions import ConfigError
 
@@ -126,3 +127,8 @@ def load_settings(**overrides: object) -> Settings:
             name = "_".join(str(part) for part in error["loc"][:1]) or "settings"
             problems.append(f"COLLECTOR_{name.upper()}: {error['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+    except SettingsError as exc:
+        # Raised for a value that is not even parseable (bad JSON); its text names the field.
+        match = re.search(r'field "([a-z_]+)"', str(exc))
+        name = f"COLLECTOR_{match.group(1).upper()}" if match else "a COLLECTOR_ setting"
+        raise ConfigError(f"invalid configuration: {name}: cannot be parsed") from exc

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
@@ -66,7 +67,9 @@ CREATE TABLE IF NOT EXISTS sandbox.charges (
 # The data-modifying CTE and the outer SELECT share one snapshot, so the second branch sees only
 # rows committed before the statement began, never the ones this statement inserts: each key
 # comes back at most once. A row committed by another process while this statement ran is in
-# neither branch; GroupWriter reads those few keys again (SELECT_CHARGES).
+# neither branch; GroupWriter reads those few keys again (SELECT_CHARGES). Rows go in in key
+# order: two processes inserting the same keys in different orders would each wait on the
+# other's uncommitted row (ON CONFLICT waits for the outcome), a deadlock seen in testing.
 INSERT_CHARGES: Final = """
 WITH incoming AS (
     SELECT *
@@ -82,6 +85,7 @@ WITH incoming AS (
     SELECT idempotency_key, gateway, installment_id, amount_cents, status,
            code, message, gateway_ref, return_code
     FROM incoming
+    ORDER BY idempotency_key
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING c.idempotency_key, c.status, c.code, c.message, c.gateway_ref
 )
@@ -263,8 +267,10 @@ class GroupWriter:
             while True:
                 batch = pending.batch
                 if batch is not None:
-                    # Another caller took our row into its flush.
-                    await batch.done.wait()
+                    # A flush took our row. Event.wait() on a set event still yields, which
+                    # would put us behind the next flusher and split its group: don't call it.
+                    if not batch.done.is_set():
+                        await batch.done.wait()
                     break
                 running = self._running
                 if running is None:
@@ -285,12 +291,17 @@ class GroupWriter:
 
     async def _flush(self) -> None:
         batch = _Batch()
-        records, self._pending = self._pending, []
-        for record in records:
-            record.batch = batch
         self._running = batch
-        self.flushes += 1
         try:
+            # Let every task that is ready to run queue its row first. Without this yield the
+            # first caller to return from a flush starts the next one alone, and flushes
+            # alternate between one row and all the others (measured: half the statements).
+            # Shielded from cancellation, so the flusher's own row is always in the batch.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            records, self._pending = self._pending, []
+            for record in records:
+                record.batch = batch
+            self.flushes += 1
             # Shielded: this write answers every caller in the batch, so one caller's timeout
             # must not cancel it (and a cancelled asyncpg query would cost the connection).
             with anyio.fail_after(FLUSH_TIMEOUT_S, shield=True):

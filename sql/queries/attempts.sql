@@ -27,7 +27,9 @@ WITH picked AS MATERIALIZED (
     UPDATE installments i
     SET status = 'processing', attempts = p.attempt_no, next_attempt_on = NULL, updated_at = now()
     FROM picked p
-    WHERE i.id = p.id
+    -- ANY(ARRAY(...)) keeps this on the primary key; a plain join to the CTE was planned as a
+    -- sequential scan of installments with a hash join (25 ms a claim at 100k rows).
+    WHERE i.id = ANY (ARRAY(SELECT id FROM picked)) AND i.id = p.id
 ), attempts AS (
     INSERT INTO charge_attempts
         (installment_id, payment_method_id, amount_cents, idempotency_key, source, status,
@@ -68,7 +70,10 @@ WITH o AS (
         -- An in-doubt attempt is due for a lookup at once; a resolved one is nobody's claim.
         claimed_until = CASE WHEN o.attempt_status = 'in_doubt' THEN now() END
     FROM o
-    WHERE a.id = o.attempt_id AND a.status IN ('pending', 'in_doubt')
+    -- The primary key, not the partial index of unresolved attempts: that index holds a dead
+    -- entry for every attempt resolved since the last VACUUM, thousands during a large pass.
+    WHERE a.id = ANY ($1::bigint[]) AND a.id = o.attempt_id
+      AND a.status IN ('pending', 'in_doubt')
     RETURNING a.id, a.installment_id, a.payment_method_id
 ), installments_changed AS (
     UPDATE installments i
