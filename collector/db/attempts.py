@@ -9,6 +9,7 @@ from datetime import date
 
 import asyncpg
 
+from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
 from collector.policy import Decision
@@ -54,7 +55,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
 
 
 async def claim_due(
-    pool: asyncpg.Pool,
+    db: Executor,
     *,
     as_of: date,
     cursor: ClaimCursor,
@@ -64,26 +65,23 @@ async def claim_due(
     deadline_s: int,
 ) -> list[ClaimedCharge]:
     """Claim and record pending attempts for up to ``limit`` due installments, in one commit."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            QUERIES["attempts.claim_due"],
-            as_of,
-            cursor.after_on,
-            cursor.after_id,
-            limit,
-            list(gateways),
-            run_id,
-            deadline_s,
-        )
+    rows = await db.fetch(
+        QUERIES["attempts.claim_due"],
+        as_of,
+        cursor.after_on,
+        cursor.after_id,
+        limit,
+        list(gateways),
+        run_id,
+        deadline_s,
+    )
     if rows:
         last = rows[-1]
         cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
     return [_claimed(row) for row in rows]
 
 
-async def record_outcomes(
-    pool: asyncpg.Pool, decisions: Sequence[tuple[int, Decision]]
-) -> set[int]:
+async def record_outcomes(db: Executor, decisions: Sequence[tuple[int, Decision]]) -> set[int]:
     """Store many (attempt id, decision) pairs in one transaction; return the attempt ids that
     changed (an attempt already resolved elsewhere is left as it is)."""
     if not decisions:
@@ -103,8 +101,7 @@ async def record_outcomes(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(QUERIES["attempts.record_outcomes"], *columns)
+    rows = await db.fetch(QUERIES["attempts.record_outcomes"], *columns)
     return {row["attempt_id"] for row in rows}
 
 
@@ -117,7 +114,7 @@ class UnresolvedAttempt:
 
 
 async def claim_unresolved(
-    pool: asyncpg.Pool,
+    db: Executor,
     *,
     after_id: int,
     limit: int,
@@ -126,16 +123,15 @@ async def claim_unresolved(
     deadline_s: int,
 ) -> list[UnresolvedAttempt]:
     """Take over up to ``limit`` pending attempts of dead passes and in-doubt attempts."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            QUERIES["attempts.claim_unresolved"],
-            after_id,
-            list(gateways),
-            run_id,
-            limit,
-            deadline_s,
-            LIVENESS_NAMESPACE,
-        )
+    rows = await db.fetch(
+        QUERIES["attempts.claim_unresolved"],
+        after_id,
+        list(gateways),
+        run_id,
+        limit,
+        deadline_s,
+        LIVENESS_NAMESPACE,
+    )
     found = [
         UnresolvedAttempt(status=AttemptStatus(row["status"]), charge=_claimed(row)) for row in rows
     ]

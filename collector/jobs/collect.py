@@ -132,11 +132,11 @@ async def _collect_due(
     names = list(gateways)
 
     async def claim_loop(send: ObjectSendStream[ClaimedCharge]) -> None:
-        async with send:
+        async with send, pool.acquire() as conn:
             cursor = ClaimCursor()
             while stop is None or not stop.is_set():
                 batch = await claim_due(
-                    pool,
+                    conn,
                     as_of=as_of,
                     cursor=cursor,
                     limit=settings.batch_size,
