@@ -7,6 +7,7 @@ receives it as an argument.
 from __future__ import annotations
 
 import re
+from datetime import time
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +64,54 @@ class Settings(BaseSettings):
         default=[3, 5, 7],
         description="Days between automatic retries after a soft decline; its length caps them.",
     )
+
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted by /v1 (comma-separated; several for rotation).",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the daemon listens on.")
+    api_port: int = Field(default=8080, gt=0, lt=65536, description="Port the daemon listens on.")
+    primary_change_notice_days: int = Field(
+        default=2, ge=0, le=31, description="Warn on a primary change this close to a due date."
+    )
+    metrics_textfile: Path | None = Field(
+        default=None, description="node_exporter textfile that `run` writes its metrics to."
+    )
+    pushgateway_url: str | None = Field(
+        default=None, description="Pushgateway address that `run` pushes its metrics to."
+    )
+    schedule_time: str = Field(
+        default="06:00", description="Local time (HH:MM) of the daemon's daily pass."
+    )
+    retry_interval_s: int = Field(
+        default=3600, gt=0, le=86_400, description="Seconds between the daemon's retry passes."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Time SIGTERM allows in-flight charges."
+    )
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _long_tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(token.get_secret_value()) < 16 for token in value):
+            raise ValueError("every API token must be at least 16 characters")
+        return value
+
+    @field_validator("schedule_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not a time of day (HH:MM): {value!r}") from exc
+        return value
 
     @field_validator("timezone")
     @classmethod

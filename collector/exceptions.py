@@ -10,7 +10,8 @@
     │   └── GatewayConfigError the adapter's own settings are wrong
     ├── Conflict               the work is held by someone else right now (API: 409)
     │   └── AlreadyAttempted   an attempt with that idempotency key exists
-    └── NotFound               no such record (API: 404)
+    ├── NotFound               no such record (API: 404)
+    └── Unprocessable          a well-formed request that cannot be done (API: 422)
 """
 
 from __future__ import annotations
@@ -54,3 +55,7 @@ class AlreadyAttempted(Conflict):
 
 class NotFound(CollectorError):
     """No such record."""
+
+
+class Unprocessable(CollectorError):
+    """The request is well formed but cannot be carried out; the message says why."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
+from collector.db.pool import Executor
 from collector.db.queries import sql_dir
 from collector.exceptions import MigrationError
 
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+async def pending_migrations(conn: Executor) -> list[Migration]:
     """Migrations not yet applied to this database."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied: set[int] = set()

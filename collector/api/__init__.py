@@ -1,0 +1,1 @@
+"""The customer portal's HTTP API (ASGI, FastAPI): no SQL in handlers."""

@@ -1,0 +1,62 @@
+"""The ASGI application: ``create_app(settings, pool, gateways)`` takes its dependencies as
+arguments (tests drive it through httpx's ASGITransport, which runs no lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import asyncpg
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from collector import __version__
+from collector.api import health, leases, payment_methods, payments
+from collector.api.auth import require_token
+from collector.config import Settings
+from collector.exceptions import Conflict, NotFound, Unprocessable
+from collector.gateways.base import Gateway
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+) -> FastAPI:
+    """The portal API, ready to serve."""
+    app = FastAPI(
+        title="collector portal API",
+        version=__version__,
+        description="Balances, schedules, payment methods and manual payments of leases.",
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.gateways = gateways
+    app.state.clock = clock
+    app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
+
+    app.include_router(health.router)
+    secured = [Depends(require_token)]
+    app.include_router(leases.router, prefix="/v1", dependencies=secured)
+    app.include_router(payment_methods.router, prefix="/v1", dependencies=secured)
+    app.include_router(payments.router, prefix="/v1", dependencies=secured)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Unprocessable)
+    async def _unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app

@@ -1,0 +1,131 @@
+"""The portal API's request and response bodies. Money is integer cents; dates are ISO dates."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Cents = Annotated[int, Field(ge=0, le=10**12)]
+Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Problem(BaseModel):
+    """Every error answer: a sentence for people, and a code for programs."""
+
+    detail: str
+    code: str | None = None
+
+
+class MethodDisplay(BaseModel):
+    """What the portal may show of a payment method: never the token."""
+
+    id: int
+    kind: Literal["card", "ach"]
+    gateway: str
+    brand: str | None
+    bank_name: str | None
+    last4: str | None
+    status: Literal["active", "disabled"]
+    is_primary: bool
+
+
+class LeaseLine(BaseModel):
+    id: int
+    agreement_ref: str
+    store: str
+    status: Literal["active", "paid_off", "closed", "charged_off"]
+    overdue_cents: Cents
+    next_due_on: date | None
+    next_due_cents: Cents | None
+
+
+class LeaseDetail(BaseModel):
+    id: int
+    customer_id: int
+    agreement_ref: str
+    store: str
+    status: Literal["active", "paid_off", "closed", "charged_off"]
+    order_details: dict[str, Any]
+    overdue_cents: Cents
+    pending_cents: Cents = Field(description="Sent as bank debits, not settled yet.")
+    next_due_on: date | None
+    next_due_cents: Cents | None
+    primary_payment_method: MethodDisplay | None
+
+
+ScheduleStatus = Literal["scheduled", "processing", "pending", "paid", "overdue", "cancelled"]
+
+
+class ScheduleLine(BaseModel):
+    installment_id: int
+    seq: int
+    due_on: date
+    amount_cents: Cents
+    paid_cents: Cents
+    status: ScheduleStatus = Field(
+        description="'pending': a bank debit was sent and has not settled; it is not paid yet."
+    )
+
+
+class Schedule(BaseModel):
+    lease_id: int
+    installments: list[ScheduleLine]
+
+
+class NewPaymentMethod(_Body):
+    kind: Literal["card", "ach"]
+    gateway: Annotated[str, Field(min_length=1, max_length=64)]
+    token: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=255,
+            description="The gateway's token for the method; never a card or account number.",
+        ),
+    ]
+    brand: Annotated[str, Field(max_length=64)] | None = None
+    bank_name: Annotated[str, Field(max_length=128)] | None = None
+    last4: Annotated[str, Field(pattern=r"^[0-9]{4}$")] | None = None
+    make_primary: bool = False
+
+
+class PrimaryChange(_Body):
+    payment_method_id: Id
+
+
+class PrimaryChanged(BaseModel):
+    customer_id: int
+    primary_payment_method: MethodDisplay
+    next_due_on: date | None
+    warning: str | None = Field(
+        default=None,
+        description="Set when the next due date is too close: that charge may use the old method.",
+    )
+
+
+class ManualPayment(_Body):
+    amount_cents: Annotated[int, Field(gt=0, le=10**12)] | None = Field(
+        default=None, description="Default: the whole overdue amount."
+    )
+    payment_method_id: Id | None = Field(default=None, description="Default: the primary method.")
+
+
+class Allocation(BaseModel):
+    installment_id: int
+    amount_cents: Cents
+
+
+class PaymentResult(BaseModel):
+    payment_id: int
+    lease_id: int
+    payment_method_id: int
+    amount_cents: Cents
+    status: Literal["succeeded", "processing", "in_doubt"]
+    allocations: list[Allocation]
+    created_at: datetime

@@ -1,0 +1,104 @@
+"""Every Prometheus metric of the engine, defined once (prefix ``collector_``).
+
+Labels come from closed sets (gateway names from configuration, method kinds, outcomes, HTTP
+status codes), never from ids. A daemon serves these at ``/metrics``; a cron-run pass cannot
+be scraped, so ``collector run`` writes them to a node_exporter textfile or pushes them to a
+Pushgateway when configured (see :func:`export_pass_metrics`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    push_to_gateway,
+    write_to_textfile,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CHARGES = Counter(
+    "collector_charges_total",
+    "Gateway answers recorded, by gateway, payment method kind and outcome.",
+    ["gateway", "method_kind", "outcome"],
+    registry=REGISTRY,
+)
+CHARGED_CENTS = Counter(
+    "collector_charged_cents_total",
+    "Money taken (succeeded charges), in cents.",
+    ["gateway", "method_kind"],
+    registry=REGISTRY,
+)
+GATEWAY_LATENCY = Histogram(
+    "collector_gateway_request_duration_seconds",
+    "Time a gateway took to answer a charge or lookup.",
+    ["gateway", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+CHARGES_IN_FLIGHT = Gauge(
+    "collector_charges_in_flight",
+    "Charges sent to a gateway and not answered yet.",
+    registry=REGISTRY,
+)
+PASS_DURATION = Histogram(
+    "collector_pass_duration_seconds",
+    "Wall time of a collection pass.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=REGISTRY,
+)
+PASSES = Counter(
+    "collector_passes_total",
+    "Collection passes, by how they ended (completed, failed).",
+    ["status"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "collector_last_success_timestamp_seconds",
+    "Unix time at which the last collection pass completed.",
+    registry=REGISTRY,
+)
+INSTALLMENTS = Gauge(
+    "collector_installments",
+    "Installments by state: due_today, overdue, in_doubt, pending_settlement (refreshed each pass).",
+    ["state"],
+    registry=REGISTRY,
+)
+INSTALLMENTS_CENTS = Gauge(
+    "collector_installments_cents",
+    "Unpaid amount of the installments in each state, in cents (refreshed each pass).",
+    ["state"],
+    registry=REGISTRY,
+)
+OLDEST_IN_DOUBT = Gauge(
+    "collector_oldest_in_doubt_age_seconds",
+    "Age of the oldest attempt whose outcome is unknown (0 when there is none).",
+    registry=REGISTRY,
+)
+COLLECTED_RATIO = Gauge(
+    "collector_due_today_collected_ratio",
+    "Share of today's due amount collected so far (the collection service level).",
+    registry=REGISTRY,
+)
+MANUAL_PAY_REQUESTS = Counter(
+    "collector_manual_pay_requests_total",
+    "Manual-pay API requests, by HTTP status code.",
+    ["code"],
+    registry=REGISTRY,
+)
+
+STATES = ("due_today", "overdue", "in_doubt", "pending_settlement")
+
+
+def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: str) -> None:
+    """Write the registry to a node_exporter textfile and/or push it to a Pushgateway."""
+    if textfile is not None:
+        # write_to_textfile writes a temporary file and renames it: a scrape never sees half.
+        write_to_textfile(os.fspath(textfile), REGISTRY)
+    if pushgateway is not None:
+        push_to_gateway(pushgateway, job=job, registry=REGISTRY)
