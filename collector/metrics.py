@@ -65,7 +65,7 @@ LAST_SUCCESS = Gauge(
 )
 INSTALLMENTS = Gauge(
     "collector_installments",
-    "Installments by state: due_today, overdue, in_doubt, pending_settlement (refreshed each pass).",
+    "Installments by state: due_today, overdue, in_doubt, pending_settlement (each pass).",
     ["state"],
     registry=REGISTRY,
 )
