@@ -55,7 +55,7 @@ class ClaimedCharge:
     """One installment claimed by a pass, with its pending attempt already on record."""
 
     attempt_id: int
-    installment_id: int
+    installment_id: int | None  # None for a manual payment's attempt
     lease_id: int
     customer_id: int
     payment_method_id: int
@@ -65,14 +65,16 @@ class ClaimedCharge:
     amount_cents: int
     idempotency_key: str
     attempt_no: int
-    due_on: date
+    due_on: date | None
     source: AttemptSource
+    payment_id: int | None = None  # set for a manual payment's attempt
 
     def __repr__(self) -> str:
         # The token never appears in a repr, so it cannot leak through a log or traceback.
         return (
             f"ClaimedCharge(attempt_id={self.attempt_id}, installment_id={self.installment_id},"
-            f" gateway={self.gateway!r}, amount_cents={self.amount_cents})"
+            f" payment_id={self.payment_id}, gateway={self.gateway!r},"
+            f" amount_cents={self.amount_cents})"
         )
 
 

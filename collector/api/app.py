@@ -3,8 +3,10 @@ arguments (tests drive it through httpx's ASGITransport, which runs no lifespan)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request
@@ -16,6 +18,10 @@ from collector.api.auth import require_token
 from collector.config import Settings
 from collector.exceptions import Conflict, NotFound, Unprocessable
 from collector.gateways.base import Gateway
+from collector.jobs.charging import Charger
+from collector.metrics import MANUAL_PAY_REQUESTS
+
+_MANUAL_PAY_PATH = re.compile(r"/v1/leases/[^/]+/payments")
 
 
 def _utcnow() -> datetime:
@@ -40,6 +46,16 @@ def create_app(
     app.state.gateways = gateways
     app.state.clock = clock
     app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
+    app.state.charger = Charger(
+        gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
+    )
+
+    @app.middleware("http")
+    async def _count_manual_pay(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.method == "POST" and _MANUAL_PAY_PATH.fullmatch(request.url.path):
+            MANUAL_PAY_REQUESTS.labels(code=str(response.status_code)).inc()
+        return response
 
     app.include_router(health.router)
     secured = [Depends(require_token)]

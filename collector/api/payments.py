@@ -1,7 +1,82 @@
-"""Placeholder router; filled in by the portal API work."""
+"""Manual pay: ``POST /v1/leases/{lease_id}/payments``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
+import json
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Header, Path, Request
+from fastapi.responses import JSONResponse
+
+from collector.api.deps import PoolDep, SettingsDep, TodayDep
+from collector.api.schemas import ManualPayment, PaymentResult, Problem
+from collector.db.payments import PaymentRequest
+from collector.jobs.charging import Charger
+from collector.jobs.manual_pay import pay_now
+
+router = APIRouter(tags=["payments"])
+
+# How long a manual payment's claim lasts before reconciliation may take it over: the gateway
+# timeout plus time to record the answer.
+_CLAIM_MARGIN_S = 60
+
+
+def request_hash(body: ManualPayment) -> str:
+    """A digest of what was asked, to tell a replay from a reuse of the key for another ask."""
+    canonical = json.dumps(body.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post(
+    "/leases/{lease_id}/payments",
+    status_code=201,
+    response_model=PaymentResult,
+    summary="Pay an overdue amount now",
+    responses={
+        202: {"model": PaymentResult, "description": "Sent; the gateway's answer is not known yet"},
+        401: {"model": Problem, "description": "Missing or invalid bearer token"},
+        402: {"model": Problem, "description": "Declined; `code` is the gateway's reason"},
+        404: {"model": Problem, "description": "No such lease"},
+        409: {"model": Problem, "description": "A payment for these installments is in progress"},
+        422: {"model": Problem, "description": "Nothing overdue, bad amount or method, key reuse"},
+    },
+)
+async def manual_pay(
+    request: Request,
+    lease_id: Annotated[int, Path(gt=0, le=2**63 - 1)],
+    idempotency_key: Annotated[
+        str,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Unique per payment the customer means to make; a retry reuses it.",
+        ),
+    ],
+    pool: PoolDep,
+    settings: SettingsDep,
+    today: TodayDep,
+    body: Annotated[ManualPayment | None, Body()] = None,
+) -> JSONResponse:
+    """Charge the overdue amount (or part of it), oldest installments first, exactly once per
+    Idempotency-Key."""
+    body = body or ManualPayment()
+    charger: Charger = request.app.state.charger
+    answer = await pay_now(
+        pool,
+        charger,
+        PaymentRequest(
+            lease_id=lease_id,
+            request_key=idempotency_key,
+            request_hash=request_hash(body),
+            amount_cents=body.amount_cents,
+            payment_method_id=body.payment_method_id,
+            as_of=today,
+            gateways=list(request.app.state.gateways),
+            deadline_s=int(settings.gateway_timeout_s) + _CLAIM_MARGIN_S,
+        ),
+        retry_days=settings.soft_retry_days,
+    )
+    return JSONResponse(answer.body, status_code=answer.status_code)

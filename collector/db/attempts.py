@@ -51,6 +51,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
         attempt_no=row["attempt_no"],
         due_on=row["due_on"],
         source=AttemptSource(row["source"]),
+        payment_id=row.get("payment_id"),
     )
 
 

@@ -33,6 +33,17 @@ RECORD_SHIELD_S = 30
 RECORD_LINGER_S = 0.005
 
 
+def _metadata(claimed: ClaimedCharge) -> dict[str, str]:
+    # The attempt's key travels in the gateway's own metadata too, so an adapter can find the
+    # charge after the gateway has forgotten the idempotency key (DESIGN.md).
+    metadata = {"collector_attempt_key": claimed.idempotency_key, "lease_id": str(claimed.lease_id)}
+    if claimed.installment_id is not None:
+        metadata["installment_id"] = str(claimed.installment_id)
+    if claimed.payment_id is not None:
+        metadata["payment_id"] = str(claimed.payment_id)
+    return metadata
+
+
 class Charger:
     """Sends claimed charges to their gateways, each under its rate limit and a timeout."""
 
@@ -58,12 +69,12 @@ class Charger:
             amount_cents=claimed.amount_cents,
             token=claimed.token,
             method_kind=claimed.method_kind,
-            description=f"Installment {claimed.installment_id}",
-            metadata={
-                "collector_attempt_key": claimed.idempotency_key,
-                "installment_id": str(claimed.installment_id),
-                "lease_id": str(claimed.lease_id),
-            },
+            description=(
+                f"Lease {claimed.lease_id} payment {claimed.payment_id}"
+                if claimed.payment_id is not None
+                else f"Lease {claimed.lease_id} installment {claimed.installment_id}"
+            ),
+            metadata=_metadata(claimed),
         )
         limiter = self._limiters.get(claimed.gateway)
         try:

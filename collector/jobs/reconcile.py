@@ -23,6 +23,7 @@ from collector.db.attempts import UnresolvedAttempt, claim_unresolved
 from collector.domain import AttemptStatus, ClaimedCharge
 from collector.gateways.base import InDoubt
 from collector.jobs.charging import Charger, Recorder
+from collector.jobs.manual_pay import record_reconciled_payment
 from collector.policy import Decision
 
 
@@ -58,7 +59,12 @@ async def reconcile(
         async with anyio.create_task_group() as tg:
             for item in batch:
                 tg.start_soon(_resolve_into, results, item, charger, recorder, limiter)
-        await recorder.record(results)
+        await recorder.record([(c, d) for c, d in results if c.payment_id is None])
+        # Manual payments are few; each is applied to the installments it was allocated to.
+        for charge, decision in results:
+            if charge.payment_id is not None:
+                with anyio.CancelScope(shield=True):
+                    await record_reconciled_payment(pool, charge, decision)
 
 
 async def _resolve_into(

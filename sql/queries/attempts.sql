@@ -93,9 +93,10 @@ SELECT c.id AS attempt_id FROM changed c;
 
 -- claim_unresolved --
 -- Take over, for run $3, up to $4 attempts with id above $1 that need reconciliation: pending
--- ones whose pass is gone (its liveness lock is free, or the claim deadline passed as a
--- backstop) and in-doubt ones due for a lookup. $2 = enabled gateways, $5 = claim deadline in
--- seconds, $6 = the liveness lock namespace. A live pass holds pg_advisory_lock($6, run_id).
+-- ones whose pass is gone (its liveness lock is free) or whose claim deadline passed (the
+-- backstop, and the only test for manual payments, which belong to no pass), and in-doubt ones
+-- due for a lookup. $2 = enabled gateways, $5 = claim deadline in seconds, $6 = the liveness
+-- lock namespace: a live pass holds pg_advisory_lock($6, run_id).
 WITH live_runs AS (
     SELECT l.objid::bigint AS run_id
     FROM pg_locks l
@@ -109,16 +110,24 @@ WITH live_runs AS (
       AND a.gateway = ANY($2::text[])
       AND (a.claimed_until IS NULL
            OR a.claimed_until < now()
-           OR a.run_id IS NULL
-           OR a.run_id NOT IN (SELECT run_id FROM live_runs))
+           OR (a.run_id IS NOT NULL AND a.run_id NOT IN (SELECT run_id FROM live_runs)))
     ORDER BY a.id
     LIMIT $4
     FOR UPDATE OF a SKIP LOCKED
+), details AS (
+    SELECT p.id, pm.kind, pm.token, pm.customer_id,
+           coalesce(i.lease_id, pay.lease_id) AS lease_id, i.due_on,
+           coalesce(i.attempts, 1) AS attempt_no
+    FROM picked p
+    JOIN charge_attempts a ON a.id = p.id
+    JOIN payment_methods pm ON pm.id = a.payment_method_id
+    LEFT JOIN installments i ON i.id = a.installment_id
+    LEFT JOIN payments pay ON pay.id = a.payment_id
 )
 UPDATE charge_attempts a
 SET run_id = $3, claimed_until = now() + make_interval(secs => $5), updated_at = now()
-FROM picked p, payment_methods pm, installments i
-WHERE a.id = p.id AND pm.id = a.payment_method_id AND i.id = a.installment_id
+FROM details d
+WHERE a.id = d.id
 RETURNING a.id AS attempt_id, a.status, a.idempotency_key, a.source, a.amount_cents,
-          a.installment_id, i.lease_id, i.due_on, i.attempts AS attempt_no,
-          a.payment_method_id, a.gateway, pm.kind, pm.token, pm.customer_id;
+          a.installment_id, a.payment_id, d.lease_id, d.due_on, d.attempt_no,
+          a.payment_method_id, a.gateway, d.kind, d.token, d.customer_id;

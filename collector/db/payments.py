@@ -1,0 +1,193 @@
+"""Manual payments: claim the overdue installments of a lease and record a pending attempt
+(one transaction), then apply the gateway's answer (another). SQL in sql/queries/payments.sql."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from collector.db.pool import Executor
+from collector.db.queries import QUERIES
+from collector.domain import AttemptSource, ClaimedCharge, MethodKind
+from collector.exceptions import Conflict, NotFound, Unprocessable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRequest:
+    """A portal request to pay overdue installments of a lease now."""
+
+    lease_id: int
+    request_key: str
+    request_hash: str
+    amount_cents: int | None
+    payment_method_id: int | None
+    as_of: date
+    gateways: Sequence[str]
+    deadline_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    """The first answer given to this Idempotency-Key."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedPayment:
+    """A pending manual payment, its attempt on record, its installments claimed."""
+
+    payment_id: int
+    created_at: datetime
+    charge: ClaimedCharge
+    allocations: list[tuple[int, int]]  # (installment id, cents), oldest first
+
+
+async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayment | Replay:
+    """Claim and record a manual payment, or return the first answer to a repeated key.
+
+    Raises NotFound (no such lease), Unprocessable (key reused with another body, nothing
+    overdue, amount above the overdue total, unusable method) and Conflict (the same key is
+    still being charged, or the batch is charging one of these installments now).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id)
+        if lease is None:
+            raise NotFound(f"lease {req.lease_id} does not exist")
+        earlier = await conn.fetchrow(
+            QUERIES["payments.find_by_request_key"], req.lease_id, req.request_key
+        )
+        if earlier is not None:
+            if earlier["request_hash"] != req.request_hash:
+                raise Unprocessable(
+                    "this Idempotency-Key was already used with a different request body"
+                )
+            if earlier["response_status"] is None:
+                raise Conflict("a payment with this Idempotency-Key is still being processed")
+            return Replay(status_code=earlier["response_status"], body=earlier["response_body"])
+
+        unpaid = await conn.fetch(
+            QUERIES["payments.lock_unpaid_installments"], req.lease_id, req.as_of
+        )
+        if any(row["status"] == "processing" for row in unpaid):
+            raise Conflict("a payment is in progress for this lease; try again shortly")
+        owed = [(row["id"], row["amount_cents"] - row["paid_cents"]) for row in unpaid]
+        overdue_cents = sum(cents for _, cents in owed)
+        if overdue_cents == 0:
+            raise Unprocessable("nothing is overdue on this lease")
+        amount = req.amount_cents if req.amount_cents is not None else overdue_cents
+        if amount > overdue_cents:
+            raise Unprocessable(
+                f"amount_cents {amount} is more than the overdue amount {overdue_cents}"
+            )
+        method = await conn.fetchrow(
+            QUERIES["payments.usable_method"], lease["customer_id"], req.payment_method_id
+        )
+        if method is None:
+            raise Unprocessable(
+                "no active primary payment method on file"
+                if req.payment_method_id is None
+                else f"payment method {req.payment_method_id} cannot be used for this customer"
+            )
+        if method["gateway"] not in req.gateways:
+            raise Unprocessable(f"payment method {method['id']} uses a gateway not enabled here")
+
+        allocations = allocate(owed, amount)
+        row = await conn.fetchrow(
+            QUERIES["payments.insert_payment"],
+            req.lease_id,
+            lease["customer_id"],
+            method["id"],
+            amount,
+            req.request_key,
+            req.request_hash,
+            req.as_of,
+            method["gateway"],
+            req.deadline_s,
+            [iid for iid, _ in allocations],
+            [cents for _, cents in allocations],
+        )
+    assert row is not None
+    charge = ClaimedCharge(
+        attempt_id=row["attempt_id"],
+        installment_id=None,
+        payment_id=row["payment_id"],
+        lease_id=req.lease_id,
+        customer_id=lease["customer_id"],
+        payment_method_id=method["id"],
+        gateway=method["gateway"],
+        method_kind=MethodKind(method["kind"]),
+        token=method["token"],
+        amount_cents=amount,
+        idempotency_key=row["idempotency_key"],
+        attempt_no=1,
+        due_on=None,
+        source=AttemptSource.MANUAL,
+    )
+    return ClaimedPayment(
+        payment_id=row["payment_id"],
+        created_at=row["created_at"],
+        charge=charge,
+        allocations=allocations,
+    )
+
+
+def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[int, int]]:
+    """Spread ``amount_cents`` over (installment, unpaid cents) pairs, oldest first."""
+    allocations = []
+    left = amount_cents
+    for installment_id, unpaid in owed:
+        if left == 0:
+            break
+        share = min(unpaid, left)
+        allocations.append((installment_id, share))
+        left -= share
+    if left:
+        raise ValueError("amount exceeds what is owed")
+    return allocations
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentOutcome:
+    """What to store for a manual payment's answer."""
+
+    attempt_status: str
+    payment_status: str
+    gateway_ref: str | None
+    code: str | None
+    message: str | None
+    disable_method: bool
+    response_status: int | None = None
+    response_body: dict[str, Any] | None = None
+
+
+async def record_payment_outcome(
+    db: Executor, *, payment_id: int, attempt_id: int, outcome: PaymentOutcome
+) -> bool:
+    """Apply the answer in one statement; False when the attempt was already resolved."""
+    rows = await db.fetch(
+        QUERIES["payments.record_outcome"],
+        payment_id,
+        attempt_id,
+        outcome.attempt_status,
+        outcome.payment_status,
+        outcome.gateway_ref,
+        outcome.code,
+        outcome.message,
+        outcome.disable_method,
+        outcome.response_status,
+        outcome.response_body,
+    )
+    return bool(rows)
+
+
+def response_json(body: dict[str, Any]) -> dict[str, Any]:
+    """A body as it will be stored in jsonb and read back (dates as strings)."""
+    loaded: dict[str, Any] = json.loads(json.dumps(body, default=str))
+    return loaded
