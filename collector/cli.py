@@ -15,14 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import anyio
 import asyncpg
+import structlog
 
 from collector import __version__
 from collector.config import Settings, load_settings
+from collector.daemon import serve
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
 from collector.db.pool import connect, describe, open_pool
@@ -33,6 +35,7 @@ from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
 from collector.logs import configure_logging
+from collector.metrics import export_pass_metrics
 from collector.seed import seed_demo
 
 
@@ -50,6 +53,13 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return value
 
 
@@ -73,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--customers", type=_positive, required=True)
     seed.add_argument("--due-date", type=_date, help="first due date (default: today)")
     seed.add_argument("--mix", choices=("demo", "ok"), default="demo", help=argparse.SUPPRESS)
+
+    daemon = commands.add_parser(
+        "daemon", help="serve the portal API and /metrics, and collect on a schedule"
+    )
+    daemon.add_argument("--host", help="address to listen on (default: COLLECTOR_API_HOST)")
+    daemon.add_argument(
+        "--port", type=_port, help="port to listen on (default: COLLECTOR_API_PORT, 8080)"
+    )
+    daemon.add_argument(
+        "--no-schedule", action="store_true", help="serve only; run no collection passes"
+    )
 
     demo = commands.add_parser("demo", help="seed demo data and run one pass against the sandbox")
     demo.add_argument("--customers", type=_positive, default=200)
@@ -111,6 +132,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "run": _run,
         "seed": _seed,
         "demo": _demo,
+        "daemon": _daemon,
     }[args.command]
     result: int = await command(args, settings)
     return result
@@ -189,6 +211,16 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         async with open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways:
             with _progress("charging") as progress:
                 result = await run_pass(pool, gateways, settings, as_of=as_of, progress=progress)
+    # A cron-run pass cannot be scraped: leave the figures where Prometheus will find them.
+    try:
+        export_pass_metrics(
+            textfile=settings.metrics_textfile,
+            pushgateway=settings.pushgateway_url,
+            job="collector",
+        )
+    except OSError as exc:
+        # The pass itself is done and recorded; a lost export shows up as a stale metric.
+        structlog.get_logger().error("metrics_export_failed", error=describe(exc))
     _print_summary(result, as_json=args.json)
     return 0
 
@@ -216,6 +248,23 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             with _progress("charging") as progress:
                 result = await run_pass(pool, gateways, settings, as_of=as_of, progress=progress)
     _print_summary(result, as_json=args.json)
+    return 0
+
+
+async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
+    async with (
+        _database(settings) as (url, pool),
+        open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways,
+    ):
+        await serve(
+            pool,
+            gateways,
+            settings,
+            host=args.host or settings.api_host,
+            port=args.port or settings.api_port,
+            schedule=not args.no_schedule,
+            clock=lambda: datetime.now(UTC),
+        )
     return 0
 
 

@@ -20,6 +20,8 @@ from prometheus_client import (
     write_to_textfile,
 )
 
+from collector.db.stats import Snapshot
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CHARGES = Counter(
@@ -93,6 +95,19 @@ MANUAL_PAY_REQUESTS = Counter(
 )
 
 STATES = ("due_today", "overdue", "in_doubt", "pending_settlement")
+
+
+def set_gauges(snapshot: Snapshot) -> None:
+    """Show a database snapshot on the gauges."""
+    for state in STATES:
+        count, cents = snapshot.states.get(state, (0, 0))
+        if state == "in_doubt":
+            count, cents = snapshot.in_doubt
+        INSTALLMENTS.labels(state=state).set(count)
+        INSTALLMENTS_CENTS.labels(state=state).set(cents)
+    OLDEST_IN_DOUBT.set(snapshot.oldest_in_doubt_age_s)
+    due = snapshot.due_today_cents
+    COLLECTED_RATIO.set(snapshot.collected_today_cents / due if due else 1.0)
 
 
 def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: str) -> None:

@@ -37,3 +37,6 @@ ALTER TABLE charge_attempts ADD COLUMN payment_id bigint REFERENCES payments (id
 ALTER TABLE charge_attempts ADD CONSTRAINT charge_attempts_serves_one
     CHECK ((installment_id IS NULL) <> (payment_id IS NULL));
 CREATE INDEX charge_attempts_payment ON charge_attempts (payment_id) WHERE payment_id IS NOT NULL;
+
+-- For the dashboards' gauges, refreshed after each pass: installments by due date.
+CREATE INDEX installments_due_on ON installments (due_on);

@@ -9,6 +9,7 @@ gateway already gave.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 
@@ -22,6 +23,12 @@ from collector.db.pool import Executor
 from collector.domain import AttemptStatus, ClaimedCharge, PassCounts
 from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Outcome
 from collector.logs import get_logger
+from collector.metrics import (
+    CHARGED_CENTS,
+    CHARGES,
+    CHARGES_IN_FLIGHT,
+    GATEWAY_LATENCY,
+)
 from collector.policy import Decision, decide, decide_not_taken
 
 log = get_logger()
@@ -77,9 +84,11 @@ class Charger:
             metadata=_metadata(claimed),
         )
         limiter = self._limiters.get(claimed.gateway)
+        if limiter is not None:
+            await limiter.acquire()
+        CHARGES_IN_FLIGHT.inc()
+        started = time.perf_counter()
         try:
-            if limiter is not None:
-                await limiter.acquire()
             with anyio.fail_after(self._timeout_s):
                 return await gateway.charge(request)
         except TimeoutError:
@@ -93,10 +102,16 @@ class Charger:
                 error=type(exc).__name__,
             )
             return InDoubt(reason="adapter_error")
+        finally:
+            CHARGES_IN_FLIGHT.dec()
+            GATEWAY_LATENCY.labels(gateway=claimed.gateway, operation="charge").observe(
+                time.perf_counter() - started
+            )
 
     async def lookup(self, claimed: ClaimedCharge) -> Outcome | None:
         """Ask the gateway what became of the attempt's key; InDoubt when it cannot say."""
         gateway = self._gateways[claimed.gateway]
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self._timeout_s):
                 return await gateway.lookup(claimed.idempotency_key)
@@ -110,6 +125,18 @@ class Charger:
                 error=type(exc).__name__,
             )
             return InDoubt(reason="lookup_error")
+        finally:
+            GATEWAY_LATENCY.labels(gateway=claimed.gateway, operation="lookup").observe(
+                time.perf_counter() - started
+            )
+
+
+def count_charge(claimed: ClaimedCharge, status: AttemptStatus) -> None:
+    """Count one recorded answer on the dashboards' counters."""
+    kind = claimed.method_kind.value
+    CHARGES.labels(gateway=claimed.gateway, method_kind=kind, outcome=status.value).inc()
+    if status is AttemptStatus.SUCCEEDED:
+        CHARGED_CENTS.labels(gateway=claimed.gateway, method_kind=kind).inc(claimed.amount_cents)
 
 
 class Recorder:
@@ -179,6 +206,7 @@ class Recorder:
             if claimed.attempt_id not in changed:
                 continue
             status = d.attempt_status
+            count_charge(claimed, status)
             if status is AttemptStatus.SUCCEEDED:
                 counts.succeeded += 1
                 counts.charged_cents += claimed.amount_cents

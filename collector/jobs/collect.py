@@ -28,11 +28,13 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor, claim_due
 from collector.db.runs import finish_run, liveness_lock, start_run
+from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger, Recorder
 from collector.jobs.reconcile import reconcile
 from collector.logs import get_logger
+from collector.metrics import LAST_SUCCESS, PASS_DURATION, PASSES, set_gauges
 from collector.policy import Decision
 
 log = get_logger()
@@ -91,11 +93,16 @@ async def run_pass(
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await finish_run(pool, run_id, counts=counts, error=type(exc).__name__)
+        PASSES.labels(status="failed").inc()
         log.error("pass_failed", error=type(exc).__name__, **_fields(counts))
         structlog.contextvars.unbind_contextvars("run_id", "as_of")
         raise
     await finish_run(pool, run_id, counts=counts)
     duration_s = time.monotonic() - started
+    PASSES.labels(status="completed").inc()
+    PASS_DURATION.observe(duration_s)
+    LAST_SUCCESS.set_to_current_time()
+    set_gauges(await snapshot(pool, as_of=as_of))
     log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
     return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)

@@ -27,7 +27,7 @@ from collector.db.payments import (
     start_payment,
 )
 from collector.domain import AttemptStatus, ClaimedCharge
-from collector.jobs.charging import RECORD_SHIELD_S, Charger
+from collector.jobs.charging import RECORD_SHIELD_S, Charger, count_charge
 from collector.logs import get_logger
 from collector.policy import Decision, decide
 
@@ -116,12 +116,13 @@ async def pay_now(
     answer = _answer(claimed, decision)
     # Shielded: a client that hangs up must not lose an answer the gateway already gave.
     with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
-        await record_payment_outcome(
+        if await record_payment_outcome(
             pool,
             payment_id=claimed.payment_id,
             attempt_id=claimed.charge.attempt_id,
             outcome=payment_outcome(decision, answer=answer),
-        )
+        ):
+            count_charge(claimed.charge, decision.attempt_status)
     log.info(
         "manual_payment",
         payment_id=claimed.payment_id,
@@ -140,9 +141,12 @@ async def record_reconciled_payment(
 ) -> bool:
     """Apply a reconciled answer to a manual payment (its first reply to the portal stays)."""
     assert charge.payment_id is not None
-    return await record_payment_outcome(
+    changed = await record_payment_outcome(
         pool,
         payment_id=charge.payment_id,
         attempt_id=charge.attempt_id,
         outcome=payment_outcome(decision),
     )
+    if changed:
+        count_charge(charge, decision.attempt_status)
+    return changed

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import anyio
 import asyncpg
@@ -166,3 +167,49 @@ async def test_killed_pass_is_finished_by_the_next_run_charging_each_once(
 async def test_migrate_and_seed_commands(database_url: str, command: list[str]) -> None:
     done = await _collector(*command, env=_env(database_url))
     assert done.returncode == 0, done.stderr
+
+
+async def test_run_writes_its_metrics_to_a_textfile(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await seed_demo(pool, customers=20, due_on=TODAY, installments=1)
+    textfile = tmp_path / "collector.prom"
+    done = await _collector(
+        "run",
+        "--date",
+        TODAY.isoformat(),
+        env=_env(database_url, COLLECTOR_METRICS_TEXTFILE=str(textfile)),
+    )
+    assert done.returncode == 0, done.stderr
+    families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+    passes = {
+        s.labels["status"]: s.value
+        for s in families["collector_passes"].samples
+        if s.name.endswith("_total")
+    }
+    assert passes == {"completed": 1.0}
+    charges = sum(
+        s.value
+        for s in families["collector_charges"].samples
+        if s.name == "collector_charges_total"
+    )
+    assert charges == 20
+    assert families["collector_last_success_timestamp_seconds"].samples[0].value > 0
+    states = {s.labels["state"] for s in families["collector_installments"].samples}
+    assert states == {"due_today", "overdue", "in_doubt", "pending_settlement"}
+
+
+async def test_an_unreachable_pushgateway_does_not_fail_a_completed_pass(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    await seed_demo(pool, customers=3, due_on=TODAY, installments=1, mix="ok")
+    done = await _collector(
+        "run",
+        "--date",
+        TODAY.isoformat(),
+        env=_env(database_url, COLLECTOR_PUSHGATEWAY_URL="http://127.0.0.1:1"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "metrics_export_failed" in done.stderr

@@ -1,0 +1,130 @@
+"""``collector daemon``: serve the portal API and /metrics, and run collection passes on a
+schedule: once a day at ``COLLECTOR_SCHEDULE_TIME`` (the lessor's local time), then a retry
+pass every ``COLLECTOR_RETRY_INTERVAL_S`` until the day ends (each pass also reconciles what
+is in doubt). A daemon started after the day's time runs a pass at once.
+
+SIGTERM or SIGINT stops claiming new work; charges already claimed are sent and recorded; the
+process exits 0 within ``COLLECTOR_SHUTDOWN_GRACE_S``. Past the grace period the pass is
+cancelled: answers already received are still recorded (the recorder is shielded) and claims
+never sent stay pending for the next pass to re-drive under their keys. Two daemons on one
+database are safe: passes claim with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Generator, Mapping
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import anyio
+import asyncpg
+import uvicorn
+
+from collector.api.app import create_app
+from collector.config import Settings
+from collector.gateways.base import Gateway
+from collector.jobs.collect import run_pass
+from collector.logs import get_logger
+
+log = get_logger()
+
+Clock = Callable[[], datetime]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def next_pass_at(
+    now: datetime, *, daily: time, retry_interval: timedelta, last_pass: datetime | None
+) -> datetime:
+    """When the next pass should start, in ``now``'s zone.
+
+    Before today's daily time: at it. After it: at once if no pass ran since, else one retry
+    interval after the last pass, unless that falls on the next day: then the next daily time.
+    """
+    today_at = datetime.combine(now.date(), daily, tzinfo=now.tzinfo)
+    if now < today_at:
+        return today_at
+    if last_pass is None or last_pass < today_at:
+        return now
+    retry_at = last_pass + retry_interval
+    if retry_at.date() == now.date():
+        return max(retry_at, now)
+    return datetime.combine(now.date() + timedelta(days=1), daily, tzinfo=now.tzinfo)
+
+
+async def _schedule_passes(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    *,
+    stop: anyio.Event,
+    clock: Clock,
+    passes_done: Callable[[int], None] | None = None,
+) -> None:
+    zone = ZoneInfo(settings.timezone)
+    daily = time.fromisoformat(settings.schedule_time)
+    interval = timedelta(seconds=settings.retry_interval_s)
+    last_pass: datetime | None = None
+    done = 0
+    while not stop.is_set():
+        now = clock().astimezone(zone)
+        at = next_pass_at(now, daily=daily, retry_interval=interval, last_pass=last_pass)
+        wait_s = (at - now).total_seconds()
+        if wait_s > 0:
+            with anyio.move_on_after(wait_s):
+                await stop.wait()
+            continue
+        as_of: date = now.date()
+        last_pass = now
+        try:
+            await run_pass(pool, gateways, settings, as_of=as_of, stop=stop)
+        except Exception:
+            # One failed pass must not end the daemon: the next one retries, and
+            # collector_passes_total{status="failed"} pages someone.
+            log.exception("scheduled_pass_failed", as_of=as_of.isoformat())
+        done += 1
+        if passes_done is not None:
+            passes_done(done)
+
+
+async def serve(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    schedule: bool,
+    clock: Clock,
+) -> None:
+    """Serve and collect until SIGTERM/SIGINT, then stop within the grace period."""
+    app = create_app(settings, pool, gateways, clock=clock)
+    server = _Server(
+        uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False, log_config=None)
+    )
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        log.info("daemon_started", host=host, port=port, schedule=schedule)
+        async with anyio.create_task_group() as work:
+            if schedule:
+                work.start_soon(
+                    lambda: _schedule_passes(pool, gateways, settings, stop=stop, clock=clock)
+                )
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                    stop.set()
+                    break
+            # Claims stop at once; what was claimed is charged and recorded, within the grace.
+            work.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
+        server.should_exit = True
+    log.info("daemon_stopped")
