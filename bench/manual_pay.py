@@ -154,7 +154,9 @@ def main() -> int:
         f"{len(latencies)} manual payments at {args.rps:g}/s for {args.seconds:g}s;"
         f" max {latencies[-1]:.1f} ms"
     )
-    print(f"command: uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}")
+    print(
+        f"command: uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}"
+    )
     print(f"p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}")
     return 0 if errors == 0 else 1
 
