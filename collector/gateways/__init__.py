@@ -12,6 +12,9 @@ from collector.gateways.base import (
     InDoubt,
     Outcome,
     Processing,
+    Returned,
+    Settlement,
+    SettlementSource,
     Succeeded,
 )
 
@@ -25,5 +28,8 @@ __all__ = [
     "InDoubt",
     "Outcome",
     "Processing",
+    "Returned",
+    "Settlement",
+    "SettlementSource",
     "Succeeded",
 ]

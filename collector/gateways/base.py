@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -70,6 +71,21 @@ class InDoubt:
 Outcome = Succeeded | Processing | Declined | InDoubt
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Returned:
+    """A bank debit that was accepted, then came back; ``code`` is the NACHA return reason
+    code (R01, R02, R10, ...), translated from the gateway's own code where it has one."""
+
+    code: str
+    message: str = ""
+    gateway_ref: str | None = None
+    gateway_code: str | None = None
+
+
+Settlement = Succeeded | Processing | Returned
+"""Where a bank debit stands: settled, still in flight, or returned."""
+
+
 @runtime_checkable
 class Gateway(Protocol):
     """A payment gateway adapter. Both methods are safe to call again with the same key."""
@@ -82,6 +98,16 @@ class Gateway(Protocol):
 
     async def lookup(self, idempotency_key: str) -> Outcome | None:
         """Find the charge made under this key; None when the gateway has none."""
+        ...
+
+
+@runtime_checkable
+class SettlementSource(Protocol):
+    """A gateway whose debits settle days later (ACH): it can say where one stands."""
+
+    async def settlement(self, idempotency_key: str, *, as_of: date) -> Settlement | None:
+        """Where the debit made under this key stands on business date ``as_of``; None when
+        the gateway has no such debit."""
         ...
 
 
