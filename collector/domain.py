@@ -68,6 +68,7 @@ class ClaimedCharge:
     due_on: date | None
     source: AttemptSource
     payment_id: int | None = None  # set for a manual payment's attempt
+    brand: str | None = None  # card brand, for the networks' retry caps
 
     def __repr__(self) -> str:
         # The token never appears in a repr, so it cannot leak through a log or traceback.

@@ -18,6 +18,52 @@ from collector.gateways.base import Declined, DeclineKind, InDoubt, Outcome, Pro
 NOT_TAKEN_CODE = "not_taken"
 """Outcome code of an in-doubt attempt that the gateway, asked, has no record of."""
 
+# Advice that forbids any further attempt on the card: Mastercard merchant advice codes 03
+# ("do not try again") and 21 ("payment cancellation"), Visa's category 1 ("issuer will never
+# approve", passed on by gateways as do_not_try_again). Retrying after these draws network
+# fines (Mastercard Excessive Retry; Visa Core Rules, reattempt rules of April 2021).
+NEVER_RETRY_ADVICE = frozenset({"03", "21", "do_not_try_again"})
+
+# Declines that need the customer (a 3-D Secure challenge): not retried automatically, and the
+# method stays usable: the customer completes it through the portal's manual pay.
+NEEDS_CUSTOMER_CODES = frozenset({"authentication_required"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardRetryRules:
+    """The card networks' caps on declined attempts per card within 30 days."""
+
+    # Visa: at most 15 reattempts of a declined transaction per card in 30 days (Visa Core
+    # Rules, "Excessive Reattempts", in force since 2021-04-17, decline categories 2 to 4).
+    visa_max_declines_30d: int = 15
+    # Mastercard: at most 35 attempts per card in 30 days under the Excessive Retry program
+    # (Transaction Processing Excellence, 2022); 10 in 24 hours, which our day-spaced
+    # schedule never approaches.
+    mastercard_max_declines_30d: int = 35
+    # Other brands: hold them to Visa's, the stricter cap.
+    other_max_declines_30d: int = 15
+
+    def cap(self, brand: str | None) -> int:
+        """The 30-day cap of declined attempts for a card of this brand."""
+        name = (brand or "").strip().lower()
+        if name == "visa":
+            return self.visa_max_declines_30d
+        if name in ("mastercard", "master card", "mc"):
+            return self.mastercard_max_declines_30d
+        return self.other_max_declines_30d
+
+
+DEFAULT_CARD_RULES = CardRetryRules()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardHistory:
+    """What the card networks' caps need to know of a card: its brand, and its declined
+    attempts in the last 30 days, this one included."""
+
+    brand: str | None
+    declines_30d: int
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
@@ -51,8 +97,14 @@ def decide(
     attempt_no: int,
     as_of: date,
     retry_days: Sequence[int],
+    card: CardHistory | None = None,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> Decision:
-    """Map one gateway answer to the attempt's, the installment's and the method's new state."""
+    """Map one gateway answer to the attempt's, the installment's and the method's new state.
+
+    ``card`` is given for card charges: a soft decline is retried only while the card's
+    declines in 30 days stay under its network's cap.
+    """
     match outcome:
         case Succeeded(gateway_ref=ref, code=code):
             return Decision(
@@ -72,7 +124,19 @@ def decide(
                 code=code,
                 gateway_ref=ref,
             )
-        case Declined(kind=DeclineKind.HARD, code=code, message=message, gateway_ref=ref):
+        case Declined(code=code, message=message, gateway_ref=ref) if code in NEEDS_CUSTOMER_CODES:
+            return Decision(
+                attempt_status=AttemptStatus.DECLINED,
+                installment_status=InstallmentStatus.OVERDUE,
+                paid_cents=0,
+                next_attempt_on=None,
+                code=code,
+                message=message,
+                gateway_ref=ref,
+            )
+        case Declined(code=code, message=message, gateway_ref=ref) if (
+            outcome.kind is DeclineKind.HARD or outcome.network_advice in NEVER_RETRY_ADVICE
+        ):
             # Never retry this method: it waits for the customer to set a new primary one.
             return Decision(
                 attempt_status=AttemptStatus.DECLINED,
@@ -85,13 +149,14 @@ def decide(
                 gateway_ref=ref,
             )
         case Declined(code=code, message=message, gateway_ref=ref):
+            retry_on = next_retry_on(as_of=as_of, attempt_no=attempt_no, retry_days=retry_days)
+            if card is not None and card.declines_30d >= card_rules.cap(card.brand):
+                retry_on = None
             return Decision(
                 attempt_status=AttemptStatus.DECLINED,
                 installment_status=InstallmentStatus.OVERDUE,
                 paid_cents=0,
-                next_attempt_on=next_retry_on(
-                    as_of=as_of, attempt_no=attempt_no, retry_days=retry_days
-                ),
+                next_attempt_on=retry_on,
                 code=code,
                 message=message,
                 gateway_ref=ref,

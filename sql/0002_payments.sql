@@ -40,3 +40,6 @@ CREATE INDEX charge_attempts_payment ON charge_attempts (payment_id) WHERE payme
 
 -- For the dashboards' gauges, refreshed after each pass: installments by due date.
 CREATE INDEX installments_due_on ON installments (due_on);
+
+-- Card networks cap retries per card over 30 days: the policy counts recent declines by method.
+CREATE INDEX charge_attempts_method_recent ON charge_attempts (payment_method_id, created_at);

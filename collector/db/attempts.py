@@ -52,6 +52,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
         due_on=row["due_on"],
         source=AttemptSource(row["source"]),
         payment_id=row.get("payment_id"),
+        brand=row["brand"],
     )
 
 
@@ -138,3 +139,11 @@ async def claim_unresolved(
     ]
     found.sort(key=lambda u: u.charge.attempt_id)
     return found
+
+
+async def card_declines_30d(db: Executor, method_ids: Sequence[int]) -> dict[int, int]:
+    """Declined attempts per payment method over the last 30 days (recorded ones only)."""
+    if not method_ids:
+        return {}
+    rows = await db.fetch(QUERIES["attempts.card_declines_30d"], list(set(method_ids)))
+    return {row["payment_method_id"]: row["declines"] for row in rows}

@@ -129,6 +129,7 @@ async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayme
         attempt_no=1,
         due_on=None,
         source=AttemptSource.MANUAL,
+        brand=method["brand"],
     )
     return ClaimedPayment(
         payment_id=row["payment_id"],

@@ -59,6 +59,9 @@ class Declined:
     code: str
     message: str = ""
     gateway_ref: str | None = None
+    # The card network's advice, verbatim where the gateway passes it on: Mastercard merchant
+    # advice codes ("03", "21", ...) or Stripe's advice_code ("do_not_try_again", ...).
+    network_advice: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import anyio
@@ -18,10 +19,17 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from collector.db.attempts import record_outcomes
+from collector.db.attempts import card_declines_30d, record_outcomes
 from collector.db.pool import Executor
-from collector.domain import AttemptStatus, ClaimedCharge, PassCounts
-from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Outcome
+from collector.domain import AttemptStatus, ClaimedCharge, MethodKind, PassCounts
+from collector.gateways.base import (
+    ChargeRequest,
+    Declined,
+    DeclineKind,
+    Gateway,
+    InDoubt,
+    Outcome,
+)
 from collector.logs import get_logger
 from collector.metrics import (
     CHARGED_CENTS,
@@ -29,7 +37,7 @@ from collector.metrics import (
     CHARGES_IN_FLIGHT,
     GATEWAY_LATENCY,
 )
-from collector.policy import Decision, decide, decide_not_taken
+from collector.policy import CardHistory, Decision, decide, decide_not_taken
 
 log = get_logger()
 
@@ -139,8 +147,60 @@ def count_charge(claimed: ClaimedCharge, status: AttemptStatus) -> None:
         CHARGED_CENTS.labels(gateway=claimed.gateway, method_kind=kind).inc(claimed.amount_cents)
 
 
+@dataclass(frozen=True, slots=True)
+class NotTaken:
+    """The answer of a lookup that found no charge under an in-doubt attempt's key."""
+
+
+Answer = Outcome | NotTaken
+
+
+async def decide_answers(
+    db: Executor,
+    answers: Sequence[tuple[ClaimedCharge, Answer]],
+    *,
+    as_of: date,
+    retry_days: Sequence[int],
+) -> list[tuple[ClaimedCharge, Decision]]:
+    """The policy's decision for each answer; card soft declines are checked against the
+    networks' 30-day caps with one query for the whole batch."""
+    soft_card_methods = [
+        claimed.payment_method_id
+        for claimed, answer in answers
+        if claimed.method_kind is MethodKind.CARD
+        and isinstance(answer, Declined)
+        and answer.kind is DeclineKind.SOFT
+    ]
+    recorded = await card_declines_30d(db, soft_card_methods)
+    in_batch: dict[int, int] = {}
+    decisions = []
+    for claimed, answer in answers:
+        if isinstance(answer, NotTaken):
+            decision = decide_not_taken(
+                attempt_no=claimed.attempt_no, as_of=as_of, retry_days=retry_days
+            )
+        else:
+            card = None
+            if claimed.method_kind is MethodKind.CARD and isinstance(answer, Declined):
+                method = claimed.payment_method_id
+                in_batch[method] = in_batch.get(method, 0) + 1
+                card = CardHistory(
+                    brand=claimed.brand, declines_30d=recorded.get(method, 0) + in_batch[method]
+                )
+            decision = decide(
+                answer,
+                amount_cents=claimed.amount_cents,
+                attempt_no=claimed.attempt_no,
+                as_of=as_of,
+                retry_days=retry_days,
+                card=card,
+            )
+        decisions.append((claimed, decision))
+    return decisions
+
+
 class Recorder:
-    """Records decided outcomes in batches and keeps the pass's counts."""
+    """Records gateway answers in batches, as the policy decides, and keeps the pass's counts."""
 
     def __init__(
         self,
@@ -159,25 +219,15 @@ class Recorder:
         self._batch_size = batch_size
         self._progress = progress
 
-    def decide(self, claimed: ClaimedCharge, outcome: Outcome) -> Decision:
-        """The policy's decision for one answer to this attempt."""
-        return decide(
-            outcome,
-            amount_cents=claimed.amount_cents,
-            attempt_no=claimed.attempt_no,
-            as_of=self.as_of,
-            retry_days=self._retry_days,
+    async def decide(
+        self, answers: Sequence[tuple[ClaimedCharge, Answer]], *, db: Executor | None = None
+    ) -> list[tuple[ClaimedCharge, Decision]]:
+        """The policy's decisions for a batch of answers."""
+        return await decide_answers(
+            db or self._pool, answers, as_of=self.as_of, retry_days=self._retry_days
         )
 
-    def decide_not_taken(self, claimed: ClaimedCharge) -> Decision:
-        """The decision for an in-doubt attempt that the gateway has no record of."""
-        return decide_not_taken(
-            attempt_no=claimed.attempt_no, as_of=self.as_of, retry_days=self._retry_days
-        )
-
-    async def drain(
-        self, results: MemoryObjectReceiveStream[tuple[ClaimedCharge, Decision]]
-    ) -> None:
+    async def drain(self, results: MemoryObjectReceiveStream[tuple[ClaimedCharge, Answer]]) -> None:
         """Record everything sent on ``results``, grouping what is ready into one statement."""
         async with results, self._pool.acquire() as conn:
             while True:
@@ -191,7 +241,14 @@ class Recorder:
                             batch.append(await results.receive())
                         except anyio.EndOfStream:
                             break
-                await self.record(batch, db=conn)
+                await self.record_answers(batch, db=conn)
+
+    async def record_answers(
+        self, batch: Sequence[tuple[ClaimedCharge, Answer]], *, db: Executor | None = None
+    ) -> None:
+        """Decide and record one batch of answers; shielded, so cancellation waits for it."""
+        with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
+            await self.record(await self.decide(batch, db=db), db=db)
 
     async def record(
         self, batch: Sequence[tuple[ClaimedCharge, Decision]], *, db: Executor | None = None

@@ -31,11 +31,10 @@ from collector.db.runs import finish_run, liveness_lock, start_run
 from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.gateways.base import Gateway
-from collector.jobs.charging import Charger, Recorder
+from collector.jobs.charging import Answer, Charger, Recorder
 from collector.jobs.reconcile import reconcile
 from collector.logs import get_logger
 from collector.metrics import LAST_SUCCESS, PASS_DURATION, PASSES, set_gauges
-from collector.policy import Decision
 
 log = get_logger()
 
@@ -133,7 +132,7 @@ async def _collect_due(
     stop: anyio.Event | None,
 ) -> None:
     claims_send, claims_recv = anyio.create_memory_object_stream[ClaimedCharge](settings.batch_size)
-    answers_send, answers_recv = anyio.create_memory_object_stream[tuple[ClaimedCharge, Decision]](
+    answers_send, answers_recv = anyio.create_memory_object_stream[tuple[ClaimedCharge, Answer]](
         settings.batch_size
     )
     names = list(gateways)
@@ -163,12 +162,11 @@ async def _collect_due(
 
     async def charge_loop(
         recv: ObjectReceiveStream[ClaimedCharge],
-        send: ObjectSendStream[tuple[ClaimedCharge, Decision]],
+        send: ObjectSendStream[tuple[ClaimedCharge, Answer]],
     ) -> None:
         async with recv, send:
             async for claimed in recv:
-                outcome = await charger.charge(claimed)
-                await send.send((claimed, recorder.decide(claimed, outcome)))
+                await send.send((claimed, await charger.charge(claimed)))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.drain, answers_recv)

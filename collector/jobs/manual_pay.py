@@ -27,9 +27,9 @@ from collector.db.payments import (
     start_payment,
 )
 from collector.domain import AttemptStatus, ClaimedCharge
-from collector.jobs.charging import RECORD_SHIELD_S, Charger, count_charge
+from collector.jobs.charging import RECORD_SHIELD_S, Charger, count_charge, decide_answers
 from collector.logs import get_logger
-from collector.policy import Decision, decide
+from collector.policy import Decision
 
 log = get_logger()
 
@@ -106,12 +106,8 @@ async def pay_now(
     if isinstance(claimed, Replay):
         return PaymentAnswer(status_code=claimed.status_code, body=claimed.body)
     outcome = await charger.charge(claimed.charge)
-    decision = decide(
-        outcome,
-        amount_cents=claimed.charge.amount_cents,
-        attempt_no=1,
-        as_of=request.as_of,
-        retry_days=retry_days,
+    [(_, decision)] = await decide_answers(
+        pool, [(claimed.charge, outcome)], as_of=request.as_of, retry_days=retry_days
     )
     answer = _answer(claimed, decision)
     # Shielded: a client that hangs up must not lose an answer the gateway already gave.

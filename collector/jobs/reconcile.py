@@ -21,10 +21,8 @@ import asyncpg
 
 from collector.db.attempts import UnresolvedAttempt, claim_unresolved
 from collector.domain import AttemptStatus, ClaimedCharge
-from collector.gateways.base import InDoubt
-from collector.jobs.charging import Charger, Recorder
+from collector.jobs.charging import Answer, Charger, NotTaken, Recorder
 from collector.jobs.manual_pay import record_reconciled_payment
-from collector.policy import Decision
 
 
 async def reconcile(
@@ -55,36 +53,33 @@ async def reconcile(
             return taken
         taken += len(batch)
         after_id = batch[-1].charge.attempt_id
-        results: list[tuple[ClaimedCharge, Decision]] = []
+        answers: list[tuple[ClaimedCharge, Answer]] = []
         async with anyio.create_task_group() as tg:
             for item in batch:
-                tg.start_soon(_resolve_into, results, item, charger, recorder, limiter)
-        await recorder.record([(c, d) for c, d in results if c.payment_id is None])
-        # Manual payments are few; each is applied to the installments it was allocated to.
-        for charge, decision in results:
-            if charge.payment_id is not None:
-                with anyio.CancelScope(shield=True):
-                    await record_reconciled_payment(pool, charge, decision)
+                tg.start_soon(_resolve_into, answers, item, charger, limiter)
+        with anyio.CancelScope(shield=True):
+            await recorder.record_answers([(c, a) for c, a in answers if c.payment_id is None])
+            # Manual payments are few; each is applied to the installments it covers.
+            payments = await recorder.decide([(c, a) for c, a in answers if c.payment_id])
+            for charge, decision in payments:
+                await record_reconciled_payment(pool, charge, decision)
 
 
 async def _resolve_into(
-    results: list[tuple[ClaimedCharge, Decision]],
+    answers: list[tuple[ClaimedCharge, Answer]],
     item: UnresolvedAttempt,
     charger: Charger,
-    recorder: Recorder,
     limiter: anyio.CapacityLimiter,
 ) -> None:
     async with limiter:
-        results.append((item.charge, await _resolve(item, charger, recorder)))
+        answers.append((item.charge, await _resolve(item, charger)))
 
 
-async def _resolve(item: UnresolvedAttempt, charger: Charger, recorder: Recorder) -> Decision:
+async def _resolve(item: UnresolvedAttempt, charger: Charger) -> Answer:
     claimed = item.charge
     found = await charger.lookup(claimed)
-    if found is not None and not isinstance(found, InDoubt):
-        return recorder.decide(claimed, found)
-    if found is None and item.status is AttemptStatus.PENDING:
-        return recorder.decide(claimed, await charger.charge(claimed))
-    if found is None:
-        return recorder.decide_not_taken(claimed)
-    return recorder.decide(claimed, found)
+    if found is not None:
+        return found  # an answer, or InDoubt when the gateway still cannot say
+    if item.status is AttemptStatus.PENDING:
+        return await charger.charge(claimed)
+    return NotTaken()

@@ -15,7 +15,7 @@ WITH picked AS MATERIALIZED (
            i.attempts + 1 AS attempt_no,
            'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
            CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
-           pm.id AS payment_method_id, pm.gateway, pm.kind, pm.token
+           pm.id AS payment_method_id, pm.gateway, pm.kind, pm.token, pm.brand
     FROM installments i
     JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
     JOIN payment_methods pm
@@ -42,7 +42,7 @@ WITH picked AS MATERIALIZED (
     FROM picked
 )
 SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_id, due_on,
-       next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token
+       next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token, brand
 FROM picked
 ORDER BY next_attempt_on, installment_id;
 
@@ -115,7 +115,7 @@ WITH live_runs AS (
     LIMIT $4
     FOR UPDATE OF a SKIP LOCKED
 ), details AS (
-    SELECT p.id, pm.kind, pm.token, pm.customer_id,
+    SELECT p.id, pm.kind, pm.token, pm.brand, pm.customer_id,
            coalesce(i.lease_id, pay.lease_id) AS lease_id, i.due_on,
            coalesce(i.attempts, 1) AS attempt_no
     FROM picked p
@@ -130,4 +130,13 @@ FROM details d
 WHERE a.id = d.id
 RETURNING a.id AS attempt_id, a.status, a.idempotency_key, a.source, a.amount_cents,
           a.installment_id, a.payment_id, d.lease_id, d.due_on, d.attempt_no,
-          a.payment_method_id, a.gateway, d.kind, d.token, d.customer_id;
+          a.payment_method_id, a.gateway, d.kind, d.token, d.brand, d.customer_id;
+
+-- card_declines_30d --
+-- Declined attempts of each payment method in $1 over the last 30 days (the networks' caps)
+SELECT payment_method_id, count(*) AS declines
+FROM charge_attempts
+WHERE payment_method_id = ANY ($1::bigint[])
+  AND status = 'declined'
+  AND created_at > now() - interval '30 days'
+GROUP BY payment_method_id;

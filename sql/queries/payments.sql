@@ -20,7 +20,7 @@ FOR UPDATE;
 
 -- usable_method --
 -- Payment method $2 when it belongs to customer $1 and is active; with $2 NULL, the primary
-SELECT id, kind, gateway, token
+SELECT id, kind, gateway, token, brand
 FROM payment_methods
 WHERE customer_id = $1 AND status = 'active'
   AND (CASE WHEN $2::bigint IS NULL THEN is_primary ELSE id = $2::bigint END);

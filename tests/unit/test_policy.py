@@ -2,12 +2,21 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.domain import AttemptStatus, InstallmentStatus
 from collector.gateways.base import Declined, DeclineKind, InDoubt, Processing, Succeeded
-from collector.policy import decide, decide_not_taken, next_retry_on
+from collector.policy import (
+    NEEDS_CUSTOMER_CODES,
+    NEVER_RETRY_ADVICE,
+    CardHistory,
+    CardRetryRules,
+    decide,
+    decide_not_taken,
+    next_retry_on,
+)
 
 AS_OF = date(2026, 11, 26)
 RETRY_DAYS = (3, 5, 7)
@@ -115,3 +124,95 @@ def test_no_outcome_schedules_a_forbidden_retry(
     assert 0 <= d.paid_cents <= amount
     assert d.paid_cents in (0, amount)
     assert next_retry_on(as_of=AS_OF, attempt_no=0, retry_days=retry_days) is None
+
+
+def _soft(advice: str | None = None) -> Declined:
+    return Declined(kind=DeclineKind.SOFT, code="do_not_honor", network_advice=advice)
+
+
+@pytest.mark.parametrize("advice", ["03", "21", "do_not_try_again"])
+def test_never_retry_advice_stops_retries_and_disables_the_card(advice: str) -> None:
+    d = decide(_soft(advice), amount_cents=1, attempt_no=1, as_of=AS_OF, retry_days=RETRY_DAYS)
+    assert d.next_attempt_on is None and d.disable_method
+
+
+def test_authentication_required_waits_for_the_customer_without_disabling() -> None:
+    d = decide(
+        Declined(kind=DeclineKind.HARD, code="authentication_required"),
+        amount_cents=1,
+        attempt_no=1,
+        as_of=AS_OF,
+        retry_days=RETRY_DAYS,
+    )
+    assert d.next_attempt_on is None and not d.disable_method
+
+
+@pytest.mark.parametrize(
+    ("brand", "cap"), [("Visa", 15), ("Mastercard", 35), ("Discover", 15), (None, 15)]
+)
+def test_a_card_at_its_network_cap_is_not_retried(brand: str | None, cap: int) -> None:
+    below = CardHistory(brand=brand, declines_30d=cap - 1)
+    at = CardHistory(brand=brand, declines_30d=cap)
+    kwargs = {"amount_cents": 1, "attempt_no": 1, "as_of": AS_OF, "retry_days": RETRY_DAYS}
+    assert decide(_soft(), card=below, **kwargs).next_attempt_on is not None  # type: ignore[arg-type]
+    assert decide(_soft(), card=at, **kwargs).next_attempt_on is None  # type: ignore[arg-type]
+
+
+card_answers = st.one_of(
+    st.builds(Succeeded, gateway_ref=st.just("ch")),
+    st.builds(
+        Declined,
+        kind=st.sampled_from(DeclineKind),
+        code=st.sampled_from(["insufficient_funds", "stolen_card", "authentication_required", "x"]),
+        network_advice=st.sampled_from(
+            [None, "01", "03", "21", "do_not_try_again", "try_again_later"]
+        ),
+    ),
+    st.builds(InDoubt, reason=st.just("timeout")),
+)
+
+
+@given(
+    answers=st.lists(card_answers, min_size=1, max_size=60),
+    brand=st.sampled_from(["Visa", "Mastercard", "Amex", None]),
+    gaps=st.lists(st.integers(min_value=0, max_value=10), min_size=60, max_size=60),
+)
+def test_no_sequence_of_card_answers_schedules_a_forbidden_retry(
+    answers: list[object], brand: str | None, gaps: list[int]
+) -> None:
+    """Drive one card through a history of answers, as the engine would, and check every
+    scheduled retry against the rules: none after a never-retry answer or a hard decline,
+    none same-day, none once the network's 30-day cap of declines is reached."""
+    rules = CardRetryRules()
+    declines: list[date] = []
+    day = AS_OF
+    blocked = False
+    for attempt_no, (answer, gap) in enumerate(zip(answers, gaps, strict=False), start=1):
+        day += timedelta(days=gap)
+        if isinstance(answer, Declined):
+            declines.append(day)
+        recent = sum(1 for d in declines if (day - d).days < 30)
+        card = CardHistory(brand=brand, declines_30d=recent)
+        d = decide(
+            answer,
+            amount_cents=100,
+            attempt_no=attempt_no,
+            as_of=day,
+            retry_days=[1, 2, 3] * 20,
+            card=card,
+        )  # type: ignore[arg-type]
+        if isinstance(answer, Declined) and (
+            answer.kind is DeclineKind.HARD
+            or answer.network_advice in NEVER_RETRY_ADVICE
+            or answer.code in NEEDS_CUSTOMER_CODES
+        ):
+            blocked = True
+        if d.next_attempt_on is not None:
+            assert not blocked, "a retry after an answer that forbids retries"
+            assert isinstance(answer, Declined) and answer.kind is DeclineKind.SOFT
+            assert d.next_attempt_on > day
+            assert recent < rules.cap(brand)
+        if isinstance(answer, Declined) and answer.kind is DeclineKind.HARD:
+            assert d.disable_method or answer.code in NEEDS_CUSTOMER_CODES
+        if blocked:
+            break
