@@ -69,6 +69,7 @@ class ClaimedCharge:
     source: AttemptSource
     payment_id: int | None = None  # set for a manual payment's attempt
     brand: str | None = None  # card brand, for the networks' retry caps
+    as_of: date | None = None  # the business date the charge is made for
 
     def __repr__(self) -> str:
         # The token never appears in a repr, so it cannot leak through a log or traceback.

@@ -53,6 +53,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
         source=AttemptSource(row["source"]),
         payment_id=row.get("payment_id"),
         brand=row["brand"],
+        as_of=row.get("as_of"),
     )
 
 

@@ -130,6 +130,7 @@ async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayme
         due_on=None,
         source=AttemptSource.MANUAL,
         brand=method["brand"],
+        as_of=req.as_of,
     )
     return ClaimedPayment(
         payment_id=row["payment_id"],

@@ -28,6 +28,9 @@ class ChargeRequest:
     method_kind: MethodKind
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # The business date the charge is made for: a bank debit's effective entry date follows
+    # from it (ACH adapters move it to a banking day); card adapters may ignore it.
+    effective_on: date | None = None
 
 
 class DeclineKind(StrEnum):

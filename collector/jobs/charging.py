@@ -90,6 +90,7 @@ class Charger:
                 else f"Lease {claimed.lease_id} installment {claimed.installment_id}"
             ),
             metadata=_metadata(claimed),
+            effective_on=claimed.as_of,
         )
         limiter = self._limiters.get(claimed.gateway)
         if limiter is not None:

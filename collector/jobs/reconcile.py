@@ -14,7 +14,9 @@ time never turns "unknown" into "failed".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from datetime import date
 
 import anyio
 import asyncpg
@@ -56,7 +58,7 @@ async def reconcile(
         answers: list[tuple[ClaimedCharge, Answer]] = []
         async with anyio.create_task_group() as tg:
             for item in batch:
-                tg.start_soon(_resolve_into, answers, item, charger, limiter)
+                tg.start_soon(_resolve_into, answers, item, charger, limiter, recorder.as_of)
         with anyio.CancelScope(shield=True):
             await recorder.record_answers([(c, a) for c, a in answers if c.payment_id is None])
             # Manual payments are few; each is applied to the installments it covers.
@@ -70,13 +72,15 @@ async def _resolve_into(
     item: UnresolvedAttempt,
     charger: Charger,
     limiter: anyio.CapacityLimiter,
+    as_of: date,
 ) -> None:
     async with limiter:
-        answers.append((item.charge, await _resolve(item, charger)))
+        answers.append((item.charge, await _resolve(item, charger, as_of)))
 
 
-async def _resolve(item: UnresolvedAttempt, charger: Charger) -> Answer:
-    claimed = item.charge
+async def _resolve(item: UnresolvedAttempt, charger: Charger, as_of: date) -> Answer:
+    # A re-driven charge is made for the reconciling pass's business date.
+    claimed = dataclasses.replace(item.charge, as_of=as_of)
     found = await charger.lookup(claimed)
     if found is not None:
         return found  # an answer, or InDoubt when the gateway still cannot say

@@ -42,6 +42,7 @@ WITH picked AS MATERIALIZED (
     FROM picked
 )
 SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_id, due_on,
+       $1::date AS as_of,
        next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token, brand
 FROM picked
 ORDER BY next_attempt_on, installment_id;
