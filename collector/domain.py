@@ -100,3 +100,5 @@ class PassCounts:
     reconciled: int = 0
     charged_cents: int = 0
     processing_cents: int = 0
+    settled: int = 0  # ACH debits of earlier passes that settled
+    returned: int = 0  # ACH debits of earlier passes that came back

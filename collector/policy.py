@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from collector.calendar import ach_effective_date
 from collector.domain import AttemptStatus, InstallmentStatus
 from collector.gateways.base import Declined, DeclineKind, InDoubt, Outcome, Processing, Succeeded
 
@@ -183,3 +184,68 @@ def decide_not_taken(*, attempt_no: int, as_of: date, retry_days: Sequence[int])
         code=NOT_TAKEN_CODE,
         message="the gateway has no charge under this idempotency key",
     )
+
+
+# NACHA return reason codes, grouped as the rules treat them.
+# R01 insufficient funds, R09 uncollected funds: may be reinitiated, at most twice, within 180
+# days of the original entry's settlement (NACHA Operating Rules, Subsection 2.12.4).
+NSF_RETURNS = frozenset({"R01", "R09"})
+# Administrative returns (account closed, no account, invalid account number) count toward
+# NACHA's 3% administrative return rate threshold; R16 (account frozen) and R20 (non-transaction
+# account) also mean this account cannot be debited.
+ADMINISTRATIVE_RETURNS = frozenset({"R02", "R03", "R04"})
+DEAD_ACCOUNT_RETURNS = ADMINISTRATIVE_RETURNS | {"R16", "R20"}
+# Unauthorized returns count toward the 0.5% unauthorized rate threshold; the authorization
+# behind the debit is void: never debit the account again under it (Subsection 2.12.4 forbids
+# reinitiating them).
+UNAUTHORIZED_RETURNS = frozenset({"R05", "R07", "R10", "R11", "R29", "R51"})
+MAX_REINITIATIONS = 2
+REINITIATION_WINDOW_DAYS = 180
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReturnDecision:
+    """What a returned debit does to its installment and its payment method."""
+
+    category: str  # nsf | administrative | unauthorized | other
+    next_attempt_on: date | None
+    disable_method: bool
+
+
+def return_category(code: str) -> str:
+    """The category a return reason code counts under for NACHA's return-rate thresholds."""
+    if code in NSF_RETURNS:
+        return "nsf"
+    if code in ADMINISTRATIVE_RETURNS:
+        return "administrative"
+    if code in UNAUTHORIZED_RETURNS:
+        return "unauthorized"
+    return "other"
+
+
+def decide_return(
+    code: str,
+    *,
+    nsf_returns_before: int,
+    original_on: date,
+    as_of: date,
+    retry_days: Sequence[int],
+) -> ReturnDecision:
+    """Decide a return: reinitiate an NSF return at most twice within 180 days of the original
+    entry, on a banking day; disable the account for a dead account or a revoked
+    authorization; anything else waits for the customer."""
+    category = return_category(code)
+    if code in NSF_RETURNS:
+        reinitiation = nsf_returns_before + 1  # this return asks for reinitiation number n
+        retry_on: date | None = None
+        if reinitiation <= MAX_REINITIATIONS:
+            days = retry_days[min(reinitiation, len(retry_days)) - 1] if retry_days else 1
+            candidate = ach_effective_date(as_of + timedelta(days=days))
+            if candidate <= original_on + timedelta(days=REINITIATION_WINDOW_DAYS):
+                retry_on = candidate
+        return ReturnDecision(category=category, next_attempt_on=retry_on, disable_method=False)
+    if code in DEAD_ACCOUNT_RETURNS or code in UNAUTHORIZED_RETURNS:
+        return ReturnDecision(category=category, next_attempt_on=None, disable_method=True)
+    # Other codes (stop payment, customer advises not authorized under another code, ...):
+    # no automatic debit; the method is disabled so nothing re-debits it unnoticed.
+    return ReturnDecision(category=category, next_attempt_on=None, disable_method=True)

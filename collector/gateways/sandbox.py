@@ -19,6 +19,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
 from typing import Final
 
 import anyio
@@ -26,6 +27,7 @@ import anyio.lowlevel
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from collector.calendar import ach_effective_date, ach_settles_on
 from collector.exceptions import GatewayError
 from collector.gateways.base import (
     ChargeRequest,
@@ -35,6 +37,8 @@ from collector.gateways.base import (
     InDoubt,
     Outcome,
     Processing,
+    Returned,
+    Settlement,
     Succeeded,
 )
 
@@ -60,9 +64,12 @@ CREATE TABLE IF NOT EXISTS sandbox.charges (
     message         text,
     gateway_ref     text NOT NULL,
     return_code     text,
+    effective_on    date,
     created_at      timestamptz NOT NULL DEFAULT now()
 )
 """
+
+ADD_EFFECTIVE_ON: Final = "ALTER TABLE sandbox.charges ADD COLUMN IF NOT EXISTS effective_on date"
 
 # One statement per group: insert what is new, and answer every key with its first stored row.
 # The data-modifying CTE and the outer SELECT share one snapshot, so the second branch sees only
@@ -76,15 +83,15 @@ WITH incoming AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-        $6::text[], $7::text[], $8::text[], $9::text[]
+        $6::text[], $7::text[], $8::text[], $9::text[], $10::date[]
     ) AS t(idempotency_key, gateway, installment_id, amount_cents, status,
-           code, message, gateway_ref, return_code)
+           code, message, gateway_ref, return_code, effective_on)
 ), inserted AS (
     INSERT INTO sandbox.charges AS c
         (idempotency_key, gateway, installment_id, amount_cents, status,
-         code, message, gateway_ref, return_code)
+         code, message, gateway_ref, return_code, effective_on)
     SELECT idempotency_key, gateway, installment_id, amount_cents, status,
-           code, message, gateway_ref, return_code
+           code, message, gateway_ref, return_code, effective_on
     FROM incoming
     ORDER BY idempotency_key
     ON CONFLICT (idempotency_key) DO NOTHING
@@ -95,6 +102,12 @@ UNION ALL
 SELECT c.idempotency_key, c.status, c.code, c.message, c.gateway_ref, false AS fresh
 FROM sandbox.charges AS c
 WHERE c.idempotency_key = ANY ($1::text[])
+"""
+
+SETTLEMENT_OF: Final = """
+SELECT status, code, message, gateway_ref, return_code, effective_on, created_at::date
+FROM sandbox.charges
+WHERE idempotency_key = $1 AND gateway = $2
 """
 
 SELECT_CHARGES: Final = """
@@ -216,7 +229,7 @@ def _outcome_of(status: str, code: str | None, message: str | None, gateway_ref:
     return Declined(kind=kind, code=decline_code, message=message or "", gateway_ref=gateway_ref)
 
 
-ChargeRow = tuple[str, str, int | None, int, str, str, str, str, str | None]
+ChargeRow = tuple[str, str, int | None, int, str, str, str, str, str | None, date | None]
 """One ``sandbox.charges`` row as the writer sends it, in INSERT_CHARGES's column order."""
 
 
@@ -382,6 +395,7 @@ class SandboxGateway:
             script.message,
             gateway_ref_of(key),
             script.return_code,
+            request.effective_on,
         )
         outcome, fresh = await self.writer.write(row)
         if script.answer_lost and fresh:
@@ -399,6 +413,24 @@ class SandboxGateway:
             return None
         return _outcome_of(row[0], row[1], row[2], row[3])
 
+    async def settlement(self, idempotency_key: str, *, as_of: date) -> Settlement | None:
+        """Where a debit stands on ``as_of``: a debit settles, or comes back with its token's
+        return code, 2 banking days after its effective entry date (the next banking day on or
+        after the business date it was made for)."""
+        row = await self._pool.fetchrow(SETTLEMENT_OF, idempotency_key, self.name)
+        if row is None:
+            return None
+        status, code, message, ref, return_code, effective_on, created_on = row
+        if status != PROCESSING:
+            outcome = _outcome_of(status, code, message, ref)
+            return outcome if isinstance(outcome, Succeeded) else None
+        settles_on = ach_settles_on(ach_effective_date(effective_on or created_on))
+        if as_of < settles_on:
+            return Processing(gateway_ref=ref)
+        if return_code is not None:
+            return Returned(code=return_code, gateway_ref=ref, gateway_code=return_code)
+        return Succeeded(gateway_ref=ref, code="settled")
+
 
 async def _create_schema(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
@@ -407,6 +439,8 @@ async def _create_schema(pool: asyncpg.Pool) -> None:
         await conn.execute(LOCK_SCHEMA, SCHEMA_LOCK_KEY)
         await conn.execute(CREATE_SCHEMA)
         await conn.execute(CREATE_CHARGES)
+        # Data directories made before the column existed.
+        await conn.execute(ADD_EFFECTIVE_ON)
 
 
 @asynccontextmanager

@@ -33,8 +33,9 @@ from collector.domain import ClaimedCharge, PassCounts
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Answer, Charger, Recorder
 from collector.jobs.reconcile import reconcile
+from collector.jobs.settle import settle
 from collector.logs import get_logger
-from collector.metrics import LAST_SUCCESS, PASS_DURATION, PASSES, set_gauges
+from collector.metrics import PASS_DURATION, PASSES, set_gauges
 
 log = get_logger()
 
@@ -86,6 +87,15 @@ async def run_pass(
                 concurrency=settings.concurrency,
                 deadline_s=settings.claim_deadline_s,
             )
+            settled = await settle(
+                pool,
+                gateways,
+                as_of=as_of,
+                retry_days=settings.soft_retry_days,
+                batch_size=settings.batch_size,
+                concurrency=settings.concurrency,
+            )
+            counts.settled, counts.returned = settled.settled, settled.returned
             await _collect_due(
                 pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
             )
@@ -100,7 +110,6 @@ async def run_pass(
     duration_s = time.monotonic() - started
     PASSES.labels(status="completed").inc()
     PASS_DURATION.observe(duration_s)
-    LAST_SUCCESS.set_to_current_time()
     set_gauges(await snapshot(pool, as_of=as_of))
     log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
@@ -116,6 +125,8 @@ def _fields(counts: PassCounts) -> dict[str, int]:
         "processing": counts.processing,
         "failed": counts.failed,
         "reconciled": counts.reconciled,
+        "settled": counts.settled,
+        "returned": counts.returned,
         "charged_cents": counts.charged_cents,
     }
 

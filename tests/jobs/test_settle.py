@@ -1,0 +1,131 @@
+"""ACH settlement and returns, through the sandbox's settlement answers and by key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, timedelta
+
+import asyncpg
+import pytest
+
+from collector.config import Settings
+from collector.gateways.base import Gateway, Returned
+from collector.jobs.collect import run_pass
+from collector.jobs.settle import apply_by_key
+from collector.metrics import ACH_RETURN_RATE
+from tests.factories import attempts_of, installment, make_lease
+
+# Thanksgiving: no banking day. A debit made for it takes effect Friday 11-27 and settles two
+# banking days later, Tuesday 12-01.
+THANKSGIVING = date(2026, 11, 26)
+SETTLES_ON = date(2026, 12, 1)
+
+
+async def test_an_ach_debit_is_pending_until_it_settles_then_paid(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_ach_ok", due_dates=[THANKSGIVING])
+    first = await run_pass(pool, gateways, settings, as_of=THANKSGIVING)
+    assert first.counts.processing == 1
+    before = await run_pass(pool, gateways, settings, as_of=SETTLES_ON - timedelta(days=1))
+    assert before.counts.settled == 0
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+        assert (row["status"], row["paid_cents"]) == ("pending_settlement", 0)
+    on_day = await run_pass(pool, gateways, settings, as_of=SETTLES_ON)
+    assert on_day.counts.settled == 1
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+        assert (row["status"], row["paid_cents"]) == ("paid", row["amount_cents"])
+        [attempt] = await attempts_of(conn, lease.installment_ids[0])
+        assert attempt["status"] == "succeeded"
+
+
+async def test_nsf_returns_are_reinitiated_at_most_twice(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_ach_return_R01", due_dates=[THANKSGIVING])
+    iid = lease.installment_ids[0]
+    day = THANKSGIVING
+    for presentment in (1, 2, 3):
+        assert (await run_pass(pool, gateways, settings, as_of=day)).counts.processing == 1
+        # Far enough ahead for this debit to come back.
+        day = day + timedelta(days=7)
+        result = await run_pass(pool, gateways, settings, as_of=day)
+        assert result.counts.returned == 1
+        async with pool.acquire() as conn:
+            row = await installment(conn, iid)
+            method = await conn.fetchval(
+                "SELECT status FROM payment_methods WHERE id = $1", lease.method_id
+            )
+        assert row["status"] == "overdue" and method == "active"
+        if presentment < 3:
+            assert row["next_attempt_on"] is not None, f"reinitiation {presentment} refused"
+            day = row["next_attempt_on"]
+        else:
+            assert row["next_attempt_on"] is None, "a third reinitiation was scheduled"
+    async with pool.acquire() as conn:
+        returns = await conn.fetch(
+            "SELECT return_code, category FROM charge_returns ORDER BY attempt_id"
+        )
+    assert [tuple(r) for r in returns] == [("R01", "nsf")] * 3
+
+
+@pytest.mark.parametrize(("code", "category"), [("R02", "administrative"), ("R10", "unauthorized")])
+async def test_dead_account_and_unauthorized_returns_disable_the_method(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    code: str,
+    category: str,
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token=f"sandbox_ach_return_{code}", due_dates=[THANKSGIVING])
+    await run_pass(pool, gateways, settings, as_of=THANKSGIVING)
+    await run_pass(pool, gateways, settings, as_of=SETTLES_ON)
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+        method = await conn.fetchrow(
+            "SELECT status, disabled_reason FROM payment_methods WHERE id = $1", lease.method_id
+        )
+        recorded = await conn.fetchval("SELECT category FROM charge_returns")
+    assert (row["status"], row["next_attempt_on"]) == ("overdue", None)
+    assert (method["status"], method["disabled_reason"]) == ("disabled", f"ach_return_{code}")
+    assert recorded == category
+    assert ACH_RETURN_RATE.labels(category="overall")._value.get() > 0
+
+
+async def test_a_late_return_reverses_a_paid_installment_once(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(
+            conn, token="sandbox_ach_ok", due_dates=[THANKSGIVING], amount_cents=4_000
+        )
+    await run_pass(pool, gateways, settings, as_of=THANKSGIVING)
+    await run_pass(pool, gateways, settings, as_of=SETTLES_ON)
+    async with pool.acquire() as conn:
+        [attempt] = await attempts_of(conn, lease.installment_ids[0])
+        assert (await installment(conn, lease.installment_ids[0]))["status"] == "paid"
+    # Weeks later the bank returns it as unauthorized (R10 may come up to 60 days later).
+    later = SETTLES_ON + timedelta(days=30)
+    for _ in range(2):
+        await apply_by_key(
+            pool,
+            attempt["idempotency_key"],
+            Returned(code="R10"),
+            as_of=later,
+            retry_days=settings.soft_retry_days,
+            source="webhook",
+        )
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+        returns = await conn.fetch("SELECT reversed_paid, amount_cents FROM charge_returns")
+        status = await conn.fetchval(
+            "SELECT status FROM charge_attempts WHERE id = $1", attempt["id"]
+        )
+    assert (row["status"], row["paid_cents"]) == ("overdue", 0)
+    assert [tuple(r) for r in returns] == [(True, 4_000)]
+    assert status == "returned"
