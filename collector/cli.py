@@ -208,10 +208,23 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             report = await preview(pool, as_of=as_of, gateways=settings.gateways)
             _print_preview(report, as_json=args.json)
             return 0
-        async with open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways:
-            with _progress("charging") as progress:
-                result = await run_pass(pool, gateways, settings, as_of=as_of, progress=progress)
-    # A cron-run pass cannot be scraped: leave the figures where Prometheus will find them.
+        try:
+            async with open_gateways(
+                settings.gateways, _gateway_context(settings, url)
+            ) as gateways:
+                with _progress("charging") as progress:
+                    result = await run_pass(
+                        pool, gateways, settings, as_of=as_of, progress=progress
+                    )
+        finally:
+            # A cron-run pass cannot be scraped: leave its figures, a failure's included,
+            # where Prometheus will find them.
+            _export_metrics(settings)
+    _print_summary(result, as_json=args.json)
+    return 0
+
+
+def _export_metrics(settings: Settings) -> None:
     try:
         export_pass_metrics(
             textfile=settings.metrics_textfile,
@@ -221,8 +234,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         # The pass itself is done and recorded; a lost export shows up as a stale metric.
         structlog.get_logger().error("metrics_export_failed", error=describe(exc))
-    _print_summary(result, as_json=args.json)
-    return 0
 
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
@@ -331,6 +342,7 @@ def _print_summary(result: PassResult, *, as_json: bool) -> None:
         ("in doubt (to be looked up)", str(c.in_doubt), ""),
         ("failed (not taken)", str(c.failed), ""),
         ("reconciled from earlier passes", str(c.reconciled), ""),
+        ("ACH debits settled / returned", f"{c.settled} / {c.returned}", ""),
     ]
     print(
         f"collection pass {result.run_id} for {result.as_of.isoformat()}"

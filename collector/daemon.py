@@ -24,9 +24,11 @@ import uvicorn
 
 from collector.api.app import create_app
 from collector.config import Settings
+from collector.db.stats import snapshot
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from collector.logs import get_logger
+from collector.metrics import set_gauges
 
 log = get_logger()
 
@@ -106,6 +108,8 @@ async def serve(
     clock: Clock,
 ) -> None:
     """Serve and collect until SIGTERM/SIGINT, then stop within the grace period."""
+    # The gauges start from the database, not from zero: a restart must not look like a stall.
+    set_gauges(await snapshot(pool, as_of=clock().astimezone(ZoneInfo(settings.timezone)).date()))
     app = create_app(settings, pool, gateways, clock=clock)
     server = _Server(
         uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False, log_config=None)

@@ -60,6 +60,10 @@ PASSES = Counter(
     ["status"],
     registry=REGISTRY,
 )
+# Both series exist from the start, so the first failure is an increase from 0 that rate()
+# and increase() can see, not a series that appears already at 1.
+for _status in ("completed", "failed"):
+    PASSES.labels(status=_status)
 LAST_SUCCESS = Gauge(
     "collector_last_success_timestamp_seconds",
     "Unix time at which the last collection pass completed.",
@@ -94,6 +98,14 @@ MANUAL_PAY_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+ACH_RETURN_RATE = Gauge(
+    "collector_ach_return_rate",
+    "ACH returns over debits sent, last 60 days, by category (unauthorized: NACHA threshold"
+    " 0.5%; administrative: 3%; overall: 15%).",
+    ["category"],
+    registry=REGISTRY,
+)
+
 STATES = ("due_today", "overdue", "in_doubt", "pending_settlement")
 
 
@@ -106,6 +118,10 @@ def set_gauges(snapshot: Snapshot) -> None:
         INSTALLMENTS.labels(state=state).set(count)
         INSTALLMENTS_CENTS.labels(state=state).set(cents)
     OLDEST_IN_DOUBT.set(snapshot.oldest_in_doubt_age_s)
+    if snapshot.last_success_at is not None:
+        # From the database, so a new process (each cron run, a restarted daemon) reports the
+        # true age of the last completed pass, not "never".
+        LAST_SUCCESS.set(snapshot.last_success_at.timestamp())
     due = snapshot.due_today_cents
     COLLECTED_RATIO.set(snapshot.collected_today_cents / due if due else 1.0)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
@@ -18,6 +18,7 @@ class Snapshot:
     oldest_in_doubt_age_s: float = 0.0
     due_today_cents: int = 0
     collected_today_cents: int = 0
+    last_success_at: datetime | None = None
 
 
 async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
@@ -28,6 +29,7 @@ async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
     }
     doubt = await db.fetchrow(QUERIES["stats.in_doubt"])
     today = await db.fetchrow(QUERIES["stats.due_today_collected"], as_of)
+    last_success_at = await db.fetchval(QUERIES["stats.last_success"])
     assert doubt is not None and today is not None
     return Snapshot(
         states=states,
@@ -35,4 +37,5 @@ async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
         oldest_in_doubt_age_s=doubt["oldest_age_s"],
         due_today_cents=today["due_cents"],
         collected_today_cents=today["paid_cents"],
+        last_success_at=last_success_at,
     )

@@ -31,3 +31,7 @@ SELECT coalesce(sum(amount_cents), 0)::bigint AS due_cents,
        coalesce(sum(paid_cents), 0)::bigint AS paid_cents
 FROM installments
 WHERE due_on = $1 AND status <> 'cancelled';
+
+-- last_success --
+-- When the last collection pass completed
+SELECT max(finished_at) FROM collection_runs WHERE status = 'completed';

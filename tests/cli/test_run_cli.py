@@ -189,7 +189,7 @@ async def test_run_writes_its_metrics_to_a_textfile(
         for s in families["collector_passes"].samples
         if s.name.endswith("_total")
     }
-    assert passes == {"completed": 1.0}
+    assert passes == {"completed": 1.0, "failed": 0.0}
     charges = sum(
         s.value
         for s in families["collector_charges"].samples
