@@ -10,11 +10,13 @@ from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from collector import __version__
 from collector.api import health, leases, payment_methods, payments
 from collector.api.auth import require_token
+from collector.api.errors import invalid_request
 from collector.config import Settings
 from collector.exceptions import Conflict, NotFound, Unprocessable
 from collector.gateways.base import Gateway
@@ -62,6 +64,8 @@ def create_app(
     app.include_router(leases.router, prefix="/v1", dependencies=secured)
     app.include_router(payment_methods.router, prefix="/v1", dependencies=secured)
     app.include_router(payments.router, prefix="/v1", dependencies=secured)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -1,7 +1,48 @@
-"""Placeholder router; filled in by the portal API work."""
+"""The portal's read side: a customer's leases, one lease in full, and its schedule."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter()
+from collector.api.deps import PoolDep, TodayDep
+from collector.api.errors import CustomerId, LeaseId, error_responses
+from collector.api.schemas import LeaseDetail, LeaseLine, Schedule, ScheduleLine
+from collector.db import portal
+
+router = APIRouter(tags=["leases"])
+
+
+@router.get(
+    "/customers/{customer_id}/leases",
+    summary="A customer's leases, one line each",
+    responses=error_responses(not_found="No such customer.", unprocessable="Invalid customer id."),
+)
+async def list_leases(customer_id: CustomerId, pool: PoolDep, today: TodayDep) -> list[LeaseLine]:
+    """The customer's leases with their overdue amount and next due installment."""
+    leases = await portal.read_customer_leases(pool, customer_id, today=today)
+    return [LeaseLine.model_validate(lease, from_attributes=True) for lease in leases]
+
+
+@router.get(
+    "/leases/{lease_id}",
+    summary="One lease: status, order, amounts, primary payment method",
+    responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
+)
+async def get_lease(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> LeaseDetail:
+    """The lease with its overdue, pending and next due amounts and the primary method."""
+    lease = await portal.read_lease(pool, lease_id, today=today)
+    return LeaseDetail.model_validate(lease, from_attributes=True)
+
+
+@router.get(
+    "/leases/{lease_id}/schedule",
+    summary="Every installment of a lease, in order",
+    responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
+)
+async def get_schedule(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> Schedule:
+    """The lease's installments; an unsettled bank debit shows as 'pending', never as paid."""
+    items = await portal.read_schedule(pool, lease_id, today=today)
+    return Schedule(
+        lease_id=lease_id,
+        installments=[ScheduleLine.model_validate(item, from_attributes=True) for item in items],
+    )

@@ -1,7 +1,151 @@
-"""Placeholder router; filled in by the portal API work."""
+"""Payment methods in the portal: list them, register a gateway token, change the primary one."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from datetime import date
 
-router = APIRouter()
+from fastapi import APIRouter, status
+
+from collector.api.deps import PoolDep, SettingsDep, TodayDep
+from collector.api.errors import CustomerId, error_responses
+from collector.api.schemas import MethodDisplay, NewPaymentMethod, PrimaryChange, PrimaryChanged
+from collector.db import portal
+from collector.exceptions import Unprocessable
+
+router = APIRouter(tags=["payment methods"])
+
+# Why digits alone are enough to refuse a token, Luhn or not: bank account numbers carry no
+# check digit at all; a mistyped or partial card number is still cardholder data; and a
+# format-preserving "token" that looks like a PAN cannot be told from one by us or by anyone
+# reading the database later. Storing a real number would bring the database into PCI DSS scope
+# (and under NACHA's rule that stored account numbers be unreadable), while a false alarm only
+# asks the integration for the gateway's opaque token: the rule errs on the side of refusing.
+_ALL_DIGITS = re.compile(r"\d{12,}")
+"""12 or more digits and nothing else, once spaces and dashes are removed: an account number
+or a card number, however it was typed."""
+_DIGIT_RUN = re.compile(r"\d(?:[\s-]*\d){12,}")
+"""13 or more digits in a row, spaces and dashes allowed between them: a card number (13-19
+digits) inside a longer string, e.g. ``tok 4242-4242-4242-4242``."""
+_SEPARATORS = re.compile(r"[\s-]")
+# Control characters never belong in a token or a display name, and PostgreSQL's text type
+# cannot store NUL at all (it would surface as a 500, not a clear 422).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def looks_like_account_number(token: str) -> bool:
+    """True when ``token`` looks like a card or bank account number rather than a gateway token."""
+    return bool(_ALL_DIGITS.fullmatch(_SEPARATORS.sub("", token)) or _DIGIT_RUN.search(token))
+
+
+def _check_text(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    # (A lone surrogate never gets here: pydantic refuses it while parsing the body.)
+    if _CONTROL.search(value):
+        raise Unprocessable(f"{name} must not contain control characters")
+
+
+def _check_new_method(body: NewPaymentMethod, gateways: list[str]) -> None:
+    # Messages never repeat the token: it may be exactly the number we refuse to keep.
+    if looks_like_account_number(body.token):
+        raise Unprocessable(
+            "token looks like a card or bank account number; send the gateway's token for the"
+            " payment method, never the number itself"
+        )
+    if body.gateway not in gateways:
+        raise Unprocessable(f"unknown gateway; known gateways: {', '.join(sorted(gateways))}")
+    _check_text("token", body.token)
+    _check_text("brand", body.brand)
+    _check_text("bank_name", body.bank_name)
+
+
+def _display(method: portal.MethodView) -> MethodDisplay:
+    return MethodDisplay.model_validate(method, from_attributes=True)
+
+
+@router.get(
+    "/customers/{customer_id}/payment-methods",
+    summary="A customer's payment methods (display fields only)",
+    responses=error_responses(not_found="No such customer.", unprocessable="Invalid customer id."),
+)
+async def list_methods(customer_id: CustomerId, pool: PoolDep) -> list[MethodDisplay]:
+    """The customer's payment methods, primary first, without their tokens."""
+    methods = await portal.read_customer_methods(pool, customer_id)
+    return [_display(method) for method in methods]
+
+
+@router.post(
+    "/customers/{customer_id}/payment-methods",
+    summary="Register a gateway token as a payment method",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(
+        not_found="No such customer.",
+        unprocessable="Invalid body, a token that looks like a card or account number, or an"
+        " unknown gateway. Nothing is stored.",
+        body=True,
+    ),
+)
+async def add_method(
+    customer_id: CustomerId,
+    body: NewPaymentMethod,
+    pool: PoolDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> MethodDisplay:
+    """Store the customer's new method (primary if asked); the token is never sent back."""
+    _check_new_method(body, settings.gateways)
+    new = portal.NewMethod(
+        kind=body.kind,
+        gateway=body.gateway,
+        token=body.token,
+        brand=body.brand,
+        bank_name=body.bank_name,
+        last4=body.last4,
+    )
+    method = await portal.add_method(
+        pool, customer_id, new, make_primary=body.make_primary, today=today
+    )
+    return _display(method)
+
+
+def primary_change_warning(
+    next_due_on: date | None, *, today: date, notice_days: int
+) -> str | None:
+    """The warning for a primary change made less than ``notice_days`` days before a due date."""
+    if next_due_on is None or (next_due_on - today).days >= notice_days:
+        return None
+    return (
+        f"The collection due on {next_due_on.isoformat()} is less than {notice_days} days away"
+        " and may still be taken from the previous payment method."
+    )
+
+
+@router.put(
+    "/customers/{customer_id}/primary-payment-method",
+    summary="Change the customer's primary payment method",
+    responses=error_responses(
+        not_found="No such customer.",
+        unprocessable="Invalid body, or a method that is not an active method of this customer.",
+        body=True,
+    ),
+)
+async def change_primary(
+    customer_id: CustomerId,
+    body: PrimaryChange,
+    pool: PoolDep,
+    settings: SettingsDep,
+    today: TodayDep,
+) -> PrimaryChanged:
+    """Make an active method of the customer the primary one; overdue installments that waited
+    for a new method get an attempt today."""
+    change = await portal.change_primary(pool, customer_id, body.payment_method_id, today=today)
+    return PrimaryChanged(
+        customer_id=change.customer_id,
+        primary_payment_method=_display(change.method),
+        next_due_on=change.next_due_on,
+        # Also when the method was already primary: a repeated request gets the same answer.
+        warning=primary_change_warning(
+            change.next_due_on, today=today, notice_days=settings.primary_change_notice_days
+        ),
+    )

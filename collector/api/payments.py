@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Header, Path, Request
 from fastapi.responses import JSONResponse
 
 from collector.api.deps import PoolDep, SettingsDep, TodayDep
+from collector.api.errors import error_responses
 from collector.api.schemas import ManualPayment, PaymentResult, Problem
 from collector.db.payments import PaymentRequest
 from collector.jobs.charging import Charger
@@ -34,12 +35,14 @@ def request_hash(body: ManualPayment) -> str:
     response_model=PaymentResult,
     summary="Pay an overdue amount now",
     responses={
+        **error_responses(
+            not_found="No such lease.",
+            unprocessable="Nothing overdue, bad amount or method, or the key reused for another body.",
+            body=True,
+        ),
         202: {"model": PaymentResult, "description": "Sent; the gateway's answer is not known yet"},
-        401: {"model": Problem, "description": "Missing or invalid bearer token"},
         402: {"model": Problem, "description": "Declined; `code` is the gateway's reason"},
-        404: {"model": Problem, "description": "No such lease"},
         409: {"model": Problem, "description": "A payment for these installments is in progress"},
-        422: {"model": Problem, "description": "Nothing overdue, bad amount or method, key reuse"},
     },
 )
 async def manual_pay(

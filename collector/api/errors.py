@@ -1,0 +1,69 @@
+"""What every /v1 router shares: the id path parameters, the documented error answers (so
+the OpenAPI document lists each 401, 404 and 422), and the validation-error handler."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from collector.api.schemas import Problem
+
+MAX_ID = 2**63 - 1
+"""Ids are bigint: a larger number is refused as invalid (422), not looked up (a 500)."""
+
+CustomerId = Annotated[int, Path(gt=0, le=MAX_ID, description="The customer's id.")]
+LeaseId = Annotated[int, Path(gt=0, le=MAX_ID, description="The lease's id.")]
+
+
+class FieldError(BaseModel):
+    """One reason FastAPI's request validation gave."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidRequest(BaseModel):
+    """FastAPI's own answer to a request that does not match the schema (its ``detail`` is a
+    list, where our own 422 answers, :class:`Problem`, carry a sentence)."""
+
+    detail: list[FieldError]
+
+
+def error_responses(
+    *, not_found: str | None = None, unprocessable: str, body: bool = False
+) -> dict[int | str, Any]:
+    """The ``responses=`` of a /v1 route: 401 always, 404 when ``not_found`` says what is
+    missing, 422 described by ``unprocessable``, and 400 for a route that takes a ``body``."""
+    answers: dict[int | str, Any] = {
+        401: {"model": Problem, "description": "Missing or invalid bearer token."},
+        # Both shapes can answer 422: a request the schema refuses, or a rule the handler enforces.
+        422: {"model": Problem | InvalidRequest, "description": unprocessable},
+    }
+    if not_found is not None:
+        answers[404] = {"model": Problem, "description": not_found}
+    if body:
+        # FastAPI's own answer to a body that is not JSON at all, before any validation.
+        answers[400] = {"model": Problem, "description": "The body is not valid JSON."}
+    return answers
+
+
+async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """422 for a request the schema refuses, without echoing its input back: the input may
+    hold a secret the client should not have sent, or text that cannot be encoded (a lone
+    surrogate made FastAPI's default handler fail with a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": str(error.get("msg", "")),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)

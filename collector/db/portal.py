@@ -1,0 +1,325 @@
+"""The customer portal's repository: balances, schedules and payment methods of a customer.
+
+One function per named query of ``sql/queries/portal.sql``, rows become the values below; and
+the few operations that need several queries in one transaction (reads in one snapshot, a
+change of primary method). No value read here ever includes a payment method's token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from collector.db.pool import Executor
+from collector.db.queries import QUERIES
+from collector.domain import MethodStatus
+from collector.exceptions import NotFound, Unprocessable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MethodView:
+    """What may be shown of a payment method: display fields, never the token."""
+
+    id: int
+    kind: str
+    gateway: str
+    brand: str | None
+    bank_name: str | None
+    last4: str | None
+    status: str
+    is_primary: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSummary:
+    """One lease of a customer, with what is overdue and what is due next."""
+
+    id: int
+    agreement_ref: str
+    store: str
+    status: str
+    overdue_cents: int
+    next_due_on: date | None
+    next_due_cents: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseView:
+    """One lease in full, with its amounts and its customer's primary method."""
+
+    id: int
+    customer_id: int
+    agreement_ref: str
+    store: str
+    status: str
+    order_details: dict[str, Any]
+    overdue_cents: int
+    pending_cents: int
+    next_due_on: date | None
+    next_due_cents: int | None
+    primary_payment_method: MethodView | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleItem:
+    """One installment as the portal shows it (``status`` is the displayed status)."""
+
+    installment_id: int
+    seq: int
+    due_on: date
+    amount_cents: int
+    paid_cents: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMethod:
+    """A gateway token to register, with its display fields."""
+
+    kind: str
+    gateway: str
+    # Kept out of the repr, so a log line or a traceback cannot carry it.
+    token: str = field(repr=False)
+    brand: str | None = None
+    bank_name: str | None = None
+    last4: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrimaryChange:
+    """The outcome of a change of primary method."""
+
+    customer_id: int
+    method: MethodView
+    changed: bool  # False when the method was already the primary one
+    reopened: int  # overdue installments given a new attempt date
+    next_due_on: date | None  # the customer's next due date on an active lease
+
+
+def _method(row: asyncpg.Record) -> MethodView:
+    return MethodView(
+        id=row["id"],
+        kind=row["kind"],
+        gateway=row["gateway"],
+        brand=row["brand"],
+        bank_name=row["bank_name"],
+        last4=row["last4"],
+        status=row["status"],
+        is_primary=row["is_primary"],
+    )
+
+
+# -- One function per named query ---------------------------------------------------------------
+
+
+async def customer_exists(db: Executor, customer_id: int) -> bool:
+    """Whether the customer exists."""
+    found: bool = await db.fetchval(QUERIES["portal.customer_exists"], customer_id)
+    return found
+
+
+async def lease_exists(db: Executor, lease_id: int) -> bool:
+    """Whether the lease exists."""
+    found: bool = await db.fetchval(QUERIES["portal.lease_exists"], lease_id)
+    return found
+
+
+async def customer_leases(db: Executor, customer_id: int, *, today: date) -> list[LeaseSummary]:
+    """The customer's leases in id order, with their amounts on ``today``."""
+    rows = await db.fetch(QUERIES["portal.customer_leases"], customer_id, today)
+    return [LeaseSummary(**dict(row)) for row in rows]
+
+
+async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView | None:
+    """The lease with its amounts on ``today``, or None when there is no such lease."""
+    row = await db.fetchrow(QUERIES["portal.lease_detail"], lease_id, today)
+    if row is None:
+        return None
+    method = None
+    if row["method_id"] is not None:
+        method = MethodView(
+            id=row["method_id"],
+            kind=row["method_kind"],
+            gateway=row["method_gateway"],
+            brand=row["method_brand"],
+            bank_name=row["method_bank_name"],
+            last4=row["method_last4"],
+            status=row["method_status"],
+            is_primary=True,
+        )
+    return LeaseView(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        agreement_ref=row["agreement_ref"],
+        store=row["store"],
+        status=row["status"],
+        order_details=row["order_details"],
+        overdue_cents=row["overdue_cents"],
+        pending_cents=row["pending_cents"],
+        next_due_on=row["next_due_on"],
+        next_due_cents=row["next_due_cents"],
+        primary_payment_method=method,
+    )
+
+
+async def lease_schedule(db: Executor, lease_id: int, *, today: date) -> list[ScheduleItem]:
+    """Every installment of the lease in seq order, with the status shown on ``today``."""
+    rows = await db.fetch(QUERIES["portal.lease_schedule"], lease_id, today)
+    return [ScheduleItem(**dict(row)) for row in rows]
+
+
+async def customer_methods(db: Executor, customer_id: int) -> list[MethodView]:
+    """The customer's payment methods, primary first."""
+    rows = await db.fetch(QUERIES["portal.customer_methods"], customer_id)
+    return [_method(row) for row in rows]
+
+
+async def lock_customer(db: Executor, customer_id: int) -> bool:
+    """Lock the customer for a change of payment methods; False when there is no such customer."""
+    return await db.fetchval(QUERIES["portal.lock_customer"], customer_id) is not None
+
+
+async def lock_customer_methods(db: Executor, customer_id: int) -> list[MethodView]:
+    """Lock the customer's payment methods in id order and return them."""
+    rows = await db.fetch(QUERIES["portal.lock_customer_methods"], customer_id)
+    return [_method(row) for row in rows]
+
+
+async def insert_method(db: Executor, customer_id: int, new: NewMethod) -> MethodView:
+    """Register a payment method of the customer, not primary."""
+    row = await db.fetchrow(
+        QUERIES["portal.insert_method"],
+        customer_id,
+        new.kind,
+        new.gateway,
+        new.token,
+        new.brand,
+        new.bank_name,
+        new.last4,
+    )
+    assert row is not None  # INSERT ... RETURNING always returns the row
+    return _method(row)
+
+
+async def clear_primary(db: Executor, customer_id: int) -> None:
+    """Leave the customer without a primary method."""
+    await db.execute(QUERIES["portal.clear_primary"], customer_id)
+
+
+async def set_primary(db: Executor, customer_id: int, method_id: int) -> bool:
+    """Make the customer's active method the primary one; False when it is not such a method."""
+    return await db.fetchval(QUERIES["portal.set_primary"], customer_id, method_id) is not None
+
+
+async def reopen_retries(db: Executor, customer_id: int, *, today: date) -> int:
+    """Plan an attempt on ``today`` for the customer's overdue installments that have none."""
+    reopened: int = await db.fetchval(QUERIES["portal.reopen_retries"], customer_id, today)
+    return reopened
+
+
+async def customer_next_due(db: Executor, customer_id: int, *, today: date) -> date | None:
+    """The customer's next due date on or after ``today`` over their active leases, if any."""
+    due: date | None = await db.fetchval(QUERIES["portal.customer_next_due"], customer_id, today)
+    return due
+
+
+# -- Operations of several queries ------------------------------------------------------------
+
+
+async def read_customer_leases(
+    pool: asyncpg.Pool, customer_id: int, *, today: date
+) -> list[LeaseSummary]:
+    """The customer's leases; raise NotFound when there is no such customer."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if not await customer_exists(conn, customer_id):
+            raise NotFound("no such customer")
+        return await customer_leases(conn, customer_id, today=today)
+
+
+async def read_lease(pool: asyncpg.Pool, lease_id: int, *, today: date) -> LeaseView:
+    """The lease in full; raise NotFound when there is no such lease."""
+    view = await lease_detail(pool, lease_id, today=today)
+    if view is None:
+        raise NotFound("no such lease")
+    return view
+
+
+async def read_schedule(pool: asyncpg.Pool, lease_id: int, *, today: date) -> list[ScheduleItem]:
+    """The lease's schedule; raise NotFound when there is no such lease."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if not await lease_exists(conn, lease_id):
+            raise NotFound("no such lease")
+        return await lease_schedule(conn, lease_id, today=today)
+
+
+async def read_customer_methods(pool: asyncpg.Pool, customer_id: int) -> list[MethodView]:
+    """The customer's payment methods; raise NotFound when there is no such customer."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if not await customer_exists(conn, customer_id):
+            raise NotFound("no such customer")
+        return await customer_methods(conn, customer_id)
+
+
+async def _make_primary(conn: Executor, customer_id: int, method_id: int, *, today: date) -> int:
+    # Called with the customer and their methods locked, inside the caller's transaction.
+    await clear_primary(conn, customer_id)
+    if not await set_primary(conn, customer_id, method_id):
+        # The caller checked the method under lock; reaching this is a bug, not a bad request.
+        raise AssertionError(f"method {method_id} could not be made primary")
+    return await reopen_retries(conn, customer_id, today=today)
+
+
+async def add_method(
+    pool: asyncpg.Pool, customer_id: int, new: NewMethod, *, make_primary: bool, today: date
+) -> MethodView:
+    """Register a method of the customer, made primary if asked, in one transaction; raise
+    NotFound when there is no such customer."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await lock_customer(conn, customer_id):
+            raise NotFound("no such customer")
+        if make_primary:
+            await lock_customer_methods(conn, customer_id)
+        method = await insert_method(conn, customer_id, new)
+        if make_primary:
+            await _make_primary(conn, customer_id, method.id, today=today)
+            method = replace(method, is_primary=True)
+    return method
+
+
+async def change_primary(
+    pool: asyncpg.Pool, customer_id: int, method_id: int, *, today: date
+) -> PrimaryChange:
+    """Make an active method of the customer their primary one and give the installments that
+    waited for a new method an attempt on ``today``, in one transaction; raise NotFound for an
+    unknown customer and Unprocessable for a method that is not theirs or not active."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await lock_customer(conn, customer_id):
+            raise NotFound("no such customer")
+        methods = await lock_customer_methods(conn, customer_id)
+        chosen = next((m for m in methods if m.id == method_id), None)
+        if chosen is None:
+            # The same words whether the method belongs to someone else or does not exist at
+            # all, so the answer reveals nothing about other customers.
+            raise Unprocessable(f"payment method {method_id} is not a method of this customer")
+        if chosen.status != MethodStatus.ACTIVE:
+            raise Unprocessable(
+                f"payment method {method_id} is disabled and cannot be made primary;"
+                " choose an active method"
+            )
+        reopened = 0
+        if not chosen.is_primary:
+            # Only a different method reopens retries: re-selecting the method that just failed
+            # would present the same card or account again, past the networks' and NACHA's
+            # reattempt limits that made the engine stop.
+            reopened = await _make_primary(conn, customer_id, method_id, today=today)
+        next_due_on = await customer_next_due(conn, customer_id, today=today)
+    return PrimaryChange(
+        customer_id=customer_id,
+        method=replace(chosen, is_primary=True),
+        changed=not chosen.is_primary,
+        reopened=reopened,
+        next_due_on=next_due_on,
+    )

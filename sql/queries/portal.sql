@@ -1,0 +1,147 @@
+-- The customer portal's reads and its payment-method changes. Definitions shared by several
+-- queries (DESIGN.md, "What a pass collects"), with $2 the business date ("today"):
+--   overdue amount: what is unpaid on installments due before today and still scheduled or
+--     overdue, whether or not a collection was tried; `processing` (being charged now) and
+--     `pending_settlement` (a bank debit in flight) are neither paid nor overdue.
+--   next due: the earliest installment still scheduled and due today or later.
+
+-- customer_exists --
+-- Whether customer $1 exists
+SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1);
+
+-- lease_exists --
+-- Whether lease $1 exists
+SELECT EXISTS (SELECT 1 FROM leases WHERE id = $1);
+
+-- customer_leases --
+-- One line per lease of customer $1 with its overdue amount and next due installment on date $2
+SELECT l.id, l.agreement_ref, l.store, l.status,
+       s.overdue_cents, n.due_on AS next_due_on, n.unpaid_cents AS next_due_cents
+FROM leases l
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
+               WHERE i.due_on < $2 AND i.status IN ('scheduled', 'overdue')), 0)::bigint
+           AS overdue_cents
+    FROM installments i
+    WHERE i.lease_id = l.id
+) s
+LEFT JOIN LATERAL (
+    SELECT i.due_on, i.amount_cents - i.paid_cents AS unpaid_cents
+    FROM installments i
+    WHERE i.lease_id = l.id AND i.status = 'scheduled' AND i.due_on >= $2
+    ORDER BY i.due_on, i.seq
+    LIMIT 1
+) n ON true
+WHERE l.customer_id = $1
+ORDER BY l.id;
+
+-- lease_detail --
+-- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only)
+SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
+       s.overdue_cents, s.pending_cents, n.due_on AS next_due_on, n.unpaid_cents AS next_due_cents,
+       pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
+       pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
+       pm.status AS method_status
+FROM leases l
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
+               WHERE i.due_on < $2 AND i.status IN ('scheduled', 'overdue')), 0)::bigint
+           AS overdue_cents,
+           coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
+               WHERE i.status = 'pending_settlement'), 0)::bigint
+           AS pending_cents
+    FROM installments i
+    WHERE i.lease_id = l.id
+) s
+LEFT JOIN LATERAL (
+    SELECT i.due_on, i.amount_cents - i.paid_cents AS unpaid_cents
+    FROM installments i
+    WHERE i.lease_id = l.id AND i.status = 'scheduled' AND i.due_on >= $2
+    ORDER BY i.due_on, i.seq
+    LIMIT 1
+) n ON true
+LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
+WHERE l.id = $1;
+
+-- lease_schedule --
+-- Every installment of lease $1 in seq order, with the status the portal shows on date $2
+-- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
+-- even before the pass that will try to collect it (a missed cron day) has run.
+SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
+       CASE
+           WHEN i.status = 'pending_settlement' THEN 'pending'
+           WHEN i.status IN ('scheduled', 'overdue') AND i.due_on < $2
+                AND i.paid_cents < i.amount_cents THEN 'overdue'
+           ELSE i.status
+       END AS status
+FROM installments i
+WHERE i.lease_id = $1
+ORDER BY i.seq;
+
+-- customer_methods --
+-- The payment methods of customer $1 (display fields, never the token), primary first
+SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary
+FROM payment_methods
+WHERE customer_id = $1
+ORDER BY is_primary DESC, id;
+
+-- lock_customer --
+-- Lock customer $1 for a change of payment methods; no row when the customer does not exist
+-- Two changes of the same customer's primary method queue here, even for a customer without any
+-- method yet (whose method rows give nothing to lock). NO KEY UPDATE, not UPDATE: inserts that
+-- reference the customer (leases, payments) take KEY SHARE and need not wait.
+SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE;
+
+-- lock_customer_methods --
+-- Lock every payment method of customer $1 in id order and return their display fields
+-- One order everywhere, so two lockers cannot deadlock. NO KEY UPDATE conflicts with itself, so
+-- primary changes still serialize, but not with the KEY SHARE lock that inserting a charge
+-- attempt or a payment referencing a method takes: a pass claiming work is never held up.
+SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary
+FROM payment_methods
+WHERE customer_id = $1
+ORDER BY id
+FOR NO KEY UPDATE;
+
+-- insert_method --
+-- Register a gateway token for customer $1, not primary; returns its display fields
+INSERT INTO payment_methods (customer_id, kind, gateway, token, brand, bank_name, last4)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, kind, gateway, brand, bank_name, last4, status, is_primary;
+
+-- clear_primary --
+-- Customer $1 has no primary method any more
+-- Runs before set_primary: the partial unique index payment_methods_one_primary (one primary
+-- per customer) is not deferrable and is checked row by row, so the old one must go first.
+UPDATE payment_methods
+SET is_primary = false, updated_at = now()
+WHERE customer_id = $1 AND is_primary;
+
+-- set_primary --
+-- Make active method $2 of customer $1 the primary one; returns its id, or no row
+UPDATE payment_methods
+SET is_primary = true, updated_at = now()
+WHERE id = $2 AND customer_id = $1 AND status = 'active'
+RETURNING id;
+
+-- reopen_retries --
+-- Plan an attempt on date $2 for customer $1's overdue installments that have none; count them
+-- Only on active leases, and only those waiting for a new method: no automatic attempt planned
+-- after a hard decline or exhausted retries. A new method deserves a try.
+WITH reopened AS (
+    UPDATE installments i
+    SET next_attempt_on = $2, updated_at = now()
+    FROM leases l
+    WHERE l.id = i.lease_id AND l.customer_id = $1 AND l.status = 'active'
+      AND i.status = 'overdue' AND i.next_attempt_on IS NULL
+    RETURNING i.id
+)
+SELECT count(*) FROM reopened;
+
+-- customer_next_due --
+-- The earliest due date on or after $2 of a scheduled installment of customer $1's active leases
+SELECT min(i.due_on)
+FROM installments i
+JOIN leases l ON l.id = i.lease_id
+WHERE l.customer_id = $1 AND l.status = 'active'
+  AND i.status = 'scheduled' AND i.due_on >= $2;
