@@ -37,7 +37,7 @@ def request_hash(body: ManualPayment) -> str:
     responses={
         **error_responses(
             not_found="No such lease.",
-            unprocessable="Nothing overdue, bad amount or method, or the key reused for another body.",
+            unprocessable="Nothing overdue, bad amount or method, key reused with another body.",
             body=True,
         ),
         202: {"model": PaymentResult, "description": "Sent; the gateway's answer is not known yet"},
