@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from collector.exceptions import ConfigError
+from collector.policy import CardRetryRules
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -65,6 +66,18 @@ class Settings(BaseSettings):
         description="Days between automatic retries after a soft decline; its length caps them.",
     )
 
+    # The card networks' caps on declined attempts per card in 30 days (sources in
+    # collector/policy.py): Visa 15 (Visa Core Rules, excessive reattempts, April 2021),
+    # Mastercard 35 (Excessive Retry program). Lower them to be stricter; never raise them.
+    visa_max_declines_30d: int = Field(
+        default=15, ge=1, le=15, description="Visa's cap of declined attempts per card in 30 days."
+    )
+    mastercard_max_declines_30d: int = Field(
+        default=35, ge=1, le=35, description="Mastercard's cap per card in 30 days."
+    )
+    other_card_max_declines_30d: int = Field(
+        default=15, ge=1, le=35, description="The cap for other card brands."
+    )
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Bearer tokens accepted by /v1 (comma-separated; several for rotation).",
@@ -159,6 +172,15 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @property
+    def card_rules(self) -> CardRetryRules:
+        """The card networks' retry caps, as configured."""
+        return CardRetryRules(
+            visa_max_declines_30d=self.visa_max_declines_30d,
+            mastercard_max_declines_30d=self.mastercard_max_declines_30d,
+            other_max_declines_30d=self.other_card_max_declines_30d,
+        )
 
     @property
     def zone(self) -> ZoneInfo:

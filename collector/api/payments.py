@@ -81,5 +81,6 @@ async def manual_pay(
             deadline_s=int(settings.gateway_timeout_s) + _CLAIM_MARGIN_S,
         ),
         retry_days=settings.soft_retry_days,
+        card_rules=settings.card_rules,
     )
     return JSONResponse(answer.body, status_code=answer.status_code)

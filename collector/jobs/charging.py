@@ -37,7 +37,14 @@ from collector.metrics import (
     CHARGES_IN_FLIGHT,
     GATEWAY_LATENCY,
 )
-from collector.policy import CardHistory, Decision, decide, decide_not_taken
+from collector.policy import (
+    DEFAULT_CARD_RULES,
+    CardHistory,
+    CardRetryRules,
+    Decision,
+    decide,
+    decide_not_taken,
+)
 
 log = get_logger()
 
@@ -162,6 +169,7 @@ async def decide_answers(
     *,
     as_of: date,
     retry_days: Sequence[int],
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> list[tuple[ClaimedCharge, Decision]]:
     """The policy's decision for each answer; card soft declines are checked against the
     networks' 30-day caps with one query for the whole batch."""
@@ -195,6 +203,7 @@ async def decide_answers(
                 as_of=as_of,
                 retry_days=retry_days,
                 card=card,
+                card_rules=card_rules,
             )
         decisions.append((claimed, decision))
     return decisions
@@ -212,7 +221,9 @@ class Recorder:
         retry_days: Sequence[int],
         batch_size: int,
         progress: Callable[[int], None] | None = None,
+        card_rules: CardRetryRules = DEFAULT_CARD_RULES,
     ) -> None:
+        self._card_rules = card_rules
         self._pool = pool
         self._counts = counts
         self.as_of = as_of
@@ -225,7 +236,11 @@ class Recorder:
     ) -> list[tuple[ClaimedCharge, Decision]]:
         """The policy's decisions for a batch of answers."""
         return await decide_answers(
-            db or self._pool, answers, as_of=self.as_of, retry_days=self._retry_days
+            db or self._pool,
+            answers,
+            as_of=self.as_of,
+            retry_days=self._retry_days,
+            card_rules=self._card_rules,
         )
 
     async def drain(self, results: MemoryObjectReceiveStream[tuple[ClaimedCharge, Answer]]) -> None:

@@ -76,6 +76,7 @@ async def run_pass(
                 retry_days=settings.soft_retry_days,
                 batch_size=settings.batch_size,
                 progress=progress,
+                card_rules=settings.card_rules,
             )
             counts.reconciled = await reconcile(
                 pool,

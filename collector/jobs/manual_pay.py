@@ -29,7 +29,7 @@ from collector.db.payments import (
 from collector.domain import AttemptStatus, ClaimedCharge
 from collector.jobs.charging import RECORD_SHIELD_S, Charger, count_charge, decide_answers
 from collector.logs import get_logger
-from collector.policy import Decision
+from collector.policy import DEFAULT_CARD_RULES, CardRetryRules, Decision
 
 log = get_logger()
 
@@ -97,6 +97,7 @@ async def pay_now(
     request: PaymentRequest,
     *,
     retry_days: Sequence[int],
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> PaymentAnswer:
     """Charge a manual payment once per Idempotency-Key and answer as the API will.
 
@@ -107,7 +108,11 @@ async def pay_now(
         return PaymentAnswer(status_code=claimed.status_code, body=claimed.body)
     outcome = await charger.charge(claimed.charge)
     [(_, decision)] = await decide_answers(
-        pool, [(claimed.charge, outcome)], as_of=request.as_of, retry_days=retry_days
+        pool,
+        [(claimed.charge, outcome)],
+        as_of=request.as_of,
+        retry_days=retry_days,
+        card_rules=card_rules,
     )
     answer = _answer(claimed, decision)
     # Shielded: a client that hangs up must not lose an answer the gateway already gave.
