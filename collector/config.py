@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     other_card_max_declines_30d: int = Field(
         default=15, ge=1, le=35, description="The cap for other card brands."
     )
+    stripe_api_key: SecretStr | None = Field(
+        default=None, description="Stripe secret key (sk_live_... or sk_test_...)."
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
+    )
+    stripe_base_url: str = Field(
+        default="https://api.stripe.com", description="Stripe's API address (tests: a fake)."
+    )
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Bearer tokens accepted by /v1 (comma-separated; several for rotation).",
@@ -101,6 +110,32 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(
         default=30.0, gt=0, le=3600, description="Time SIGTERM allows in-flight charges."
+    )
+
+    # The NACHA file gateway ("nacha"): checked when the gateway opens, not here.
+    nacha_vault_file: Path | None = Field(
+        default=None,
+        description="JSON account vault (token -> bank account), mode 0600, outside the DB.",
+    )
+    nacha_outbox: Path | None = Field(
+        default=None, description="Directory `collector ach export` writes NACHA files to."
+    )
+    nacha_immediate_destination: str = Field(
+        default="", description="Routing number of the bank or operator receiving the files."
+    )
+    nacha_immediate_origin: str = Field(
+        default="", description="Immediate Origin: 10 characters the ODFI assigned."
+    )
+    nacha_destination_name: str = Field(default="", description="Immediate Destination Name.")
+    nacha_origin_name: str = Field(default="", description="Immediate Origin Name.")
+    nacha_company_name: str = Field(default="", description="Company Name on the statement.")
+    nacha_company_id: str = Field(default="", description="Company Identification (10).")
+    nacha_odfi_id: str = Field(
+        default="", description="First 8 digits of the ODFI's routing number (trace prefix)."
+    )
+    nacha_sec_code: str = Field(default="PPD", description="Standard Entry Class: PPD or WEB.")
+    nacha_entry_description: str = Field(
+        default="LEASE PMT", description="Company Entry Description (10 characters)."
     )
 
     @field_validator("api_tokens", mode="before")
