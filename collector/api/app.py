@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from collector import __version__
-from collector.api import health, leases, payment_methods, payments
+from collector.api import health, leases, payment_methods, payments, webhooks
 from collector.api.auth import require_token
 from collector.api.errors import invalid_request
 from collector.config import Settings
@@ -60,6 +60,7 @@ def create_app(
         return response
 
     app.include_router(health.router)
+    app.include_router(webhooks.router)
     secured = [Depends(require_token)]
     app.include_router(leases.router, prefix="/v1", dependencies=secured)
     app.include_router(payment_methods.router, prefix="/v1", dependencies=secured)
