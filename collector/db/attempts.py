@@ -114,6 +114,7 @@ class UnresolvedAttempt:
 
     status: AttemptStatus
     charge: ClaimedCharge
+    age_s: float  # since the attempt was recorded, by the database's clock
 
 
 async def claim_unresolved(
@@ -136,7 +137,10 @@ async def claim_unresolved(
         LIVENESS_NAMESPACE,
     )
     found = [
-        UnresolvedAttempt(status=AttemptStatus(row["status"]), charge=_claimed(row)) for row in rows
+        UnresolvedAttempt(
+            status=AttemptStatus(row["status"]), charge=_claimed(row), age_s=row["age_s"]
+        )
+        for row in rows
     ]
     found.sort(key=lambda u: u.charge.attempt_id)
     return found

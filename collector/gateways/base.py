@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -115,6 +115,19 @@ class SettlementSource(Protocol):
         """Where the debit made under this key stands on business date ``as_of``; None when
         the gateway has no such debit."""
         ...
+
+
+def lookup_lag(gateway: object) -> timedelta:
+    """How long after a charge the gateway's lookup may still miss it (a search index that
+    lags): a gateway declares it as ``lookup_lag``; none means lookups are immediate."""
+    lag = getattr(gateway, "lookup_lag", None)
+    return lag if isinstance(lag, timedelta) else timedelta(0)
+
+
+def key_retention(gateway: object) -> timedelta | None:
+    """How long the gateway remembers an idempotency key (``key_retention``); None: always."""
+    kept = getattr(gateway, "key_retention", None)
+    return kept if isinstance(kept, timedelta) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -124,6 +124,10 @@ class Charger:
                 time.perf_counter() - started
             )
 
+    def gateway_of(self, claimed: ClaimedCharge) -> Gateway:
+        """The adapter that charges this attempt."""
+        return self._gateways[claimed.gateway]
+
     async def lookup(self, claimed: ClaimedCharge) -> Outcome | None:
         """Ask the gateway what became of the attempt's key; InDoubt when it cannot say."""
         gateway = self._gateways[claimed.gateway]

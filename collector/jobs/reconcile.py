@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 
 import anyio
 import asyncpg
 
 from collector.db.attempts import UnresolvedAttempt, claim_unresolved
 from collector.domain import AttemptStatus, ClaimedCharge
+from collector.gateways.base import InDoubt, key_retention, lookup_lag
 from collector.jobs.charging import Answer, Charger, NotTaken, Recorder
 from collector.jobs.manual_pay import record_reconciled_payment
 
@@ -84,6 +85,16 @@ async def _resolve(item: UnresolvedAttempt, charger: Charger, as_of: date) -> An
     found = await charger.lookup(claimed)
     if found is not None:
         return found  # an answer, or InDoubt when the gateway still cannot say
-    if item.status is AttemptStatus.PENDING:
+    gateway = charger.gateway_of(claimed)
+    age = timedelta(seconds=item.age_s)
+    if age < lookup_lag(gateway):
+        # The gateway's search may not show a charge taken moments ago (Stripe's lags up to
+        # an hour): "not found" is not an answer yet.
+        return InDoubt(reason="lookup_lag")
+    retention = key_retention(gateway)
+    if item.status is AttemptStatus.PENDING and (retention is None or age < retention):
+        # Never answered: send it again under the same key; the gateway deduplicates it.
         return await charger.charge(claimed)
+    # In doubt and not found, or too old for the gateway to still know its key: re-sending
+    # could charge anew, so it is not taken, and the policy retries under a new key.
     return NotTaken()

@@ -130,6 +130,7 @@ SET run_id = $3, claimed_until = now() + make_interval(secs => $5), updated_at =
 FROM details d
 WHERE a.id = d.id
 RETURNING a.id AS attempt_id, a.status, a.idempotency_key, a.source, a.amount_cents,
+          extract(epoch FROM now() - a.created_at)::float8 AS age_s,
           a.installment_id, a.payment_id, d.lease_id, d.due_on, d.attempt_no,
           a.payment_method_id, a.gateway, d.kind, d.token, d.brand, d.customer_id;
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 
 import anyio
 import asyncpg
+import pytest
 
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor, claim_due
 from collector.db.runs import liveness_lock, start_run
 from collector.domain import ClaimedCharge
-from collector.gateways.base import ChargeRequest, Gateway
+from collector.gateways.base import ChargeRequest, Gateway, InDoubt
 from collector.gateways.sandbox import sandbox_charge_counts
 from collector.jobs.collect import run_pass
 from collector.seed import seed_demo
+from tests.factories import attempts_of, make_lease
 
 TODAY = date(2026, 11, 26)
 
@@ -122,3 +124,39 @@ async def test_rate_limit_bounds_the_charges_per_second(
     assert result.counts.succeeded == 60
     # 20 a second, a first burst of 20 allowed: 60 charges cannot take less than 2 seconds.
     assert elapsed >= 1.9
+
+
+class _LaggingSearch:
+    """A gateway at its boundary: every charge times out, and its search finds nothing, the
+    way a lagging search index answers right after a charge it did take."""
+
+    def __init__(self, name: str, lag: timedelta) -> None:
+        self.name = name
+        self.lookup_lag = lag
+        self.charges = 0
+
+    async def charge(self, request: ChargeRequest) -> InDoubt:
+        self.charges += 1
+        return InDoubt(reason="timeout")
+
+    async def lookup(self, idempotency_key: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("lag", "resolved"), [(timedelta(hours=1), "in_doubt"), (timedelta(0), "failed")]
+)
+async def test_not_found_is_no_answer_while_the_gateway_search_may_lag(
+    pool: asyncpg.Pool, settings: Settings, lag: timedelta, resolved: str
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY])
+    gateway = _LaggingSearch("sandbox_card", lag)
+    gws = {"sandbox_card": gateway}
+    assert (await run_pass(pool, gws, settings, as_of=TODAY)).counts.in_doubt == 1  # type: ignore[arg-type]
+    await run_pass(pool, gws, settings, as_of=TODAY)  # type: ignore[arg-type]
+    async with pool.acquire() as conn:
+        [attempt] = await attempts_of(conn, lease.installment_ids[0])
+    assert attempt["status"] == resolved
+    # Never charged again under a new key while the first one may have been taken.
+    assert gateway.charges == 1
