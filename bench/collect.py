@@ -23,34 +23,15 @@ from datetime import date
 from pathlib import Path
 
 import anyio
-import asyncpg
 
-from collector.db.embedded import database_url_of, start_embedded
-from collector.db.migrate import migrate
-from collector.db.pool import open_pool
-from collector.seed import seed_demo
+from bench._seeded import seeded_database
+from collector.db.embedded import start_embedded
 
 AS_OF = date(2026, 11, 26)
 
 
 async def prepare(server_url: str, installments: int) -> str:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS bench_collect WITH (FORCE)")
-        await admin.execute("CREATE DATABASE bench_collect")
-    finally:
-        await admin.close()
-    url = database_url_of(server_url, "bench_collect")
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    async with open_pool(url, size=4) as pool:
-        await seed_demo(pool, customers=installments, due_on=AS_OF, mix="ok", installments=1)
-        async with pool.acquire() as conn:
-            await conn.execute("VACUUM ANALYZE")
-    return url
+    return await seeded_database(server_url, "bench_collect", customers=installments, due_on=AS_OF)
 
 
 def main() -> int:

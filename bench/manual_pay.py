@@ -27,10 +27,8 @@ import anyio
 import asyncpg
 import httpx
 
-from collector.db.embedded import database_url_of, start_embedded
-from collector.db.migrate import migrate
-from collector.db.pool import open_pool
-from collector.seed import seed_demo
+from bench._seeded import seeded_database
+from collector.db.embedded import start_embedded
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -42,23 +40,12 @@ def _free_port() -> int:
 
 
 async def prepare(server_url: str, leases: int, overdue_on: date) -> tuple[str, list[int]]:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS bench_manual_pay WITH (FORCE)")
-        await admin.execute("CREATE DATABASE bench_manual_pay")
-    finally:
-        await admin.close()
-    url = database_url_of(server_url, "bench_manual_pay")
+    url = await seeded_database(server_url, "bench_manual_pay", customers=leases, due_on=overdue_on)
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
+        ids = [r[0] for r in await conn.fetch("SELECT id FROM leases ORDER BY id")]
     finally:
         await conn.close()
-    async with open_pool(url, size=4) as pool:
-        await seed_demo(pool, customers=leases, due_on=overdue_on, mix="ok", installments=1)
-        async with pool.acquire() as conn:
-            await conn.execute("VACUUM ANALYZE")
-            ids = [r[0] for r in await conn.fetch("SELECT id FROM leases ORDER BY id")]
     return url, ids
 
 
