@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,16 +24,18 @@ import asyncpg
 import structlog
 
 from collector import __version__
+from collector.ach.nacha import NachaError, parse_returns
 from collector.config import Settings, load_settings
-from collector.daemon import serve
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
 from collector.db.pool import connect, describe, open_pool
 from collector.db.preview import Preview, preview
 from collector.domain import PassCounts, format_cents
-from collector.exceptions import CollectorError, DatabaseError
+from collector.exceptions import CollectorError, ConfigError, DatabaseError
 from collector.gateways.base import GatewayContext
+from collector.gateways.nacha_files import AccountVault, NachaConfig
 from collector.gateways.registry import open_gateways
+from collector.jobs.ach_files import export_files, import_returns
 from collector.jobs.collect import PassResult, run_pass
 from collector.logs import configure_logging
 from collector.metrics import export_pass_metrics
@@ -98,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="seed demo data and run one pass against the sandbox")
     demo.add_argument("--customers", type=_positive, default=200)
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    ach = commands.add_parser("ach", help="NACHA files: export bank debits, import returns")
+    ach_commands = ach.add_subparsers(dest="ach_command", required=True, metavar="ACTION")
+    export = ach_commands.add_parser(
+        "export", help="write the debits due at the bank as NACHA files to the outbox"
+    )
+    export.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    returns = ach_commands.add_parser("import-returns", help="apply a return file from the bank")
+    returns.add_argument("file", type=Path, help="the NACHA return file")
+    returns.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
     return parser
 
 
@@ -133,6 +146,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "seed": _seed,
         "demo": _demo,
         "daemon": _daemon,
+        "ach": _ach,
     }[args.command]
     result: int = await command(args, settings)
     return result
@@ -194,11 +208,94 @@ def _gateway_context(settings: Settings, url: str) -> Callable[[str], GatewayCon
     )
 
     def make(name: str) -> GatewayContext:
+        if name in ("stripe_card", "stripe_ach"):
+            return GatewayContext(name=name, database_url=url, options=stripe_options(settings))
+        if name == "nacha":
+            # Its debits live in the engine's own database (ach_entries), never the sandbox's.
+            return GatewayContext(name=name, database_url=url, options=nacha_options(settings))
         return GatewayContext(
             name=name, database_url=sandbox_url, latency_ms=settings.sandbox_latency_ms
         )
 
     return make
+
+
+def stripe_options(settings: Settings) -> dict[str, str]:
+    """The Stripe gateways' options from the COLLECTOR_STRIPE_* settings (the adapter refuses
+    to open without an API key, naming COLLECTOR_STRIPE_API_KEY)."""
+    options = {"base_url": settings.stripe_base_url}
+    if settings.stripe_api_key is not None:
+        options["api_key"] = settings.stripe_api_key.get_secret_value()
+    options["timeout_s"] = str(settings.gateway_timeout_s)
+    return options
+
+
+def nacha_options(settings: Settings) -> dict[str, str]:
+    """The nacha gateway's options (GatewayContext.options) from the COLLECTOR_NACHA_* settings."""
+    options = {
+        "immediate_destination": settings.nacha_immediate_destination,
+        "immediate_origin": settings.nacha_immediate_origin,
+        "destination_name": settings.nacha_destination_name,
+        "origin_name": settings.nacha_origin_name,
+        "company_name": settings.nacha_company_name,
+        "company_id": settings.nacha_company_id,
+        "odfi_id": settings.nacha_odfi_id,
+        "sec_code": settings.nacha_sec_code,
+        "entry_description": settings.nacha_entry_description,
+    }
+    if settings.nacha_vault_file is not None:
+        options["vault_file"] = str(settings.nacha_vault_file)
+    if settings.nacha_outbox is not None:
+        options["outbox"] = str(settings.nacha_outbox)
+    return options
+
+
+async def _ach(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ach_command == "export":
+        return await _ach_export(args, settings)
+    return await _ach_import_returns(args, settings)
+
+
+async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = args.date or today(settings)
+    config = NachaConfig.from_options(nacha_options(settings))
+    if config.outbox is None:
+        raise ConfigError("COLLECTOR_NACHA_OUTBOX: is required to export NACHA files")
+    vault = await AccountVault.open(config.vault_file)
+    async with _database(settings) as (_url, pool):
+        written = await export_files(
+            pool, config, vault, config.outbox, as_of=as_of, now=datetime.now(UTC)
+        )
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{len(written)} NACHA file(s) written for {as_of.isoformat()}")
+    return 0
+
+
+async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = args.date or today(settings)
+    path: Path = args.file
+    try:
+        # NACHA files are ASCII; anything else is not a return file.
+        text = await anyio.Path(path).read_text(encoding="ascii")
+        parse_returns(text)  # refuse an unreadable file before touching the database
+    except (OSError, UnicodeDecodeError, NachaError) as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            reason = "holds characters outside ASCII"
+        elif isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+        else:
+            reason = str(exc)
+        print(f"collector: error: cannot import {path}: {reason}", file=sys.stderr)
+        print("nothing was applied", file=sys.stderr)
+        return 1
+    async with _database(settings) as (_url, pool):
+        result = await import_returns(pool, text, as_of=as_of, retry_days=settings.soft_retry_days)
+    print(
+        f"returns applied: {result.applied}, already applied: {result.already_applied},"
+        f" unknown: {result.unknown}, deferred: {result.deferred}"
+    )
+    return 0
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -263,6 +360,10 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the web stack is the daemon's alone, and a cron pass starts faster
+    # and smaller without it.
+    from collector.daemon import serve
+
     async with (
         _database(settings) as (url, pool),
         open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways,

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Final, cast
 
 from collector.exceptions import GatewayError, GatewayNotFound
 from collector.gateways.base import Gateway, GatewayContext, GatewayFactory
-from collector.gateways.sandbox import open_sandbox_ach, open_sandbox_card
 
 ENTRY_POINT_GROUP: Final = "collector.gateways"
 
-# Found even when the package runs from a source tree without installed metadata.
-_BUILTIN: Final[dict[str, GatewayFactory]] = {
-    "sandbox_card": open_sandbox_card,
-    "sandbox_ach": open_sandbox_ach,
+# Found even when the package runs from a source tree without installed metadata. Imported
+# only when named: the Stripe SDK alone costs a pass process some 30 MB it may never use.
+_BUILTIN: Final[dict[str, str]] = {
+    "sandbox_card": "collector.gateways.sandbox:open_sandbox_card",
+    "sandbox_ach": "collector.gateways.sandbox:open_sandbox_ach",
+    "nacha": "collector.gateways.nacha_files:open_nacha",
+    "stripe_card": "collector.gateways.stripe:open_stripe_card",
+    "stripe_ach": "collector.gateways.stripe:open_stripe_ach",
 }
 
 
@@ -43,7 +47,8 @@ def _find_factory(name: str) -> GatewayFactory:
     if builtin is None:
         known = ", ".join(available_gateways())
         raise GatewayNotFound(f"no gateway adapter is registered as {name!r}; known: {known}")
-    return builtin
+    module, _, attribute = builtin.partition(":")
+    return cast(GatewayFactory, getattr(import_module(module), attribute))
 
 
 @asynccontextmanager

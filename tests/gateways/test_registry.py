@@ -61,11 +61,11 @@ async def test_unknown_gateway_name_is_not_found_and_names_the_known_ones(
         return GatewayContext(name=name, database_url=database_url)
 
     with pytest.raises(GatewayNotFound) as raised:
-        async with open_gateways(["sandbox_card", "stripe_card"], make_context):
+        async with open_gateways(["sandbox_card", "acme_card"], make_context):
             pytest.fail("an unknown name must not open anything")
 
     message = str(raised.value)
-    assert "'stripe_card'" in message
+    assert "'acme_card'" in message
     assert "sandbox_card" in message
     assert "sandbox_ach" in message
 
@@ -86,7 +86,13 @@ async def test_builtin_sandboxes_are_found_without_package_metadata(
     def make_context(name: str) -> GatewayContext:
         return GatewayContext(name=name, database_url=database_url)
 
-    assert available_gateways() == ["sandbox_ach", "sandbox_card"]
+    assert available_gateways() == [
+        "nacha",
+        "sandbox_ach",
+        "sandbox_card",
+        "stripe_ach",
+        "stripe_card",
+    ]
     with anyio.fail_after(5):
         async with open_gateways(["sandbox_ach"], make_context) as gateways:
             assert list(gateways) == ["sandbox_ach"]

@@ -1,0 +1,430 @@
+"""The NACHA file gateway against a real database: accepting debits, exporting files, returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector.ach.nacha import parse_file, validate
+from collector.calendar import ach_settles_on
+from collector.config import Settings
+from collector.domain import MethodKind
+from collector.exceptions import GatewayConfigError
+from collector.gateways.base import (
+    ChargeRequest,
+    Declined,
+    DeclineKind,
+    GatewayContext,
+    Processing,
+    Succeeded,
+)
+from collector.gateways.nacha_files import AccountVault, NachaConfig, NachaGateway, open_nacha
+from collector.jobs.ach_files import claim_files, export_files, import_returns, render_file
+from collector.jobs.collect import run_pass
+from tests.factories import installment, make_lease
+from tests.unit.test_nacha import return_batch
+
+ODFI = "02100002"
+THANKSGIVING = date(2026, 11, 26)
+FRIDAY = date(2026, 11, 27)
+WEDNESDAY = date(2026, 11, 25)
+NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+ACCOUNTS = {
+    "tok_alvarez": {
+        "routing_number": "091000019",
+        "account_number": "12345678901",
+        "account_type": "checking",
+        "name": "José Álvarez",
+    },
+    "tok_roe": {
+        "routing_number": "011401533",
+        "account_number": "55554444",
+        "account_type": "savings",
+        "name": "Mary Roe",
+    },
+    "tok_doe": {
+        "routing_number": "021000021",
+        "account_number": "777123",
+        "account_type": "checking",
+        "name": "John Doe",
+    },
+    "tok_bad_routing": {
+        "routing_number": "091000018",
+        "account_number": "99998888777",
+        "account_type": "checking",
+        "name": "Bad Routing",
+    },
+}
+
+
+def write_vault(path: Path, accounts: object = ACCOUNTS, mode: int = 0o600) -> Path:
+    path.write_text(json.dumps(accounts))
+    path.chmod(mode)
+    return path
+
+
+def nacha_options(tmp_path: Path) -> dict[str, str]:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir(exist_ok=True)
+    return {
+        "vault_file": str(write_vault(tmp_path / "vault.json")),
+        "outbox": str(outbox),
+        "immediate_destination": "021000021",
+        "immediate_origin": "1234567890",
+        "destination_name": "First Example Bank",
+        "origin_name": "Acme Leasing",
+        "company_name": "Acme Leasing",
+        "company_id": "1234567890",
+        "odfi_id": ODFI,
+    }
+
+
+@pytest.fixture
+async def nacha(database_url: str, tmp_path: Path) -> AsyncIterator[NachaGateway]:
+    ctx = GatewayContext(name="nacha", database_url=database_url, options=nacha_options(tmp_path))
+    async with open_nacha(ctx) as gateway:
+        yield gateway
+
+
+def outbox_of(gateway: NachaGateway) -> Path:
+    assert gateway.config.outbox is not None
+    return gateway.config.outbox
+
+
+def request(key: str, token: str = "tok_alvarez", *, on: date = WEDNESDAY) -> ChargeRequest:
+    return ChargeRequest(
+        idempotency_key=key,
+        amount_cents=12_345,
+        token=token,
+        method_kind=MethodKind.ACH,
+        metadata={"lease_id": "1001"},
+        effective_on=on,
+    )
+
+
+async def export(pool: asyncpg.Pool, gateway: NachaGateway, as_of: date) -> list[Path]:
+    return await export_files(
+        pool, gateway.config, gateway.vault, outbox_of(gateway), as_of=as_of, now=NOW
+    )
+
+
+# --- accepting debits ------------------------------------------------------------------------
+
+
+async def test_charge_accepts_the_debit_with_a_trace_number(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    outcome = await nacha.charge(request("k1"))
+
+    assert isinstance(outcome, Processing)
+    assert outcome.gateway_ref.startswith(ODFI) and len(outcome.gateway_ref) == 15
+    assert await nacha.lookup("k1") == outcome
+    assert await nacha.lookup("never") is None
+    # The database holds the token, never the account number.
+    row = await pool.fetchrow("SELECT * FROM ach_entries WHERE idempotency_key = 'k1'")
+    assert row is not None and row["token"] == "tok_alvarez"
+    assert "12345678901" not in repr(dict(row))
+
+
+async def test_the_same_key_twice_is_one_entry_and_one_answer(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    first = await nacha.charge(request("k1"))
+    again = await nacha.charge(request("k1"))
+
+    assert first == again
+    assert await pool.fetchval("SELECT count(*) FROM ach_entries") == 1
+
+
+async def test_an_unknown_token_is_declined_hard(nacha: NachaGateway, pool: asyncpg.Pool) -> None:
+    outcome = await nacha.charge(request("k1", token="tok_nobody"))
+
+    assert isinstance(outcome, Declined)
+    assert (outcome.kind, outcome.code) == (DeclineKind.HARD, "unknown_account")
+    assert await pool.fetchval("SELECT count(*) FROM ach_entries") == 0
+
+
+async def test_an_account_the_file_cannot_hold_is_declined_hard_and_masked(
+    nacha: NachaGateway,
+) -> None:
+    outcome = await nacha.charge(request("k1", token="tok_bad_routing"))
+
+    assert isinstance(outcome, Declined)
+    assert (outcome.kind, outcome.code) == (DeclineKind.HARD, "invalid_account")
+    assert "routing_number" in outcome.message
+    assert "99998888777" not in outcome.message
+
+
+async def test_a_debit_due_on_thanksgiving_takes_effect_the_next_banking_day(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    await nacha.charge(request("k1", on=THANKSGIVING))
+
+    assert await pool.fetchval("SELECT effective_on FROM ach_entries") == FRIDAY
+
+
+# --- the vault -------------------------------------------------------------------------------
+
+
+async def test_a_missing_vault_refuses_to_start(database_url: str, tmp_path: Path) -> None:
+    options = nacha_options(tmp_path) | {"vault_file": str(tmp_path / "absent.json")}
+    with pytest.raises(GatewayConfigError, match=r"COLLECTOR_NACHA_VAULT_FILE.*no such file"):
+        async with open_nacha(
+            GatewayContext(name="nacha", database_url=database_url, options=options)
+        ):
+            pass
+
+
+async def test_a_vault_others_can_read_refuses_to_start_and_says_why(
+    database_url: str, tmp_path: Path
+) -> None:
+    options = nacha_options(tmp_path)
+    os.chmod(options["vault_file"], 0o644)
+    with pytest.raises(GatewayConfigError) as caught:
+        async with open_nacha(
+            GatewayContext(name="nacha", database_url=database_url, options=options)
+        ):
+            pass
+    message = str(caught.value)
+    assert "COLLECTOR_NACHA_VAULT_FILE" in message
+    assert "0644" in message and "chmod 600" in message
+    assert "12345678901" not in message
+
+
+def test_a_vault_that_is_not_a_token_map_is_refused(tmp_path: Path) -> None:
+    path = write_vault(tmp_path / "vault.json", {"tok": {"account_number": "12345678901"}})
+    with pytest.raises(GatewayConfigError, match="tok") as caught:
+        AccountVault(path)
+    assert "12345678901" not in str(caught.value)
+    path.write_text("{not json 12345678901")
+    with pytest.raises(GatewayConfigError, match="not valid JSON") as caught:
+        AccountVault(path)
+    assert "12345678901" not in str(caught.value)
+
+
+def test_a_bad_originator_setting_is_named(tmp_path: Path) -> None:
+    options = nacha_options(tmp_path) | {"odfi_id": "0210"}
+    with pytest.raises(GatewayConfigError, match="COLLECTOR_NACHA_ODFI_ID"):
+        NachaConfig.from_options(options)
+    options = nacha_options(tmp_path) | {"sec_code": "CCD"}
+    with pytest.raises(GatewayConfigError, match="COLLECTOR_NACHA_SEC_CODE"):
+        NachaConfig.from_options(options)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+async def test_export_writes_one_valid_private_file_per_effective_date_once(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    # Wednesday's debits take effect Wednesday; Thanksgiving's Friday, the next banking day.
+    refs = {}
+    for key, token, on in (
+        ("w1", "tok_alvarez", WEDNESDAY),
+        ("w2", "tok_roe", WEDNESDAY),
+        ("f1", "tok_doe", THANKSGIVING),
+    ):
+        outcome = await nacha.charge(request(key, token, on=on))
+        assert isinstance(outcome, Processing)
+        refs[key] = outcome.gateway_ref
+    # Not due at the bank yet: effective after the next banking day.
+    await nacha.charge(request("later", "tok_doe", on=date(2026, 12, 1)))
+
+    written = await export(pool, nacha, WEDNESDAY)
+
+    assert [path.name[:19] for path in written] == ["collector-20261125-", "collector-20261127-"]
+    by_date = {}
+    for path in written:
+        text = path.read_text()
+        assert validate(text) == []
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        [batch] = parse_file(text).batches
+        assert batch.header.effective_on is not None
+        by_date[batch.header.effective_on] = [e.trace_number for e in batch.entries]
+    assert by_date == {
+        WEDNESDAY: sorted([refs["w1"], refs["w2"]]),
+        FRIDAY: [refs["f1"]],
+    }
+    assert sorted(p.name for p in outbox_of(nacha).iterdir()) == sorted(p.name for p in written)
+    assert await export(pool, nacha, WEDNESDAY) == []
+    assert await pool.fetchval("SELECT count(*) FROM ach_entries WHERE file_name IS NULL") == 1
+
+
+async def test_an_export_that_died_after_its_claim_is_finished_once_by_the_next(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    await nacha.charge(request("w1", "tok_alvarez"))
+    await nacha.charge(request("w2", "tok_roe"))
+    # The claim commits, then the process dies before writing anything.
+    [claimed] = await claim_files(pool, as_of=WEDNESDAY, now=NOW)
+    expected = await render_file(pool, nacha.config, nacha.vault, claimed)
+    # A debit accepted after the claim goes in a file of its own, never in the claimed one.
+    await nacha.charge(request("w3", "tok_doe"))
+
+    written = await export(pool, nacha, WEDNESDAY)
+
+    assert written[0].name == claimed.file_name
+    assert written[0].read_text() == expected
+    assert len(written) == 2
+    traces = [e.trace_number for p in written for e in parse_file(p.read_text()).batches[0].entries]
+    assert len(traces) == len(set(traces)) == 3
+    assert sorted(p.name for p in outbox_of(nacha).iterdir()) == sorted(p.name for p in written)
+    assert await export(pool, nacha, WEDNESDAY) == []
+
+
+async def test_a_file_renamed_before_the_crash_is_not_written_again(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    await nacha.charge(request("w1"))
+    [claimed] = await claim_files(pool, as_of=WEDNESDAY, now=NOW)
+    path = outbox_of(nacha) / claimed.file_name
+    path.write_text(await render_file(pool, nacha.config, nacha.vault, claimed))
+    os.chmod(path, 0o600)
+    before = path.stat().st_mtime_ns
+
+    assert await export(pool, nacha, WEDNESDAY) == [path]
+    assert path.stat().st_mtime_ns == before
+    assert await pool.fetchval("SELECT count(*) FROM ach_files WHERE written_at IS NULL") == 0
+
+
+# --- settlement ------------------------------------------------------------------------------
+
+
+async def test_a_debit_settles_two_banking_days_after_its_effective_date_once_filed(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    outcome = await nacha.charge(request("k1", on=THANKSGIVING))
+    assert isinstance(outcome, Processing)
+    settles_on = ach_settles_on(FRIDAY)
+    assert settles_on == date(2026, 12, 1)
+    # Not filed: in flight, however late.
+    assert isinstance(await nacha.settlement("k1", as_of=settles_on), Processing)
+
+    await export(pool, nacha, WEDNESDAY)
+
+    assert await nacha.settlement("k1", as_of=date(2026, 11, 30)) == Processing(
+        gateway_ref=outcome.gateway_ref
+    )
+    assert await nacha.settlement("k1", as_of=settles_on) == Succeeded(
+        gateway_ref=outcome.gateway_ref, code="settled"
+    )
+    assert await nacha.settlement("never", as_of=settles_on) is None
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def build_return_file(items: list[tuple[str, str, str, int, str, str, str, str]]) -> str:
+    """A return file from the bank with one batch of the given returns (test_nacha's layout)."""
+    batch = return_batch(batch_number=1, rdfi="09100001", items=items)
+    records = [
+        "101 021000021 0910000192612020700A094101ACME LEASING           "
+        "FEDERAL RESERVE        " + " " * 8,
+        *batch,
+    ]
+    count = len(items)
+    records.append(
+        "9"
+        "000001"
+        + f"{(len(records) + 1 + 9) // 10:06d}"
+        + f"{2 * count:08d}"
+        + f"{count * 2100002:010d}"
+        + f"{sum(item[3] for item in items):012d}"
+        + "0" * 12
+        + " " * 39
+    )
+    records += ["9" * 94] * (-len(records) % 10)
+    return "\n".join(records) + "\n"
+
+
+async def add_nacha_method(
+    conn: asyncpg.pool.PoolConnectionProxy, customer_id: int, token: str
+) -> int:
+    method_id: int = await conn.fetchval(
+        "INSERT INTO payment_methods (customer_id, kind, gateway, token, last4, is_primary)"
+        " VALUES ($1, 'ach', 'nacha', $2, '4444', true) RETURNING id",
+        customer_id,
+        token,
+    )
+    return method_id
+
+
+async def test_a_pass_an_export_and_a_return_file_end_to_end(
+    nacha: NachaGateway, pool: asyncpg.Pool, database_url: str
+) -> None:
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        gateways=["nacha"],
+        batch_size=50,
+        concurrency=8,
+        gateway_timeout_s=5,
+    )
+    leases = {}
+    methods = {}
+    async with pool.acquire() as conn:
+        for token in ("tok_alvarez", "tok_roe", "tok_doe"):
+            lease = await make_lease(conn, due_dates=[THANKSGIVING], with_method=False)
+            leases[token] = lease
+            methods[token] = await add_nacha_method(conn, lease.customer_id, token)
+
+    result = await run_pass(pool, {"nacha": nacha}, settings, as_of=THANKSGIVING)
+    assert result.counts.processing == 3
+    [path] = await export(pool, nacha, THANKSGIVING)
+    [batch] = parse_file(path.read_text()).batches
+    assert batch.header.effective_on == FRIDAY
+    traces = {
+        token: await pool.fetchval(
+            "SELECT gateway_ref FROM charge_attempts WHERE installment_id = $1",
+            leases[token].installment_ids[0],
+        )
+        for token in leases
+    }
+    assert sorted(traces.values()) == [entry.trace_number for entry in batch.entries]
+
+    text = build_return_file(
+        [
+            (
+                "26",
+                "12345678901",
+                "JOSE ALVAREZ",
+                5000,
+                "R01",
+                traces["tok_alvarez"],
+                " " * 6,
+                "99",
+            ),
+            ("36", "55554444", "MARY ROE", 5000, "R10", traces["tok_roe"], " " * 6, "99"),
+            ("26", "1", "NOBODY", 5000, "R03", ODFI + "9999999", " " * 6, "99"),
+        ]
+    )
+    assert validate(text) == []
+    returned_on = date(2026, 11, 30)
+    first = await import_returns(pool, text, as_of=returned_on, retry_days=settings.soft_retry_days)
+    assert (first.applied, first.already_applied, first.unknown) == (2, 0, 1)
+
+    async with pool.acquire() as conn:
+        nsf = await installment(conn, leases["tok_alvarez"].installment_ids[0])
+        unauthorized = await installment(conn, leases["tok_roe"].installment_ids[0])
+        untouched = await installment(conn, leases["tok_doe"].installment_ids[0])
+        assert nsf["status"] == "overdue" and nsf["next_attempt_on"] is not None
+        assert nsf["next_attempt_on"] > returned_on
+        assert unauthorized["status"] == "overdue" and unauthorized["next_attempt_on"] is None
+        assert untouched["status"] == "pending_settlement"
+        statuses = {
+            token: await conn.fetchval(
+                "SELECT status FROM payment_methods WHERE id = $1", methods[token]
+            )
+            for token in methods
+        }
+        assert statuses == {"tok_alvarez": "active", "tok_roe": "disabled", "tok_doe": "active"}
+
+    again = await import_returns(pool, text, as_of=returned_on, retry_days=settings.soft_retry_days)
+    assert (again.applied, again.already_applied, again.unknown) == (0, 2, 1)
