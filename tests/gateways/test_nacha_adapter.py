@@ -56,6 +56,12 @@ ACCOUNTS = {
         "account_type": "checking",
         "name": "John Doe",
     },
+    "tok_kept": {
+        "routing_number": "021000021",
+        "account_number": "31415926",
+        "account_type": "checking",
+        "name": "Kept Payer",
+    },
     "tok_bad_routing": {
         "routing_number": "091000018",
         "account_number": "99998888777",
@@ -370,13 +376,13 @@ async def test_a_pass_an_export_and_a_return_file_end_to_end(
     leases = {}
     methods = {}
     async with pool.acquire() as conn:
-        for token in ("tok_alvarez", "tok_roe", "tok_doe"):
+        for token in ("tok_alvarez", "tok_roe", "tok_doe", "tok_kept"):
             lease = await make_lease(conn, due_dates=[THANKSGIVING], with_method=False)
             leases[token] = lease
             methods[token] = await add_nacha_method(conn, lease.customer_id, token)
 
     result = await run_pass(pool, {"nacha": nacha}, settings, as_of=THANKSGIVING)
-    assert result.counts.processing == 3
+    assert result.counts.processing == 4
     [path] = await export(pool, nacha, THANKSGIVING)
     [batch] = parse_file(path.read_text()).batches
     assert batch.header.effective_on == FRIDAY
@@ -402,21 +408,24 @@ async def test_a_pass_an_export_and_a_return_file_end_to_end(
                 "99",
             ),
             ("36", "55554444", "MARY ROE", 5000, "R10", traces["tok_roe"], " " * 6, "99"),
+            ("26", "777123", "JOHN DOE", 5000, "R02", traces["tok_doe"], " " * 6, "99"),
             ("26", "1", "NOBODY", 5000, "R03", ODFI + "9999999", " " * 6, "99"),
         ]
     )
     assert validate(text) == []
     returned_on = date(2026, 11, 30)
     first = await import_returns(pool, text, as_of=returned_on, retry_days=settings.soft_retry_days)
-    assert (first.applied, first.already_applied, first.unknown) == (2, 0, 1)
+    assert (first.applied, first.already_applied, first.unknown) == (3, 0, 1)
 
     async with pool.acquire() as conn:
         nsf = await installment(conn, leases["tok_alvarez"].installment_ids[0])
         unauthorized = await installment(conn, leases["tok_roe"].installment_ids[0])
-        untouched = await installment(conn, leases["tok_doe"].installment_ids[0])
+        closed = await installment(conn, leases["tok_doe"].installment_ids[0])
+        untouched = await installment(conn, leases["tok_kept"].installment_ids[0])
         assert nsf["status"] == "overdue" and nsf["next_attempt_on"] is not None
         assert nsf["next_attempt_on"] > returned_on
         assert unauthorized["status"] == "overdue" and unauthorized["next_attempt_on"] is None
+        assert closed["status"] == "overdue" and closed["next_attempt_on"] is None
         assert untouched["status"] == "pending_settlement"
         statuses = {
             token: await conn.fetchval(
@@ -424,7 +433,16 @@ async def test_a_pass_an_export_and_a_return_file_end_to_end(
             )
             for token in methods
         }
-        assert statuses == {"tok_alvarez": "active", "tok_roe": "disabled", "tok_doe": "active"}
+        assert statuses == {
+            "tok_alvarez": "active",
+            "tok_roe": "disabled",
+            "tok_doe": "disabled",
+            "tok_kept": "active",
+        }
+        categories = dict(
+            await conn.fetch("SELECT return_code, category FROM charge_returns ORDER BY 1")
+        )
+        assert categories == {"R01": "nsf", "R02": "administrative", "R10": "unauthorized"}
 
     again = await import_returns(pool, text, as_of=returned_on, retry_days=settings.soft_retry_days)
-    assert (again.applied, again.already_applied, again.unknown) == (0, 2, 1)
+    assert (again.applied, again.already_applied, again.unknown) == (0, 3, 1)
