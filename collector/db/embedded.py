@@ -8,6 +8,7 @@ process that started it exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from collector.exceptions import DatabaseError
@@ -26,7 +27,11 @@ def start_embedded(data_dir: Path) -> str:
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI, containers); the
+            # server's socket then lives under the data directory, which is what we want.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
     return str(server.get_uri())
