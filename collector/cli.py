@@ -227,6 +227,7 @@ def stripe_options(settings: Settings) -> dict[str, str]:
     if settings.stripe_api_key is not None:
         options["api_key"] = settings.stripe_api_key.get_secret_value()
     options["timeout_s"] = str(settings.gateway_timeout_s)
+    options["settlement_poll_after_s"] = str(settings.stripe_settlement_poll_after_s)
     return options
 
 

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
     )
+    stripe_settlement_poll_after_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="Age at which a Stripe ACH debit is polled (webhooks report it sooner).",
+    )
     stripe_base_url: str = Field(
         default="https://api.stripe.com", description="Stripe's API address (tests: a fake)."
     )

@@ -26,6 +26,7 @@ class DebitInFlight:
     first_attempt_on: date
     nsf_returns: int
     status: str = "processing"
+    age_s: float = 0.0  # since the attempt was recorded, by the database's clock
 
 
 def _debit(row: asyncpg.Record) -> DebitInFlight:
@@ -41,6 +42,7 @@ def _debit(row: asyncpg.Record) -> DebitInFlight:
         first_attempt_on=first.date(),
         nsf_returns=row["nsf_returns"],
         status=row.get("status", "processing"),
+        age_s=row.get("age_s", 0.0),
     )
 
 

@@ -124,6 +124,13 @@ def lookup_lag(gateway: object) -> timedelta:
     return lag if isinstance(lag, timedelta) else timedelta(0)
 
 
+def settlement_poll_after(gateway: object) -> timedelta:
+    """How old a debit must be before the settlement job asks the gateway about it (a gateway
+    whose webhooks report settlements declares ``settlement_poll_after``); none: every pass."""
+    after = getattr(gateway, "settlement_poll_after", None)
+    return after if isinstance(after, timedelta) else timedelta(0)
+
+
 def key_retention(gateway: object) -> timedelta | None:
     """How long the gateway remembers an idempotency key (``key_retention``); None: always."""
     kept = getattr(gateway, "key_retention", None)

@@ -352,6 +352,9 @@ def _gateway_error(exc: stripe.StripeError, doing: str) -> GatewayError:
     )
 
 
+DEFAULT_SETTLEMENT_POLL_AFTER = timedelta(days=1)
+
+
 class StripeGateway:
     """What the card and ACH adapters share: the PaymentIntent call, its error mapping, and the
     lookup by attempt key. Build one with :func:`open_stripe_card` or :func:`open_stripe_ach`."""
@@ -376,8 +379,12 @@ class StripeGateway:
         max_rate_retries: int = DEFAULT_MAX_RATE_RETRIES,
         rate_budget_s: float = RATE_RETRY_BUDGET_S,
         rate_backoff_base_s: float = RATE_BACKOFF_BASE_S,
+        settlement_poll_after: timedelta = DEFAULT_SETTLEMENT_POLL_AFTER,
     ) -> None:
         self.name = name
+        # Webhooks report most settlements; the settlement job asks about a debit only once
+        # it is this old, so each pass does not send Stripe a request per debit in flight.
+        self.settlement_poll_after = settlement_poll_after
         self._client = client
         self._max_rate_retries = max_rate_retries
         self._rate_budget_s = rate_budget_s
@@ -637,6 +644,9 @@ async def _open(ctx: GatewayContext, cls: type[_G]) -> AsyncIterator[_G]:
         raise GatewayConfigError(f"gateway {ctx.name!r}: option 'base_url' must be an http(s) URL")
     max_rate_retries = _int_option(ctx, "max_rate_retries", DEFAULT_MAX_RATE_RETRIES)
     max_network_retries = _int_option(ctx, "max_network_retries", DEFAULT_MAX_NETWORK_RETRIES)
+    poll_after_s = _int_option(
+        ctx, "settlement_poll_after_s", int(DEFAULT_SETTLEMENT_POLL_AFTER.total_seconds())
+    )
     http_client = stripe.HTTPXClient(timeout=_timeout_option(ctx))
     try:
         client = stripe.StripeClient(
@@ -645,7 +655,12 @@ async def _open(ctx: GatewayContext, cls: type[_G]) -> AsyncIterator[_G]:
             base_addresses={"api": base_url.rstrip("/")},
             max_network_retries=max_network_retries,
         )
-        yield cls(ctx.name, client, max_rate_retries=max_rate_retries)
+        yield cls(
+            ctx.name,
+            client,
+            max_rate_retries=max_rate_retries,
+            settlement_poll_after=timedelta(seconds=poll_after_s),
+        )
     finally:
         # Shielded and bounded, so a cancelled exit still closes the connection pool.
         with anyio.move_on_after(5, shield=True):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import anyio
 import asyncpg
@@ -29,7 +29,14 @@ from collector.db.settlement import (
     settle_installment_debits,
     settle_payment_debit,
 )
-from collector.gateways.base import Gateway, Returned, Settlement, SettlementSource, Succeeded
+from collector.gateways.base import (
+    Gateway,
+    Returned,
+    Settlement,
+    SettlementSource,
+    Succeeded,
+    settlement_poll_after,
+)
 from collector.logs import get_logger
 from collector.metrics import ACH_RETURN_RATE
 from collector.policy import decide_return
@@ -168,7 +175,10 @@ async def settle(
         facts: list[tuple[DebitInFlight, Settlement | None]] = []
         async with anyio.create_task_group() as tg:
             for debit in debits:
-                tg.start_soon(_ask, sources[debit.gateway], debit, as_of, limiter, facts)
+                source = sources[debit.gateway]
+                if timedelta(seconds=debit.age_s) < settlement_poll_after(source):
+                    continue  # its webhook will most likely tell first
+                tg.start_soon(_ask, source, debit, as_of, limiter, facts)
         counts = await apply_settlements(
             pool, facts, as_of=as_of, retry_days=retry_days, source="poll"
         )

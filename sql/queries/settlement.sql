@@ -3,6 +3,7 @@
 -- settling them needs
 SELECT a.id AS attempt_id, a.idempotency_key, a.gateway, a.installment_id, a.payment_id,
        a.amount_cents, a.payment_method_id, a.created_at,
+       extract(epoch FROM now() - a.created_at)::float8 AS age_s,
        (SELECT count(*) FROM charge_returns r
         JOIN charge_attempts b ON b.id = r.attempt_id
         WHERE b.installment_id = a.installment_id AND r.category = 'nsf') AS nsf_returns,

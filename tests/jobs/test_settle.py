@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from collector.config import Settings
-from collector.gateways.base import Gateway, Returned
+from collector.gateways.base import Gateway, Processing, Returned, Succeeded
 from collector.jobs.collect import run_pass
-from collector.jobs.settle import apply_by_key
+from collector.jobs.settle import apply_by_key, settle
 from collector.metrics import ACH_RETURN_RATE
 from tests.factories import attempts_of, installment, make_lease
 
@@ -129,3 +129,42 @@ async def test_a_late_return_reverses_a_paid_installment_once(
     assert (row["status"], row["paid_cents"]) == ("overdue", 0)
     assert [tuple(r) for r in returns] == [(True, 4_000)]
     assert status == "returned"
+
+
+class _WebhookFirstBank:
+    """A settling gateway at its boundary that counts how often it is asked."""
+
+    def __init__(self, poll_after: timedelta) -> None:
+        self.name = "sandbox_ach"
+        self.settlement_poll_after = poll_after
+        self.asked = 0
+
+    async def charge(self, request: object) -> Processing:
+        return Processing(gateway_ref="ref")
+
+    async def lookup(self, idempotency_key: str) -> None:
+        return None
+
+    async def settlement(self, idempotency_key: str, *, as_of: date) -> Succeeded:
+        self.asked += 1
+        return Succeeded(gateway_ref="ref")
+
+
+@pytest.mark.parametrize(("poll_after", "asked"), [(timedelta(days=1), 0), (timedelta(0), 1)])
+async def test_young_debits_are_left_to_the_webhook(
+    pool: asyncpg.Pool, settings: Settings, poll_after: timedelta, asked: int
+) -> None:
+    async with pool.acquire() as conn:
+        await make_lease(conn, token="sandbox_ach_ok", due_dates=[THANKSGIVING])
+    bank = _WebhookFirstBank(poll_after)
+    gws = {"sandbox_ach": bank}
+    await run_pass(pool, gws, settings, as_of=THANKSGIVING)  # type: ignore[arg-type]
+    counts = await settle(
+        pool,
+        gws,
+        as_of=SETTLES_ON,
+        retry_days=[3],
+        batch_size=10,
+        concurrency=2,  # type: ignore[arg-type]
+    )
+    assert (bank.asked, counts.settled) == (asked, asked)
