@@ -35,7 +35,7 @@ from collector.exceptions import CollectorError, ConfigError, DatabaseError
 from collector.gateways.base import GatewayContext
 from collector.gateways.nacha_files import AccountVault, NachaConfig
 from collector.gateways.registry import open_gateways
-from collector.jobs.ach_files import export_files, import_returns
+from collector.jobs.ach_files import export_after_pass, export_files, import_returns
 from collector.jobs.collect import PassResult, run_pass
 from collector.logs import configure_logging
 from collector.metrics import export_pass_metrics
@@ -314,6 +314,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     result = await run_pass(
                         pool, gateways, settings, as_of=as_of, progress=progress
                     )
+                for path in await export_after_pass(
+                    pool, gateways, as_of=as_of, now=datetime.now(UTC)
+                ):
+                    print(f"wrote {path}")
         finally:
             # A cron-run pass cannot be scraped: leave its figures, a failure's included,
             # where Prometheus will find them.

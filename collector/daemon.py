@@ -26,6 +26,7 @@ from collector.api.app import create_app
 from collector.config import Settings
 from collector.db.stats import snapshot
 from collector.gateways.base import Gateway
+from collector.jobs.ach_files import export_after_pass
 from collector.jobs.collect import run_pass
 from collector.logs import get_logger
 from collector.metrics import set_gauges
@@ -88,6 +89,7 @@ async def _schedule_passes(
         last_pass = now
         try:
             await run_pass(pool, gateways, settings, as_of=as_of, stop=stop)
+            await export_after_pass(pool, gateways, as_of=as_of, now=clock())
         except Exception:
             # One failed pass must not end the daemon: the next one retries, and
             # collector_passes_total{status="failed"} pages someone.

@@ -25,7 +25,7 @@ settles a stale effective date on its next settlement day.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -50,11 +50,12 @@ from collector.db.ach_entries import (
 )
 from collector.db.settlement import attempt_by_key
 from collector.exceptions import GatewayConfigError, GatewayError
-from collector.gateways.base import Returned
+from collector.gateways.base import Gateway, Returned
 from collector.gateways.nacha_files import (
     OPTION_SETTINGS,
     AccountVault,
     NachaConfig,
+    NachaGateway,
     debit_entry,
     originator_for,
 )
@@ -266,3 +267,23 @@ async def import_returns(
     return ImportResult(
         applied=applied, already_applied=already, unknown=unknown, deferred=deferred
     )
+
+
+async def export_after_pass(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], *, as_of: date, now: datetime
+) -> list[Path]:
+    """Write the files due now for every NACHA gateway that has an outbox: a pass that
+    accepted debits leaves them ready for the bank without a second command."""
+    written: list[Path] = []
+    for name, gateway in gateways.items():
+        if isinstance(gateway, NachaGateway) and gateway.config.outbox is not None:
+            written += await export_files(
+                pool,
+                gateway.config,
+                gateway.vault,
+                gateway.config.outbox,
+                as_of=as_of,
+                now=now,
+                gateway=name,
+            )
+    return written

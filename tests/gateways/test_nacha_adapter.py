@@ -26,7 +26,13 @@ from collector.gateways.base import (
     Succeeded,
 )
 from collector.gateways.nacha_files import AccountVault, NachaConfig, NachaGateway, open_nacha
-from collector.jobs.ach_files import claim_files, export_files, import_returns, render_file
+from collector.jobs.ach_files import (
+    claim_files,
+    export_after_pass,
+    export_files,
+    import_returns,
+    render_file,
+)
 from collector.jobs.collect import run_pass
 from tests.factories import installment, make_lease
 from tests.unit.test_nacha import return_batch
@@ -446,3 +452,18 @@ async def test_a_pass_an_export_and_a_return_file_end_to_end(
 
     again = await import_returns(pool, text, as_of=returned_on, retry_days=settings.soft_retry_days)
     assert (again.applied, again.already_applied, again.unknown) == (0, 3, 1)
+
+
+async def test_a_pass_leaves_its_debits_filed_in_the_outbox(
+    nacha: NachaGateway, pool: asyncpg.Pool, database_url: str
+) -> None:
+    settings = Settings(database_url=database_url, gateways=["nacha"])  # type: ignore[arg-type]
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[THANKSGIVING], with_method=False)
+        await add_nacha_method(conn, lease.customer_id, "tok_roe")
+    await run_pass(pool, {"nacha": nacha}, settings, as_of=THANKSGIVING)
+    [path] = await export_after_pass(pool, {"nacha": nacha}, as_of=THANKSGIVING, now=NOW)
+    assert path.parent == outbox_of(nacha)
+    assert validate(path.read_text()) == []
+    # Already filed: the next pass's export writes nothing.
+    assert await export_after_pass(pool, {"nacha": nacha}, as_of=THANKSGIVING, now=NOW) == []
