@@ -125,39 +125,24 @@ def decide(
                 code=code,
                 gateway_ref=ref,
             )
-        case Declined(code=code, message=message, gateway_ref=ref) if code in NEEDS_CUSTOMER_CODES:
-            return Decision(
-                attempt_status=AttemptStatus.DECLINED,
-                installment_status=InstallmentStatus.OVERDUE,
-                paid_cents=0,
-                next_attempt_on=None,
-                code=code,
-                message=message,
-                gateway_ref=ref,
-            )
-        case Declined(code=code, message=message, gateway_ref=ref) if (
-            outcome.kind is DeclineKind.HARD or outcome.network_advice in NEVER_RETRY_ADVICE
-        ):
-            # Never retry this method: it waits for the customer to set a new primary one.
-            return Decision(
-                attempt_status=AttemptStatus.DECLINED,
-                installment_status=InstallmentStatus.OVERDUE,
-                paid_cents=0,
-                next_attempt_on=None,
-                disable_method=True,
-                code=code,
-                message=message,
-                gateway_ref=ref,
-            )
         case Declined(code=code, message=message, gateway_ref=ref):
-            retry_on = next_retry_on(as_of=as_of, attempt_no=attempt_no, retry_days=retry_days)
-            if card is not None and card.declines_30d >= card_rules.cap(card.brand):
-                retry_on = None
+            needs_customer = code in NEEDS_CUSTOMER_CODES
+            # Never retry this method after a hard decline or advice never to try again: it
+            # waits for the customer to set a new primary one.
+            never_again = not needs_customer and (
+                outcome.kind is DeclineKind.HARD or outcome.network_advice in NEVER_RETRY_ADVICE
+            )
+            retry_on = None
+            if not (needs_customer or never_again):
+                retry_on = next_retry_on(as_of=as_of, attempt_no=attempt_no, retry_days=retry_days)
+                if card is not None and card.declines_30d >= card_rules.cap(card.brand):
+                    retry_on = None
             return Decision(
                 attempt_status=AttemptStatus.DECLINED,
                 installment_status=InstallmentStatus.OVERDUE,
                 paid_cents=0,
                 next_attempt_on=retry_on,
+                disable_method=never_again,
                 code=code,
                 message=message,
                 gateway_ref=ref,

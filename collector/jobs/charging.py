@@ -10,7 +10,7 @@ gateway already gave.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -53,6 +53,11 @@ RECORD_SHIELD_S = 30
 # How long the recorder waits for more answers before writing a batch that is not full: a few
 # milliseconds turn hundreds of one-row statements into one.
 RECORD_LINGER_S = 0.005
+
+
+# InDoubt reasons kept on the attempt, by the call that could not answer.
+_TIMEOUT_REASON = {"charge": "timeout", "lookup": "lookup_timeout"}
+_ERROR_REASON = {"charge": "adapter_error", "lookup": "lookup_error"}
 
 
 def _metadata(claimed: ClaimedCharge) -> dict[str, str]:
@@ -103,26 +108,12 @@ class Charger:
         if limiter is not None:
             await limiter.acquire()
         CHARGES_IN_FLIGHT.inc()
-        started = time.perf_counter()
         try:
-            with anyio.fail_after(self._timeout_s):
-                return await gateway.charge(request)
-        except TimeoutError:
-            return InDoubt(reason="timeout")
-        except Exception as exc:
-            # The request may have reached the gateway: unknown, to be looked up, not declined.
-            log.exception(
-                "charge_adapter_error",
-                attempt_id=claimed.attempt_id,
-                gateway=claimed.gateway,
-                error=type(exc).__name__,
-            )
-            return InDoubt(reason="adapter_error")
+            answer = await self._ask(claimed, "charge", gateway.charge(request))
         finally:
             CHARGES_IN_FLIGHT.dec()
-            GATEWAY_LATENCY.labels(gateway=claimed.gateway, operation="charge").observe(
-                time.perf_counter() - started
-            )
+        assert answer is not None  # a charge always answers
+        return answer
 
     def gateway_of(self, claimed: ClaimedCharge) -> Gateway:
         """The adapter that charges this attempt."""
@@ -131,22 +122,30 @@ class Charger:
     async def lookup(self, claimed: ClaimedCharge) -> Outcome | None:
         """Ask the gateway what became of the attempt's key; InDoubt when it cannot say."""
         gateway = self._gateways[claimed.gateway]
+        return await self._ask(claimed, "lookup", gateway.lookup(claimed.idempotency_key))
+
+    async def _ask(
+        self, claimed: ClaimedCharge, operation: str, call: Awaitable[Outcome | None]
+    ) -> Outcome | None:
+        """Await one gateway call under the timeout; what it cannot answer is InDoubt."""
         started = time.perf_counter()
         try:
             with anyio.fail_after(self._timeout_s):
-                return await gateway.lookup(claimed.idempotency_key)
+                return await call
         except TimeoutError:
-            return InDoubt(reason="lookup_timeout")
+            return InDoubt(reason=_TIMEOUT_REASON[operation])
         except Exception as exc:
+            # The request may have reached the gateway: unknown, to be looked up, not declined.
             log.exception(
-                "lookup_adapter_error",
+                "gateway_adapter_error",
+                operation=operation,
                 attempt_id=claimed.attempt_id,
                 gateway=claimed.gateway,
                 error=type(exc).__name__,
             )
-            return InDoubt(reason="lookup_error")
+            return InDoubt(reason=_ERROR_REASON[operation])
         finally:
-            GATEWAY_LATENCY.labels(gateway=claimed.gateway, operation="lookup").observe(
+            GATEWAY_LATENCY.labels(gateway=claimed.gateway, operation=operation).observe(
                 time.perf_counter() - started
             )
 
