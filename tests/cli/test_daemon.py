@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import asyncpg
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.daemon import next_pass_at
@@ -48,6 +49,7 @@ def test_next_pass_waits_for_the_daily_time_then_retries_until_midnight() -> Non
     )
 
 
+@pytest.mark.slow
 async def test_daemon_serves_collects_and_stops_cleanly_mid_pass(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:

@@ -106,6 +106,7 @@ async def test_bad_date_is_a_usage_error(database_url: str) -> None:
     assert "not a date" in done.stderr
 
 
+@pytest.mark.slow
 async def test_killed_pass_is_finished_by_the_next_run_charging_each_once(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
