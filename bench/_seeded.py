@@ -4,6 +4,7 @@ per customer, each due on a given date."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import asyncpg
 
@@ -11,6 +12,10 @@ from collector.db.embedded import database_url_of
 from collector.db.migrate import migrate
 from collector.db.pool import open_pool
 from collector.seed import seed_demo
+
+# The embedded server the benchmarks run on: kept between runs (initdb once) and never deleted
+# while it runs; each run gets a fresh database on it.
+BENCH_SERVER_DIR = Path(__file__).resolve().parent.parent / ".collector" / "bench-server"
 
 
 async def seeded_database(server_url: str, name: str, *, customers: int, due_on: date) -> str:

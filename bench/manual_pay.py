@@ -18,16 +18,14 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import anyio
 import asyncpg
 import httpx
 
-from bench._seeded import seeded_database
+from bench._seeded import BENCH_SERVER_DIR, seeded_database
 from collector.db.embedded import start_embedded
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -112,29 +110,28 @@ def main() -> int:
     args = parser.parse_args()
     requests = int(args.rps * args.seconds)
 
-    with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
-        server_url = start_embedded(Path(tmp))
-        overdue_on = date.today() - timedelta(days=10)
-        url, lease_ids = anyio.run(prepare, server_url, requests, overdue_on, backend="asyncio")
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-        env.update(
-            COLLECTOR_DATABASE_URL=url,
-            COLLECTOR_API_TOKENS=TOKEN,
-            COLLECTOR_SANDBOX_LATENCY_MS="0",
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "daemon", "--no-schedule", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            anyio.run(wait_ready, port, proc, backend="asyncio")
-            latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    server_url = start_embedded(BENCH_SERVER_DIR)
+    overdue_on = date.today() - timedelta(days=10)
+    url, lease_ids = anyio.run(prepare, server_url, requests, overdue_on, backend="asyncio")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env.update(
+        COLLECTOR_DATABASE_URL=url,
+        COLLECTOR_API_TOKENS=TOKEN,
+        COLLECTOR_SANDBOX_LATENCY_MS="0",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "daemon", "--no-schedule", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        anyio.run(wait_ready, port, proc, backend="asyncio")
+        latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     latencies.sort()
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     print(
