@@ -20,8 +20,6 @@ from __future__ import annotations
 import functools
 from datetime import date, timedelta
 
-import holidays
-
 __all__ = [
     "FIRST_YEAR",
     "ach_effective_date",
@@ -48,6 +46,10 @@ def _weekday_holidays(year: int) -> frozenset[date]:
     # A holiday on a Saturday stays on the Saturday (the Reserve Banks are open the Friday
     # before) and one on a Sunday is observed on the Monday, inside the same year, so one
     # year's set never reaches into the next.
+    # Imported on first use: the calendar package costs every process ~100 ms and several MB,
+    # and most passes never ask for a banking day.
+    import holidays
+
     closed = holidays.financial_holidays("XFED", years=year)
     return frozenset(day for day in closed if day.weekday() < _SATURDAY)
 

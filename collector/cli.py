@@ -24,7 +24,6 @@ import asyncpg
 import structlog
 
 from collector import __version__
-from collector.ach.nacha import NachaError, parse_returns
 from collector.config import Settings, load_settings
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
@@ -33,9 +32,7 @@ from collector.db.preview import Preview, preview
 from collector.domain import PassCounts, format_cents
 from collector.exceptions import CollectorError, ConfigError, DatabaseError
 from collector.gateways.base import GatewayContext
-from collector.gateways.nacha_files import AccountVault, NachaConfig
 from collector.gateways.registry import open_gateways
-from collector.jobs.ach_files import export_after_pass, export_files, import_returns
 from collector.jobs.collect import PassResult, run_pass
 from collector.logs import configure_logging
 from collector.metrics import export_pass_metrics
@@ -258,6 +255,9 @@ async def _ach(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
+    from collector.gateways.nacha_files import AccountVault, NachaConfig
+    from collector.jobs.ach_files import export_files
+
     as_of = args.date or today(settings)
     config = NachaConfig.from_options(nacha_options(settings))
     if config.outbox is None:
@@ -274,6 +274,9 @@ async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> int:
+    from collector.ach.nacha import NachaError, parse_returns
+    from collector.jobs.ach_files import import_returns
+
     as_of = args.date or today(settings)
     path: Path = args.file
     try:
@@ -314,10 +317,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     result = await run_pass(
                         pool, gateways, settings, as_of=as_of, progress=progress
                     )
-                for path in await export_after_pass(
-                    pool, gateways, as_of=as_of, now=datetime.now(UTC)
-                ):
-                    print(f"wrote {path}")
+                if "nacha" in gateways:
+                    # Imported only where the NACHA gateway is in use.
+                    from collector.jobs.ach_files import export_after_pass
+
+                    for path in await export_after_pass(
+                        pool, gateways, as_of=as_of, now=datetime.now(UTC)
+                    ):
+                        print(f"wrote {path}")
         finally:
             # A cron-run pass cannot be scraped: leave its figures, a failure's included,
             # where Prometheus will find them.
