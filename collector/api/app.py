@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from collector import __version__
 from collector.api import health, leases, payment_methods, payments, webhooks
-from collector.api.auth import require_token
+from collector.api.auth import authorized, require_token
 from collector.api.errors import invalid_request
 from collector.config import Settings
 from collector.exceptions import Conflict, NotFound, Unprocessable
@@ -51,6 +51,21 @@ def create_app(
     app.state.charger = Charger(
         gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
     )
+
+    @app.middleware("http")
+    async def _authenticate_first(request: Request, call_next: Any) -> Any:
+        # Before FastAPI reads a body or validates a parameter: an unauthenticated caller learns
+        # nothing from /v1, not even which of its inputs would have been refused. The route
+        # dependency (require_token) stays too, and documents the scheme in the OpenAPI.
+        if request.url.path.startswith("/v1/") and not authorized(
+            request.headers.get("authorization"), app.state.api_tokens
+        ):
+            return JSONResponse(
+                {"detail": "missing or invalid bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
 
     @app.middleware("http")
     async def _count_manual_pay(request: Request, call_next: Any) -> Any:

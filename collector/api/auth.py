@@ -23,6 +23,14 @@ def token_matches(presented: str, accepted: list[bytes]) -> bool:
     return found
 
 
+def authorized(header: str | None, accepted: list[bytes]) -> bool:
+    """True when an Authorization header carries an accepted bearer token."""
+    if header is None:
+        return False
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and bool(token) and token_matches(token.strip(), accepted)
+
+
 async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

@@ -179,3 +179,17 @@ async def test_metrics_are_prometheus_text_without_a_token(client: httpx.AsyncCl
     # Counters are exposed without the _total suffix in the family name.
     assert "collector_charges" in families
     assert families["collector_charges"].type == "counter"
+
+
+async def test_an_unauthenticated_call_is_401_before_its_body_is_read(
+    client: httpx.AsyncClient,
+) -> None:
+    # Malformed JSON and an invalid id: without a token the answer is still 401, so a caller
+    # without one learns nothing of what the API would refuse.
+    response = await client.post(
+        "/v1/leases/not-a-number/payments",
+        content=b"{not json",
+        headers={"Authorization": "", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
