@@ -70,6 +70,7 @@ class ClaimedCharge:
     payment_id: int | None = None  # set for a manual payment's attempt
     brand: str | None = None  # card brand, for the networks' retry caps
     as_of: date | None = None  # the business date the charge is made for
+    reinitiation: bool = False  # a bank debit presented again after an NSF return
 
     def __repr__(self) -> str:
         # The token never appears in a repr, so it cannot leak through a log or traceback.

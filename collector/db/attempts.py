@@ -54,6 +54,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
         payment_id=row.get("payment_id"),
         brand=row["brand"],
         as_of=row.get("as_of"),
+        reinitiation=bool(row.get("reinitiation")),
     )
 
 

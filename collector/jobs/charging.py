@@ -68,6 +68,9 @@ def _metadata(claimed: ClaimedCharge) -> dict[str, str]:
         metadata["installment_id"] = str(claimed.installment_id)
     if claimed.payment_id is not None:
         metadata["payment_id"] = str(claimed.payment_id)
+    if claimed.reinitiation:
+        # NACHA adapters file it under "RETRY PYMT", as the rules require of reinitiations.
+        metadata["ach_reinitiation"] = "true"
     return metadata
 
 

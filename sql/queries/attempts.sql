@@ -15,6 +15,13 @@ WITH picked AS MATERIALIZED (
            i.attempts + 1 AS attempt_no,
            'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
            CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
+           -- A debit presented again after an NSF return is a NACHA reinitiation, which must
+           -- say so in its batch ("RETRY PYMT"). Asked only of retries: first attempts skip it.
+           CASE WHEN i.status = 'overdue' THEN EXISTS (
+               SELECT 1 FROM charge_attempts b
+               JOIN charge_returns r ON r.attempt_id = b.id
+               WHERE b.installment_id = i.id AND r.category = 'nsf'
+           ) ELSE false END AS reinitiation,
            pm.id AS payment_method_id, pm.gateway, pm.kind, pm.token, pm.brand
     FROM installments i
     JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
@@ -42,7 +49,7 @@ WITH picked AS MATERIALIZED (
     FROM picked
 )
 SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_id, due_on,
-       $1::date AS as_of,
+       $1::date AS as_of, reinitiation,
        next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token, brand
 FROM picked
 ORDER BY next_attempt_on, installment_id;

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from collector.config import Settings
-from collector.gateways.base import Gateway, Processing, Returned, Succeeded
+from collector.gateways.base import ChargeRequest, Gateway, Processing, Returned, Succeeded
 from collector.jobs.collect import run_pass
 from collector.jobs.settle import apply_by_key, settle
 from collector.metrics import ACH_RETURN_RATE
@@ -168,3 +168,37 @@ async def test_young_debits_are_left_to_the_webhook(
         concurrency=2,  # type: ignore[arg-type]
     )
     assert (bank.asked, counts.settled) == (asked, asked)
+
+
+class _Recording:
+    """The sandbox ACH gateway, with every charge request it is sent kept for the test."""
+
+    def __init__(self, inner: Gateway) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self.requests: list[ChargeRequest] = []
+
+    async def charge(self, request: ChargeRequest) -> object:
+        self.requests.append(request)
+        return await self.inner.charge(request)
+
+    async def lookup(self, idempotency_key: str) -> object:
+        return await self.inner.lookup(idempotency_key)
+
+    async def settlement(self, idempotency_key: str, *, as_of: date) -> object:
+        return await self.inner.settlement(idempotency_key, as_of=as_of)  # type: ignore[attr-defined]
+
+
+async def test_a_debit_presented_again_after_an_nsf_return_says_it_is_a_reinitiation(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_ach_return_R01", due_dates=[THANKSGIVING])
+    bank = _Recording(gateways["sandbox_ach"])
+    gws = {"sandbox_ach": bank}
+    await run_pass(pool, gws, settings, as_of=THANKSGIVING)  # type: ignore[arg-type]
+    await run_pass(pool, gws, settings, as_of=THANKSGIVING + timedelta(days=7))  # type: ignore[arg-type]
+    async with pool.acquire() as conn:
+        retry_on = (await installment(conn, lease.installment_ids[0]))["next_attempt_on"]
+    await run_pass(pool, gws, settings, as_of=retry_on)  # type: ignore[arg-type]
+    assert [r.metadata.get("ach_reinitiation") for r in bank.requests] == [None, "true"]
