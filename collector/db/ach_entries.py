@@ -46,6 +46,9 @@ class NewEntry:
     individual_id: str
     individual_name: str
     sec_code: str
+    entry_description: str
+    """The Company Entry Description its file's batch header carries ("RETRY PYMT" for a
+    reinitiation)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +57,7 @@ class AchFile:
 
     file_name: str
     sec_code: str
+    entry_description: str
     effective_on: date
     file_id_modifier: str
     entry_count: int
@@ -104,6 +108,7 @@ async def insert_entry(db: Executor, entry: NewEntry) -> AchEntry | None:
         entry.individual_id,
         entry.individual_name,
         entry.sec_code,
+        entry.entry_description,
     )
     return _entry(row) if row is not None else None
 
@@ -113,10 +118,11 @@ async def lock_exports(db: Executor) -> None:
     await db.execute(QUERIES["ach_entries.lock_exports"], EXPORT_LOCK_KEY)
 
 
-async def dates_to_file(db: Executor, *, gateway: str, up_to: date) -> list[tuple[date, str]]:
-    """The (effective date, SEC code) pairs with unfiled debits effective on or before ``up_to``."""
+async def dates_to_file(db: Executor, *, gateway: str, up_to: date) -> list[tuple[date, str, str]]:
+    """The (effective date, SEC code, entry description) groups with unfiled debits effective
+    on or before ``up_to``: each goes out as a file of its own."""
     rows = await db.fetch(QUERIES["ach_entries.dates_to_file"], gateway, up_to)
-    return [(row["effective_on"], row["sec_code"]) for row in rows]
+    return [(row["effective_on"], row["sec_code"], row["entry_description"]) for row in rows]
 
 
 async def modifiers_used(db: Executor, *, created_on: date) -> set[str]:
@@ -132,13 +138,14 @@ async def claim_file(
     file_name: str,
     gateway: str,
     sec_code: str,
+    entry_description: str,
     effective_on: date,
     exported_on: date,
     file_id_modifier: str,
     created_at: datetime,
 ) -> AchFile | None:
-    """Record a file and put every unfiled debit of its date and SEC code in it; None (and no
-    file) when there was none. Run it inside the caller's transaction."""
+    """Record a file and put every unfiled debit of its date, SEC code and entry description
+    in it; None (and no file) when there was none. Run it inside the caller's transaction."""
     await db.execute(
         QUERIES["ach_entries.insert_file"],
         file_name,
@@ -148,9 +155,15 @@ async def claim_file(
         exported_on,
         file_id_modifier,
         created_at,
+        entry_description,
     )
     row = await db.fetchrow(
-        QUERIES["ach_entries.claim_entries"], file_name, gateway, sec_code, effective_on
+        QUERIES["ach_entries.claim_entries"],
+        file_name,
+        gateway,
+        sec_code,
+        effective_on,
+        entry_description,
     )
     assert row is not None  # the file row was inserted just above
     if row["entry_count"] == 0:
@@ -159,6 +172,7 @@ async def claim_file(
     return AchFile(
         file_name=file_name,
         sec_code=sec_code,
+        entry_description=entry_description,
         effective_on=effective_on,
         file_id_modifier=file_id_modifier,
         entry_count=row["entry_count"],
@@ -174,6 +188,7 @@ async def unwritten_files(db: Executor, *, gateway: str) -> list[AchFile]:
         AchFile(
             file_name=row["file_name"],
             sec_code=row["sec_code"],
+            entry_description=row["entry_description"],
             effective_on=row["effective_on"],
             file_id_modifier=row["file_id_modifier"],
             entry_count=row["entry_count"],

@@ -3,9 +3,17 @@
 ``charge`` accepts a debit for the file of its effective entry date: it stores the entry in
 ``ach_entries`` (the engine's database) with a trace number fixed at once, and answers
 ``Processing``. ``collector ach export`` (:mod:`collector.jobs.ach_files`) later writes each
-effective date's entries as one file; ``collector ach import-returns`` applies the bank's
-return file. A NACHA debit has no positive confirmation: it counts as settled once its file is
-written and two banking days have passed after its effective entry date with no return.
+effective date's entries as one file per SEC code and Company Entry Description;
+``collector ach import-returns`` applies the bank's return file. A NACHA debit has no
+positive confirmation: it counts as settled once its file is written and two banking days have
+passed after its effective entry date with no return.
+
+A reinitiation (a debit presented again after an R01/R09 return; the engine marks its request
+with ``metadata["ach_reinitiation"] == "true"``) goes out under the Company Entry Description
+"RETRY PYMT", as NACHA Operating Rules 2.12.4 require, in a file of its own; every other debit
+goes out under the configured description, which therefore may not be "RETRY PYMT". The
+description is stored with the entry when it is accepted, so the file never depends on the
+setting at export time.
 
 The database holds payment method TOKENS only. The account behind a token (routing and account
 number, account type, holder's name) comes from an account vault outside the database: a JSON
@@ -71,6 +79,11 @@ OPTION_SETTINGS: Final[dict[str, str]] = {
 }
 """Each option key of the adapter and the setting it comes from."""
 
+REINITIATION_METADATA: Final = "ach_reinitiation"
+"""The ChargeRequest metadata key whose value "true" marks a reinitiation."""
+REINITIATION_DESCRIPTION: Final = "RETRY PYMT"
+"""The Company Entry Description of reinitiations, and of nothing else (Rules 2.12.4)."""
+
 UNKNOWN_ACCOUNT: Final = "unknown_account"
 INVALID_ACCOUNT: Final = "invalid_account"
 INVALID_AMOUNT: Final = "invalid_amount"
@@ -130,6 +143,12 @@ class NachaConfig:
         sec_code = options.get("sec_code", "PPD").strip().upper() or "PPD"
         if sec_code not in ("PPD", "WEB"):
             raise GatewayConfigError(f"{OPTION_SETTINGS['sec_code']}: must be PPD or WEB")
+        entry_description = options.get("entry_description", "LEASE PMT") or "LEASE PMT"
+        if entry_description.strip().upper() == REINITIATION_DESCRIPTION:
+            raise GatewayConfigError(
+                f"{OPTION_SETTINGS['entry_description']}: {REINITIATION_DESCRIPTION!r} is "
+                "reserved for reinitiated debits (NACHA Rules 2.12.4); choose another description"
+            )
         originator = Originator(
             immediate_destination=options["immediate_destination"].strip(),
             immediate_origin=options["immediate_origin"],
@@ -139,7 +158,7 @@ class NachaConfig:
             company_id=options["company_id"].strip(),
             odfi_id=options["odfi_id"].strip(),
             sec_code=cast(SecCode, sec_code),
-            entry_description=options.get("entry_description", "LEASE PMT") or "LEASE PMT",
+            entry_description=entry_description,
         )
         try:
             # Every field is checked the way the file will use it: build a one-entry file.
@@ -279,6 +298,11 @@ def _individual_id(request: ChargeRequest) -> str:
     return lease_id if lease_id.isdecimal() and len(lease_id) <= 15 else ""
 
 
+def is_reinitiation(request: ChargeRequest) -> bool:
+    """Whether the engine marked this debit as presented again after an R01/R09 return."""
+    return request.metadata.get(REINITIATION_METADATA) == "true"
+
+
 class NachaGateway:
     """Accepts bank debits for NACHA files and says where each stands."""
 
@@ -318,6 +342,12 @@ class NachaGateway:
         # date, so it settles then and never before the due date (collector.calendar).
         effective_on = ach_effective_date(due_on)
         individual_id = _individual_id(request)
+        entry_description = (
+            REINITIATION_DESCRIPTION
+            if is_reinitiation(request)
+            else self.config.originator.entry_description
+        )
+        originator = replace(self.config.originator, entry_description=entry_description)
         entry = debit_entry(
             account,
             amount_cents=amount_cents,
@@ -328,7 +358,7 @@ class NachaGateway:
             # Refuse now what would break the whole file later (routing check digit, account
             # characters, names): the file renders every entry the same way.
             build_debit_file(
-                self.config.originator,
+                originator,
                 [entry],
                 effective_on=effective_on,
                 created_at=datetime.now(UTC),
@@ -345,7 +375,8 @@ class NachaGateway:
             token=request.token,
             individual_id=individual_id,
             individual_name=account.name,
-            sec_code=self.config.originator.sec_code,
+            sec_code=originator.sec_code,
+            entry_description=entry_description,
         )
         stored = await insert_entry(self._pool, new)
         if stored is None:
@@ -381,9 +412,12 @@ def settles_on_of(entry: AchEntry) -> date | None:
     return ach_settles_on(max(entry.effective_on, ach_effective_date(entry.exported_on)))
 
 
-def originator_for(config: NachaConfig, sec_code: str) -> Originator:
-    """The originator with the SEC code a file's entries were accepted under."""
-    return replace(config.originator, sec_code=cast(SecCode, sec_code))
+def originator_for(config: NachaConfig, sec_code: str, entry_description: str) -> Originator:
+    """The originator with the SEC code and Company Entry Description a file's entries were
+    accepted under."""
+    return replace(
+        config.originator, sec_code=cast(SecCode, sec_code), entry_description=entry_description
+    )
 
 
 @asynccontextmanager

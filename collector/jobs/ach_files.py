@@ -4,9 +4,11 @@ Export runs in three steps, each its own function so a crash between any two is 
 
 1. :func:`claim_files` (one transaction): for each effective entry date up to the next banking
    day after the business date, with debits not yet in a file, record an ``ach_files`` row and
-   put those debits in it. Which debits a file holds is decided here, once.
+   put those debits in it: one file per (effective date, SEC code, Company Entry Description),
+   so reinitiations ("RETRY PYMT") never share a batch with first presentments. Which debits a
+   file holds is decided here, once.
 2. :func:`write_file`: render the file from its stored debits (their trace numbers, its stored
-   creation time and file id modifier: the same bytes every time), write it to
+   creation time, file id modifier and entry description: the same bytes every time), write it to
    ``outbox/.<name>.tmp`` (mode 0600), fsync, rename to ``outbox/<name>``, fsync the directory.
 3. Mark the file written (``ach_files.written_at``).
 
@@ -91,7 +93,8 @@ def file_name_of(effective_on: date, created_at: datetime, modifier: str) -> str
 async def claim_files(
     pool: asyncpg.Pool, *, as_of: date, now: datetime, gateway: str = GATEWAY
 ) -> list[AchFile]:
-    """Claim, in one transaction, one file per effective date (and SEC code) due for export."""
+    """Claim, in one transaction, one file per effective date, SEC code and entry description
+    due for export."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     created_at = now.astimezone(UTC)
@@ -109,12 +112,13 @@ async def claim_files(
                 f"no file id modifier left for {created_at.date().isoformat()}: "
                 f"{len(_MODIFIERS)} files a day at most"
             )
-        for (effective_on, sec_code), modifier in zip(due, free, strict=False):
+        for (effective_on, sec_code, description), modifier in zip(due, free, strict=False):
             file = await claim_file(
                 conn,
                 file_name=file_name_of(effective_on, created_at, modifier),
                 gateway=gateway,
                 sec_code=sec_code,
+                entry_description=description,
                 effective_on=effective_on,
                 exported_on=as_of,
                 file_id_modifier=modifier,
@@ -130,7 +134,8 @@ async def render_file(
 ) -> str:
     """The text of a claimed file, rendered from its stored debits: the same every time."""
     entries = await file_entries(pool, file.file_name)
-    originator = originator_for(config, file.sec_code)
+    # The description stored with the file, not today's setting: the same bytes every time.
+    originator = originator_for(config, file.sec_code, file.entry_description)
     missing = sorted({entry.token for entry in entries if vault.get(entry.token) is None})
     if missing:
         # Tokens are not secrets (the database holds them); the accounts are.
@@ -203,6 +208,7 @@ async def write_file(
         "ach_file_written",
         file_name=file.file_name,
         effective_on=file.effective_on.isoformat(),
+        entry_description=file.entry_description,
         entries=file.entry_count,
         total_cents=file.total_cents,
     )

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -111,15 +112,27 @@ def outbox_of(gateway: NachaGateway) -> Path:
     return gateway.config.outbox
 
 
-def request(key: str, token: str = "tok_alvarez", *, on: date = WEDNESDAY) -> ChargeRequest:
+def request(
+    key: str, token: str = "tok_alvarez", *, on: date = WEDNESDAY, reinitiation: bool = False
+) -> ChargeRequest:
+    metadata = {"lease_id": "1001"}
+    if reinitiation:
+        # What the engine sets on a debit presented again after an R01/R09 return.
+        metadata["ach_reinitiation"] = "true"
     return ChargeRequest(
         idempotency_key=key,
         amount_cents=12_345,
         token=token,
         method_kind=MethodKind.ACH,
-        metadata={"lease_id": "1001"},
+        metadata=metadata,
         effective_on=on,
     )
+
+
+def company_entry_description(text: str) -> str:
+    """Positions 54-63 of the file's (only) batch header record, as written."""
+    [header] = [record for record in text.splitlines() if record.startswith("5")]
+    return header[53:63]
 
 
 async def export(pool: asyncpg.Pool, gateway: NachaGateway, as_of: date) -> list[Path]:
@@ -231,6 +244,25 @@ def test_a_bad_originator_setting_is_named(tmp_path: Path) -> None:
         NachaConfig.from_options(options)
 
 
+@pytest.mark.parametrize("description", ["RETRY PYMT", "retry pymt", " Retry Pymt "])
+def test_the_reinitiation_description_cannot_be_configured(
+    tmp_path: Path, description: str
+) -> None:
+    # NACHA Rules 2.12.4: "RETRY PYMT" marks reinitiations, and nothing else may use it.
+    options = nacha_options(tmp_path) | {"entry_description": description}
+    with pytest.raises(GatewayConfigError, match=r"COLLECTOR_NACHA_ENTRY_DESCRIPTION.*RETRY PYMT"):
+        NachaConfig.from_options(options)
+
+
+async def test_reinitiation_description_refused_at_open(database_url: str, tmp_path: Path) -> None:
+    options = nacha_options(tmp_path) | {"entry_description": "retry pymt"}
+    with pytest.raises(GatewayConfigError, match="COLLECTOR_NACHA_ENTRY_DESCRIPTION"):
+        async with open_nacha(
+            GatewayContext(name="nacha", database_url=database_url, options=options)
+        ):
+            pass
+
+
 # --- export ----------------------------------------------------------------------------------
 
 
@@ -305,6 +337,77 @@ async def test_a_file_renamed_before_the_crash_is_not_written_again(
     assert await export(pool, nacha, WEDNESDAY) == [path]
     assert path.stat().st_mtime_ns == before
     assert await pool.fetchval("SELECT count(*) FROM ach_files WHERE written_at IS NULL") == 0
+
+
+# --- reinitiations --------------------------------------------------------------------------
+
+
+async def test_a_reinitiation_is_stored_under_retry_pymt_and_a_repeated_key_keeps_the_first(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    await nacha.charge(request("first", "tok_alvarez"))
+    await nacha.charge(request("again", "tok_roe", reinitiation=True))
+    # A repeated key keeps the row stored first, whatever the metadata says now.
+    await nacha.charge(request("first", "tok_alvarez", reinitiation=True))
+    await nacha.charge(request("again", "tok_roe"))
+
+    rows = await pool.fetch("SELECT idempotency_key, entry_description FROM ach_entries ORDER BY 1")
+    assert [tuple(row) for row in rows] == [("again", "RETRY PYMT"), ("first", "LEASE PMT")]
+
+
+async def test_a_reinitiation_goes_out_in_its_own_file_under_retry_pymt(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    first = await nacha.charge(request("w1", "tok_alvarez"))
+    retry = await nacha.charge(request("w2", "tok_roe", reinitiation=True))
+    assert isinstance(first, Processing) and isinstance(retry, Processing)
+
+    written = await export(pool, nacha, WEDNESDAY)
+
+    assert len(written) == 2
+    by_description = {}
+    for path in written:
+        text = path.read_text()
+        assert validate(text) == []
+        [batch] = parse_file(text).batches
+        assert batch.header.effective_on == WEDNESDAY
+        assert batch.header.entry_description == company_entry_description(text).strip()
+        by_description[company_entry_description(text)] = [e.trace_number for e in batch.entries]
+    # Positions 54-63, padded to 10: a reinitiation never shares a batch with a first try.
+    assert by_description == {
+        "RETRY PYMT": [retry.gateway_ref],
+        "LEASE PMT ": [first.gateway_ref],
+    }
+    rows = await pool.fetch("SELECT file_name, entry_description FROM ach_files")
+    assert {row["entry_description"] for row in rows} == {"LEASE PMT", "RETRY PYMT"}
+    assert {row["file_name"] for row in rows} == {path.name for path in written}
+    assert await export(pool, nacha, WEDNESDAY) == []
+
+
+async def test_a_claimed_file_renders_with_its_stored_description_after_a_crash(
+    nacha: NachaGateway, pool: asyncpg.Pool
+) -> None:
+    await nacha.charge(request("w1", "tok_alvarez"))
+    await nacha.charge(request("w2", "tok_roe", reinitiation=True))
+    claimed = await claim_files(pool, as_of=WEDNESDAY, now=NOW)
+    assert len(claimed) == 2
+    expected = {
+        file.file_name: await render_file(pool, nacha.config, nacha.vault, file) for file in claimed
+    }
+    # The process dies; it restarts with another configured description. The claimed files
+    # come out byte for byte as first rendered: the description is read from ach_files.
+    restarted = replace(
+        nacha.config, originator=replace(nacha.config.originator, entry_description="RENT")
+    )
+    again = await export_files(
+        pool, restarted, nacha.vault, outbox_of(nacha), as_of=WEDNESDAY, now=NOW
+    )
+
+    assert {path.name: path.read_text() for path in again} == expected
+    assert sorted(company_entry_description(text) for text in expected.values()) == [
+        "LEASE PMT ",
+        "RETRY PYMT",
+    ]
 
 
 # --- settlement ------------------------------------------------------------------------------
