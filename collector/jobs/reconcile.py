@@ -87,14 +87,15 @@ async def _resolve(item: UnresolvedAttempt, charger: Charger, as_of: date) -> An
         return found  # an answer, or InDoubt when the gateway still cannot say
     gateway = charger.gateway_of(claimed)
     age = timedelta(seconds=item.age_s)
+    retention = key_retention(gateway)
+    if item.status is AttemptStatus.PENDING and (retention is None or age < retention):
+        # Never answered, and the gateway still knows the key: send it again under that key.
+        # If the first request did land, the gateway answers with it instead of charging anew.
+        return await charger.charge(claimed)
     if age < lookup_lag(gateway):
         # The gateway's search may not show a charge taken moments ago (Stripe's lags up to
         # an hour): "not found" is not an answer yet.
         return InDoubt(reason="lookup_lag")
-    retention = key_retention(gateway)
-    if item.status is AttemptStatus.PENDING and (retention is None or age < retention):
-        # Never answered: send it again under the same key; the gateway deduplicates it.
-        return await charger.charge(claimed)
     # In doubt and not found, or too old for the gateway to still know its key: re-sending
-    # could charge anew, so it is not taken, and the policy retries under a new key.
+    # could charge anew, so it was not taken, and the policy retries under a new key.
     return NotTaken()

@@ -13,7 +13,7 @@ from collector.config import Settings
 from collector.db.attempts import ClaimCursor, claim_due
 from collector.db.runs import liveness_lock, start_run
 from collector.domain import ClaimedCharge
-from collector.gateways.base import ChargeRequest, Gateway, InDoubt
+from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Succeeded
 from collector.gateways.sandbox import sandbox_charge_counts
 from collector.jobs.collect import run_pass
 from collector.seed import seed_demo
@@ -160,3 +160,32 @@ async def test_not_found_is_no_answer_while_the_gateway_search_may_lag(
     assert attempt["status"] == resolved
     # Never charged again under a new key while the first one may have been taken.
     assert gateway.charges == 1
+
+
+class _LaggingButIdempotent:
+    """A gateway whose search lags but which deduplicates keys (as Stripe does for 24 h)."""
+
+    def __init__(self) -> None:
+        self.name = "sandbox_card"
+        self.lookup_lag = timedelta(hours=1)
+        self.key_retention = timedelta(hours=24)
+        self.keys: list[str] = []
+
+    async def charge(self, request: ChargeRequest) -> Succeeded:
+        self.keys.append(request.idempotency_key)
+        return Succeeded(gateway_ref="ch_1")
+
+    async def lookup(self, idempotency_key: str) -> None:
+        return None
+
+
+async def test_an_orphaned_pending_attempt_is_resent_under_its_key_despite_a_lagging_search(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    await seed_demo(pool, customers=1, due_on=TODAY, mix="ok", installments=1)
+    dead_run = await start_run(pool, as_of=TODAY, host="gone", pid=1)
+    [claimed] = await _claim_as_another_pass(pool, dead_run)
+    gateway = _LaggingButIdempotent()
+    result = await run_pass(pool, {"sandbox_card": gateway}, settings, as_of=TODAY)  # type: ignore[dict-item]
+    assert (result.counts.reconciled, result.counts.succeeded) == (1, 1)
+    assert gateway.keys == [claimed.idempotency_key]
