@@ -13,6 +13,7 @@ reconciliation resolves by key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -102,7 +103,12 @@ async def run_pass(
             )
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await finish_run(pool, run_id, counts=counts, error=type(exc).__name__)
+            try:
+                await finish_run(pool, run_id, counts=counts, error=type(exc).__name__)
+            except Exception as record_exc:
+                # The database may be what failed: keep the pass's own error, which is
+                # re-raised below, and say that its run row stays 'running'.
+                log.error("run_record_failed", error=type(record_exc).__name__)
         PASSES.labels(status="failed").inc()
         log.error("pass_failed", error=type(exc).__name__, **_fields(counts))
         structlog.contextvars.unbind_contextvars("run_id", "as_of")
@@ -118,18 +124,7 @@ async def run_pass(
 
 
 def _fields(counts: PassCounts) -> dict[str, int]:
-    return {
-        "due": counts.due,
-        "succeeded": counts.succeeded,
-        "declined": counts.declined,
-        "in_doubt": counts.in_doubt,
-        "processing": counts.processing,
-        "failed": counts.failed,
-        "reconciled": counts.reconciled,
-        "settled": counts.settled,
-        "returned": counts.returned,
-        "charged_cents": counts.charged_cents,
-    }
+    return dataclasses.asdict(counts)
 
 
 async def _collect_due(
