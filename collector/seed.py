@@ -11,7 +11,7 @@ from datetime import date
 
 import asyncpg
 
-from collector.db.seed import DemoCustomer, insert_customers
+from collector.db.seed import DemoCustomer, analyze_seeded, insert_customers
 
 CHUNK = 5_000
 INSTALLMENTS_PER_LEASE = 12
@@ -90,4 +90,5 @@ async def seed_demo(
             await insert_customers(conn, chunk, installments=installments)
         if progress is not None:
             progress(len(chunk))
+    await analyze_seeded(pool)
     return SeedResult(customers=customers, installments=customers * installments, batch=batch)

@@ -28,7 +28,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor, claim_due
-from collector.db.runs import finish_run, liveness_lock, start_run
+from collector.db.runs import ensure_statistics, finish_run, liveness_lock, start_run
 from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.gateways.base import Gateway
@@ -62,6 +62,8 @@ async def run_pass(
 ) -> PassResult:
     """Run one complete pass for business date ``as_of``; raise only if it could not run."""
     started = time.monotonic()
+    if await ensure_statistics(pool):
+        log.info("statistics_refreshed")
     run_id = await start_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid())
     counts = PassCounts()
     structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())

@@ -16,3 +16,15 @@ SELECT pg_advisory_lock($1::int, $2::int);
 -- release_liveness_lock --
 -- Let go of a finished pass's liveness lock
 SELECT pg_advisory_unlock($1::int, $2::int);
+
+-- never_analyzed --
+-- Which of the engine's busiest tables the planner has no statistics for (never analyzed,
+-- by hand or by autovacuum): a bulk-loaded book makes the claim plan catastrophically
+SELECT relname FROM pg_stat_user_tables
+WHERE relname IN ('customers', 'payment_methods', 'leases', 'installments', 'charge_attempts')
+  AND schemaname = current_schema()
+  AND last_analyze IS NULL AND last_autoanalyze IS NULL;
+
+-- analyze --
+-- Give the planner statistics for the tables the claim reads
+ANALYZE customers, payment_methods, leases, installments, charge_attempts;

@@ -23,3 +23,8 @@ INSERT INTO installments (lease_id, seq, due_on, amount_cents)
 SELECT s.lease_id, n, (s.first_due_on + make_interval(months => n - 1))::date, s.amount_cents
 FROM unnest($1::bigint[], $3::date[], $4::bigint[]) AS s(lease_id, first_due_on, amount_cents)
 CROSS JOIN generate_series(1, $2::int) AS n;
+
+-- analyze --
+-- Refresh the planner's statistics after a bulk load: with none, the claim query was planned
+-- from payment_methods outwards and took seconds a batch at 240,000 installments
+ANALYZE customers, payment_methods, leases, installments;

@@ -241,3 +241,24 @@ async def test_dry_run_reports_the_due_set_a_pass_then_charges_and_writes_nothin
     assert [(r["gateway"], r["kind"], r["n"], r["cents"]) for r in charged] == [
         (g.gateway, g.kind, g.installments, g.amount_cents) for g in report.due
     ]
+
+
+async def test_a_pass_gives_the_planner_statistics_it_never_had(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        never = "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'installments' AND last_analyze IS NULL AND last_autoanalyze IS NULL"
+        assert await conn.fetchval(never) == 1
+    await run_pass(pool, gateways, settings, as_of=TODAY)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval(never) == 0
+
+
+async def test_a_seed_leaves_statistics_behind(pool: asyncpg.Pool) -> None:
+    await seed_demo(pool, customers=10, due_on=TODAY, installments=1)
+    async with pool.acquire() as conn:
+        analyzed = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"
+            " AND relname IN ('customers', 'payment_methods', 'leases', 'installments')"
+        )
+    assert analyzed == 4
