@@ -3,10 +3,8 @@ arguments (tests drive it through httpx's ASGITransport, which runs no lifespan)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request
@@ -15,15 +13,13 @@ from fastapi.responses import JSONResponse
 
 from collector import __version__
 from collector.api import health, leases, payment_methods, payments, webhooks
-from collector.api.auth import authorized, require_token
+from collector.api.auth import require_token
 from collector.api.errors import invalid_request
+from collector.api.gate import PortalGate
 from collector.config import Settings
 from collector.exceptions import Conflict, NotFound, Unprocessable
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger
-from collector.metrics import MANUAL_PAY_REQUESTS
-
-_MANUAL_PAY_PATH = re.compile(r"/v1/leases/[^/]+/payments")
 
 
 def _utcnow() -> datetime:
@@ -52,27 +48,7 @@ def create_app(
         gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
     )
 
-    @app.middleware("http")
-    async def _authenticate_first(request: Request, call_next: Any) -> Any:
-        # Before FastAPI reads a body or validates a parameter: an unauthenticated caller learns
-        # nothing from /v1, not even which of its inputs would have been refused. The route
-        # dependency (require_token) stays too, and documents the scheme in the OpenAPI.
-        if request.url.path.startswith("/v1/") and not authorized(
-            request.headers.get("authorization"), app.state.api_tokens
-        ):
-            return JSONResponse(
-                {"detail": "missing or invalid bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def _count_manual_pay(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.method == "POST" and _MANUAL_PAY_PATH.fullmatch(request.url.path):
-            MANUAL_PAY_REQUESTS.labels(code=str(response.status_code)).inc()
-        return response
+    app.add_middleware(PortalGate, tokens=app.state.api_tokens)
 
     app.include_router(health.router)
     app.include_router(webhooks.router)
