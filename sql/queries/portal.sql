@@ -1,9 +1,6 @@
--- The customer portal's reads and its payment-method changes. Definitions shared by several
--- queries (DESIGN.md, "What a pass collects"), with $2 the business date ("today"):
---   overdue amount: what is unpaid on installments due before today and still scheduled or
---     overdue, whether or not a collection was tried; `processing` (being charged now) and
---     `pending_settlement` (a bank debit in flight) are neither paid nor overdue.
---   next due: the earliest installment still scheduled and due today or later.
+-- The customer portal's reads and its payment-method changes. A lease's overdue and pending
+-- amounts and its next due installment come from lease_balance_v1 (sql/0005_lease_balance.sql),
+-- where they are defined once; $2 is the business date ("today").
 
 -- customer_exists --
 -- Whether customer $1 exists
@@ -16,50 +13,21 @@ SELECT EXISTS (SELECT 1 FROM leases WHERE id = $1);
 -- customer_leases --
 -- One line per lease of customer $1 with its overdue amount and next due installment on date $2
 SELECT l.id, l.agreement_ref, l.store, l.status,
-       s.overdue_cents, n.due_on AS next_due_on, n.unpaid_cents AS next_due_cents
+       b.overdue_cents, b.next_due_on, b.next_due_cents
 FROM leases l
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
-               WHERE i.due_on < $2 AND i.status IN ('scheduled', 'overdue')), 0)::bigint
-           AS overdue_cents
-    FROM installments i
-    WHERE i.lease_id = l.id
-) s
-LEFT JOIN LATERAL (
-    SELECT i.due_on, i.amount_cents - i.paid_cents AS unpaid_cents
-    FROM installments i
-    WHERE i.lease_id = l.id AND i.status = 'scheduled' AND i.due_on >= $2
-    ORDER BY i.due_on, i.seq
-    LIMIT 1
-) n ON true
+CROSS JOIN LATERAL lease_balance_v1(l.id, $2) b
 WHERE l.customer_id = $1
 ORDER BY l.id;
 
 -- lease_detail --
 -- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only)
 SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
-       s.overdue_cents, s.pending_cents, n.due_on AS next_due_on, n.unpaid_cents AS next_due_cents,
+       b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents,
        pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
        pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
        pm.status AS method_status
 FROM leases l
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
-               WHERE i.due_on < $2 AND i.status IN ('scheduled', 'overdue')), 0)::bigint
-           AS overdue_cents,
-           coalesce(sum(i.amount_cents - i.paid_cents) FILTER (
-               WHERE i.status = 'pending_settlement'), 0)::bigint
-           AS pending_cents
-    FROM installments i
-    WHERE i.lease_id = l.id
-) s
-LEFT JOIN LATERAL (
-    SELECT i.due_on, i.amount_cents - i.paid_cents AS unpaid_cents
-    FROM installments i
-    WHERE i.lease_id = l.id AND i.status = 'scheduled' AND i.due_on >= $2
-    ORDER BY i.due_on, i.seq
-    LIMIT 1
-) n ON true
+CROSS JOIN LATERAL lease_balance_v1(l.id, $2) b
 LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
 WHERE l.id = $1;
 
