@@ -28,6 +28,7 @@ from collector.config import Settings
 from collector.db.stats import snapshot
 from collector.gateways.base import Gateway
 from collector.jobs.ach_files import export_after_pass
+from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
 from collector.logs import get_logger
 from collector.metrics import set_gauges
@@ -71,13 +72,12 @@ async def _schedule_passes(
     *,
     stop: anyio.Event,
     clock: Clock,
-    passes_done: Callable[[int], None] | None = None,
+    charger: Charger,
 ) -> None:
     zone = ZoneInfo(settings.timezone)
     daily = time.fromisoformat(settings.schedule_time)
     interval = timedelta(seconds=settings.retry_interval_s)
     last_pass: datetime | None = None
-    done = 0
     while not stop.is_set():
         now = clock().astimezone(zone)
         at = next_pass_at(now, daily=daily, retry_interval=interval, last_pass=last_pass)
@@ -89,15 +89,12 @@ async def _schedule_passes(
         as_of: date = now.date()
         last_pass = now
         try:
-            await run_pass(pool, gateways, settings, as_of=as_of, stop=stop)
+            await run_pass(pool, gateways, settings, as_of=as_of, stop=stop, charger=charger)
             await export_after_pass(pool, gateways, as_of=as_of, now=clock())
         except Exception:
             # One failed pass must not end the daemon: the next one retries, and
             # collector_passes_total{status="failed"} pages someone.
             log.exception("scheduled_pass_failed", as_of=as_of.isoformat())
-        done += 1
-        if passes_done is not None:
-            passes_done(done)
 
 
 async def serve(
@@ -113,7 +110,10 @@ async def serve(
     """Serve and collect until SIGTERM/SIGINT, then stop within the grace period."""
     # The gauges start from the database, not from zero: a restart must not look like a stall.
     set_gauges(await snapshot(pool, as_of=clock().astimezone(ZoneInfo(settings.timezone)).date()))
-    app = create_app(settings, pool, gateways, clock=clock)
+    # One charger for the API's manual payments and the scheduled passes: each gateway's rate
+    # limit is the process's, not one per path.
+    charger = Charger.for_settings(gateways, settings)
+    app = create_app(settings, pool, gateways, clock=clock, charger=charger)
     # Everything imported and built so far lives as long as the process: keep it out of the
     # garbage collector's scans, whose pauses showed in the API's tail latency.
     gc.freeze()
@@ -127,7 +127,9 @@ async def serve(
         async with anyio.create_task_group() as work:
             if schedule:
                 work.start_soon(
-                    lambda: _schedule_passes(pool, gateways, settings, stop=stop, clock=clock)
+                    lambda: _schedule_passes(
+                        pool, gateways, settings, stop=stop, clock=clock, charger=charger
+                    )
                 )
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:

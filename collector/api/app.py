@@ -32,8 +32,9 @@ def create_app(
     gateways: Mapping[str, Gateway],
     *,
     clock: Callable[[], datetime] = _utcnow,
+    charger: Charger | None = None,
 ) -> FastAPI:
-    """The portal API, ready to serve."""
+    """The portal API, ready to serve; ``charger`` is shared with the daemon's passes."""
     app = FastAPI(
         title="collector portal API",
         version=__version__,
@@ -44,9 +45,7 @@ def create_app(
     app.state.gateways = gateways
     app.state.clock = clock
     app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
-    app.state.charger = Charger(
-        gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
-    )
+    app.state.charger = charger or Charger.for_settings(gateways, settings)
 
     app.add_middleware(PortalGate, tokens=app.state.api_tokens)
 

@@ -19,6 +19,7 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from collector.config import Settings
 from collector.db.attempts import card_declines_30d, record_outcomes
 from collector.db.pool import Executor
 from collector.domain import AttemptStatus, ClaimedCharge, MethodKind, PassCounts
@@ -90,6 +91,11 @@ class Charger:
         self._limiters = {
             name: AsyncLimiter(rate, 1.0) for name, rate in rate_limits.items() if name in gateways
         }
+
+    @classmethod
+    def for_settings(cls, gateways: Mapping[str, Gateway], settings: Settings) -> Charger:
+        """A charger with the configured gateway timeout and rate limits."""
+        return cls(gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits)
 
     async def charge(self, claimed: ClaimedCharge) -> Outcome:
         """Charge once under the attempt's idempotency key; an unknown answer is InDoubt."""

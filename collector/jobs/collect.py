@@ -59,8 +59,13 @@ async def run_pass(
     as_of: date,
     progress: Callable[[int], None] | None = None,
     stop: anyio.Event | None = None,
+    charger: Charger | None = None,
 ) -> PassResult:
-    """Run one complete pass for business date ``as_of``; raise only if it could not run."""
+    """Run one complete pass for business date ``as_of``; raise only if it could not run.
+
+    ``charger``: the process's one Charger, when it has one (the daemon shares it with the
+    API, so each gateway's rate limit holds for the process, not per path); else a new one.
+    """
     started = time.monotonic()
     if await ensure_statistics(pool):
         log.info("statistics_refreshed")
@@ -69,9 +74,7 @@ async def run_pass(
     structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())
     try:
         async with liveness_lock(pool, run_id):
-            charger = Charger(
-                gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits
-            )
+            charger = charger or Charger.for_settings(gateways, settings)
             recorder = Recorder(
                 pool,
                 counts,

@@ -307,3 +307,47 @@ async def test_an_in_doubt_manual_payment_is_settled_by_reconciliation(
         taken = await _sandbox_taken(conn)
     # One manual charge of 10,000 (the lost answer, found) and the batch's charge of today's.
     assert taken == (2, 15_000)
+
+
+async def test_the_daemon_paths_share_one_rate_limit_per_gateway(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], database_url: str
+) -> None:
+    from collector.api.app import create_app
+    from collector.jobs.charging import Charger
+    from tests.api.conftest import API_TOKEN, NOW
+
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        api_tokens=[API_TOKEN],  # type: ignore[list-item]
+        rate_limits={"sandbox_card": 10},
+    )
+    overdue = []
+    async with pool.acquire() as conn:
+        for _ in range(10):
+            await make_lease(conn, due_dates=[TODAY])
+        for _ in range(5):
+            # Overdue, its next automatic attempt days away: only manual pay charges it.
+            lease = await make_lease(conn, due_dates=[LAST_MONTH])
+            await conn.execute(
+                "UPDATE installments SET status = 'overdue', attempts = 1, next_attempt_on = $2"
+                " WHERE id = $1",
+                lease.installment_ids[0],
+                TODAY + timedelta(days=3),
+            )
+            overdue.append(lease)
+    charger = Charger.for_settings(gateways, settings)
+    app = create_app(settings, pool, gateways, clock=lambda: NOW, charger=charger)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://portal.test",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as http:
+        started = anyio.current_time()
+        result = await run_pass(pool, gateways, settings, as_of=TODAY, charger=charger)
+        for lease in overdue:
+            assert (await _pay(http, lease.lease_id, f"k-{lease.lease_id}")).status_code == 201
+        elapsed = anyio.current_time() - started
+    # The pass used the whole burst of 10; each manual payment then waits for the shared
+    # bucket (10 a second): with a bucket per path, nothing would wait at all.
+    assert result.counts.succeeded == 10
+    assert elapsed >= 0.4
