@@ -168,3 +168,19 @@ async def test_unknown_events_are_acknowledged_and_ignored(
     assert response.status_code == 200
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM charge_returns") == 0
+
+
+@pytest.mark.parametrize("secret", [None, "   "])
+async def test_webhooks_without_a_signing_secret_are_404_not_500(
+    database_url: str, pool: asyncpg.Pool, gateways: Mapping[str, Gateway], secret: str | None
+) -> None:
+    settings = Settings(database_url=database_url, stripe_webhook_secret=secret)  # type: ignore[arg-type]
+    app = create_app(settings, pool, gateways, clock=lambda: NOW)
+    payload = _event("evt_1", "payment_intent.succeeded", "k")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://collector.test"
+    ) as http:
+        response = await http.post("/webhooks/stripe", content=payload, headers=_signed(payload))
+    assert response.status_code == 404
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 0
