@@ -38,11 +38,8 @@ ALTER TABLE charge_attempts ADD CONSTRAINT charge_attempts_serves_one
     CHECK ((installment_id IS NULL) <> (payment_id IS NULL));
 CREATE INDEX charge_attempts_payment ON charge_attempts (payment_id) WHERE payment_id IS NOT NULL;
 
--- For the dashboards' gauges, refreshed after each pass: installments by due date, and the
--- unpaid ones alone (without it, counting overdue installments read the whole paid history).
+-- For the dashboards' gauges, refreshed after each pass: installments by due date.
 CREATE INDEX installments_due_on ON installments (due_on);
-CREATE INDEX installments_unpaid_due_on ON installments (due_on)
-    WHERE status IN ('scheduled', 'overdue', 'processing', 'pending_settlement');
 
 -- Card networks cap retries per card over 30 days: the policy counts recent declines by method.
 CREATE INDEX charge_attempts_method_recent ON charge_attempts (payment_method_id, created_at);
