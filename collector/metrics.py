@@ -133,3 +133,25 @@ def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: 
         write_to_textfile(os.fspath(textfile), REGISTRY)
     if pushgateway is not None:
         push_to_gateway(pushgateway, job=job, registry=REGISTRY)
+
+NEEDS_ATTENTION = Counter(
+    "collector_needs_attention_total",
+    "Rows set aside for an operator because a batch statement could not apply them, by"
+    " subject and reason; the rest of the batch went on (collector audit lists them).",
+    ["subject", "reason"],
+    registry=REGISTRY,
+)
+
+AUDIT_VIOLATIONS = Gauge(
+    "collector_audit_violations",
+    "Invariant violations found by the last ledger audit, by check (0 when clean).",
+    ["check"],
+    registry=REGISTRY,
+)
+
+PRESENTMENTS_REFUSED = Counter(
+    "collector_presentments_refused_total",
+    "Presentments the eligibility check refused before any gateway call, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
