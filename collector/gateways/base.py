@@ -88,8 +88,9 @@ class Returned:
     gateway_code: str | None = None
 
 
-Settlement = Succeeded | Processing | Returned
-"""Where a bank debit stands: settled, still in flight, or returned."""
+Settlement = Succeeded | Processing | Returned | Declined
+"""Where a debit in flight stands: settled, still in flight, returned (a bank debit that came
+back), or declined (a card payment the gateway left processing that then failed)."""
 
 
 @runtime_checkable
