@@ -1,0 +1,118 @@
+-- Queries over records another system keeps: the sandbox gateways' table sandbox.charges
+-- (collector/gateways/sandbox.py), which the engine's migrations never create. They live
+-- outside sql/queries because every query there must prepare against the migrated schema
+-- (tests/test_schema.py); collector/db/audit.py runs them only once audit.sandbox_present
+-- says the table exists. Same row shape as sql/queries/audit.sql.
+
+-- sandbox_matches_ledger --
+-- What the sandbox accepted (succeeded or processing) against what the ledger took, at most
+-- $1. Per idempotency key, for attempts of the sandbox's gateways ($2, and any the table
+-- names): a key the sandbox accepted is one the ledger counts as taken (succeeded,
+-- processing, returned) or has not heard back about yet (pending, in doubt), for the same
+-- amount and gateway; a key the ledger counts as taken is one the sandbox accepted; a return
+-- is the sandbox's as well as the ledger's. Per installment: the sandbox never kept more
+-- than its amount (what it accepted, less what the ledger knows came back).
+WITH box AS (
+    SELECT c.idempotency_key, c.gateway, c.installment_id, c.amount_cents, c.status,
+           c.return_code,
+           c.status IN ('succeeded', 'processing') AS accepted
+    FROM sandbox.charges c
+), ledger AS (
+    SELECT a.id, a.idempotency_key, a.gateway, a.status, a.amount_cents, a.installment_id,
+           a.payment_id, a.customer_id
+    FROM charge_attempts a
+    WHERE a.gateway = ANY ($2::text[])
+       OR a.gateway IN (SELECT DISTINCT b.gateway FROM box b)
+), keyed AS (
+    SELECT coalesce(l.idempotency_key, b.idempotency_key) AS idempotency_key,
+           l.id AS attempt_id, l.status AS ledger_status, l.amount_cents AS ledger_cents,
+           l.gateway AS ledger_gateway, l.installment_id, l.payment_id, l.customer_id,
+           b.status AS box_status, b.amount_cents AS box_cents, b.gateway AS box_gateway,
+           b.return_code, coalesce(b.accepted, false) AS accepted,
+           b.installment_id AS box_installment_id
+    FROM ledger l
+    FULL JOIN box b ON b.idempotency_key = l.idempotency_key
+), by_key AS (
+    SELECT k.*,
+           CASE
+               WHEN k.accepted AND k.attempt_id IS NULL THEN
+                   'the sandbox accepted it; the ledger has no attempt under this key'
+               WHEN k.accepted AND k.ledger_status IN ('declined', 'failed', 'refused') THEN
+                   format('the sandbox accepted it; the ledger says %s', k.ledger_status)
+               WHEN NOT k.accepted
+                    AND k.ledger_status IN ('succeeded', 'processing', 'returned') THEN
+                   format('the ledger says %s; the sandbox %s', k.ledger_status,
+                          CASE WHEN k.box_status IS NULL THEN 'has no charge under this key'
+                               ELSE 'declined it' END)
+               WHEN k.accepted AND k.box_cents <> k.ledger_cents THEN
+                   format('the sandbox took %s cents; the ledger asked for %s',
+                          k.box_cents, k.ledger_cents)
+               WHEN k.accepted AND k.box_gateway <> k.ledger_gateway THEN
+                   format('the sandbox took it as %s; the ledger sent it to %s',
+                          k.box_gateway, k.ledger_gateway)
+               WHEN k.accepted AND k.ledger_status = 'returned' AND k.return_code IS NULL THEN
+                   'the ledger says returned; the sandbox never returns it'
+               WHEN k.accepted AND k.ledger_status = 'succeeded'
+                    AND k.return_code IS NOT NULL THEN
+                   format('the ledger says succeeded; the sandbox returns it (%s)',
+                          k.return_code)
+           END AS problem
+    FROM keyed k
+), kept AS (
+    -- Each accepted key's money, by the installments the ledger presented it for (a manual
+    -- payment's allocations), else by the installment the sandbox recorded.
+    SELECT coalesce(m.installment_id, k.box_installment_id) AS installment_id,
+           coalesce(m.amount_cents, k.box_cents) AS cents, k.attempt_id, k.idempotency_key
+    FROM keyed k
+    LEFT JOIN money_movements m ON m.attempt_id = k.attempt_id AND m.kind = 'presented'
+    WHERE k.accepted AND k.ledger_status IS DISTINCT FROM 'returned'
+), over_kept AS (
+    SELECT i.id, i.amount_cents, l.customer_id, sum(t.cents)::bigint AS kept,
+           array_agg(DISTINCT t.attempt_id) FILTER (WHERE t.attempt_id IS NOT NULL)
+               AS attempt_ids,
+           array_agg(DISTINCT t.idempotency_key) FILTER (WHERE t.attempt_id IS NULL) AS keys
+    FROM kept t
+    JOIN installments i ON i.id = t.installment_id
+    JOIN leases l ON l.id = i.lease_id
+    GROUP BY i.id, i.amount_cents, l.customer_id
+    HAVING sum(t.cents) > i.amount_cents
+), violations AS (
+    SELECT format('key %s%s: %s', k.idempotency_key,
+                  CASE WHEN k.attempt_id IS NULL THEN ''
+                       ELSE format(' (attempt %s)', k.attempt_id) END,
+                  k.problem) AS message,
+           CASE WHEN coalesce(k.installment_id, k.box_installment_id) IS NULL
+                THEN ARRAY[]::bigint[]
+                ELSE ARRAY[coalesce(k.installment_id, k.box_installment_id)] END
+               AS installment_ids,
+           CASE WHEN k.attempt_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[k.attempt_id] END
+               AS attempt_ids,
+           CASE WHEN k.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[k.payment_id] END
+               AS payment_ids,
+           CASE WHEN k.customer_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[k.customer_id] END
+               AS customer_ids,
+           ARRAY[k.idempotency_key] AS keys,
+           jsonb_build_object('ledger_status', k.ledger_status, 'ledger_cents', k.ledger_cents,
+                              'sandbox_status', k.box_status, 'sandbox_cents', k.box_cents,
+                              'return_code', k.return_code) AS facts,
+           1 AS part, k.idempotency_key AS sort_key
+    FROM by_key k
+    WHERE k.problem IS NOT NULL
+    UNION ALL
+    SELECT format('installment %s of %s cents: the sandbox kept %s cents for it',
+                  o.id, o.amount_cents, o.kept),
+           ARRAY[o.id],
+           coalesce(ARRAY(SELECT x FROM unnest(o.attempt_ids) AS x ORDER BY x),
+                    ARRAY[]::bigint[]),
+           ARRAY[]::bigint[],
+           ARRAY[o.customer_id],
+           coalesce(ARRAY(SELECT x FROM unnest(o.keys) AS x ORDER BY x), ARRAY[]::text[]),
+           jsonb_build_object('amount_cents', o.amount_cents, 'sandbox_kept_cents', o.kept),
+           2, lpad(o.id::text, 20, '0')
+    FROM over_kept o
+)
+SELECT count(*) OVER () AS total, v.message, v.installment_ids, v.attempt_ids, v.payment_ids,
+       v.customer_ids, ARRAY[]::bigint[] AS attention_ids, v.keys, v.facts
+FROM violations v
+ORDER BY v.part, v.sort_key
+LIMIT $1;

@@ -1,0 +1,480 @@
+-- The ledger's invariants, one query per check of `collector audit` (collector/db/audit.py).
+--
+-- Every check reads the whole book in one statement and returns its violations as rows of
+-- (total, message, installment_ids, attempt_ids, payment_ids, customer_ids, attention_ids,
+-- keys, facts): total counts every violation (count(*) OVER () runs before LIMIT), at most
+-- $1 are listed. Messages carry ids and amounts only, never a token or an instrument key.
+-- The journal's sums follow the kinds of sql/0006_money_journal.sql:
+--   paid      = settled - reversed
+--   in flight = presented - released - settled - returned
+
+-- journal_matches_installments --
+-- Installments whose paid, in-flight, attempts, status or next collection date differ from
+-- what installments_derive_v1 would derive from their journal (recomputed here), at most $1
+WITH sums AS (
+    SELECT m.installment_id,
+           sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
+                           WHEN 'reversed' THEN -m.amount_cents ELSE 0 END)::bigint AS paid,
+           sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
+                           WHEN 'released' THEN -m.amount_cents
+                           WHEN 'settled' THEN -m.amount_cents
+                           WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight,
+           count(DISTINCT m.attempt_id) FILTER (
+               WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry')) AS attempts,
+           bool_or(m.sets_plan) AS planned,
+           (array_agg(m.retry_on ORDER BY m.id DESC) FILTER (WHERE m.sets_plan))[1] AS plan_on,
+           coalesce(bool_or(m.kind = 'presented' AND a.status IN ('pending', 'in_doubt')), false)
+               AS unanswered
+    FROM money_movements m
+    LEFT JOIN charge_attempts a ON a.id = m.attempt_id
+    GROUP BY m.installment_id
+), derived AS (
+    SELECT i.id, i.lease_id, i.due_on, i.amount_cents, i.paid_cents, i.in_flight_cents,
+           i.attempts, i.status, i.next_attempt_on,
+           coalesce(s.paid, 0) AS d_paid,
+           coalesce(s.in_flight, 0) AS d_in_flight,
+           coalesce(s.attempts, 0)::integer AS d_attempts,
+           CASE
+               WHEN i.status = 'cancelled' THEN 'cancelled'
+               WHEN coalesce(s.paid, 0) = i.amount_cents THEN 'paid'
+               WHEN coalesce(s.paid, 0) + coalesce(s.in_flight, 0) = i.amount_cents THEN
+                   CASE WHEN s.unanswered THEN 'processing' ELSE 'pending_settlement' END
+               WHEN coalesce(s.planned, false) OR coalesce(s.attempts, 0) > 0 THEN 'overdue'
+               ELSE 'scheduled'
+           END AS d_status,
+           coalesce(s.planned, false) AS planned, s.plan_on
+    FROM installments i
+    LEFT JOIN sums s ON s.installment_id = i.id
+), checked AS (
+    SELECT d.*,
+           CASE WHEN d.d_status NOT IN ('scheduled', 'overdue') THEN NULL
+                WHEN d.planned THEN d.plan_on
+                ELSE d.due_on END AS d_next
+    FROM derived d
+), violations AS (
+    SELECT c.*, l.customer_id
+    FROM checked c
+    JOIN leases l ON l.id = c.lease_id
+    WHERE (c.paid_cents, c.in_flight_cents, c.attempts, c.status)
+              IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_attempts, c.d_status)
+       OR c.next_attempt_on IS DISTINCT FROM c.d_next
+)
+SELECT count(*) OVER () AS total,
+       format('installment %s holds paid %s, in flight %s, attempts %s, %s, next %s;'
+              ' its journal gives paid %s, in flight %s, attempts %s, %s, next %s',
+              v.id, v.paid_cents, v.in_flight_cents, v.attempts, v.status,
+              coalesce(v.next_attempt_on::text, 'none'), v.d_paid, v.d_in_flight,
+              v.d_attempts, v.d_status, coalesce(v.d_next::text, 'none')) AS message,
+       ARRAY[v.id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object(
+           'amount_cents', v.amount_cents,
+           'paid_cents', v.paid_cents, 'journal_paid_cents', v.d_paid,
+           'in_flight_cents', v.in_flight_cents, 'journal_in_flight_cents', v.d_in_flight,
+           'attempts', v.attempts, 'journal_attempts', v.d_attempts,
+           'status', v.status, 'journal_status', v.d_status,
+           'next_attempt_on', v.next_attempt_on, 'journal_next_attempt_on', v.d_next) AS facts
+FROM violations v
+ORDER BY v.id
+LIMIT $1;
+
+-- journal_matches_payments --
+-- Manual payments whose status, attempt, allocations and journal rows disagree: one attempt
+-- of the payment's status and amount; allocations that sum to the amount, on the lease's
+-- installments; each allocation presented once for its amount and ended as the status says
+-- (succeeded: settled; declined, failed, refused: released; pending, in doubt, processing:
+-- still in flight; returned: returned, or settled and reversed), at most $1
+WITH attempt AS (
+    SELECT a.payment_id, count(*) AS attempts, min(a.id) AS attempt_id,
+           min(a.status) AS status, min(a.amount_cents) AS amount_cents
+    FROM charge_attempts a
+    WHERE a.payment_id IS NOT NULL
+    GROUP BY a.payment_id
+), journal AS (
+    SELECT m.payment_id, m.installment_id,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'presented'), 0) AS presented,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'released'), 0) AS released,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'settled'), 0) AS settled,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'returned'), 0) AS returned,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'reversed'), 0) AS reversed
+    FROM money_movements m
+    WHERE m.payment_id IS NOT NULL
+    GROUP BY m.payment_id, m.installment_id
+), line AS (
+    SELECT coalesce(pa.payment_id, j.payment_id) AS payment_id,
+           coalesce(pa.installment_id, j.installment_id) AS installment_id,
+           coalesce(pa.amount_cents, 0) AS allocated,
+           coalesce(j.presented, 0) AS presented, coalesce(j.released, 0) AS released,
+           coalesce(j.settled, 0) AS settled, coalesce(j.returned, 0) AS returned,
+           coalesce(j.reversed, 0) AS reversed
+    FROM payment_allocations pa
+    FULL JOIN journal j ON j.payment_id = pa.payment_id AND j.installment_id = pa.installment_id
+), judged AS (
+    SELECT l.*, p.lease_id,
+           l.presented = l.allocated AND l.allocated > 0 AND CASE
+               WHEN p.status = 'succeeded' THEN
+                   l.settled = l.allocated AND l.released + l.returned + l.reversed = 0
+               WHEN p.status IN ('declined', 'failed', 'refused') THEN
+                   l.released = l.allocated AND l.settled + l.returned + l.reversed = 0
+               WHEN p.status IN ('pending', 'in_doubt', 'processing') THEN
+                   l.released + l.settled + l.returned + l.reversed = 0
+               WHEN p.status = 'returned' THEN
+                   l.released = 0 AND (
+                       (l.returned = l.allocated AND l.settled + l.reversed = 0)
+                       OR (l.settled = l.allocated AND l.reversed = l.allocated
+                           AND l.returned = 0))
+               ELSE false
+           END AS ok,
+           i.lease_id AS installment_lease_id
+    FROM line l
+    JOIN payments p ON p.id = l.payment_id
+    LEFT JOIN installments i ON i.id = l.installment_id
+), per_payment AS (
+    SELECT j.payment_id,
+           sum(j.allocated) AS allocated,
+           array_agg(j.installment_id ORDER BY j.installment_id) AS installment_ids,
+           string_agg(format('installment %s allocated %s: presented %s, released %s,'
+                             ' settled %s, returned %s, reversed %s',
+                             j.installment_id, j.allocated, j.presented, j.released,
+                             j.settled, j.returned, j.reversed), '; '
+                      ORDER BY j.installment_id) FILTER (WHERE NOT j.ok) AS bad_lines,
+           bool_or(j.installment_lease_id IS DISTINCT FROM j.lease_id) AS other_lease
+    FROM judged j
+    GROUP BY j.payment_id
+), violations AS (
+    SELECT p.id, p.customer_id, p.status, p.amount_cents, a.attempt_id,
+           coalesce(pp.installment_ids, ARRAY[]::bigint[]) AS installment_ids,
+           array_remove(ARRAY[
+               CASE WHEN coalesce(a.attempts, 0) <> 1
+                    THEN format('%s attempts (one expected)', coalesce(a.attempts, 0)) END,
+               CASE WHEN a.attempts = 1 AND a.status <> p.status
+                    THEN format('its attempt %s is %s', a.attempt_id, a.status) END,
+               CASE WHEN a.attempts = 1 AND a.amount_cents <> p.amount_cents
+                    THEN format('its attempt %s is for %s', a.attempt_id, a.amount_cents) END,
+               CASE WHEN coalesce(pp.allocated, 0) <> p.amount_cents
+                    THEN format('allocations sum to %s', coalesce(pp.allocated, 0)) END,
+               CASE WHEN pp.other_lease
+                    THEN 'allocated to an installment of another lease' END,
+               pp.bad_lines
+           ], NULL) AS problems
+    FROM payments p
+    LEFT JOIN attempt a ON a.payment_id = p.id
+    LEFT JOIN per_payment pp ON pp.payment_id = p.id
+)
+SELECT count(*) OVER () AS total,
+       format('payment %s (%s, %s cents): %s', v.id, v.status, v.amount_cents,
+              array_to_string(v.problems, '; ')) AS message,
+       v.installment_ids,
+       CASE WHEN v.attempt_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[v.attempt_id] END
+           AS attempt_ids,
+       ARRAY[v.id] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('amount_cents', v.amount_cents, 'status', v.status) AS facts
+FROM violations v
+WHERE cardinality(v.problems) > 0
+ORDER BY v.id
+LIMIT $1;
+
+-- over_taken --
+-- Installments whose journal has taken more than their amount (settled + in flight), or
+-- counts a negative paid or in-flight sum, at most $1
+WITH sums AS (
+    SELECT m.installment_id,
+           sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
+                           WHEN 'reversed' THEN -m.amount_cents ELSE 0 END)::bigint AS paid,
+           sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
+                           WHEN 'released' THEN -m.amount_cents
+                           WHEN 'settled' THEN -m.amount_cents
+                           WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight
+    FROM money_movements m
+    GROUP BY m.installment_id
+), violations AS (
+    SELECT i.id, i.amount_cents, l.customer_id, s.paid, s.in_flight
+    FROM sums s
+    JOIN installments i ON i.id = s.installment_id
+    JOIN leases l ON l.id = i.lease_id
+    WHERE s.paid + s.in_flight > i.amount_cents OR s.paid < 0 OR s.in_flight < 0
+)
+SELECT count(*) OVER () AS total,
+       format('installment %s of %s cents: its journal has paid %s and %s in flight',
+              v.id, v.amount_cents, v.paid, v.in_flight) AS message,
+       ARRAY[v.id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('amount_cents', v.amount_cents, 'journal_paid_cents', v.paid,
+                          'journal_in_flight_cents', v.in_flight) AS facts
+FROM violations v
+ORDER BY v.id
+LIMIT $1;
+
+-- succeeded_without_reference --
+-- Attempts that took money (succeeded, processing, returned) with no gateway reference to
+-- find it by, at most $1
+SELECT count(*) OVER () AS total,
+       format('attempt %s is %s for %s cents with no gateway reference',
+              a.id, a.status, a.amount_cents) AS message,
+       CASE WHEN a.installment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.installment_id]
+       END AS installment_ids,
+       ARRAY[a.id] AS attempt_ids,
+       CASE WHEN a.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.payment_id] END
+           AS payment_ids,
+       ARRAY[a.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('amount_cents', a.amount_cents, 'status', a.status,
+                          'gateway', a.gateway) AS facts
+FROM charge_attempts a
+WHERE a.status IN ('succeeded', 'processing', 'returned')
+  AND (a.gateway_ref IS NULL OR btrim(a.gateway_ref) = '')
+ORDER BY a.id
+LIMIT $1;
+
+-- pending_past_deadline --
+-- Attempts still pending more than grace $3 past their claim deadline (or, with none, their
+-- last send) at time $2 (NULL: the database's clock): reconciliation is not running. In-doubt
+-- attempts are left to wait for their gateway. At most $1
+SELECT count(*) OVER () AS total,
+       format('attempt %s (%s cents) is pending; its deadline %s passed %s ago',
+              a.id, a.amount_cents,
+              coalesce(a.claimed_until::text, 'none (last sent ' || a.last_sent_at || ')'),
+              date_trunc('second', coalesce($2::timestamptz, now())
+                                   - coalesce(a.claimed_until, a.last_sent_at))) AS message,
+       CASE WHEN a.installment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.installment_id]
+       END AS installment_ids,
+       ARRAY[a.id] AS attempt_ids,
+       CASE WHEN a.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.payment_id] END
+           AS payment_ids,
+       ARRAY[a.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('amount_cents', a.amount_cents, 'claimed_until', a.claimed_until,
+                          'last_sent_at', a.last_sent_at, 'gateway', a.gateway) AS facts
+FROM charge_attempts a
+WHERE a.status = 'pending'
+  AND coalesce(a.claimed_until, a.last_sent_at)
+      < coalesce($2::timestamptz, now()) - $3::interval
+ORDER BY a.id
+LIMIT $1;
+
+-- attempt_money_consistency --
+-- Attempts whose journal rows disagree with their status (succeeded: settled; declined,
+-- failed, refused: released; pending, in doubt, processing: still in flight; returned:
+-- returned, or settled and reversed), whose presented rows do not sum to their amount, or
+-- whose rows name another installment or payment than the attempt serves, at most $1
+WITH line AS (
+    SELECT m.attempt_id, m.installment_id,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'presented'), 0) AS presented,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'released'), 0) AS released,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'settled'), 0) AS settled,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'returned'), 0) AS returned,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'reversed'), 0) AS reversed,
+           bool_and(m.payment_id IS NOT DISTINCT FROM a.payment_id
+                    AND (a.installment_id IS NULL OR m.installment_id = a.installment_id))
+               AS named_right
+    FROM money_movements m
+    JOIN charge_attempts a ON a.id = m.attempt_id
+    WHERE m.attempt_id IS NOT NULL
+    GROUP BY m.attempt_id, m.installment_id
+), judged AS (
+    SELECT l.*, a.status,
+           CASE
+               WHEN a.status = 'succeeded' THEN
+                   l.settled = l.presented AND l.released + l.returned + l.reversed = 0
+               WHEN a.status IN ('declined', 'failed', 'refused') THEN
+                   l.released = l.presented AND l.settled + l.returned + l.reversed = 0
+               WHEN a.status IN ('pending', 'in_doubt', 'processing') THEN
+                   l.released + l.settled + l.returned + l.reversed = 0
+               WHEN a.status = 'returned' THEN
+                   l.released = 0 AND (
+                       (l.returned = l.presented AND l.settled + l.reversed = 0)
+                       OR (l.settled = l.presented AND l.reversed = l.presented
+                           AND l.returned = 0))
+               ELSE false
+           END AS ended_right
+    FROM line l
+    JOIN charge_attempts a ON a.id = l.attempt_id
+), violations AS (
+    SELECT a.id, a.status, a.amount_cents, a.customer_id, a.installment_id, a.payment_id,
+           coalesce(sum(j.presented), 0) AS presented,
+           coalesce(sum(j.released), 0) AS released,
+           coalesce(sum(j.settled), 0) AS settled,
+           coalesce(sum(j.returned), 0) AS returned,
+           coalesce(sum(j.reversed), 0) AS reversed,
+           coalesce(array_agg(j.installment_id ORDER BY j.installment_id)
+                    FILTER (WHERE j.installment_id IS NOT NULL), ARRAY[]::bigint[])
+               AS installment_ids,
+           coalesce(bool_and(j.ended_right), true) AS ended_right,
+           coalesce(bool_and(j.named_right), true) AS named_right
+    FROM charge_attempts a
+    LEFT JOIN judged j ON j.attempt_id = a.id
+    GROUP BY a.id
+    HAVING coalesce(sum(j.presented), 0) <> a.amount_cents
+        OR NOT coalesce(bool_and(j.ended_right), true)
+        OR NOT coalesce(bool_and(j.named_right), true)
+)
+SELECT count(*) OVER () AS total,
+       format('attempt %s (%s, %s cents): its journal has presented %s, released %s,'
+              ' settled %s, returned %s, reversed %s%s',
+              v.id, v.status, v.amount_cents, v.presented, v.released, v.settled, v.returned,
+              v.reversed,
+              CASE WHEN v.named_right THEN ''
+                   ELSE '; rows name another installment or payment than it serves' END)
+           AS message,
+       v.installment_ids || CASE WHEN v.installment_id IS NULL
+                                   OR v.installment_id = ANY (v.installment_ids)
+                                 THEN ARRAY[]::bigint[] ELSE ARRAY[v.installment_id] END
+           AS installment_ids,
+       ARRAY[v.id] AS attempt_ids,
+       CASE WHEN v.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[v.payment_id] END
+           AS payment_ids,
+       ARRAY[v.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('amount_cents', v.amount_cents, 'status', v.status,
+                          'presented_cents', v.presented, 'released_cents', v.released,
+                          'settled_cents', v.settled, 'returned_cents', v.returned,
+                          'reversed_cents', v.reversed) AS facts
+FROM violations v
+ORDER BY v.id
+LIMIT $1;
+
+-- reinitiation_cap --
+-- NACHA reinitiation (Operating Rules 2.12.4): per installment and bank account, after the
+-- first entry returned for insufficient or uncollected funds, at most $2 later presentments
+-- (batch or manual), each within $3 days of that original entry's business date; and no
+-- presentment on an account after an unauthorized return on it. A presentment is an attempt
+-- whose entry may have gone out: declined, failed and refused attempts sent nothing. At most $1
+WITH presentment AS (
+    SELECT DISTINCT m.installment_id, a.id AS attempt_id, a.instrument_key, a.as_of,
+           a.customer_id
+    FROM money_movements m
+    JOIN charge_attempts a ON a.id = m.attempt_id
+    WHERE m.kind = 'presented' AND a.status NOT IN ('declined', 'failed', 'refused')
+), original AS (
+    SELECT DISTINCT ON (p.installment_id, p.instrument_key)
+           p.installment_id, p.instrument_key, p.attempt_id, p.as_of, p.customer_id
+    FROM presentment p
+    JOIN charge_returns r ON r.attempt_id = p.attempt_id
+    WHERE r.category = 'nsf'
+    ORDER BY p.installment_id, p.instrument_key, p.as_of, p.attempt_id
+), over_nsf AS (
+    SELECT o.installment_id, o.attempt_id AS original_id, o.as_of AS original_on,
+           o.customer_id,
+           array_agg(p.attempt_id ORDER BY p.attempt_id) AS later_ids,
+           count(*) AS later,
+           count(*) FILTER (WHERE p.as_of > o.as_of + $3::integer) AS late
+    FROM original o
+    JOIN presentment p
+      ON p.installment_id = o.installment_id AND p.instrument_key = o.instrument_key
+     AND p.attempt_id > o.attempt_id
+    GROUP BY o.installment_id, o.attempt_id, o.as_of, o.customer_id
+    HAVING count(*) > $2::integer OR count(*) FILTER (WHERE p.as_of > o.as_of + $3::integer) > 0
+), after_unauthorized AS (
+    SELECT b.id AS returned_id, r.return_code, r.as_of AS returned_on, b.customer_id,
+           array_agg(DISTINCT p.id ORDER BY p.id) AS later_ids,
+           array_agg(DISTINCT m.installment_id ORDER BY m.installment_id)
+               FILTER (WHERE m.installment_id IS NOT NULL) AS installment_ids
+    FROM charge_returns r
+    JOIN charge_attempts b ON b.id = r.attempt_id
+    JOIN charge_attempts p
+      ON p.instrument_key = b.instrument_key AND p.id <> b.id
+     AND (p.as_of, p.created_at) > (r.as_of, r.received_at)
+     AND p.status NOT IN ('declined', 'failed', 'refused')
+    LEFT JOIN money_movements m ON m.attempt_id = p.id AND m.kind = 'presented'
+    WHERE r.category = 'unauthorized'
+    GROUP BY b.id, r.return_code, r.as_of, b.customer_id
+), violations AS (
+    SELECT format('installment %s: after NSF return of attempt %s (%s), %s later'
+                  ' presentment(s) (at most %s), %s past %s days: attempts %s',
+                  o.installment_id, o.original_id, o.original_on, o.later, $2::integer,
+                  o.late, $3::integer, array_to_string(o.later_ids, ', ')) AS message,
+           ARRAY[o.installment_id] AS installment_ids,
+           o.original_id || o.later_ids AS attempt_ids,
+           o.customer_id,
+           jsonb_build_object('original_attempt_id', o.original_id,
+                              'original_on', o.original_on, 'later_presentments', o.later,
+                              'past_window', o.late) AS facts,
+           1 AS part, o.installment_id AS sort_id
+    FROM over_nsf o
+    UNION ALL
+    SELECT format('attempt %s was returned unauthorized (%s) on %s; the account was presented'
+                  ' again: attempts %s',
+                  u.returned_id, u.return_code, u.returned_on,
+                  array_to_string(u.later_ids, ', ')),
+           coalesce(u.installment_ids, ARRAY[]::bigint[]),
+           u.returned_id || u.later_ids,
+           u.customer_id,
+           jsonb_build_object('returned_attempt_id', u.returned_id,
+                              'return_code', u.return_code, 'returned_on', u.returned_on),
+           2, u.returned_id
+    FROM after_unauthorized u
+)
+SELECT count(*) OVER () AS total, v.message, v.installment_ids, v.attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys, v.facts
+FROM violations v
+ORDER BY v.part, v.sort_id
+LIMIT $1;
+
+-- card_cap --
+-- Cards with more declined attempts within a 30-day window (by business date) than their
+-- network allows: $2 Visa, $3 Mastercard, $4 any other brand (the mapping of
+-- collector.policy.CardRetryRules.cap). One row per card, its worst window. At most $1
+WITH decline AS (
+    SELECT a.id, a.instrument_key, a.customer_id, a.payment_method_id, a.as_of, pm.brand,
+           CASE
+               WHEN lower(btrim(coalesce(pm.brand, ''))) = 'visa' THEN $2::integer
+               WHEN lower(btrim(coalesce(pm.brand, ''))) IN ('mastercard', 'master card', 'mc')
+                   THEN $3::integer
+               ELSE $4::integer
+           END AS cap
+    FROM charge_attempts a
+    JOIN payment_methods pm ON pm.id = a.payment_method_id
+    WHERE a.status = 'declined' AND pm.kind = 'card'
+), windowed AS (
+    SELECT d.*, count(*) OVER w AS declines, min(d.as_of) OVER w AS window_from,
+           array_agg(d.id) OVER w AS attempt_ids
+    FROM decline d
+    WINDOW w AS (PARTITION BY d.instrument_key ORDER BY d.as_of
+                 RANGE BETWEEN interval '29 days' PRECEDING AND CURRENT ROW)
+), worst AS (
+    SELECT DISTINCT ON (w.instrument_key) w.*
+    FROM windowed w
+    WHERE w.declines > w.cap
+    ORDER BY w.instrument_key, w.declines DESC, w.as_of, w.id
+)
+SELECT count(*) OVER () AS total,
+       format('card (method %s, %s) of customer %s: %s declined attempts from %s to %s'
+              ' (cap %s in 30 days)',
+              v.payment_method_id, coalesce(v.brand, 'no brand'), v.customer_id, v.declines,
+              v.window_from, v.as_of, v.cap) AS message,
+       ARRAY[]::bigint[] AS installment_ids,
+       ARRAY(SELECT x FROM unnest(v.attempt_ids) AS x ORDER BY x) AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('payment_method_id', v.payment_method_id, 'brand', v.brand,
+                          'declines', v.declines, 'cap', v.cap,
+                          'window_from', v.window_from, 'window_to', v.as_of) AS facts
+FROM worst v
+ORDER BY v.customer_id, v.payment_method_id
+LIMIT $1;
+
+-- open_needs_attention --
+-- Rows set aside for an operator and not yet resolved, oldest first, at most $1 (their
+-- detail is not shown: it is the writer's, and the audit prints ids and amounts only)
+SELECT count(*) OVER () AS total,
+       format('%s %s set aside on %s: %s', n.subject, n.subject_id,
+              date_trunc('second', n.created_at), n.reason) AS message,
+       ARRAY[]::bigint[] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids,
+       CASE WHEN n.customer_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[n.customer_id] END
+           AS customer_ids,
+       ARRAY[n.id] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('subject', n.subject, 'subject_id', n.subject_id,
+                          'reason', n.reason, 'created_at', n.created_at) AS facts
+FROM needs_attention n
+WHERE n.resolved_at IS NULL
+ORDER BY n.id
+LIMIT $1;
+
+-- sandbox_present --
+-- Whether the sandbox gateways ever opened on this database (their table exists)
+SELECT to_regclass('sandbox.charges') IS NOT NULL;
