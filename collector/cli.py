@@ -2,7 +2,8 @@
 exit. No business logic lives here.
 
 Exit codes: 0 the command did its work (declines are normal); 1 it could not (bad settings,
-database unreachable, a failed migration); 2 the command line was wrong.
+database unreachable, a failed migration); 2 the command line was wrong. ``collector audit``
+differs: 0 the ledger is clean, 1 violations were found, 2 the audit could not run.
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     returns = ach_commands.add_parser("import-returns", help="apply a return file from the bank")
     returns.add_argument("file", type=Path, help="the NACHA return file")
     returns.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+
+    audit = commands.add_parser(
+        "audit",
+        help="check the ledger's invariants; exit 0 clean, 1 violations found, 2 could not run",
+    )
+    audit.add_argument("--json", action="store_true", help="print a JSON report as the last line")
     return parser
 
 
@@ -122,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_dispatch, args, settings, backend="asyncio")
     except CollectorError as exc:
         _print_error(exc)
-        return 1
+        # The audit's 1 means "violations found"; it could not run is 2.
+        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
@@ -144,6 +152,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "demo": _demo,
         "daemon": _daemon,
         "ach": _ach,
+        "audit": _audit,
     }[args.command]
     result: int = await command(args, settings)
     return result
@@ -300,6 +309,27 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
         f" unknown: {result.unknown}, deferred: {result.deferred}"
     )
     return 0
+
+
+AUDIT_COULD_NOT_RUN = 2
+
+
+async def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, like the daemon's: only this command renders audits.
+    from collector.audit_report import render_text, report_dict
+    from collector.db.audit import run_audit
+
+    try:
+        async with _database(settings) as (_url, pool):
+            report = await run_audit(pool, card_rules=settings.card_rules)
+    except CollectorError as exc:
+        _print_error(exc)
+        return AUDIT_COULD_NOT_RUN
+    for line in render_text(report):
+        print(line)
+    if args.json:
+        print(json.dumps(report_dict(report), sort_keys=True, default=str))
+    return 0 if report.clean else 1
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
