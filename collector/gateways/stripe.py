@@ -22,6 +22,12 @@ Answers map to outcomes as follows; an unknown answer is never a decline:
 
 - 200 with status ``succeeded`` → Succeeded, ``processing`` → Processing (ACH, and rarely cards);
   ``requires_action`` → Declined (the customer must act); ``canceled`` → Declined hard.
+  Both adapters are settlement sources: a payment left Processing is followed by
+  ``settlement()`` (a debit until it settles or is returned, a card until it succeeds or is
+  declined).
+- A lookup that finds a bank debit failed tells a return from a refusal by its latest Charge:
+  a debit that was processing (its pending credit reversed) is answered Processing, so the
+  settlement poll records the return with its R code; one refused at submission is Declined.
 - 402 (the SDK's ``CardError``, also raised for bank debits) → Declined, kind from a table.
 - 429 → retried here a bounded number of times, then InDoubt("rate_limited").
 - timeouts, lost connections, 5xx, 409 (same key still in flight) → InDoubt.
@@ -41,7 +47,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
-from typing import ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import anyio
 import httpx
@@ -207,11 +213,47 @@ class StripePaymentIntent(BaseModel):
     payment_method_types: list[str] = Field(default_factory=list)
     last_payment_error: StripePaymentError | None = None
     cancellation_reason: str | None = None
+    # The id of the Charge its latest confirmation made (an object only when expanded); None
+    # until a confirmation was attempted.
+    latest_charge: str | dict[str, Any] | None = None
 
     @property
     def is_bank_debit(self) -> bool:
         """Whether this is an ACH Direct Debit."""
         return "us_bank_account" in self.payment_method_types
+
+    @property
+    def latest_charge_id(self) -> str | None:
+        """The id of the latest Charge, expanded or not."""
+        charge = self.latest_charge
+        if isinstance(charge, dict):
+            found = charge.get("id")
+            return found if isinstance(found, str) else None
+        return charge
+
+
+class StripeCharge(BaseModel):
+    """The few Charge fields that tell whether a failed bank debit was ever submitted."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    status: str
+    balance_transaction: str | dict[str, Any] | None = None
+    failure_balance_transaction: str | dict[str, Any] | None = None
+    failure_code: str | None = None
+
+    @property
+    def was_processing(self) -> bool:
+        """Whether the money was counted pending before the charge failed.
+
+        A bank debit Stripe accepts is credited to the balance as pending at once (its
+        ``balance_transaction``); when the bank returns it, Stripe reverses that credit with a
+        ``payment_failure_refund`` balance transaction, the charge's
+        ``failure_balance_transaction``. A debit refused at submission (a blocked or unusable
+        account) never touches the balance, so it has neither.
+        """
+        return self.balance_transaction is not None or self.failure_balance_transaction is not None
 
 
 class _ErrorBody(StripePaymentError):
@@ -286,6 +328,84 @@ def settlement_of_intent(intent: StripePaymentIntent) -> Settlement | None:
     return None
 
 
+def declined_of(
+    error: StripePaymentError,
+    gateway_ref: str | None,
+    *,
+    declines: Mapping[str, DeclineKind],
+    decline_default: DeclineKind,
+) -> Declined:
+    """The decline Stripe's payment error stands for, its kind from ``declines``."""
+    code = error.decline_code or error.code or "card_declined"
+    if AUTHENTICATION_REQUIRED in (error.code, error.decline_code):
+        code = AUTHENTICATION_REQUIRED
+    return Declined(
+        kind=declines.get(code, decline_default),
+        code=code,
+        message=_describe(error),
+        gateway_ref=gateway_ref,
+        # Stripe's advice_code is its reading of the networks' advice across brands
+        # (do_not_try_again, try_again_later, confirm_card_data); the raw network code
+        # (Mastercard's merchant advice code) stands in where Stripe gives none.
+        network_advice=error.advice_code or error.network_advice_code,
+    )
+
+
+def outcome_of_intent(
+    intent: StripePaymentIntent,
+    *,
+    declines: Mapping[str, DeclineKind],
+    decline_default: DeclineKind,
+    action_code: str,
+) -> Outcome:
+    """The outcome a PaymentIntent's status stands for; never a decline for a status that
+    a confirmed, automatically captured payment does not end in."""
+    match intent.status:
+        case "succeeded":
+            return Succeeded(gateway_ref=intent.id)
+        case "processing":
+            return Processing(gateway_ref=intent.id)
+        case "requires_action":
+            # Off-session confirmation should fail instead, but Stripe may still ask for
+            # the customer (3-D Secure, or microdeposits on an unverified bank account).
+            return Declined(
+                kind=DeclineKind.HARD,
+                code=action_code,
+                message="Stripe needs the customer to act on this payment.",
+                gateway_ref=intent.id,
+            )
+        case "requires_payment_method" if intent.last_payment_error is not None:
+            return declined_of(
+                intent.last_payment_error,
+                intent.id,
+                declines=declines,
+                decline_default=decline_default,
+            )
+        case "canceled":
+            return Declined(
+                kind=DeclineKind.HARD,
+                code=CANCELED,
+                message=intent.cancellation_reason or "",
+                gateway_ref=intent.id,
+            )
+    # requires_capture, requires_confirmation, or no error: not what a confirmed automatic
+    # capture leaves behind. Unknown, so never a decline.
+    return InDoubt(reason="unexpected_status")
+
+
+def card_settlement_of_intent(intent: StripePaymentIntent) -> Settlement | None:
+    """Where a card payment Stripe left processing stands: succeeded, still processing, or
+    declined exactly as the charge would have answered; None for a status that a confirmed
+    card payment does not reach (the outcome is unknown, never a decline)."""
+    outcome = outcome_of_intent(
+        intent,
+        declines=CARD_DECLINES,
+        decline_default=CARD_DECLINE_DEFAULT,
+        action_code=AUTHENTICATION_REQUIRED,
+    )
+    return None if isinstance(outcome, InDoubt) else outcome
+
+
 def _pick(intents: list[StripePaymentIntent]) -> StripePaymentIntent | None:
     # One key should have one PaymentIntent. Should there be several, money taken is what the
     # ledger must not miss: a succeeded one wins, then one in flight, then the newest.
@@ -353,6 +473,8 @@ def _gateway_error(exc: stripe.StripeError, doing: str) -> GatewayError:
 
 
 DEFAULT_SETTLEMENT_POLL_AFTER = timedelta(days=1)
+# A card payment left processing ends within minutes, not days: polled sooner than a debit.
+DEFAULT_CARD_SETTLEMENT_POLL_AFTER = timedelta(minutes=10)
 
 
 class StripeGateway:
@@ -363,6 +485,10 @@ class StripeGateway:
     declines: ClassVar[Mapping[str, DeclineKind]]
     decline_default: ClassVar[DeclineKind]
     action_code: ClassVar[str]
+    # The option that sets settlement_poll_after, and its default: ACH's setting
+    # (COLLECTOR_STRIPE_SETTLEMENT_POLL_AFTER_S) is about debits, so cards have their own.
+    poll_after_option: ClassVar[str] = "settlement_poll_after_s"
+    default_settlement_poll_after: ClassVar[timedelta] = DEFAULT_SETTLEMENT_POLL_AFTER
 
     key_retention: ClassVar[timedelta] = timedelta(hours=24)
     """How long Stripe remembers an idempotency key; after it, a re-send charges anew."""
@@ -379,12 +505,16 @@ class StripeGateway:
         max_rate_retries: int = DEFAULT_MAX_RATE_RETRIES,
         rate_budget_s: float = RATE_RETRY_BUDGET_S,
         rate_backoff_base_s: float = RATE_BACKOFF_BASE_S,
-        settlement_poll_after: timedelta = DEFAULT_SETTLEMENT_POLL_AFTER,
+        settlement_poll_after: timedelta | None = None,
     ) -> None:
         self.name = name
         # Webhooks report most settlements; the settlement job asks about a debit only once
         # it is this old, so each pass does not send Stripe a request per debit in flight.
-        self.settlement_poll_after = settlement_poll_after
+        self.settlement_poll_after = (
+            self.default_settlement_poll_after
+            if settlement_poll_after is None
+            else settlement_poll_after
+        )
         self._client = client
         self._max_rate_retries = max_rate_retries
         self._rate_budget_s = rate_budget_s
@@ -456,7 +586,47 @@ class StripeGateway:
             if in_doubt is None:
                 raise _gateway_error(exc, "search PaymentIntents") from exc
             return in_doubt
-        return None if intent is None else self._outcome_of(intent)
+        if intent is None:
+            return None
+        try:
+            return await self._found(intent)
+        except stripe.StripeError as exc:
+            in_doubt = _in_doubt_of(exc)
+            if in_doubt is None:
+                raise _gateway_error(exc, "retrieve the Charge") from exc
+            return in_doubt
+
+    async def payment_intent(self, intent_id: str) -> StripePaymentIntent | None:
+        """The PaymentIntent with this id, None when Stripe has none; raise GatewayError when
+        Stripe cannot be asked (the caller tries again later)."""
+        try:
+            intent = await self._rate_limited(
+                lambda: self._client.v1.payment_intents.retrieve_async(intent_id)
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing":
+                return None
+            raise _gateway_error(exc, "retrieve the PaymentIntent") from exc
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc, "retrieve the PaymentIntent") from exc
+        return _intent_of(intent)
+
+    async def _found(self, intent: StripePaymentIntent) -> Outcome:
+        # What a lookup answers for the PaymentIntent it found; StripeAchGateway refines it.
+        return self._outcome_of(intent)
+
+    async def _charge(self, charge_id: str) -> StripeCharge:
+        found = await self._rate_limited(lambda: self._client.v1.charges.retrieve_async(charge_id))
+        try:
+            return StripeCharge.model_validate(found.to_dict())
+        except ValidationError as exc:
+            raise GatewayError("Stripe answered with a Charge the adapter cannot read") from exc
+
+    async def _settling(self, idempotency_key: str) -> StripePaymentIntent | None:
+        try:
+            return await self._find(idempotency_key)
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc, "search PaymentIntents") from exc
 
     async def _find(self, idempotency_key: str) -> StripePaymentIntent | None:
         query = search_query(idempotency_key)
@@ -492,18 +662,8 @@ class StripeGateway:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _declined(self, error: StripePaymentError, gateway_ref: str | None) -> Declined:
-        code = error.decline_code or error.code or "card_declined"
-        if AUTHENTICATION_REQUIRED in (error.code, error.decline_code):
-            code = AUTHENTICATION_REQUIRED
-        return Declined(
-            kind=self.declines.get(code, self.decline_default),
-            code=code,
-            message=_describe(error),
-            gateway_ref=gateway_ref,
-            # Stripe's advice_code is its reading of the networks' advice across brands
-            # (do_not_try_again, try_again_later, confirm_card_data); the raw network code
-            # (Mastercard's merchant advice code) stands in where Stripe gives none.
-            network_advice=error.advice_code or error.network_advice_code,
+        return declined_of(
+            error, gateway_ref, declines=self.declines, decline_default=self.decline_default
         )
 
     def _declined_by(self, exc: stripe.CardError) -> Declined:
@@ -530,41 +690,40 @@ class StripeGateway:
         return None
 
     def _outcome_of(self, intent: StripePaymentIntent) -> Outcome:
-        match intent.status:
-            case "succeeded":
-                return Succeeded(gateway_ref=intent.id)
-            case "processing":
-                return Processing(gateway_ref=intent.id)
-            case "requires_action":
-                # Off-session confirmation should fail instead, but Stripe may still ask for
-                # the customer (3-D Secure, or microdeposits on an unverified bank account).
-                return Declined(
-                    kind=DeclineKind.HARD,
-                    code=self.action_code,
-                    message="Stripe needs the customer to act on this payment.",
-                    gateway_ref=intent.id,
-                )
-            case "requires_payment_method" if intent.last_payment_error is not None:
-                return self._declined(intent.last_payment_error, intent.id)
-            case "canceled":
-                return Declined(
-                    kind=DeclineKind.HARD,
-                    code=CANCELED,
-                    message=intent.cancellation_reason or "",
-                    gateway_ref=intent.id,
-                )
-        # requires_capture, requires_confirmation, or no error: not what a confirmed automatic
-        # capture leaves behind. Unknown, so never a decline.
-        return InDoubt(reason="unexpected_status")
+        return outcome_of_intent(
+            intent,
+            declines=self.declines,
+            decline_default=self.decline_default,
+            action_code=self.action_code,
+        )
 
 
 class StripeCardGateway(StripeGateway):
-    """Charges a customer's saved card off-session through Stripe."""
+    """Charges a customer's saved card off-session through Stripe. Stripe may leave a card
+    payment ``processing`` for a while (the charge answers Processing); :meth:`settlement`
+    follows it until it succeeds or fails."""
 
     payment_method_type = "card"
     declines = CARD_DECLINES
     decline_default = CARD_DECLINE_DEFAULT
     action_code = AUTHENTICATION_REQUIRED
+    poll_after_option = "card_settlement_poll_after_s"
+    default_settlement_poll_after = DEFAULT_CARD_SETTLEMENT_POLL_AFTER
+
+    async def settlement(self, idempotency_key: str, *, as_of: date) -> Settlement | None:
+        """Where the card payment made under this key stands now: Succeeded, Processing, or
+        Declined as the charge would have mapped it (``as_of`` is not used); None when
+        Stripe's search has no such payment; raise GatewayError when Stripe cannot be asked
+        or the PaymentIntent is in a state that is neither."""
+        intent = await self._settling(idempotency_key)
+        if intent is None:
+            return None
+        settlement = card_settlement_of_intent(intent)
+        if settlement is None:
+            raise GatewayError(
+                f"the PaymentIntent {intent.id} is {intent.status}: not a confirmed payment"
+            )
+        return settlement
 
 
 class StripeAchGateway(StripeGateway):
@@ -585,10 +744,7 @@ class StripeAchGateway(StripeGateway):
         """Where the debit made under this key stands now (Stripe knows no business dates, so
         ``as_of`` is not used); None when Stripe's search has no such debit; raise GatewayError
         when Stripe cannot be asked or the PaymentIntent was never submitted."""
-        try:
-            intent = await self._find(idempotency_key)
-        except stripe.StripeError as exc:
-            raise _gateway_error(exc, "search PaymentIntents") from exc
+        intent = await self._settling(idempotency_key)
         if intent is None:
             return None
         settlement = settlement_of_intent(intent)
@@ -597,6 +753,22 @@ class StripeAchGateway(StripeGateway):
                 f"the PaymentIntent {intent.id} is {intent.status}: not a submitted debit"
             )
         return settlement
+
+    async def _found(self, intent: StripePaymentIntent) -> Outcome:
+        # A debit that failed after it was processing is a bank return, not a refusal: both
+        # leave the PaymentIntent in requires_payment_method with last_payment_error, so the
+        # latest Charge tells them apart (StripeCharge.was_processing). A returned debit is
+        # answered Processing, so the attempt becomes processing and the settlement poll
+        # records the return with its R code (NACHA: a return is handled as a return, with
+        # its own reinitiation and authorization rules, never as a soft decline).
+        outcome = self._outcome_of(intent)
+        charge_id = intent.latest_charge_id
+        if not isinstance(outcome, Declined) or intent.status != "requires_payment_method":
+            return outcome
+        if charge_id is None:
+            return outcome  # never confirmed far enough to make a charge: refused
+        charge = await self._charge(charge_id)
+        return Processing(gateway_ref=intent.id) if charge.was_processing else outcome
 
 
 _G = TypeVar("_G", bound=StripeGateway)
@@ -645,7 +817,7 @@ async def _open(ctx: GatewayContext, cls: type[_G]) -> AsyncIterator[_G]:
     max_rate_retries = _int_option(ctx, "max_rate_retries", DEFAULT_MAX_RATE_RETRIES)
     max_network_retries = _int_option(ctx, "max_network_retries", DEFAULT_MAX_NETWORK_RETRIES)
     poll_after_s = _int_option(
-        ctx, "settlement_poll_after_s", int(DEFAULT_SETTLEMENT_POLL_AFTER.total_seconds())
+        ctx, cls.poll_after_option, int(cls.default_settlement_poll_after.total_seconds())
     )
     http_client = stripe.HTTPXClient(timeout=_timeout_option(ctx))
     try:
@@ -670,7 +842,8 @@ async def _open(ctx: GatewayContext, cls: type[_G]) -> AsyncIterator[_G]:
 @asynccontextmanager
 async def open_stripe_card(ctx: GatewayContext) -> AsyncIterator[StripeCardGateway]:
     """A ready Stripe card gateway from ``ctx.options`` (api_key, base_url, max_rate_retries,
-    max_network_retries, timeout_s); raise GatewayConfigError naming what is missing."""
+    max_network_retries, timeout_s, card_settlement_poll_after_s); raise GatewayConfigError
+    naming what is missing."""
     async with _open(ctx, StripeCardGateway) as gateway:
         yield gateway
 

@@ -3,8 +3,12 @@ would to api.stripe.com: form-encoded bodies, the Idempotency-Key header, Stripe
 errors (so the SDK raises its own CardError, RateLimitError, ...).
 
 Only what the adapters call: ``POST /v1/payment_intents``, ``GET /v1/payment_intents/search``
-(the one query form the adapters send) and ``GET /v1/payment_intents/{id}``. The payment
-method id picks the behaviour, as Stripe's test payment methods do:
+(the one query form the adapters send), ``GET /v1/payment_intents/{id}`` and
+``GET /v1/charges/{id}``. Each confirmation makes a Charge, as Stripe's does: succeeded, or
+pending with its (pending) balance transaction, or failed with none; a bank debit that fails
+after processing keeps its balance transaction and gains a ``failure_balance_transaction``
+(the reversal). The payment method id picks the behaviour, as Stripe's test payment methods
+do:
 
 | payment method | answer |
 |---|---|
@@ -22,6 +26,7 @@ method id picks the behaviour, as Stripe's test payment methods do:
 | ``pm_rate_limited_long`` | 429 with Retry-After: 60, always |
 | ``pm_slow`` | records a succeeded intent, then holds the answer until released |
 | ``pm_5xx`` | 500 api_error, nothing recorded |
+| ``pm_card_processing`` | 200, processing; :meth:`FakeStripe.settle`, :meth:`FakeStripe.decline` or :meth:`FakeStripe.cancel` end it |
 | ``pm_ach_ok`` | 200, processing; :meth:`FakeStripe.settle` / :meth:`FakeStripe.fail` move it on |
 | ``pm_ach_blocked`` | 402 bank_account_unusable |
 
@@ -131,9 +136,12 @@ class FakeStripe:
 
     base_url: str = ""
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retrieved: Counter[str] = field(default_factory=Counter)
     created_per_key: Counter[str] = field(default_factory=Counter)
     requests_per_key: Counter[str] = field(default_factory=Counter)
     search_lagging: bool = False
+    failing_reads: bool = False  # GET of a PaymentIntent or Charge answers 500
     _searchable: set[str] = field(default_factory=set)
     _stored: dict[str, _Stored] = field(default_factory=dict)
     _in_flight: set[str] = field(default_factory=set)
@@ -147,9 +155,12 @@ class FakeStripe:
         """Forget everything, as a new Stripe account would; held answers are let go first."""
         self.release_slow()
         self.intents.clear()
+        self.charges.clear()
+        self.retrieved.clear()
         self.created_per_key.clear()
         self.requests_per_key.clear()
         self.search_lagging = False
+        self.failing_reads = False
         self._searchable.clear()
         self._stored.clear()
         self._in_flight.clear()
@@ -157,13 +168,15 @@ class FakeStripe:
         self._generation += 1
 
     def settle(self, intent_id: str) -> None:
-        """The bank debit settles: processing → succeeded."""
+        """The payment left processing succeeds (a debit settles): processing → succeeded."""
         intent = self.intents[intent_id]
         assert intent["status"] == "processing"
         intent["status"] = "succeeded"
+        self.charges[intent["latest_charge"]]["status"] = "succeeded"
 
     def fail(self, intent_id: str, code: str, message: str = "The debit was returned.") -> None:
-        """The bank debit comes back: processing → requires_payment_method with the failure."""
+        """The bank debit comes back: processing → requires_payment_method with the failure,
+        and its charge fails with the pending credit reversed."""
         intent = self.intents[intent_id]
         assert intent["status"] == "processing"
         intent["status"] = "requires_payment_method"
@@ -173,6 +186,34 @@ class FakeStripe:
             "message": message,
             "payment_method": {"id": intent["payment_method"], "type": "us_bank_account"},
         }
+        charge = self.charges[intent["latest_charge"]]
+        charge.update(
+            status="failed",
+            failure_code=code,
+            failure_message=message,
+            failure_balance_transaction=f"txn_fail{next(self._ids):06d}",
+        )
+
+    def decline(self, intent_id: str, decline_code: str, *, advice_code: str | None = None) -> None:
+        """The card payment left processing is declined by the issuer."""
+        intent = self.intents[intent_id]
+        assert intent["status"] == "processing"
+        intent["status"] = "requires_payment_method"
+        intent["last_payment_error"] = {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": decline_code,
+            "advice_code": advice_code,
+            "message": "Your card was declined.",
+        }
+        charge = self.charges[intent["latest_charge"]]
+        charge.update(status="failed", failure_code="card_declined", balance_transaction=None)
+
+    def cancel(self, intent_id: str, reason: str = "automatic") -> None:
+        """Stripe cancels the payment left processing."""
+        intent = self.intents[intent_id]
+        assert intent["status"] == "processing"
+        intent.update(status="canceled", cancellation_reason=reason)
 
     def catch_up_search(self) -> None:
         """Make every PaymentIntent searchable, as Stripe's index eventually does."""
@@ -253,7 +294,7 @@ class FakeStripe:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if method in ("pm_card_ok", "pm_rate_limited_once"):
             return 200, self._record(key, params, "succeeded"), {}
-        if method == "pm_ach_ok":
+        if method in ("pm_ach_ok", "pm_card_processing"):
             return 200, self._record(key, params, "processing"), {}
         if method == "pm_card_requires_action":
             return 200, self._record(key, params, "requires_action"), {}
@@ -299,6 +340,7 @@ class FakeStripe:
             "description": params.get("description"),
             "last_payment_error": last_payment_error,
             "cancellation_reason": None,
+            "latest_charge": self._charge_for(intent_id, params, status, last_payment_error),
             "livemode": False,
         }
         self.intents[intent_id] = intent
@@ -306,6 +348,31 @@ class FakeStripe:
         if not self.search_lagging:
             self._searchable.add(intent_id)
         return intent
+
+    def _charge_for(
+        self,
+        intent_id: str,
+        params: dict[str, Any],
+        status: str,
+        last_payment_error: dict[str, Any] | None,
+    ) -> str | None:
+        if status == "requires_action":
+            return None  # waits for the customer: no charge attempted yet
+        charge_id = f"ch_fake{next(self._ids):06d}"
+        taken = status in ("succeeded", "processing")
+        self.charges[charge_id] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": int(params["amount"]),
+            "payment_intent": intent_id,
+            "status": {"succeeded": "succeeded", "processing": "pending"}.get(status, "failed"),
+            # Money accepted (settled or pending) is on the balance; a refused one never is.
+            "balance_transaction": f"txn_fake{next(self._ids):06d}" if taken else None,
+            "failure_balance_transaction": None,
+            "failure_code": None if last_payment_error is None else last_payment_error["code"],
+            "disputed": False,
+        }
+        return charge_id
 
     def _store(
         self, key: str, fingerprint: str, status: int, body: dict[str, Any], headers: dict[str, str]
@@ -340,12 +407,30 @@ class FakeStripe:
     async def retrieve_intent(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=401)
-        intent = self.intents.get(request.path_params["intent_id"])
+        intent_id = request.path_params["intent_id"]
+        self.retrieved[intent_id] += 1
+        if self.failing_reads:
+            return _json(*_error(500, type="api_error", message="Something went wrong."))
+        intent = self.intents.get(intent_id)
         if intent is None:
             return _json(
                 *_error(404, type="invalid_request_error", code="resource_missing", param="intent")
             )
         return JSONResponse(intent)
+
+    async def retrieve_charge(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=401)
+        charge_id = request.path_params["charge_id"]
+        self.retrieved[charge_id] += 1
+        if self.failing_reads:
+            return _json(*_error(500, type="api_error", message="Something went wrong."))
+        charge = self.charges.get(charge_id)
+        if charge is None:
+            return _json(
+                *_error(404, type="invalid_request_error", code="resource_missing", param="id")
+            )
+        return JSONResponse(charge)
 
     async def health(self, request: Request) -> Response:
         return Response("ok")
@@ -357,6 +442,7 @@ class FakeStripe:
                 Route("/v1/payment_intents", self.create_intent, methods=["POST"]),
                 Route("/v1/payment_intents/search", self.search_intents, methods=["GET"]),
                 Route("/v1/payment_intents/{intent_id}", self.retrieve_intent, methods=["GET"]),
+                Route("/v1/charges/{charge_id}", self.retrieve_charge, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
             ]
         )
@@ -431,8 +517,37 @@ async def serve_fake_stripe() -> AsyncIterator[FakeStripe]:
         sock.close()
 
 
+def dispute(
+    intent: dict[str, Any],
+    *,
+    reason: str = "debit_not_authorized",
+    method_type: str | None = None,
+    dispute_id: str = "dp_fake1",
+) -> dict[str, Any]:
+    """A Dispute of this PaymentIntent's charge, as ``charge.dispute.created`` carries it: ids
+    of the charge and the PaymentIntent, not their metadata. ``payment_method_details`` is
+    set only for the types Stripe gives details for (card, klarna, paypal, amazon_pay)."""
+    return {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": intent["amount"],
+        "currency": intent["currency"],
+        "charge": intent["latest_charge"],
+        "payment_intent": intent["id"],
+        "reason": reason,
+        # ACH disputes cannot be contested: Stripe withdraws the funds and closes them lost.
+        "status": "lost" if method_type is None else "needs_response",
+        "created": int(time.time()),
+        "livemode": False,
+        "is_charge_refundable": False,
+        "metadata": {},
+        "payment_method_details": None if method_type is None else {"type": method_type},
+    }
+
+
 def event_payload(event_type: str, intent: dict[str, Any], *, event_id: str = "evt_fake1") -> bytes:
-    """A webhook body as Stripe sends it: a snapshot event around one PaymentIntent."""
+    """A webhook body as Stripe sends it: a snapshot event around one object (a PaymentIntent
+    or a Dispute)."""
     return json.dumps(
         {
             "id": event_id,

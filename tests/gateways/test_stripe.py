@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, timedelta
 
 import anyio
 import pytest
@@ -122,6 +122,7 @@ async def test_adapters_meet_the_gateway_protocols(
     assert isinstance(card, Gateway)
     assert isinstance(ach, Gateway)
     assert isinstance(ach, SettlementSource)
+    assert isinstance(card, SettlementSource)
     assert (card.name, ach.name) == ("stripe_card", "stripe_ach")
 
 
@@ -452,6 +453,152 @@ async def test_ach_debit_refused_at_submission_is_declined_hard(ach: StripeAchGa
 async def test_ach_settlement_of_an_unknown_key_is_none(ach: StripeAchGateway) -> None:
     with anyio.fail_after(WAIT_S):
         assert await ach.settlement("ach-never", as_of=AS_OF) is None
+
+
+async def test_lookup_of_a_debit_returned_after_processing_is_processing_and_settles_returned(
+    ach: StripeAchGateway, fake: FakeStripe
+) -> None:
+    # The charge's answer was lost (in doubt); by the time the lookup runs the bank returned
+    # the debit. Both this and a refusal leave requires_payment_method with the error.
+    with anyio.fail_after(WAIT_S):
+        sent = await ach.charge(charge_request("ach-lost", "pm_ach_ok", kind=MethodKind.ACH))
+        assert isinstance(sent, Processing)
+        fake.fail(sent.gateway_ref, "insufficient_funds")
+        found = await ach.lookup("ach-lost")
+        settled = await ach.settlement("ach-lost", as_of=AS_OF)
+
+    assert found == Processing(gateway_ref=sent.gateway_ref)
+    assert settled == Returned(
+        code="R01",
+        message="The debit was returned.",
+        gateway_ref=sent.gateway_ref,
+        gateway_code="insufficient_funds",
+    )
+    assert fake.retrieved[fake.intents[sent.gateway_ref]["latest_charge"]] == 1
+
+
+async def test_lookup_of_a_debit_refused_at_submission_stays_declined(
+    ach: StripeAchGateway, fake: FakeStripe
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        refused = await ach.charge(
+            charge_request("ach-refused", "pm_ach_blocked", kind=MethodKind.ACH)
+        )
+        found = await ach.lookup("ach-refused")
+
+    assert isinstance(refused, Declined)
+    assert found == refused
+    assert (refused.kind, refused.code) == (DeclineKind.HARD, "bank_account_unusable")
+
+
+async def test_lookup_of_a_debit_stripe_cannot_read_the_charge_of_is_in_doubt(
+    ach: StripeAchGateway, fake: FakeStripe
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        sent = await ach.charge(charge_request("ach-500", "pm_ach_ok", kind=MethodKind.ACH))
+        assert isinstance(sent, Processing)
+        fake.fail(sent.gateway_ref, "account_closed")
+        fake.failing_reads = True
+        found = await ach.lookup("ach-500")
+
+    # Never a decline for want of an answer: a return counted as a refusal loses its R code.
+    assert found == InDoubt(reason="server_error")
+
+
+# -- cards left processing ---------------------------------------------------------------------
+
+
+async def test_a_card_left_processing_is_processing_until_it_succeeds(
+    card: StripeCardGateway, fake: FakeStripe
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        outcome = await card.charge(charge_request("card-p", "pm_card_processing"))
+        assert isinstance(outcome, Processing)
+        assert await card.settlement("card-p", as_of=AS_OF) == outcome
+        fake.settle(outcome.gateway_ref)
+        settled = await card.settlement("card-p", as_of=AS_OF)
+
+    assert settled == Succeeded(gateway_ref=outcome.gateway_ref)
+
+
+@pytest.mark.parametrize(
+    ("decline_code", "advice", "kind"),
+    [
+        ("insufficient_funds", None, DeclineKind.SOFT),
+        ("stolen_card", None, DeclineKind.HARD),
+        ("generic_decline", "do_not_try_again", DeclineKind.SOFT),
+    ],
+)
+async def test_a_card_left_processing_that_fails_is_declined_as_the_charge_would_be(
+    card: StripeCardGateway,
+    fake: FakeStripe,
+    decline_code: str,
+    advice: str | None,
+    kind: DeclineKind,
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        outcome = await card.charge(charge_request("card-pd", "pm_card_processing"))
+        assert isinstance(outcome, Processing)
+        fake.decline(outcome.gateway_ref, decline_code, advice_code=advice)
+        settled = await card.settlement("card-pd", as_of=AS_OF)
+        found = await card.lookup("card-pd")
+
+    assert isinstance(settled, Declined)
+    assert (settled.kind, settled.code, settled.network_advice) == (kind, decline_code, advice)
+    assert settled.gateway_ref == outcome.gateway_ref
+    assert found == settled
+
+
+async def test_a_card_left_processing_then_canceled_is_declined_hard(
+    card: StripeCardGateway, fake: FakeStripe
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        outcome = await card.charge(charge_request("card-pc", "pm_card_processing"))
+        assert isinstance(outcome, Processing)
+        fake.cancel(outcome.gateway_ref)
+        settled = await card.settlement("card-pc", as_of=AS_OF)
+
+    assert settled == Declined(
+        kind=DeclineKind.HARD, code="canceled", message="automatic", gateway_ref=outcome.gateway_ref
+    )
+
+
+async def test_card_settlement_of_an_unknown_key_is_none(card: StripeCardGateway) -> None:
+    with anyio.fail_after(WAIT_S):
+        assert await card.settlement("card-never", as_of=AS_OF) is None
+
+
+async def test_cards_are_polled_within_minutes_whatever_the_ach_setting(fake: FakeStripe) -> None:
+    # The CLI passes the ACH poll age (settlement_poll_after_s) to both adapters.
+    async with (
+        open_stripe_card(context(fake, settlement_poll_after_s="86400")) as card,
+        open_stripe_ach(context(fake, "stripe_ach", settlement_poll_after_s="3600")) as ach,
+        open_stripe_card(context(fake, card_settlement_poll_after_s="60")) as tuned,
+    ):
+        assert card.settlement_poll_after == timedelta(minutes=10)
+        assert ach.settlement_poll_after == timedelta(hours=1)
+        assert tuned.settlement_poll_after == timedelta(minutes=1)
+
+
+async def test_a_payment_intent_is_read_by_id_and_none_when_stripe_has_none(
+    ach: StripeAchGateway, fake: FakeStripe
+) -> None:
+    with anyio.fail_after(WAIT_S):
+        sent = await ach.charge(charge_request("ach-id", "pm_ach_ok", kind=MethodKind.ACH))
+        assert isinstance(sent, Processing)
+        intent = await ach.payment_intent(sent.gateway_ref)
+        missing = await ach.payment_intent("pi_nobody")
+        fake.failing_reads = True
+        with pytest.raises(GatewayError):
+            await ach.payment_intent(sent.gateway_ref)
+
+    assert intent is not None
+    assert (intent.id, intent.metadata[ATTEMPT_KEY], intent.is_bank_debit) == (
+        sent.gateway_ref,
+        "ach-id",
+        True,
+    )
+    assert missing is None
 
 
 # -- configuration -----------------------------------------------------------------------------
