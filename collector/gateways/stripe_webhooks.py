@@ -11,25 +11,46 @@ Stripe delivers at least once and in no guaranteed order ("Best practices for us
 webhooks"): the same event may come twice, and ``payment_intent.processing`` may arrive after
 ``payment_intent.succeeded``. The caller applies each event id once and never moves a debit
 back from a final state.
+
+An ACH debit can also come back after it succeeded: the customer's bank may dispute it up to
+60 days later (NACHA's extended return window for a consumer's unauthorized debit), and Stripe
+reports a bank failure received after success the same way. Stripe
+sends ``charge.dispute.created``; an ACH dispute cannot be contested, Stripe withdraws the funds
+at once, and the mandate is void from then on (Stripe support, "Respond to or contest an ACH
+Direct Debit dispute as a merchant"). The Dispute names the PaymentIntent by id and carries
+none of its metadata, so :func:`dispute_return` reads the PaymentIntent from Stripe.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import stripe
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from collector.exceptions import CollectorError, GatewayConfigError
-from collector.gateways.base import Processing, Settlement, Succeeded
-from collector.gateways.stripe import ATTEMPT_KEY, StripePaymentIntent, settlement_of_intent
+from collector.gateways.base import Processing, Returned, Settlement, Succeeded
+from collector.gateways.stripe import (
+    ATTEMPT_KEY,
+    StripePaymentIntent,
+    card_settlement_of_intent,
+    settlement_of_intent,
+)
 
 DEFAULT_TOLERANCE_S: Final = 300
 
 PAYMENT_INTENT_SUCCEEDED: Final = "payment_intent.succeeded"
 PAYMENT_INTENT_PROCESSING: Final = "payment_intent.processing"
 PAYMENT_INTENT_FAILED: Final = "payment_intent.payment_failed"
+CHARGE_DISPUTE_CREATED: Final = "charge.dispute.created"
+
+DISPUTE_RETURN_CODE: Final = "R10"
+"""The return code an ACH dispute is recorded with. Whatever its reason (debit_not_authorized,
+unrecognized, a late insufficient_funds), a disputed debit voids its mandate: no debit may be
+presented again under that authorization, which is the unauthorized class of returns (R05, R07,
+R10, R11, R29). R10, the consumer's "not authorized", stands for them all; ``gateway_code``
+keeps Stripe's dispute reason."""
 
 
 class WebhookSignatureError(CollectorError):
@@ -44,6 +65,51 @@ class _EventData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     object: dict[str, Any]
+
+
+class _DisputeMethod(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: str | None = None
+
+
+class StripeDispute(BaseModel):
+    """The few Dispute fields the engine reads: which payment, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    # Ids in an event; an object only where a caller expanded them.
+    charge: str | dict[str, Any] | None = None
+    payment_intent: str | dict[str, Any] | None = None
+    reason: str = "general"
+    status: str | None = None
+    # Stripe gives details for card, klarna, paypal and amazon_pay disputes only; an ACH
+    # dispute has none, so the PaymentIntent's own method type decides.
+    payment_method_details: _DisputeMethod | None = None
+
+    @property
+    def payment_intent_id(self) -> str | None:
+        """The id of the disputed PaymentIntent; None for a charge made without one."""
+        found = self.payment_intent
+        if isinstance(found, dict):
+            found = found.get("id")
+        return found if isinstance(found, str) else None
+
+    @property
+    def is_card(self) -> bool:
+        """Whether Stripe says this is a card dispute (a chargeback, not a bank return)."""
+        details = self.payment_method_details
+        return details is not None and details.type == "card"
+
+
+@runtime_checkable
+class PaymentIntentSource(Protocol):
+    """What can read a PaymentIntent by id (the Stripe adapters do)."""
+
+    async def payment_intent(self, intent_id: str) -> StripePaymentIntent | None:
+        """The PaymentIntent with this id; None when Stripe has none."""
+        ...
 
 
 class StripeEvent(BaseModel):
@@ -110,13 +176,50 @@ def settlement_of(event: StripeEvent) -> tuple[str, Settlement] | None:
         return key, Succeeded(gateway_ref=intent.id)
     if event.type == PAYMENT_INTENT_PROCESSING:
         return key, Processing(gateway_ref=intent.id)
-    # payment_failed: for a bank debit after processing, a return. Stripe sends the same event
-    # for a debit refused at submission, which the charge already answered as a decline, so
-    # the caller applies it only to an attempt that is processing. A card decline is answered
-    # at once by the charge itself (and by lookup): its event adds nothing here.
-    if not intent.is_bank_debit:
-        return None
-    settlement = settlement_of_intent(intent)
+    # payment_failed: for a bank debit after processing, a return; for a card payment Stripe
+    # left processing, a decline. Stripe sends the same event for a payment refused at once,
+    # which the charge already answered as a decline, so the caller applies it only to an
+    # attempt that is processing.
+    if intent.is_bank_debit:
+        settlement = settlement_of_intent(intent)
+    else:
+        settlement = card_settlement_of_intent(intent)
     if settlement is None:
         return None
     return key, settlement
+
+
+def dispute_of(event: StripeEvent) -> StripeDispute | None:
+    """The Dispute a ``charge.dispute.created`` event opens; None for any other event; raise
+    WebhookPayloadError when the event does not carry a Dispute."""
+    if event.type != CHARGE_DISPUTE_CREATED:
+        # funds_withdrawn, updated and closed follow the same dispute: the return is recorded
+        # once, when it opens (an ACH dispute is final from the start).
+        return None
+    try:
+        return StripeDispute.model_validate(event.data.object)
+    except ValidationError as exc:
+        raise WebhookPayloadError(f"event {event.id} does not carry a Dispute") from exc
+
+
+async def dispute_return(
+    dispute: StripeDispute, intents: PaymentIntentSource
+) -> tuple[str, Returned] | None:
+    """The attempt key and the return an ACH dispute stands for; None for a card dispute, a
+    dispute of a payment the engine did not make, or one without a PaymentIntent. Raise
+    GatewayError when Stripe cannot be asked (the delivery is then retried)."""
+    intent_id = dispute.payment_intent_id
+    if dispute.is_card or intent_id is None:
+        return None
+    intent = await intents.payment_intent(intent_id)
+    if intent is None or not intent.is_bank_debit:
+        return None
+    key = intent.metadata.get(ATTEMPT_KEY)
+    if not key:
+        return None
+    return key, Returned(
+        code=DISPUTE_RETURN_CODE,
+        message=f"Stripe dispute {dispute.id} ({dispute.reason})",
+        gateway_ref=intent.id,
+        gateway_code=dispute.reason,
+    )

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import date
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,9 +17,15 @@ import pytest
 from collector.api.app import create_app
 from collector.config import Settings
 from collector.gateways.base import Gateway
+from collector.gateways.stripe import open_stripe_ach, open_stripe_card
 from collector.jobs.collect import run_pass
 from tests.api.conftest import NOW
-from tests.factories import attempts_of, installment, make_lease
+from tests.factories import LeaseRef, attempts_of, installment, make_lease
+from tests.gateways.fake_stripe import FakeStripe, dispute, event_payload, serve_fake_stripe
+from tests.gateways.test_stripe import context
+
+# The Stripe SDK's HTTPXClient hands httpx the encoded form as `data=`, which httpx deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 SECRET = "whsec_test_0123456789abcdef"
 TODAY = date(2026, 11, 26)
@@ -184,3 +191,234 @@ async def test_webhooks_without_a_signing_secret_are_404_not_500(
     assert response.status_code == 404
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+# -- through Stripe: the fake Stripe server behind the real adapters ---------------------------
+
+
+@pytest.fixture(scope="module")
+async def served() -> AsyncIterator[FakeStripe]:
+    async with serve_fake_stripe() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(served: FakeStripe) -> FakeStripe:
+    served.reset()
+    return served
+
+
+@pytest.fixture
+async def with_stripe(
+    gateways: Mapping[str, Gateway], fake: FakeStripe
+) -> AsyncIterator[Mapping[str, Gateway]]:
+    """The sandbox gateways plus both Stripe adapters, talking to the fake Stripe."""
+    async with (
+        open_stripe_card(context(fake)) as card,
+        open_stripe_ach(context(fake, "stripe_ach")) as ach,
+    ):
+        yield {**gateways, "stripe_card": card, "stripe_ach": ach}
+
+
+@pytest.fixture
+async def stripe_client(
+    database_url: str, pool: asyncpg.Pool, with_stripe: Mapping[str, Gateway]
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(database_url=database_url, stripe_webhook_secret=SECRET)  # type: ignore[arg-type]
+    app = create_app(settings, pool, with_stripe, clock=lambda: NOW)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://collector.test"
+    ) as http:
+        yield http
+
+
+async def _through_stripe(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    database_url: str,
+    *,
+    kind: str,
+    method: str,
+) -> tuple[LeaseRef, asyncpg.Record]:
+    """A lease whose primary method is saved at Stripe, collected once by a real pass."""
+    async with pool.acquire() as conn:
+        lease = await make_lease(
+            conn, token=f"sandbox_{kind}_ok", due_dates=[TODAY], amount_cents=6_000
+        )
+        await conn.execute(
+            "UPDATE payment_methods SET gateway = $2, token = $3 WHERE id = $1",
+            lease.method_id,
+            f"stripe_{kind}",
+            f"cus_fake42:{method}",
+        )
+    settings = Settings(database_url=database_url)  # type: ignore[arg-type]
+    await run_pass(pool, gateways, settings, as_of=TODAY)
+    async with pool.acquire() as conn:
+        [attempt] = await attempts_of(conn, lease.installment_ids[0])
+    return lease, attempt
+
+
+async def _deliver(
+    http: httpx.AsyncClient, event_type: str, obj: dict[str, Any], event_id: str
+) -> httpx.Response:
+    payload = event_payload(event_type, obj, event_id=event_id)
+    return await http.post("/webhooks/stripe", content=payload, headers=_signed(payload))
+
+
+async def _state(pool: asyncpg.Pool, lease: LeaseRef) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+        [attempt] = await attempts_of(conn, lease.installment_ids[0])
+        returns = await conn.fetch(
+            "SELECT return_code, category, source FROM charge_returns ORDER BY received_at"
+        )
+        method = await conn.fetchval(
+            "SELECT status FROM payment_methods WHERE id = $1", lease.method_id
+        )
+    return {
+        "installment": (row["status"], row["paid_cents"]),
+        "attempt": attempt["status"],
+        "returns": [tuple(r) for r in returns],
+        "method": method,
+    }
+
+
+async def test_an_ach_dispute_after_settlement_reverses_the_payment_once(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    assert attempt["status"] == "processing"
+    intent_id = attempt["gateway_ref"]
+    fake.settle(intent_id)
+    settled = await _deliver(
+        stripe_client, "payment_intent.succeeded", fake.intents[intent_id], "evt_ok"
+    )
+    assert settled.status_code == 200
+    assert (await _state(pool, lease))["installment"] == ("paid", 6_000)
+
+    # Weeks later the customer's bank disputes it: the event names the PaymentIntent only.
+    disputed = dispute(fake.intents[intent_id], reason="debit_not_authorized")
+    first = await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_dp")
+    again = await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_dp")
+
+    assert first.json() == {"received": True, "replay": False}
+    assert again.json() == {"received": True, "replay": True}
+    assert await _state(pool, lease) == {
+        "installment": ("overdue", 0),
+        "attempt": "returned",
+        "returns": [("R10", "unauthorized", "webhook")],
+        "method": "disabled",
+    }
+    # The replay was answered from webhook_events: Stripe was asked once.
+    assert fake.retrieved == {intent_id: 1}
+
+
+async def test_a_dispute_delivered_before_the_settlement_event_still_returns_the_debit(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    intent_id = attempt["gateway_ref"]
+    fake.settle(intent_id)
+    succeeded = dict(fake.intents[intent_id])
+
+    # Out of order: the dispute arrives while the engine still thinks the debit is in flight.
+    disputed = dispute(fake.intents[intent_id], reason="unrecognized")
+    assert (await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_2")).is_success
+    late = await _deliver(stripe_client, "payment_intent.succeeded", succeeded, "evt_1")
+
+    assert late.json() == {"received": True, "replay": False}
+    assert await _state(pool, lease) == {
+        "installment": ("overdue", 0),
+        "attempt": "returned",
+        "returns": [("R10", "unauthorized", "webhook")],
+        "method": "disabled",
+    }
+
+
+async def test_a_card_dispute_is_acknowledged_and_changes_nothing(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="card", method="pm_card_ok"
+    )
+    assert attempt["status"] == "succeeded"
+    intent = fake.intents[attempt["gateway_ref"]]
+    for event_id, method_type in (("evt_c1", "card"), ("evt_c2", None)):
+        disputed = dispute(intent, reason="fraudulent", method_type=method_type)
+        response = await _deliver(stripe_client, "charge.dispute.created", disputed, event_id)
+        assert response.json() == {"received": True, "replay": False}
+
+    assert await _state(pool, lease) == {
+        "installment": ("paid", 6_000),
+        "attempt": "succeeded",
+        "returns": [],
+        "method": "active",
+    }
+
+
+async def test_a_dispute_stripe_cannot_be_asked_about_is_503_and_applies_when_redelivered(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    fake.settle(attempt["gateway_ref"])
+    disputed = dispute(fake.intents[attempt["gateway_ref"]])
+    fake.failing_reads = True
+    refused = await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_503")
+    assert refused.status_code == 503
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+    fake.failing_reads = False
+    retried = await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_503")
+
+    assert retried.json() == {"received": True, "replay": False}
+    assert (await _state(pool, lease))["returns"] == [("R10", "unauthorized", "webhook")]
+
+
+async def test_a_card_left_processing_then_declined_is_declined_once_by_its_webhook(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="card", method="pm_card_processing"
+    )
+    assert attempt["status"] == "processing"
+    fake.decline(attempt["gateway_ref"], "insufficient_funds")
+    failed = fake.intents[attempt["gateway_ref"]]
+    for _ in range(2):
+        response = await _deliver(stripe_client, "payment_intent.payment_failed", failed, "evt_f")
+        assert response.status_code == 200
+
+    state = await _state(pool, lease)
+    assert (state["attempt"], state["installment"][1], state["method"]) == ("declined", 0, "active")
+    assert state["installment"][0] == "overdue"
+    async with pool.acquire() as conn:
+        code = await conn.fetchval(
+            "SELECT outcome_code FROM charge_attempts WHERE id = $1", attempt["id"]
+        )
+    assert code == "insufficient_funds"
