@@ -17,7 +17,9 @@ Choices made here, for what the Rules leave to the originator:
 
 Errors: every refused input raises :class:`NachaError` (a ``ValueError``) naming the field;
 :func:`parse_file` raises it, with the line number, for a file whose structure it cannot read;
-:func:`validate` never raises and returns the problems as sentences.
+:func:`validate` never raises and returns the problems as sentences. :func:`read_returns` reads
+a return file entry by entry: an entry it cannot read is reported as a :class:`MalformedEntry`
+and the others are still read; only a file whose structure is broken raises.
 """
 
 from __future__ import annotations
@@ -36,26 +38,33 @@ __all__ = [
     "BLOCKING_FACTOR",
     "FILLER_RECORD",
     "MAX_AMOUNT_CENTS",
+    "MAX_BATCH_ENTRIES",
+    "MAX_BATCH_TOTAL_CENTS",
     "RECORD_LENGTH",
     "AccountType",
     "Addenda",
     "Batch",
     "BatchControl",
     "BatchHeader",
+    "ChangeNotice",
     "DebitEntry",
     "EntryDetail",
     "FileControl",
     "FileHeader",
+    "MalformedEntry",
     "NachaError",
     "NachaFile",
     "Originator",
     "ParsedFile",
     "ReturnEntry",
+    "ReturnFile",
     "SecCode",
     "build_debit_file",
+    "check_entry",
     "is_valid_routing_number",
     "parse_file",
     "parse_returns",
+    "read_returns",
     "routing_check_digit",
     "validate",
 ]
@@ -74,15 +83,21 @@ _SERVICE_CLASS_DEBITS: Final = 225
 _SERVICE_CLASSES: Final = frozenset({200, 220, 225})
 # Transaction Codes (Entry Detail field 2): 27 demand (checking) debit, 37 savings debit.
 _DEBIT_TRANSACTION_CODES: Final[dict[str, int]] = {"checking": 27, "savings": 37}
-# Largest values of the count and amount fields of the control records.
-_MAX_BATCH_ENTRIES: Final = 999_999  # Batch Control Entry/Addenda Count, 6 digits
-_MAX_TOTAL_CENTS: Final = 10**12 - 1  # Total Debit/Credit Entry Dollar Amount, 12 digits
+MAX_BATCH_ENTRIES: Final = 999_999
+"""The most entries a batch (and so a file of this module) holds: Entry/Addenda Count, 6 digits."""
+MAX_BATCH_TOTAL_CENTS: Final = 10**12 - 1
+"""The largest total of a batch's amounts: Total Debit Entry Dollar Amount, 12 digits."""
+_MAX_BATCH_ENTRIES: Final = MAX_BATCH_ENTRIES
+_MAX_TOTAL_CENTS: Final = MAX_BATCH_TOTAL_CENTS
 _MAX_TRACE_SEQUENCE: Final = 9_999_999  # the 7-digit sequence part of the Trace Number
 _ROUTING_WEIGHTS: Final = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
 _DIGITS = re.compile(r"[0-9]+")
 _ACCOUNT = re.compile(r"[0-9A-Za-z-]+")
 _RETURN_CODE = re.compile(r"R[0-9]{2}")
+_CHANGE_CODE = re.compile(r"C(0[1-9]|1[0-3])")
+# An Effective Entry Date the ACH operator leaves unset (notifications of change, some returns).
+_NO_DATE: Final = frozenset({"", "000000"})
 
 
 class NachaError(ValueError):
@@ -286,6 +301,50 @@ class ReturnEntry:
     date_of_death: date | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeNotice:
+    """A notification of change (addenda type 98): what the bank asks to correct, masked.
+
+    A corrected account number is kept as its last four characters only; the whole corrected
+    data field is never kept."""
+
+    change_code: str
+    """C01 to C13 (C01 account number, C02 routing number, C03 both, C05 transaction code...)."""
+    original_trace: str
+    routing_number: str
+    """The original receiving DFI, with its check digit recomputed."""
+    account_last4: str
+    """The last four of the account the original entry was sent to."""
+    notice_trace: str
+    """The notification's own trace number (the bank's)."""
+    corrected_routing: str | None = None
+    corrected_account_last4: str | None = None
+    corrected_transaction_code: str | None = None
+    corrected_text: str = ""
+    """Other corrected data (C04 a name, C09 an identification number...), never an account."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MalformedEntry:
+    """An entry of a return file that could not be read, and why (never an account number)."""
+
+    line: int
+    trace: str
+    """The entry's own trace number when readable (15 digits), else empty."""
+    original_trace: str
+    """The original entry's trace number from its addenda when readable, else empty."""
+    problem: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReturnFile:
+    """A return file read entry by entry: returns, notifications of change, unreadable ones."""
+
+    returns: tuple[ReturnEntry, ...]
+    changes: tuple[ChangeNotice, ...]
+    malformed: tuple[MalformedEntry, ...]
+
+
 # --- routing numbers -------------------------------------------------------------------------
 
 
@@ -322,6 +381,14 @@ def build_debit_file(
     if not is_banking_day(effective_on):
         # The effective entry date is the day the debit is meant to settle: a banking day.
         raise NachaError("effective_on", f"{effective_on.isoformat()} is not a banking day")
+    if created_at.date() > effective_on:
+        # The header's creation date is the file's own wall clock: a file never takes effect
+        # before the day it was created.
+        raise NachaError(
+            "created_at",
+            f"{created_at.date().isoformat()} is after the effective entry date "
+            f"{effective_on.isoformat()}",
+        )
     if len(file_id_modifier) != 1 or not re.fullmatch(r"[A-Z0-9]", file_id_modifier):
         raise NachaError("file_id_modifier", "must be one character A-Z or 0-9")
     if not entries:
@@ -421,6 +488,13 @@ def build_debit_file(
         total_credit_cents=0,
         block_count=block_count,
     )
+
+
+def check_entry(entry: DebitEntry, sec_code: SecCode = "PPD") -> None:
+    """Raise :class:`NachaError` naming the field when a file cannot hold this entry."""
+    sequence = entry.trace_sequence if entry.trace_sequence is not None else 1
+    _check_trace_sequence(sequence, "entry.trace_sequence")
+    _entry_record(entry, "entry", f"{0:08d}{sequence:07d}", sec_code)
 
 
 def _file_header_record(
@@ -664,6 +738,101 @@ def parse_returns(text: str) -> list[ReturnEntry]:
     ]
 
 
+def read_returns(text: str) -> ReturnFile:
+    """The returns (addenda type 99) and notifications of change (type 98) of a return file, in
+    file order; an entry that cannot be read is reported in ``malformed`` and the rest are
+    read. Raises :class:`NachaError` only for a file whose structure cannot be read."""
+    lines = _split_records(text)
+    if not lines:
+        raise NachaError("file", "is empty")
+    for number, record in enumerate(lines, start=1):
+        # An entry or addenda record of the wrong length spoils that entry only.
+        if len(record) != RECORD_LENGTH and record[:1] not in ("6", "7"):
+            raise NachaError("record", f"has {len(record)} characters, not 94", line=number)
+    reader = _Reader(lines, lenient=True)
+    parsed = reader.read()
+    entries = [entry for batch in parsed.batches for entry in batch.entries]
+    returns: list[ReturnEntry] = []
+    changes: list[ChangeNotice] = []
+    malformed = list(reader.malformed)
+    for entry, entry_line in zip(entries, reader.entry_lines, strict=True):
+        for addenda in entry.addenda:
+            try:
+                if addenda.type_code == "99":
+                    returns.append(_return_entry(entry, addenda.record))
+                elif addenda.type_code == "98":
+                    changes.append(_change_notice(entry, addenda.record))
+            except NachaError as exc:
+                malformed.append(_malformed(entry_line, entry.trace_number, entry.addenda, exc))
+    malformed.sort(key=lambda item: item.line)
+    return ReturnFile(returns=tuple(returns), changes=tuple(changes), malformed=tuple(malformed))
+
+
+def _malformed(
+    line: int, trace: str, addenda: Sequence[Addenda], exc: NachaError
+) -> MalformedEntry:
+    originals = [_cut(item.record, 7, 21) for item in addenda]
+    original = next((t for t in originals if len(t) == 15 and _DIGITS.fullmatch(t)), "")
+    return MalformedEntry(
+        line=line,
+        trace=trace if len(trace) == 15 and _DIGITS.fullmatch(trace) else "",
+        original_trace=original,
+        problem=str(exc),
+    )
+
+
+def _change_notice(entry: EntryDetail, record: str) -> ChangeNotice:
+    # Addenda Record for Notifications of Change (type 7, addenda type code 98).
+    code = _cut(record, 4, 6)  # 04-06 Change Code
+    original_trace = _cut(record, 7, 21)  # 07-21 Original Entry Trace Number
+    original_rdfi = _cut(record, 28, 35)  # 28-35 Original Receiving DFI Identification
+    data = _cut(record, 36, 64).ljust(29)  # 36-64 Corrected Data
+    if not _CHANGE_CODE.fullmatch(code):
+        raise NachaError("change code", f"{code!r} is not C01 to C13")
+    if not _DIGITS.fullmatch(original_trace) or len(original_trace) != 15:
+        raise NachaError("original entry trace number", "must be 15 digits")
+    if not _DIGITS.fullmatch(original_rdfi) or len(original_rdfi) != 8:
+        raise NachaError("original receiving DFI identification", "must be 8 digits")
+    # Where each code puts its corrected data in positions 36-64 (Appendix Five).
+    routing = account = transaction = None
+    text = ""
+    if code in ("C01", "C06"):
+        account = data[0:17]
+    if code in ("C02", "C03", "C07"):
+        routing = data[0:9]
+    if code == "C03":
+        account = data[12:29]
+    if code == "C07":
+        account, transaction = data[9:26], data[26:28]
+    if code == "C05":
+        transaction = data[0:2]
+    if code == "C06":
+        transaction = data[20:22]
+    if code in ("C04", "C08", "C09", "C10", "C11", "C12", "C13"):
+        text = " ".join(data.split())
+        if not _printable(text):
+            raise NachaError("corrected data", "must be printable ASCII")
+    if routing is not None and not is_valid_routing_number(routing):
+        raise NachaError("corrected data", f"{code}: the routing number fails the check digit")
+    if account is not None and not _ACCOUNT.fullmatch(account.strip()):
+        raise NachaError("corrected data", f"{code}: the account number is not readable")
+    if transaction is not None and not (
+        transaction.isdigit() and _transaction_side(int(transaction)) is not None
+    ):
+        raise NachaError("corrected data", f"{code}: {transaction!r} is not a transaction code")
+    return ChangeNotice(
+        change_code=code,
+        original_trace=original_trace,
+        routing_number=original_rdfi + routing_check_digit(original_rdfi),
+        account_last4=entry.account_last4,
+        notice_trace=entry.trace_number,
+        corrected_routing=routing,
+        corrected_account_last4=_last4(account) if account is not None else None,
+        corrected_transaction_code=transaction,
+        corrected_text=text,
+    )
+
+
 def _return_entry(entry: EntryDetail, record: str) -> ReturnEntry:
     # Addenda Record for Return Entries (type 7, addenda type code 99).
     return_code = _cut(record, 4, 6)  # 04-06 Return Reason Code
@@ -721,9 +890,13 @@ def _date(text: str, what: str, line: int | None) -> date:
 class _Reader:
     """Reads records in the order the Rules require: 1, (5, (6, 7*)*, 8)*, 9, filler."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], *, lenient: bool = False) -> None:
         self.lines = lines
         self.at = 0  # index of the next record
+        # Lenient: an entry that cannot be read is left out and reported, not raised.
+        self.lenient = lenient
+        self.malformed: list[MalformedEntry] = []
+        self.entry_lines: list[int] = []  # the line of each entry read, in file order
 
     def peek(self) -> str:
         return self.lines[self.at][0] if self.at < len(self.lines) else ""
@@ -753,6 +926,19 @@ class _Reader:
             header=header, batches=tuple(batches), control=control, record_count=len(self.lines)
         )
 
+    def read_entry(self, record: str, line: int, addenda: list[Addenda]) -> EntryDetail:
+        for number, item in enumerate([record, *(a.record for a in addenda)], start=line):
+            if len(item) != RECORD_LENGTH:
+                raise NachaError("record", f"has {len(item)} characters, not 94", line=number)
+        entry = _entry_detail(record, line, tuple(addenda))
+        if entry.has_addenda != bool(addenda):
+            raise NachaError(
+                "addenda record indicator",
+                f"is {int(entry.has_addenda)} but {len(addenda)} addenda follow",
+                line=line,
+            )
+        return entry
+
     def read_batch(self) -> Batch:
         header = _batch_header(*self.expect("5", "a batch header (5)"))
         entries: list[EntryDetail] = []
@@ -762,14 +948,15 @@ class _Reader:
             while self.peek() == "7":
                 addenda_record, _ = self.expect("7", "an addenda (7)")
                 addenda.append(Addenda(type_code=_cut(addenda_record, 2, 3), record=addenda_record))
-            entry = _entry_detail(record, line, tuple(addenda))
-            if entry.has_addenda != bool(addenda):
-                raise NachaError(
-                    "addenda record indicator",
-                    f"is {int(entry.has_addenda)} but {len(addenda)} addenda follow",
-                    line=line,
-                )
+            try:
+                entry = self.read_entry(record, line, addenda)
+            except NachaError as exc:
+                if not self.lenient:
+                    raise
+                self.malformed.append(_malformed(line, _cut(record, 80, 94), addenda, exc))
+                continue
             entries.append(entry)
+            self.entry_lines.append(line)
         control = _batch_control(*self.expect("8", "an entry detail (6) or batch control (8)"))
         return Batch(header=header, entries=tuple(entries), control=control)
 
@@ -801,7 +988,9 @@ def _batch_header(record: str, line: int) -> BatchHeader:
         sec_code=_cut(record, 51, 53),
         entry_description=_cut(record, 54, 63).strip(),
         descriptive_date=_cut(record, 64, 69).strip(),
-        effective_on=_date(effective, "effective entry date", line) if effective.strip() else None,
+        effective_on=None
+        if effective.strip() in _NO_DATE
+        else _date(effective, "effective entry date", line),
         settlement_date=_cut(record, 76, 78).strip(),
         originator_status_code=_cut(record, 79, 79),
         odfi_id=_cut(record, 80, 87),

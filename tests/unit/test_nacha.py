@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,14 +12,17 @@ from hypothesis import strategies as st
 
 from collector.ach.nacha import (
     MAX_AMOUNT_CENTS,
+    ChangeNotice,
     DebitEntry,
     NachaError,
     Originator,
     ReturnEntry,
     build_debit_file,
+    check_entry,
     is_valid_routing_number,
     parse_file,
     parse_returns,
+    read_returns,
     routing_check_digit,
     validate,
 )
@@ -320,6 +324,35 @@ def test_file_level_arguments_are_checked() -> None:
         build([])
 
 
+def test_a_file_is_never_created_after_its_effective_entry_date() -> None:
+    # The creation date is the file's own wall clock (here New York's).
+    with pytest.raises(NachaError, match="2026-11-30 is after the effective entry date") as caught:
+        build(created_at=datetime(2026, 11, 30, 9, 0, tzinfo=ZoneInfo("America/New_York")))
+    assert caught.value.field == "created_at"
+    same_day = build_debit_file(
+        ORIGINATOR,
+        ENTRIES,
+        effective_on=EFFECTIVE_ON,
+        created_at=datetime(2026, 11, 27, 23, 59, tzinfo=ZoneInfo("America/New_York")),
+    )
+    assert validate(same_day.text) == []
+
+
+def test_check_entry_refuses_what_a_file_cannot_hold() -> None:
+    check_entry(ENTRIES[0])
+    check_entry(ENTRIES[1], "WEB")
+    for change, field in (
+        ({"amount_cents": MAX_AMOUNT_CENTS + 1}, "entry.amount_cents"),
+        ({"individual_name": "李小龍"}, "entry.individual_name"),
+        ({"routing_number": "091000018"}, "entry.routing_number"),
+        ({"account_number": "1234 5678 9012"}, "entry.account_number"),
+    ):
+        with pytest.raises(NachaError) as caught:
+            check_entry(dataclasses.replace(ENTRIES[0], **change))  # type: ignore[arg-type]
+        assert caught.value.field == field
+        assert "1234 5678 9012" not in str(caught.value)
+
+
 def test_account_numbers_never_appear_whole_in_errors_or_reprs() -> None:
     secret = "998877665544332211"  # 18 characters: one too many
     bad = dataclasses.replace(ENTRIES[1], account_number=secret)
@@ -539,6 +572,48 @@ def return_file() -> str:
     return "\n".join(records) + "\n"
 
 
+RETURN_FILE_HEADER = (
+    "101 021000021 0910000192612020700A094101ACME LEASING           "
+    "FEDERAL RESERVE        " + " " * 8
+)
+
+
+def cor_batch(
+    *,
+    batch_number: int,
+    items: list[tuple[str, str, str, int, str, str, str, str]],
+    corrected: Sequence[str] = (),
+) -> list[str]:
+    """A COR batch of notifications of change: SEC code COR, effective entry date 000000; the
+    corrected data (positions 36-64) of the n-th item is ``corrected[n]`` when given."""
+    records = return_batch(batch_number=batch_number, rdfi="09100001", items=items)
+    header = records[0]
+    records[0] = header[:50] + "COR" + "NOTIFCTN  " + header[63:69] + "000000" + header[75:]
+    for number, data in enumerate(corrected):
+        at = 2 + 2 * number  # the addenda of the n-th entry
+        records[at] = records[at][:35] + data.ljust(29) + records[at][64:]
+    return records
+
+
+def assemble_file(batches: list[list[str]]) -> str:
+    """A file of these batches, with its header, a file control totalled from the batch
+    controls, and the filler."""
+    records = [RETURN_FILE_HEADER, *(record for batch in batches for record in batch)]
+    controls = [batch[-1] for batch in batches]
+    count = sum(int(c[4:10]) for c in controls)
+    entry_hash = sum(int(c[10:20]) for c in controls) % 10**10
+    debit = sum(int(c[20:32]) for c in controls)
+    credit = sum(int(c[32:44]) for c in controls)
+    blocks = (len(records) + 1 + 9) // 10
+    records.append(
+        f"9{len(batches):06d}{blocks:06d}{count:08d}{entry_hash:010d}{debit:012d}{credit:012d}"
+        + " " * 39
+    )
+    records += ["9" * 94] * (-len(records) % 10)
+    assert all(len(record) == 94 for record in records)
+    return "\n".join(records) + "\n"
+
+
 def test_return_file_is_a_valid_file() -> None:
     assert validate(return_file()) == []
 
@@ -594,6 +669,90 @@ def test_a_malformed_return_reason_is_refused() -> None:
         parse_returns(text)
 
 
+def test_read_returns_reads_returns_and_masked_notifications_of_change() -> None:
+    changes = cor_batch(
+        batch_number=3,
+        items=[
+            ("26", "12345678901", "JOSE ALVAREZ", 0, "C01", "021000020000004", "", "98"),
+            ("26", "12345678901", "JOSE ALVAREZ", 0, "C02", "021000020000005", "", "98"),
+        ],
+        # C01: the corrected account number; C02: the corrected routing number.
+        corrected=["12345678999", "091000019"],
+    )
+    text = assemble_file([return_file().splitlines()[1:7], changes])
+    assert validate(text) == []
+    [_, cor] = parse_file(text).batches
+    assert (cor.header.sec_code, cor.header.effective_on) == ("COR", None)
+
+    read = read_returns(text)
+
+    assert read.returns == tuple(parse_returns(return_file()))[:2]
+    assert read.malformed == ()
+    assert read.changes == (
+        ChangeNotice(
+            change_code="C01",
+            original_trace="021000020000004",
+            routing_number="091000019",
+            account_last4="8901",
+            notice_trace="091000010000001",
+            corrected_account_last4="8999",
+        ),
+        ChangeNotice(
+            change_code="C02",
+            original_trace="021000020000005",
+            routing_number="091000019",
+            account_last4="8901",
+            notice_trace="091000010000002",
+            corrected_routing="091000019",
+        ),
+    )
+    # The corrected account number is read only as far as its last four.
+    assert "12345678999" not in repr(read)
+
+
+def test_read_returns_sets_a_malformed_entry_apart_and_reads_the_rest() -> None:
+    text = return_file().replace("99R01", "99X01")
+    lines = text.splitlines()
+    lines[8] = lines[8][:-1]  # the R10 entry record of batch 2 loses a character
+    text = "\n".join(lines) + "\n"
+
+    read = read_returns(text)
+
+    assert [entry.return_code for entry in read.returns] == ["R02", "R15"]
+    assert [(m.line, m.trace, m.original_trace) for m in read.malformed] == [
+        (3, "091000010000001", "021000020000001"),
+        (9, "", "021000020000002"),
+    ]
+    assert "return reason code" in read.malformed[0].problem
+    assert "93 characters" in read.malformed[1].problem
+    assert all("12345678901" not in m.problem for m in read.malformed)
+    # A file whose structure is broken is still refused whole.
+    with pytest.raises(NachaError, match="record order"):
+        read_returns("\n".join(lines[1:]) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "corrected", "problem"),
+    [
+        ("C14", "12345", "change code"),
+        ("C02", "091000018", "check digit"),
+        ("C05", "99", "transaction code"),
+    ],
+)
+def test_unreadable_notifications_of_change_are_malformed(
+    code: str, corrected: str, problem: str
+) -> None:
+    changes = cor_batch(
+        batch_number=1,
+        items=[("26", "1234", "JOSE ALVAREZ", 0, code, "021000020000004", "", "98")],
+        corrected=[corrected],
+    )
+    read = read_returns(assemble_file([changes]))
+    assert read.changes == ()
+    [bad] = read.malformed
+    assert problem in bad.problem and bad.original_trace == "021000020000004"
+
+
 # --- properties ------------------------------------------------------------------------------
 
 
@@ -616,7 +775,6 @@ debit_entries = st.builds(
     individual_name=st.text(printable, min_size=1, max_size=30).filter(str.strip),
     recurring=st.booleans(),
 )
-banking_days = st.dates(date(2025, 1, 1), date(2030, 12, 31)).map(ach_effective_date)
 creation_times = st.datetimes(
     min_value=datetime(2025, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC)
 )
@@ -625,18 +783,20 @@ creation_times = st.datetimes(
 @settings(max_examples=60, deadline=timedelta(seconds=2))
 @given(
     entries=st.lists(debit_entries, min_size=1, max_size=25),
-    effective_on=banking_days,
+    days_ahead=st.integers(min_value=0, max_value=30),
     created_at=creation_times,
     first=st.integers(min_value=1, max_value=9_000_000),
     sec_code=st.sampled_from(["PPD", "WEB"]),
 )
 def test_any_valid_entries_build_a_valid_file_that_round_trips(
     entries: list[DebitEntry],
-    effective_on: date,
+    days_ahead: int,
     created_at: datetime,
     first: int,
     sec_code: str,
 ) -> None:
+    # A file takes effect on a banking day, never before the day it is created.
+    effective_on = ach_effective_date(created_at.date() + timedelta(days=days_ahead))
     originator = dataclasses.replace(ORIGINATOR, sec_code=sec_code)  # type: ignore[arg-type]
     nacha = build_debit_file(
         originator,
