@@ -249,6 +249,7 @@ def nacha_options(settings: Settings) -> dict[str, str]:
         "odfi_id": settings.nacha_odfi_id,
         "sec_code": settings.nacha_sec_code,
         "entry_description": settings.nacha_entry_description,
+        "timezone": settings.timezone,
     }
     if settings.nacha_vault_file is not None:
         options["vault_file"] = str(settings.nacha_vault_file)
@@ -283,7 +284,7 @@ async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> int:
-    from collector.ach.nacha import NachaError, parse_returns
+    from collector.ach.nacha import NachaError, read_returns
     from collector.jobs.ach_files import import_returns
 
     as_of = args.date or today(settings)
@@ -291,7 +292,7 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
     try:
         # NACHA files are ASCII; anything else is not a return file.
         text = await anyio.Path(path).read_text(encoding="ascii")
-        parse_returns(text)  # refuse an unreadable file before touching the database
+        read_returns(text)  # refuse an unreadable file before touching the database
     except (OSError, UnicodeDecodeError, NachaError) as exc:
         if isinstance(exc, UnicodeDecodeError):
             reason = "holds characters outside ASCII"
@@ -306,7 +307,8 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
         result = await import_returns(pool, text, as_of=as_of, retry_days=settings.soft_retry_days)
     print(
         f"returns applied: {result.applied}, already applied: {result.already_applied},"
-        f" unknown: {result.unknown}, deferred: {result.deferred}"
+        f" unknown: {result.unknown}, deferred: {result.deferred},"
+        f" changes recorded: {result.changes}, set aside: {result.set_aside}"
     )
     return 0
 

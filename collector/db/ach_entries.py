@@ -1,14 +1,15 @@
 """The NACHA gateway's ledger: debits accepted for a file, and the files they went out in.
 
 One function per named query in ``sql/queries/ach_entries.sql``; rows become values here.
-Entries hold the vault token of an account, never its number.
+Entries hold the vault token of an account, never its number; a notification of change holds
+at most the last four characters of a corrected account number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from typing import Final
 
 import asyncpg
@@ -22,7 +23,9 @@ EXPORT_LOCK_KEY: Final = 0x6E61_6368_6578  # "nachex"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AchEntry:
-    """A debit accepted under a key: its trace number, effective date and file state."""
+    """A debit accepted under a key: its trace number, effective date and file state.
+
+    ``effective_on`` is its file's effective entry date once filed, the requested one before."""
 
     idempotency_key: str
     trace_number: str
@@ -63,6 +66,9 @@ class AchFile:
     entry_count: int
     total_cents: int
     created_at: datetime
+    created_local: datetime | None
+    """The creation date and time the header shows (the lessor's wall clock, naive); None for
+    a file claimed before they were kept, whose header shows ``created_at`` in UTC."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +81,21 @@ class FileEntry:
     token: str
     individual_id: str
     individual_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewChange:
+    """A notification of change to record, its corrected data already masked."""
+
+    idempotency_key: str | None
+    original_trace: str
+    notice_trace: str
+    change_code: str
+    corrected_routing: str | None
+    corrected_account_last4: str | None
+    corrected_transaction_code: str | None
+    corrected_text: str
+    received_on: date
 
 
 def _entry(row: asyncpg.Record) -> AchEntry:
@@ -118,17 +139,43 @@ async def lock_exports(db: Executor) -> None:
     await db.execute(QUERIES["ach_entries.lock_exports"], EXPORT_LOCK_KEY)
 
 
-async def dates_to_file(db: Executor, *, gateway: str, up_to: date) -> list[tuple[date, str, str]]:
-    """The (effective date, SEC code, entry description) groups with unfiled debits effective
-    on or before ``up_to``: each goes out as a file of its own."""
-    rows = await db.fetch(QUERIES["ach_entries.dates_to_file"], gateway, up_to)
+async def dates_to_file(
+    db: Executor, *, gateway: str, up_to: date, earliest: date
+) -> list[tuple[date, str, str]]:
+    """The (effective date, SEC code, entry description) groups with unfiled debits requested
+    on or before ``up_to``, each effective on its requested date or ``earliest`` when that is
+    later: each goes out as a file of its own."""
+    rows = await db.fetch(QUERIES["ach_entries.dates_to_file"], gateway, up_to, earliest)
     return [(row["effective_on"], row["sec_code"], row["entry_description"]) for row in rows]
 
 
+async def file_candidates(
+    db: Executor,
+    *,
+    gateway: str,
+    sec_code: str,
+    entry_description: str,
+    effective_on: date,
+    up_to: date,
+    earliest: date,
+) -> list[FileEntry]:
+    """The unfiled debits a file of this group effective ``effective_on`` would hold, in trace
+    number order (see :func:`dates_to_file`)."""
+    rows = await db.fetch(
+        QUERIES["ach_entries.file_candidates"],
+        gateway,
+        sec_code,
+        entry_description,
+        effective_on,
+        up_to,
+        earliest,
+    )
+    return [_file_entry(row) for row in rows]
+
+
 async def modifiers_used(db: Executor, *, created_on: date) -> set[str]:
-    """The file id modifiers of the files created on this UTC day."""
-    start = datetime(created_on.year, created_on.month, created_on.day, tzinfo=UTC)
-    rows = await db.fetch(QUERIES["ach_entries.modifiers_used"], start, start + timedelta(days=1))
+    """The file id modifiers of the files whose header shows this creation date."""
+    rows = await db.fetch(QUERIES["ach_entries.modifiers_used"], created_on)
     return {row["file_id_modifier"] for row in rows}
 
 
@@ -143,9 +190,12 @@ async def claim_file(
     exported_on: date,
     file_id_modifier: str,
     created_at: datetime,
+    created_local: datetime,
+    keys: Sequence[str],
 ) -> AchFile | None:
-    """Record a file and put every unfiled debit of its date, SEC code and entry description
-    in it; None (and no file) when there was none. Run it inside the caller's transaction."""
+    """Record a file and put the unfiled debits with these keys in it, under its effective
+    entry date; None (and no file) when none was left. Run it inside the caller's
+    transaction."""
     await db.execute(
         QUERIES["ach_entries.insert_file"],
         file_name,
@@ -156,14 +206,10 @@ async def claim_file(
         file_id_modifier,
         created_at,
         entry_description,
+        created_local,
     )
     row = await db.fetchrow(
-        QUERIES["ach_entries.claim_entries"],
-        file_name,
-        gateway,
-        sec_code,
-        effective_on,
-        entry_description,
+        QUERIES["ach_entries.claim_entries"], file_name, list(keys), effective_on
     )
     assert row is not None  # the file row was inserted just above
     if row["entry_count"] == 0:
@@ -178,7 +224,21 @@ async def claim_file(
         entry_count=row["entry_count"],
         total_cents=row["total_cents"],
         created_at=created_at,
+        created_local=created_local,
     )
+
+
+async def release_entries(db: Executor, file: AchFile, keys: Sequence[str]) -> AchFile | None:
+    """Take these debits out of a file not yet on disk (unfiled again, for the next export);
+    the file as it is now, or None when it holds nothing any more (its record is dropped).
+    Run it inside the caller's transaction."""
+    row = await db.fetchrow(QUERIES["ach_entries.release_entries"], file.file_name, list(keys))
+    if row is None:
+        raise ValueError(f"file {file.file_name} is already written")
+    if row["entry_count"] == 0:
+        await db.execute(QUERIES["ach_entries.delete_file"], file.file_name)
+        return None
+    return replace(file, entry_count=row["entry_count"], total_cents=row["total_cents"])
 
 
 async def unwritten_files(db: Executor, *, gateway: str) -> list[AchFile]:
@@ -194,6 +254,7 @@ async def unwritten_files(db: Executor, *, gateway: str) -> list[AchFile]:
             entry_count=row["entry_count"],
             total_cents=row["total_cents"],
             created_at=row["created_at"],
+            created_local=row["created_local"],
         )
         for row in rows
     ]
@@ -202,25 +263,49 @@ async def unwritten_files(db: Executor, *, gateway: str) -> list[AchFile]:
 async def file_entries(db: Executor, file_name: str) -> list[FileEntry]:
     """The debits of a file in trace number order."""
     rows = await db.fetch(QUERIES["ach_entries.file_entries"], file_name)
-    return [
-        FileEntry(
-            idempotency_key=row["idempotency_key"],
-            trace_number=row["trace_number"],
-            amount_cents=row["amount_cents"],
-            token=row["token"],
-            individual_id=row["individual_id"],
-            individual_name=row["individual_name"],
-        )
-        for row in rows
-    ]
+    return [_file_entry(row) for row in rows]
 
 
-async def mark_written(db: Executor, file_name: str) -> None:
-    """Record that the file is on disk in the outbox."""
-    await db.execute(QUERIES["ach_entries.mark_written"], file_name)
+def _file_entry(row: asyncpg.Record) -> FileEntry:
+    return FileEntry(
+        idempotency_key=row["idempotency_key"],
+        trace_number=row["trace_number"],
+        amount_cents=row["amount_cents"],
+        token=row["token"],
+        individual_id=row["individual_id"],
+        individual_name=row["individual_name"],
+    )
 
 
-async def keys_by_trace(db: Executor, traces: Sequence[str]) -> dict[str, str]:
-    """The idempotency key of each known trace number."""
-    rows = await db.fetch(QUERIES["ach_entries.keys_by_trace"], list(traces))
+async def mark_written(db: Executor, file_name: str, *, written_at: datetime) -> None:
+    """Record that the file is on disk in the outbox since ``written_at``."""
+    await db.execute(QUERIES["ach_entries.mark_written"], file_name, written_at)
+
+
+async def keys_by_trace(db: Executor, traces: Sequence[tuple[str, int]]) -> dict[str, str]:
+    """The idempotency key of the debit each (trace number, amount) names: trace numbers repeat
+    once the sequence rolls over, so the most recent filed debit of that trace, one of that
+    amount first (0: any amount). Unknown traces are left out."""
+    rows = await db.fetch(
+        QUERIES["ach_entries.keys_by_trace"],
+        [trace for trace, _ in traces],
+        [amount for _, amount in traces],
+    )
     return {row["trace_number"]: row["idempotency_key"] for row in rows}
+
+
+async def insert_change(db: Executor, change: NewChange) -> bool:
+    """Record a notification of change; False when it was recorded before."""
+    row = await db.fetchrow(
+        QUERIES["ach_entries.insert_change"],
+        change.idempotency_key,
+        change.original_trace,
+        change.notice_trace,
+        change.change_code,
+        change.corrected_routing,
+        change.corrected_account_last4,
+        change.corrected_transaction_code,
+        change.corrected_text,
+        change.received_on,
+    )
+    return row is not None

@@ -1,12 +1,15 @@
 """The NACHA file gateway: bank debits go out as NACHA files written to an outbox directory.
 
-``charge`` accepts a debit for the file of its effective entry date: it stores the entry in
-``ach_entries`` (the engine's database) with a trace number fixed at once, and answers
-``Processing``. ``collector ach export`` (:mod:`collector.jobs.ach_files`) later writes each
-effective date's entries as one file per SEC code and Company Entry Description;
-``collector ach import-returns`` applies the bank's return file. A NACHA debit has no
-positive confirmation: it counts as settled once its file is written and two banking days have
-passed after its effective entry date with no return.
+``charge`` accepts a debit: it stores the entry in ``ach_entries`` (the engine's database) with
+its requested date (the due date moved to a banking day) and a trace number fixed at once, and
+answers ``Processing``. ``collector ach export`` (:mod:`collector.jobs.ach_files`) later writes
+the entries due as one file per effective date, SEC code and Company Entry Description, and
+fixes each entry's effective entry date then: the next banking day after the day the file is
+written (the lessor's local date), or the requested date when that is later.
+``collector ach import-returns`` applies the bank's return file and records its notifications
+of change. A NACHA debit has no positive confirmation: it counts as settled once its file is
+written and two banking days have passed after the effective entry date it was filed under,
+with no return.
 
 A reinitiation (a debit presented again after an R01/R09 return; the engine marks its request
 with ``metadata["ach_reinitiation"] == "true"``) goes out under the Company Entry Description
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 import anyio.to_thread
@@ -49,8 +53,9 @@ from collector.ach.nacha import (
     Originator,
     SecCode,
     build_debit_file,
+    check_entry,
 )
-from collector.calendar import ach_effective_date, ach_settles_on
+from collector.calendar import ach_effective_date, ach_settles_on, next_banking_day
 from collector.db.ach_entries import AchEntry, NewEntry, entry_by_key, insert_entry
 from collector.exceptions import GatewayConfigError, GatewayError
 from collector.gateways.base import (
@@ -76,6 +81,7 @@ OPTION_SETTINGS: Final[dict[str, str]] = {
     "odfi_id": "COLLECTOR_NACHA_ODFI_ID",
     "sec_code": "COLLECTOR_NACHA_SEC_CODE",
     "entry_description": "COLLECTOR_NACHA_ENTRY_DESCRIPTION",
+    "timezone": "COLLECTOR_TIMEZONE",
 }
 """Each option key of the adapter and the setting it comes from."""
 
@@ -87,6 +93,9 @@ REINITIATION_DESCRIPTION: Final = "RETRY PYMT"
 UNKNOWN_ACCOUNT: Final = "unknown_account"
 INVALID_ACCOUNT: Final = "invalid_account"
 INVALID_AMOUNT: Final = "invalid_amount"
+
+DEFAULT_TIMEZONE: Final = "America/New_York"
+"""The lessor's zone when no ``timezone`` option is given (the default of COLLECTOR_TIMEZONE)."""
 
 POOL_MAX_SIZE: Final = 4
 POOL_CLOSE_TIMEOUT_S: Final = 5.0
@@ -128,6 +137,8 @@ class NachaConfig:
     vault_file: Path
     outbox: Path | None
     originator: Originator
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
+    """The lessor's time zone: a file's creation date and time, and the day it is written."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> NachaConfig:
@@ -144,7 +155,7 @@ class NachaConfig:
         if sec_code not in ("PPD", "WEB"):
             raise GatewayConfigError(f"{OPTION_SETTINGS['sec_code']}: must be PPD or WEB")
         entry_description = options.get("entry_description", "LEASE PMT") or "LEASE PMT"
-        if entry_description.strip().upper() == REINITIATION_DESCRIPTION:
+        if " ".join(entry_description.split()).upper() == REINITIATION_DESCRIPTION:
             raise GatewayConfigError(
                 f"{OPTION_SETTINGS['entry_description']}: {REINITIATION_DESCRIPTION!r} is "
                 "reserved for reinitiated debits (NACHA Rules 2.12.4); choose another description"
@@ -168,8 +179,18 @@ class NachaConfig:
         except NachaError as exc:
             raise GatewayConfigError(f"{_setting_of(exc.field)}: {exc}") from exc
         outbox = options.get("outbox", "").strip()
+        timezone = options.get("timezone", "").strip() or DEFAULT_TIMEZONE
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise GatewayConfigError(
+                f"{OPTION_SETTINGS['timezone']}: unknown time zone {timezone!r}"
+            ) from exc
         return cls(
-            vault_file=Path(vault), outbox=Path(outbox) if outbox else None, originator=originator
+            vault_file=Path(vault),
+            outbox=Path(outbox) if outbox else None,
+            originator=originator,
+            zone=zone,
         )
 
 
@@ -336,10 +357,11 @@ class NachaGateway:
                 code=UNKNOWN_ACCOUNT,
                 message="The account vault holds no bank account for this payment method.",
             )
-        # The engine passes the business date; without one, today's date in UTC stands in.
-        due_on = request.effective_on or datetime.now(UTC).date()
-        # A debit due on a weekend or holiday takes the next banking day as its effective entry
-        # date, so it settles then and never before the due date (collector.calendar).
+        # The engine passes the business date; without one, the lessor's today stands in.
+        due_on = request.effective_on or datetime.now(self.config.zone).date()
+        # A debit due on a weekend or holiday is requested for the next banking day, so it
+        # settles then and never before the due date (collector.calendar). The export moves it
+        # later still when its file is written on or after that day.
         effective_on = ach_effective_date(due_on)
         individual_id = _individual_id(request)
         entry_description = (
@@ -355,14 +377,9 @@ class NachaGateway:
             individual_name=account.name,
         )
         try:
-            # Refuse now what would break the whole file later (routing check digit, account
-            # characters, names): the file renders every entry the same way.
-            build_debit_file(
-                originator,
-                [entry],
-                effective_on=effective_on,
-                created_at=datetime.now(UTC),
-            )
+            # Refuse now what a file could not hold (routing check digit, account characters,
+            # names): the file renders every entry the same way.
+            check_entry(entry, originator.sec_code)
         except NachaError as exc:
             # NachaError shows at most the account's last four characters.
             return Declined(kind=DeclineKind.HARD, code=INVALID_ACCOUNT, message=str(exc))
@@ -397,19 +414,23 @@ class NachaGateway:
         entry = await entry_by_key(self._pool, idempotency_key, gateway=self.name)
         if entry is None:
             return None
-        settles_on = settles_on_of(entry)
+        settles_on = settles_on_of(entry, self.config.zone)
         if settles_on is None or as_of < settles_on:
             return Processing(gateway_ref=entry.trace_number)
         return Succeeded(gateway_ref=entry.trace_number, code="settled")
 
 
-def settles_on_of(entry: AchEntry) -> date | None:
-    """The day a written debit counts as settled; None while its file is not written."""
+def settles_on_of(entry: AchEntry, zone: ZoneInfo) -> date | None:
+    """The day a written debit counts as settled; None while its file is not written (a debit
+    set aside at export stays unfiled, so in flight)."""
     if entry.written_at is None or entry.exported_on is None:
         return None
-    # A file exported after its effective date (a missed day) is settled by the ACH operator
-    # on the next settlement day instead (a stale effective entry date): count from then.
-    return ach_settles_on(max(entry.effective_on, ach_effective_date(entry.exported_on)))
+    # Counted from the effective entry date the file carries. A file that reached the outbox
+    # later than planned (an export that died between claiming and writing it, seen again a day
+    # later) carries a stale date, which the ACH operator settles on its next settlement day:
+    # count from the banking day after the file was written, when that is later.
+    written_on = entry.written_at.astimezone(zone).date()
+    return ach_settles_on(max(entry.effective_on, next_banking_day(written_on)))
 
 
 def originator_for(config: NachaConfig, sec_code: str, entry_description: str) -> Originator:

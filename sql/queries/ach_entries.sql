@@ -1,19 +1,20 @@
 -- entry_by_key --
--- The debit gateway $2 accepted under idempotency key $1, with its file's state
-SELECT e.idempotency_key, e.trace_number, e.effective_on, e.amount_cents, e.file_name,
-       f.written_at, f.exported_on
+-- The debit gateway $2 accepted under idempotency key $1, with its file's state; effective_on
+-- is its file's effective entry date once filed
+SELECT e.idempotency_key, e.trace_number, coalesce(f.effective_on, e.effective_on) AS effective_on,
+       e.amount_cents, e.file_name, f.written_at, f.exported_on
 FROM ach_entries e
 LEFT JOIN ach_files f ON f.file_name = e.file_name
 WHERE e.idempotency_key = $1 AND e.gateway = $2;
 
 -- insert_entry --
--- Accept debit $1 for gateway $2 with the next trace number of ODFI $3 (8 digits), to go out
--- under SEC code $9 and Company Entry Description $10; a key already accepted changes nothing
--- and returns no row
-INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on, amount_cents,
-                         token, individual_id, individual_name, sec_code, entry_description)
-VALUES ($1, $2, $3::text || lpad(nextval('ach_trace_seq')::text, 7, '0'), $4, $5, $6, $7, $8,
-        $9, $10)
+-- Accept debit $1 for gateway $2 with the next free trace number of ODFI $3 (8 digits),
+-- requested effective $4, to go out under SEC code $9 and Company Entry Description $10; a key
+-- already accepted changes nothing and returns no row
+INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on, requested_on,
+                         amount_cents, token, individual_id, individual_name, sec_code,
+                         entry_description)
+VALUES ($1, $2, ach_next_trace_v1($3::text), $4, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
           NULL::timestamptz AS written_at, NULL::date AS exported_on;
@@ -23,32 +24,44 @@ RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
 SELECT pg_advisory_xact_lock($1::bigint);
 
 -- dates_to_file --
--- The (effective date, SEC code, entry description) groups of gateway $1 with unfiled debits,
--- effective on or before $2
-SELECT DISTINCT effective_on, sec_code, entry_description
+-- The (effective date, SEC code, entry description) groups of gateway $1 with unfiled debits
+-- requested on or before $2; a file written now is effective on $3 at the earliest
+SELECT DISTINCT greatest(coalesce(requested_on, effective_on), $3::date) AS effective_on,
+       sec_code, entry_description
 FROM ach_entries
-WHERE file_name IS NULL AND gateway = $1 AND effective_on <= $2
+WHERE file_name IS NULL AND gateway = $1 AND coalesce(requested_on, effective_on) <= $2
 ORDER BY effective_on, sec_code, entry_description;
 
+-- file_candidates --
+-- The unfiled debits of gateway $1 with SEC code $2 and entry description $3, requested on or
+-- before $5, that a file effective $4 holds when no file may be effective before $6
+SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name
+FROM ach_entries
+WHERE file_name IS NULL AND gateway = $1 AND sec_code = $2 AND entry_description = $3
+  AND coalesce(requested_on, effective_on) <= $5
+  AND greatest(coalesce(requested_on, effective_on), $6::date) = $4
+ORDER BY trace_number;
+
 -- modifiers_used --
--- The file id modifiers of files created in [$1, $2)
-SELECT file_id_modifier FROM ach_files WHERE created_at >= $1 AND created_at < $2;
+-- The file id modifiers of files whose header shows creation date $1
+SELECT file_id_modifier FROM ach_files
+WHERE (coalesce(created_local, created_at AT TIME ZONE 'UTC'))::date = $1;
 
 -- insert_file --
 -- Open the record of file $1 (gateway $2, SEC code $3, effective $4, exported on business
--- date $5, file id modifier $6, created at $7, Company Entry Description $8)
+-- date $5, file id modifier $6, created at $7 which the header shows as $9, Company Entry
+-- Description $8)
 INSERT INTO ach_files (file_name, gateway, sec_code, effective_on, exported_on,
-                       file_id_modifier, created_at, entry_description)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+                       file_id_modifier, created_at, entry_description, created_local)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- claim_entries --
--- Put every unfiled debit of gateway $2 with SEC code $3, effective on $4 and entry
--- description $5 into file $1, and record the file's count and total
+-- Put the unfiled debits with keys $2 into file $1 under its effective entry date $3, and
+-- record the file's count and total
 WITH claimed AS (
     UPDATE ach_entries
-    SET file_name = $1
-    WHERE file_name IS NULL AND gateway = $2 AND sec_code = $3 AND effective_on = $4
-      AND entry_description = $5
+    SET file_name = $1, effective_on = $3, requested_on = coalesce(requested_on, effective_on)
+    WHERE idempotency_key = ANY ($2::text[]) AND file_name IS NULL
     RETURNING amount_cents
 )
 UPDATE ach_files
@@ -57,14 +70,29 @@ SET entry_count = (SELECT count(*) FROM claimed),
 WHERE file_name = $1
 RETURNING entry_count, total_cents;
 
+-- release_entries --
+-- Take the debits with keys $2 out of file $1 (not yet on disk), unfiled again, and record the
+-- file's new count and total
+WITH released AS (
+    UPDATE ach_entries
+    SET file_name = NULL, effective_on = coalesce(requested_on, effective_on)
+    WHERE file_name = $1 AND idempotency_key = ANY ($2::text[])
+    RETURNING amount_cents
+)
+UPDATE ach_files
+SET entry_count = entry_count - (SELECT count(*) FROM released),
+    total_cents = total_cents - (SELECT coalesce(sum(amount_cents), 0) FROM released)
+WHERE file_name = $1 AND written_at IS NULL
+RETURNING entry_count, total_cents;
+
 -- delete_file --
--- Drop the record of file $1, which claimed no debit
+-- Drop the record of file $1, which holds no debit
 DELETE FROM ach_files WHERE file_name = $1 AND entry_count = 0;
 
 -- unwritten_files --
 -- Files of gateway $1 claimed but not yet written to the outbox, oldest first
 SELECT file_name, sec_code, entry_description, effective_on, file_id_modifier, entry_count,
-       total_cents, created_at
+       total_cents, created_at, created_local
 FROM ach_files
 WHERE written_at IS NULL AND gateway = $1
 ORDER BY created_at, file_name;
@@ -77,9 +105,32 @@ WHERE file_name = $1
 ORDER BY trace_number;
 
 -- mark_written --
--- File $1 is on disk in the outbox
-UPDATE ach_files SET written_at = now() WHERE file_name = $1 AND written_at IS NULL;
+-- File $1 is on disk in the outbox since $2 (the writing export's clock)
+UPDATE ach_files SET written_at = $2 WHERE file_name = $1 AND written_at IS NULL;
 
 -- keys_by_trace --
--- The idempotency keys of the debits with trace numbers $1
-SELECT trace_number, idempotency_key FROM ach_entries WHERE trace_number = ANY ($1::text[]);
+-- The idempotency key of the debit each trace number of $1 names (with amount $2, 0 when
+-- unknown): a trace number repeats after the sequence rolls over, so the most recent filed
+-- entry of that trace, preferring one of the same amount
+SELECT DISTINCT ON (r.trace_number) r.trace_number, e.idempotency_key
+FROM unnest($1::text[], $2::bigint[]) AS r (trace_number, amount_cents)
+JOIN ach_entries e ON e.trace_number = r.trace_number
+ORDER BY r.trace_number, (e.file_name IS NOT NULL) DESC, (e.amount_cents = r.amount_cents) DESC,
+         e.created_at DESC;
+
+-- insert_change --
+-- Record a notification of change for the debit with key $1 (NULL: unknown) and original trace
+-- $2, sent as the bank's trace $3: change code $4, corrected routing $5, account last four $6,
+-- transaction code $7, other corrected data $8, received on business date $9; one already
+-- recorded changes nothing and returns no row
+INSERT INTO ach_notifications_of_change (customer_id, idempotency_key, original_trace,
+                                         notice_trace, change_code, corrected_routing,
+                                         corrected_account_last4, corrected_transaction_code,
+                                         corrected_text, received_on)
+SELECT (SELECT pm.customer_id
+        FROM charge_attempts a JOIN payment_methods pm ON pm.id = a.payment_method_id
+        WHERE a.idempotency_key = $1
+        LIMIT 1),
+       $1, $2, $3, $4, $5, $6, $7, $8, $9
+ON CONFLICT (original_trace, notice_trace, change_code) DO NOTHING
+RETURNING id;

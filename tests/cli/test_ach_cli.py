@@ -94,3 +94,29 @@ async def test_export_then_import_returns_through_the_command(
     )
     assert imported.returncode == 0, imported.stderr
     assert "returns applied: 0, already applied: 0, unknown: 1" in imported.stdout
+
+
+async def test_a_return_file_with_changes_and_a_bad_entry_is_imported_by_the_command(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    env = _env(database_url, nacha_options(tmp_path))
+    returns = tmp_path / "returns.ach"
+    returns.write_text(
+        build_return_file(
+            [
+                ("26", "1", "NOBODY", 5000, "R03", ODFI + "9999999", " " * 6, "99"),
+                ("26", "1", "NOBODY", 5000, "RXX", ODFI + "9999998", " " * 6, "99"),
+            ],
+            changes=[("26", "12345678901", "JOSE ALVAREZ", 0, "C01", ODFI + "9999997", "", "98")],
+            corrected=["12345678999"],
+        )
+    )
+
+    done = await _collector(
+        "ach", "import-returns", str(returns), "--date", date(2026, 11, 30).isoformat(), env=env
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "unknown: 1, deferred: 0, changes recorded: 1, set aside: 1" in done.stdout
+    assert "12345678999" not in done.stdout + done.stderr
+    assert await pool.fetchval("SELECT change_code FROM ach_notifications_of_change") == "C01"
