@@ -25,6 +25,28 @@ class AttemptStatus(StrEnum):
     PROCESSING = "processing"
     RETURNED = "returned"
     IN_DOUBT = "in_doubt"
+    REFUSED = "refused"  # the eligibility check refused it: nothing was sent
+
+
+class MovementKind(StrEnum):
+    """The kinds of money journal rows (the CHECK of money_movements.kind)."""
+
+    PRESENTED = "presented"
+    RELEASED = "released"
+    SETTLED = "settled"
+    RETURNED = "returned"
+    REVERSED = "reversed"
+    REPLANNED = "replanned"
+
+
+def ending_of(status: AttemptStatus) -> MovementKind | None:
+    """What an attempt reaching ``status`` does to the money it presented: settled, released,
+    or nothing yet (still in flight: pending, processing, in doubt)."""
+    if status is AttemptStatus.SUCCEEDED:
+        return MovementKind.SETTLED
+    if status in (AttemptStatus.DECLINED, AttemptStatus.FAILED, AttemptStatus.REFUSED):
+        return MovementKind.RELEASED
+    return None
 
 
 class AttemptSource(StrEnum):
@@ -71,6 +93,21 @@ class ClaimedCharge:
     brand: str | None = None  # card brand, for the networks' retry caps
     as_of: date | None = None  # the business date the charge is made for
     reinitiation: bool = False  # a bank debit presented again after an NSF return
+    # The business date the request carries (a bank debit's effective date follows from it),
+    # fixed at the first send: a re-send under the same key repeats it.
+    effective_on: date | None = None
+    # The card or bank account, whatever payment_methods row names it (eligibility history).
+    instrument_key: str = ""
+    # The money this attempt presents: (installment id, cents) for each installment it serves.
+    allocations: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def presents(self) -> tuple[tuple[int, int], ...]:
+        """(installment id, cents) of the money this attempt presents."""
+        if self.allocations:
+            return self.allocations
+        assert self.installment_id is not None
+        return ((self.installment_id, self.amount_cents),)
 
     def __repr__(self) -> str:
         # The token never appears in a repr, so it cannot leak through a log or traceback.
@@ -101,5 +138,6 @@ class PassCounts:
     reconciled: int = 0
     charged_cents: int = 0
     processing_cents: int = 0
+    refused: int = 0  # presentments the eligibility check refused (nothing sent)
     settled: int = 0  # ACH debits of earlier passes that settled
     returned: int = 0  # ACH debits of earlier passes that came back

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from collector.calendar import ach_effective_date
-from collector.domain import AttemptStatus, InstallmentStatus
+from collector.domain import AttemptStatus
 from collector.gateways.base import Declined, DeclineKind, InDoubt, Outcome, Processing, Succeeded
 
 NOT_TAKEN_CODE = "not_taken"
@@ -68,16 +68,17 @@ class CardHistory:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
-    """The new state of an attempt, its installment and its payment method."""
+    """The new state of an attempt and its payment method, and the installment's next
+    collection date; what the answer does to the money follows from ``attempt_status``
+    (:func:`collector.domain.ending_of`), applied by the journal."""
 
     attempt_status: AttemptStatus
-    installment_status: InstallmentStatus
-    paid_cents: int  # added to the installment's paid_cents
     next_attempt_on: date | None
     disable_method: bool = False
     code: str | None = None
     message: str | None = None
     gateway_ref: str | None = None
+    network_advice: str | None = None
 
 
 def next_retry_on(*, as_of: date, attempt_no: int, retry_days: Sequence[int]) -> date | None:
@@ -110,8 +111,6 @@ def decide(
         case Succeeded(gateway_ref=ref, code=code):
             return Decision(
                 attempt_status=AttemptStatus.SUCCEEDED,
-                installment_status=InstallmentStatus.PAID,
-                paid_cents=amount_cents,
                 next_attempt_on=None,
                 code=code,
                 gateway_ref=ref,
@@ -119,8 +118,6 @@ def decide(
         case Processing(gateway_ref=ref, code=code):
             return Decision(
                 attempt_status=AttemptStatus.PROCESSING,
-                installment_status=InstallmentStatus.PENDING_SETTLEMENT,
-                paid_cents=0,
                 next_attempt_on=None,
                 code=code,
                 gateway_ref=ref,
@@ -139,20 +136,17 @@ def decide(
                     retry_on = None
             return Decision(
                 attempt_status=AttemptStatus.DECLINED,
-                installment_status=InstallmentStatus.OVERDUE,
-                paid_cents=0,
                 next_attempt_on=retry_on,
                 disable_method=never_again,
                 code=code,
                 message=message,
                 gateway_ref=ref,
+                network_advice=outcome.network_advice,
             )
         case InDoubt(reason=reason):
             # Unknown is never a decline: the installment stays claimed until a lookup answers.
             return Decision(
                 attempt_status=AttemptStatus.IN_DOUBT,
-                installment_status=InstallmentStatus.PROCESSING,
-                paid_cents=0,
                 next_attempt_on=None,
                 code=reason,
             )
@@ -163,11 +157,20 @@ def decide_not_taken(*, attempt_no: int, as_of: date, retry_days: Sequence[int])
     """An in-doubt attempt the gateway has no record of: nothing was charged, retry later."""
     return Decision(
         attempt_status=AttemptStatus.FAILED,
-        installment_status=InstallmentStatus.OVERDUE,
-        paid_cents=0,
         next_attempt_on=next_retry_on(as_of=as_of, attempt_no=attempt_no, retry_days=retry_days),
         code=NOT_TAKEN_CODE,
         message="the gateway has no charge under this idempotency key",
+    )
+
+
+def decide_refused(reason: str) -> Decision:
+    """The eligibility check refused the presentment: nothing was sent, and no automatic
+    attempt is planned (the customer's new method or a manual payment is the way out)."""
+    return Decision(
+        attempt_status=AttemptStatus.REFUSED,
+        next_attempt_on=None,
+        code=reason,
+        message=f"refused before presentment: {reason}",
     )
 
 

@@ -253,6 +253,32 @@ BEGIN
 END;
 $$;
 
+-- What deciding a returned debit needs to know of its money on its account: the NSF returns
+-- of earlier presentments of the same installments to the same instrument, the business date
+-- of the original entry (the first that came back NSF, else this one), and the customer's
+-- active primary method now (a new one chosen while the debit was in flight is used next).
+CREATE FUNCTION debit_history_v1(p_attempt bigint)
+RETURNS TABLE (nsf_returns bigint, original_on date, primary_method_id bigint)
+LANGUAGE sql STABLE AS $$
+    WITH a AS (
+        SELECT id, instrument_key, customer_id, as_of FROM charge_attempts WHERE id = p_attempt
+    ), same AS (
+        SELECT DISTINCT b.id, b.as_of
+        FROM money_movements own
+        JOIN money_movements m ON m.installment_id = own.installment_id AND m.kind = 'presented'
+        JOIN charge_attempts b ON b.id = m.attempt_id
+        JOIN a ON a.instrument_key = b.instrument_key
+        WHERE own.attempt_id = p_attempt AND own.kind = 'presented' AND b.id <> p_attempt
+    ), nsf AS (
+        SELECT s.id, s.as_of FROM same s
+        JOIN charge_returns r ON r.attempt_id = s.id AND r.category = 'nsf'
+    )
+    SELECT (SELECT count(*) FROM nsf),
+           coalesce((SELECT min(as_of) FROM nsf), (SELECT as_of FROM a)),
+           (SELECT pm.id FROM payment_methods pm JOIN a ON pm.customer_id = a.customer_id
+            WHERE pm.is_primary AND pm.status = 'active')
+$$;
+
 -- The history before the journal, carried over as journal rows: each attempt presented what
 -- it asked for (its installment, or its payment's allocations) and ended as its status says.
 -- What an installment counted paid with no attempt behind it (loaded from an earlier system)

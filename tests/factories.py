@@ -86,3 +86,119 @@ async def attempts_of(
     return await conn.fetch(
         "SELECT * FROM charge_attempts WHERE installment_id = $1 ORDER BY id", installment_id
     )
+
+
+async def put_state(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    installment_id: int,
+    *,
+    status: str,
+    paid_cents: int = 0,
+    next_attempt_on: date | None = None,
+    attempts: int = 0,
+) -> None:
+    """Bring an installment to a state the way its history would: through journal rows and
+    the one derivation (the engine writes its money state nowhere else, and the audit checks
+    it). ``attempts``: that many earlier batch presentments, declined."""
+    row = await conn.fetchrow(
+        "SELECT i.amount_cents, i.due_on, l.customer_id, pm.id AS method_id, pm.gateway,"
+        " pm.instrument_key FROM installments i JOIN leases l ON l.id = i.lease_id"
+        " LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id"
+        " WHERE i.id = $1 ORDER BY pm.is_primary DESC NULLS LAST LIMIT 1",
+        installment_id,
+    )
+    assert row is not None
+    if status == "cancelled":
+        await conn.execute(
+            "UPDATE installments SET status = 'cancelled' WHERE id = $1", installment_id
+        )
+        return
+    if status == "paid":
+        paid_cents = row["amount_cents"]
+    if paid_cents:
+        for kind in ("presented", "settled"):
+            await conn.execute(
+                "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents,"
+                " as_of, source) VALUES ($1, $2, $3, $4, $5, 'migration')",
+                row["customer_id"],
+                installment_id,
+                kind,
+                paid_cents,
+                row["due_on"],
+            )
+    for n in range(1, attempts + 1):
+        attempt_id = await _attempt(
+            conn, installment_id, row, n, row["amount_cents"] - paid_cents, "declined"
+        )
+        await conn.execute(
+            "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
+            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'])",
+            attempt_id,
+            installment_id,
+            row["amount_cents"] - paid_cents,
+            row["customer_id"],
+            row["due_on"],
+        )
+        await conn.execute(
+            "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['released'], ARRAY[true],"
+            " ARRAY[NULL::date], ARRAY['test'], $2, 'test')",
+            attempt_id,
+            row["due_on"],
+        )
+    if status in ("processing", "pending_settlement"):
+        attempt_status = "pending" if status == "processing" else "processing"
+        attempt_id = await _attempt(
+            conn,
+            installment_id,
+            row,
+            attempts + 1,
+            row["amount_cents"] - paid_cents,
+            attempt_status,
+        )
+        await conn.execute(
+            "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
+            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'])",
+            attempt_id,
+            installment_id,
+            row["amount_cents"] - paid_cents,
+            row["customer_id"],
+            row["due_on"],
+        )
+    if status == "overdue" or (next_attempt_on is not None and next_attempt_on != row["due_on"]):
+        await conn.execute(
+            "SELECT money_replan_v1(ARRAY[$1::bigint], $2, $3, 'test', 'state for a test')",
+            installment_id,
+            next_attempt_on,
+            row["due_on"],
+        )
+    await conn.execute("SELECT installments_derive_v1(ARRAY[$1::bigint])", installment_id)
+    got = await conn.fetchval("SELECT status FROM installments WHERE id = $1", installment_id)
+    assert got == status, f"installment {installment_id} is {got}, not {status}"
+
+
+async def _attempt(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    installment_id: int,
+    row: asyncpg.Record,
+    n: int,
+    amount_cents: int,
+    status: str,
+) -> int:
+    attempt_id: int = await conn.fetchval(
+        "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
+        " idempotency_key, source, status, gateway, gateway_ref, customer_id, instrument_key,"
+        " as_of, effective_on, claimed_until)"
+        " VALUES ($1, $2, $3, $4, 'batch', $5, $6, $7, $8, $9, $10, $10, now() + interval '1 hour')"
+        " RETURNING id",
+        installment_id,
+        row["method_id"],
+        amount_cents,
+        f"collector-inst-{installment_id}-{n}",
+        status,
+        row["gateway"],
+        None if status == "pending" else f"test_{installment_id}_{n}",
+        row["customer_id"],
+        row["instrument_key"],
+        row["due_on"],
+    )
+    return attempt_id

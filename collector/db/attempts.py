@@ -55,6 +55,13 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
         brand=row["brand"],
         as_of=row.get("as_of"),
         reinitiation=bool(row.get("reinitiation")),
+        effective_on=row.get("effective_on"),
+        instrument_key=row.get("instrument_key") or "",
+        allocations=tuple(
+            zip(row.get("allocation_ids") or (), row.get("allocation_cents") or (), strict=True)
+        )
+        if row.get("payment_id") is not None
+        else (),
     )
 
 
@@ -90,7 +97,7 @@ async def record_outcomes(db: Executor, decisions: Sequence[tuple[int, Decision]
     changed (an attempt already resolved elsewhere is left as it is)."""
     if not decisions:
         return set()
-    columns: tuple[list[object], ...] = tuple([] for _ in range(9))
+    columns: tuple[list[object], ...] = tuple([] for _ in range(7))
     for attempt_id, d in decisions:
         values = (
             attempt_id,
@@ -98,10 +105,8 @@ async def record_outcomes(db: Executor, decisions: Sequence[tuple[int, Decision]
             d.gateway_ref,
             d.code,
             d.message,
-            d.installment_status.value,
-            d.paid_cents,
-            d.next_attempt_on,
             d.disable_method,
+            d.network_advice,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
@@ -147,9 +152,18 @@ async def claim_unresolved(
     return found
 
 
-async def card_declines_30d(db: Executor, method_ids: Sequence[int]) -> dict[int, int]:
-    """Declined attempts per payment method over the last 30 days (recorded ones only)."""
-    if not method_ids:
+async def card_declines_30d(
+    db: Executor, instrument_keys: Sequence[str], *, as_of: date
+) -> dict[str, int]:
+    """Declined attempts per card instrument in the 30 days before ``as_of`` (recorded ones)."""
+    if not instrument_keys:
         return {}
-    rows = await db.fetch(QUERIES["attempts.card_declines_30d"], list(set(method_ids)))
-    return {row["payment_method_id"]: row["declines"] for row in rows}
+    rows = await db.fetch(
+        QUERIES["attempts.card_declines_30d"], sorted(set(instrument_keys)), as_of
+    )
+    return {row["instrument_key"]: row["declines"] for row in rows}
+
+
+async def touch_sent(db: Executor, attempt_id: int) -> None:
+    """Note that the attempt is being sent again under its key now."""
+    await db.execute(QUERIES["attempts.touch_sent"], attempt_id)

@@ -34,8 +34,10 @@ ROW_ERROR_CLASSES = ("22", "23", "P0")
 def is_row_error(exc: BaseException) -> bool:
     """True when the database refused a statement because of the data it was given."""
     state = getattr(exc, "sqlstate", None)
-    return isinstance(exc, asyncpg.PostgresError) and bool(state) and (
-        str(state)[:2] in ROW_ERROR_CLASSES
+    return (
+        isinstance(exc, asyncpg.PostgresError)
+        and bool(state)
+        and (str(state)[:2] in ROW_ERROR_CLASSES)
     )
 
 

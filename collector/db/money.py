@@ -12,21 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
-
-
-class MovementKind(StrEnum):
-    """The kinds of journal rows (the CHECK of money_movements.kind)."""
-
-    PRESENTED = "presented"
-    RELEASED = "released"
-    SETTLED = "settled"
-    RETURNED = "returned"
-    REVERSED = "reversed"
-    REPLANNED = "replanned"
+from collector.domain import MovementKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -32,11 +32,20 @@ class PaymentRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Replay:
-    """The first answer given to this Idempotency-Key."""
+class Earlier:
+    """The payment made earlier under this Idempotency-Key: the answer given then (None when
+    the request died before answering) and where it stands now."""
 
-    status_code: int
-    body: dict[str, Any]
+    payment_id: int
+    status_code: int | None
+    body: dict[str, Any] | None
+    payment_status: str
+    attempt_status: str | None
+    outcome_code: str | None
+    amount_cents: int
+    payment_method_id: int
+    created_at: datetime
+    allocations: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,14 +56,24 @@ class ClaimedPayment:
     created_at: datetime
     charge: ClaimedCharge
     allocations: list[tuple[int, int]]  # (installment id, cents), oldest first
+    refused: str | None = None  # the eligibility check's reason: nothing may be sent
 
 
-async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayment | Replay:
-    """Claim and record a manual payment, or return the first answer to a repeated key.
+Present = Callable[[Executor, ClaimedCharge], Awaitable[tuple[ClaimedCharge, str | None]]]
+"""Presents a claimed payment's money in the caller's transaction; returns the charge to
+send (labelled a reinitiation where it is one) and the eligibility check's refusal reason,
+or None when it may be sent."""
+
+
+async def start_payment(
+    pool: asyncpg.Pool, req: PaymentRequest, *, present: Present
+) -> ClaimedPayment | Earlier:
+    """Claim and record a manual payment and present its money (``present``), or return the
+    payment made earlier under a repeated key.
 
     Raises NotFound (no such lease), Unprocessable (key reused with another body, nothing
-    overdue, amount above the overdue total, unusable method) and Conflict (the same key is
-    still being charged, or the batch is charging one of these installments now).
+    overdue, amount above the overdue total, unusable method) and Conflict (the batch is
+    charging one of these installments now).
     """
     async with pool.acquire() as conn, conn.transaction():
         lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id)
@@ -68,16 +87,27 @@ async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayme
                 raise Unprocessable(
                     "this Idempotency-Key was already used with a different request body"
                 )
-            if earlier["response_status"] is None:
-                raise Conflict("a payment with this Idempotency-Key is still being processed")
-            return Replay(status_code=earlier["response_status"], body=earlier["response_body"])
+            return Earlier(
+                payment_id=earlier["id"],
+                status_code=earlier["response_status"],
+                body=earlier["response_body"],
+                payment_status=earlier["status"],
+                attempt_status=earlier["attempt_status"],
+                outcome_code=earlier["outcome_code"],
+                amount_cents=earlier["amount_cents"],
+                payment_method_id=earlier["payment_method_id"],
+                created_at=earlier["created_at"],
+                allocations=list(
+                    zip(earlier["allocation_ids"], earlier["allocation_cents"], strict=True)
+                ),
+            )
 
         unpaid = await conn.fetch(
             QUERIES["payments.lock_unpaid_installments"], req.lease_id, req.as_of
         )
         if any(row["status"] == "processing" for row in unpaid):
             raise Conflict("a payment is in progress for this lease; try again shortly")
-        owed = [(row["id"], row["amount_cents"] - row["paid_cents"]) for row in unpaid]
+        owed = [(row["id"], row["collectable_cents"]) for row in unpaid if row["collectable_cents"]]
         overdue_cents = sum(cents for _, cents in owed)
         if overdue_cents == 0:
             raise Unprocessable("nothing is overdue on this lease")
@@ -113,30 +143,35 @@ async def start_payment(pool: asyncpg.Pool, req: PaymentRequest) -> ClaimedPayme
             [iid for iid, _ in allocations],
             [cents for _, cents in allocations],
         )
-    assert row is not None
-    charge = ClaimedCharge(
-        attempt_id=row["attempt_id"],
-        installment_id=None,
-        payment_id=row["payment_id"],
-        lease_id=req.lease_id,
-        customer_id=lease["customer_id"],
-        payment_method_id=method["id"],
-        gateway=method["gateway"],
-        method_kind=MethodKind(method["kind"]),
-        token=method["token"],
-        amount_cents=amount,
-        idempotency_key=row["idempotency_key"],
-        attempt_no=1,
-        due_on=None,
-        source=AttemptSource.MANUAL,
-        brand=method["brand"],
-        as_of=req.as_of,
-    )
+        assert row is not None
+        charge = ClaimedCharge(
+            attempt_id=row["attempt_id"],
+            installment_id=None,
+            payment_id=row["payment_id"],
+            lease_id=req.lease_id,
+            customer_id=lease["customer_id"],
+            payment_method_id=method["id"],
+            gateway=method["gateway"],
+            method_kind=MethodKind(method["kind"]),
+            token=method["token"],
+            amount_cents=amount,
+            idempotency_key=row["idempotency_key"],
+            attempt_no=1,
+            due_on=None,
+            source=AttemptSource.MANUAL,
+            brand=method["brand"],
+            as_of=req.as_of,
+            effective_on=req.as_of,
+            instrument_key=method["instrument_key"],
+            allocations=tuple(allocations),
+        )
+        charge, refused = await present(conn, charge)
     return ClaimedPayment(
         payment_id=row["payment_id"],
         created_at=row["created_at"],
         charge=charge,
         allocations=allocations,
+        refused=refused,
     )
 
 
@@ -167,12 +202,14 @@ class PaymentOutcome:
     disable_method: bool
     response_status: int | None = None
     response_body: dict[str, Any] | None = None
+    network_advice: str | None = None
 
 
 async def record_payment_outcome(
     db: Executor, *, payment_id: int, attempt_id: int, outcome: PaymentOutcome
 ) -> bool:
-    """Apply the answer in one statement; False when the attempt was already resolved."""
+    """Store the answer (the caller applies its money in the same transaction); False when
+    the attempt was already resolved."""
     rows = await db.fetch(
         QUERIES["payments.record_outcome"],
         payment_id,
@@ -185,8 +222,16 @@ async def record_payment_outcome(
         outcome.disable_method,
         outcome.response_status,
         outcome.response_body,
+        outcome.network_advice,
     )
     return bool(rows)
+
+
+async def refuse_payment(
+    db: Executor, *, payment_id: int, status_code: int, body: dict[str, Any]
+) -> None:
+    """Mark a payment refused before any charge, with the answer to replay."""
+    await db.execute(QUERIES["payments.refuse"], payment_id, status_code, body)
 
 
 def response_json(body: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from collector.db import money
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
@@ -215,9 +216,14 @@ async def set_primary(db: Executor, customer_id: int, method_id: int) -> bool:
 
 
 async def reopen_retries(db: Executor, customer_id: int, *, today: date) -> int:
-    """Plan an attempt on ``today`` for the customer's overdue installments that have none."""
-    reopened: int = await db.fetchval(QUERIES["portal.reopen_retries"], customer_id, today)
-    return reopened
+    """Plan an attempt on ``today`` for the customer's overdue installments that have none
+    (a journal line: the plan is derived like the money). The eligibility check still judges
+    each presentment by the card's or account's history, whatever row names it now."""
+    ids = [row["id"] for row in await db.fetch(QUERIES["portal.waiting_for_method"], customer_id)]
+    await money.replan(
+        db, ids, retry_on=today, as_of=today, source="portal", reason="primary_method_changed"
+    )
+    return len(ids)
 
 
 async def customer_next_due(db: Executor, customer_id: int, *, today: date) -> date | None:

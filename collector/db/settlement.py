@@ -14,7 +14,7 @@ from collector.db.queries import QUERIES
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DebitInFlight:
-    """A bank debit the ledger knows was sent, with what settling or returning it needs."""
+    """A debit the ledger knows was sent, with what settling or returning it needs."""
 
     attempt_id: int
     idempotency_key: str
@@ -23,14 +23,16 @@ class DebitInFlight:
     payment_id: int | None
     amount_cents: int
     payment_method_id: int
-    first_attempt_on: date
-    nsf_returns: int
+    customer_id: int
+    original_on: date  # business date of the original entry of this money on this account
+    nsf_returns: int  # earlier NSF returns of this money on this account
+    primary_method_id: int | None  # the customer's active primary method now
+    attempt_no: int = 1
     status: str = "processing"
-    age_s: float = 0.0  # since the attempt was recorded, by the database's clock
+    age_s: float = 0.0  # since the key was last sent, by the database's clock
 
 
 def _debit(row: asyncpg.Record) -> DebitInFlight:
-    first = row["first_attempt_at"] or row["created_at"]
     return DebitInFlight(
         attempt_id=row["attempt_id"],
         idempotency_key=row["idempotency_key"],
@@ -39,8 +41,11 @@ def _debit(row: asyncpg.Record) -> DebitInFlight:
         payment_id=row["payment_id"],
         amount_cents=row["amount_cents"],
         payment_method_id=row["payment_method_id"],
-        first_attempt_on=first.date(),
+        customer_id=row["customer_id"],
+        original_on=row["original_on"],
         nsf_returns=row["nsf_returns"],
+        primary_method_id=row["primary_method_id"],
+        attempt_no=row["attempt_no"],
         status=row.get("status", "processing"),
         age_s=row.get("age_s", 0.0),
     )
@@ -62,18 +67,23 @@ async def attempt_by_key(db: Executor, idempotency_key: str) -> DebitInFlight | 
     return _debit(row) if row is not None else None
 
 
-async def settle_installment_debits(db: Executor, attempt_ids: Sequence[int]) -> int:
-    """Mark these batch debits settled and their installments paid; return how many changed."""
+async def settle_attempts(db: Executor, attempt_ids: Sequence[int]) -> list[int]:
+    """Mark these debits settled (and their manual payments); return the ids that changed.
+    The caller applies their money in the same transaction."""
     if not attempt_ids:
-        return 0
-    rows = await db.fetch(QUERIES["settlement.settle_installments"], list(attempt_ids))
-    return len(rows)
+        return []
+    rows = await db.fetch(QUERIES["settlement.settle_attempts"], list(attempt_ids))
+    return [row["attempt_id"] for row in rows]
 
 
-async def settle_payment_debit(db: Executor, *, payment_id: int, attempt_id: int) -> bool:
-    """Mark a manual payment's debit settled and pay its allocations."""
-    rows = await db.fetch(QUERIES["settlement.settle_payment"], payment_id, attempt_id)
-    return bool(rows)
+async def decline_processing(
+    db: Executor, *, attempt_id: int, code: str, message: str, disable_method: bool
+) -> bool:
+    """Mark a payment its gateway had left processing as declined; False if it was not."""
+    row = await db.fetchrow(
+        QUERIES["settlement.decline_processing"], attempt_id, code, message, disable_method
+    )
+    return row is not None
 
 
 async def record_return(
@@ -83,22 +93,21 @@ async def record_return(
     code: str,
     category: str,
     source: str,
-    next_attempt_on: date | None,
     disable_method: bool,
     as_of: date,
-) -> bool:
-    """Apply a return once; False when it was already applied (or the attempt cannot be)."""
+) -> bool | None:
+    """Record a return once: whether the money had settled (True: reverse it), or None when
+    it was already applied or the attempt cannot be returned."""
     row = await db.fetchrow(
         QUERIES["settlement.record_return"],
         attempt_id,
         code,
         category,
         source,
-        next_attempt_on,
         disable_method,
         as_of,
     )
-    return row is not None
+    return None if row is None else bool(row["reversed_paid"])
 
 
 async def remember_webhook_event(db: Executor, *, gateway: str, event_id: str, kind: str) -> bool:

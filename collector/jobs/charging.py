@@ -20,9 +20,19 @@ from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from collector.config import Settings
+from collector.db import money
 from collector.db.attempts import card_declines_30d, record_outcomes
+from collector.db.attention import apply_isolated, set_aside
 from collector.db.pool import Executor
-from collector.domain import AttemptStatus, ClaimedCharge, MethodKind, PassCounts
+from collector.domain import (
+    AttemptStatus,
+    ClaimedCharge,
+    MethodKind,
+    MovementKind,
+    PassCounts,
+    ending_of,
+)
+from collector.eligibility import Refused
 from collector.gateways.base import (
     ChargeRequest,
     Declined,
@@ -45,6 +55,7 @@ from collector.policy import (
     Decision,
     decide,
     decide_not_taken,
+    decide_refused,
 )
 
 log = get_logger()
@@ -111,7 +122,8 @@ class Charger:
                 else f"Lease {claimed.lease_id} installment {claimed.installment_id}"
             ),
             metadata=_metadata(claimed),
-            effective_on=claimed.as_of,
+            # A re-send repeats the date of the first send (DESIGN.md: re-sends are identical).
+            effective_on=claimed.effective_on or claimed.as_of,
         )
         limiter = self._limiters.get(claimed.gateway)
         if limiter is not None:
@@ -172,7 +184,9 @@ class NotTaken:
     """The answer of a lookup that found no charge under an in-doubt attempt's key."""
 
 
-Answer = Outcome | NotTaken
+Answer = Outcome | NotTaken | Refused
+"""What became of a charge: the gateway's answer, a lookup that found nothing, or the
+eligibility check's refusal (nothing sent)."""
 
 
 async def decide_answers(
@@ -184,29 +198,31 @@ async def decide_answers(
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> list[tuple[ClaimedCharge, Decision]]:
     """The policy's decision for each answer; card soft declines are checked against the
-    networks' 30-day caps with one query for the whole batch."""
-    soft_card_methods = [
-        claimed.payment_method_id
+    networks' 30-day caps, per card instrument, with one query for the whole batch."""
+    soft_cards = [
+        claimed.instrument_key
         for claimed, answer in answers
         if claimed.method_kind is MethodKind.CARD
         and isinstance(answer, Declined)
         and answer.kind is DeclineKind.SOFT
     ]
-    recorded = await card_declines_30d(db, soft_card_methods)
-    in_batch: dict[int, int] = {}
+    recorded = await card_declines_30d(db, soft_cards, as_of=as_of)
+    in_batch: dict[str, int] = {}
     decisions = []
     for claimed, answer in answers:
         if isinstance(answer, NotTaken):
             decision = decide_not_taken(
                 attempt_no=claimed.attempt_no, as_of=as_of, retry_days=retry_days
             )
+        elif isinstance(answer, Refused):
+            decision = decide_refused(answer.reason)
         else:
             card = None
             if claimed.method_kind is MethodKind.CARD and isinstance(answer, Declined):
-                method = claimed.payment_method_id
-                in_batch[method] = in_batch.get(method, 0) + 1
+                key = claimed.instrument_key
+                in_batch[key] = in_batch.get(key, 0) + 1
                 card = CardHistory(
-                    brand=claimed.brand, declines_30d=recorded.get(method, 0) + in_batch[method]
+                    brand=claimed.brand, declines_30d=recorded.get(key, 0) + in_batch[key]
                 )
             decision = decide(
                 answer,
@@ -219,6 +235,69 @@ async def decide_answers(
             )
         decisions.append((claimed, decision))
     return decisions
+
+
+def ending(claimed: ClaimedCharge, decision: Decision) -> money.Ending:
+    """What a recorded decision does to the attempt's money. A batch attempt's release sets
+    the installment's plan (the retry date, or none); a manual payment's leaves the plan the
+    batch had."""
+    kind = ending_of(decision.attempt_status)
+    return money.Ending(
+        attempt_id=claimed.attempt_id,
+        kind=kind,
+        sets_plan=kind is MovementKind.RELEASED and claimed.payment_id is None,
+        retry_on=decision.next_attempt_on,
+        reason=decision.code,
+    )
+
+
+async def record_decisions(
+    db: Executor,
+    batch: Sequence[tuple[ClaimedCharge, Decision]],
+    *,
+    as_of: date,
+    source: str,
+) -> set[int]:
+    """Store batch attempts' decisions and apply their money, one transaction for the batch;
+    a row the database refuses is set aside and the others are recorded. Returns the attempt
+    ids that changed."""
+    changed: set[int] = set()
+
+    async def apply(conn: Executor, items: Sequence[tuple[ClaimedCharge, Decision]]) -> None:
+        ids = await record_outcomes(conn, [(claimed.attempt_id, d) for claimed, d in items])
+        await money.follow(
+            conn,
+            [ending(claimed, d) for claimed, d in items if claimed.attempt_id in ids],
+            as_of=as_of,
+            source=source,
+        )
+        changed.update(ids)
+
+    async def set_apart(
+        conn: Executor, item: tuple[ClaimedCharge, Decision], exc: BaseException
+    ) -> None:
+        claimed, decision = item
+        await set_aside(
+            conn,
+            subject="attempt",
+            subject_id=claimed.attempt_id,
+            customer_id=claimed.customer_id,
+            reason="record_refused_by_database",
+            detail={
+                "sqlstate": getattr(exc, "sqlstate", None),
+                "constraint": getattr(exc, "constraint_name", None),
+                "outcome": decision.attempt_status.value,
+                "installment_id": claimed.installment_id,
+                "payment_id": claimed.payment_id,
+            },
+        )
+
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            await apply_isolated(conn, batch, apply, set_apart)
+    else:
+        await apply_isolated(db, batch, apply, set_apart)
+    return changed
 
 
 class Recorder:
@@ -234,8 +313,10 @@ class Recorder:
         batch_size: int,
         progress: Callable[[int], None] | None = None,
         card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+        source: str = "batch",
     ) -> None:
         self._card_rules = card_rules
+        self._source = source
         self._pool = pool
         self._counts = counts
         self.as_of = as_of
@@ -283,8 +364,8 @@ class Recorder:
     ) -> None:
         """Record one batch; shielded, so cancellation waits for the commit."""
         with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
-            changed = await record_outcomes(
-                db or self._pool, [(claimed.attempt_id, d) for claimed, d in batch]
+            changed = await record_decisions(
+                db or self._pool, batch, as_of=self.as_of, source=self._source
             )
         counts = self._counts
         for claimed, d in batch:
@@ -304,6 +385,8 @@ class Recorder:
                 counts.declined += 1
             elif status is AttemptStatus.IN_DOUBT:
                 counts.in_doubt += 1
+            elif status is AttemptStatus.REFUSED:
+                counts.refused += 1
             else:
                 counts.failed += 1
             log.warning(

@@ -27,12 +27,13 @@ import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.config import Settings
-from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.attempts import ClaimCursor
 from collector.db.runs import ensure_statistics, finish_run, liveness_lock, start_run
 from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Answer, Charger, Recorder
+from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
 from collector.logs import get_logger
@@ -93,6 +94,7 @@ async def run_pass(
                 batch_size=settings.batch_size,
                 concurrency=settings.concurrency,
                 deadline_s=settings.claim_deadline_s,
+                card_rules=settings.card_rules,
             )
             settled = await settle(
                 pool,
@@ -153,7 +155,8 @@ async def _collect_due(
         async with send, pool.acquire() as conn:
             cursor = ClaimCursor()
             while stop is None or not stop.is_set():
-                batch = await claim_due(
+                # The claim, the eligibility verdicts and the money reserved commit together.
+                to_send, refused = await claim(
                     conn,
                     as_of=as_of,
                     cursor=cursor,
@@ -161,15 +164,18 @@ async def _collect_due(
                     gateways=names,
                     run_id=run_id,
                     deadline_s=settings.claim_deadline_s,
+                    card_rules=settings.card_rules,
                 )
+                batch = len(to_send) + len(refused)
                 if not batch:
                     if cursor.at_start:
                         return
                     # Rows another pass held when this cursor went by may be free now.
                     cursor.reset()
                     continue
-                counts.due += len(batch)
-                for claimed in batch:
+                counts.due += batch
+                counts.refused += len(refused)
+                for claimed in to_send:
                     await send.send(claimed)
 
     async def charge_loop(

@@ -12,22 +12,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import anyio
 import asyncpg
 
+from collector.db import money
+from collector.db.attention import is_row_error, set_aside
 from collector.db.payments import (
     ClaimedPayment,
+    Earlier,
     PaymentOutcome,
     PaymentRequest,
-    Replay,
     record_payment_outcome,
+    refuse_payment,
     response_json,
     start_payment,
 )
+from collector.db.pool import Executor
 from collector.domain import AttemptStatus, ClaimedCharge
-from collector.jobs.charging import RECORD_SHIELD_S, Charger, count_charge, decide_answers
+from collector.exceptions import Conflict
+from collector.jobs.charging import (
+    RECORD_SHIELD_S,
+    Charger,
+    count_charge,
+    decide_answers,
+    ending,
+)
+from collector.jobs.presentment import present
 from collector.logs import get_logger
 from collector.policy import DEFAULT_CARD_RULES, CardRetryRules, Decision
 
@@ -39,7 +52,10 @@ _PAYMENT_STATUS = {
     AttemptStatus.DECLINED: "declined",
     AttemptStatus.FAILED: "failed",
     AttemptStatus.IN_DOUBT: "in_doubt",
+    AttemptStatus.REFUSED: "refused",
 }
+# Where a payment stands once its answer is known: a repeat of its key replays that.
+_FINAL = frozenset({"succeeded", "processing", "declined", "failed", "refused", "returned"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,34 +77,87 @@ def payment_outcome(decision: Decision, *, answer: PaymentAnswer | None = None) 
         disable_method=decision.disable_method,
         response_status=answer.status_code if answer else None,
         response_body=answer.body if answer else None,
+        network_advice=decision.network_advice,
     )
 
 
-def _answer(claimed: ClaimedPayment, decision: Decision) -> PaymentAnswer:
-    status = decision.attempt_status
-    if status in (AttemptStatus.DECLINED, AttemptStatus.FAILED):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Shown:
+    """What an answer to the portal shows of a payment."""
+
+    payment_id: int
+    lease_id: int
+    payment_method_id: int
+    amount_cents: int
+    allocations: Sequence[tuple[int, int]]
+    created_at: datetime
+
+
+def _answer(shown: _Shown, payment_status: str, code: str | None) -> PaymentAnswer:
+    """The portal's answer for a payment in this state."""
+    if payment_status in ("declined", "failed"):
         return PaymentAnswer(
             status_code=402,
+            body={"detail": f"the payment was declined ({code})", "code": code},
+        )
+    if payment_status == "refused":
+        return PaymentAnswer(
+            status_code=422,
             body={
-                "detail": f"the payment was declined ({decision.code})",
-                "code": decision.code,
+                "detail": f"this payment may not be presented to this method now ({code})",
+                "code": code,
             },
         )
     body = response_json(
         {
-            "payment_id": claimed.payment_id,
-            "lease_id": claimed.charge.lease_id,
-            "payment_method_id": claimed.charge.payment_method_id,
-            "amount_cents": claimed.charge.amount_cents,
-            "status": _PAYMENT_STATUS[status],
+            "payment_id": shown.payment_id,
+            "lease_id": shown.lease_id,
+            "payment_method_id": shown.payment_method_id,
+            "amount_cents": shown.amount_cents,
+            "status": payment_status,
             "allocations": [
-                {"installment_id": iid, "amount_cents": cents} for iid, cents in claimed.allocations
+                {"installment_id": iid, "amount_cents": cents} for iid, cents in shown.allocations
             ],
-            "created_at": claimed.created_at.isoformat(),
+            "created_at": shown.created_at.isoformat(),
         }
     )
-    # In doubt: accepted, not yet known; reconciliation settles it by looking the key up.
-    return PaymentAnswer(status_code=202 if status is AttemptStatus.IN_DOUBT else 201, body=body)
+    # In doubt (or not answered yet): accepted, not yet known; reconciliation settles it by
+    # looking the key up.
+    pending = payment_status in ("in_doubt", "pending")
+    return PaymentAnswer(status_code=202 if pending else 201, body=body)
+
+
+def replay(earlier: Earlier, *, lease_id: int) -> PaymentAnswer:
+    """The answer to a repeat of an Idempotency-Key: the first answer while it still holds;
+    once an unknown answer (202, or none: the request died after its claim) has been resolved,
+    the final one. Raises Conflict while the payment is still being charged."""
+    final = earlier.payment_status in _FINAL
+    answered = earlier.status_code is not None and earlier.body is not None
+    if answered and (earlier.status_code != 202 or not final):
+        assert earlier.status_code is not None and earlier.body is not None
+        return PaymentAnswer(status_code=earlier.status_code, body=earlier.body)
+    if not final:
+        raise Conflict("a payment with this Idempotency-Key is still being processed")
+    shown = _Shown(
+        payment_id=earlier.payment_id,
+        lease_id=lease_id,
+        payment_method_id=earlier.payment_method_id,
+        amount_cents=earlier.amount_cents,
+        allocations=earlier.allocations,
+        created_at=earlier.created_at,
+    )
+    return _answer(shown, earlier.payment_status, earlier.outcome_code)
+
+
+def _shown(claimed: ClaimedPayment) -> _Shown:
+    return _Shown(
+        payment_id=claimed.payment_id,
+        lease_id=claimed.charge.lease_id,
+        payment_method_id=claimed.charge.payment_method_id,
+        amount_cents=claimed.charge.amount_cents,
+        allocations=claimed.allocations,
+        created_at=claimed.created_at,
+    )
 
 
 async def pay_now(
@@ -103,9 +172,49 @@ async def pay_now(
 
     Raises what ``start_payment`` raises; never charges when it raises.
     """
-    claimed = await start_payment(pool, request)
-    if isinstance(claimed, Replay):
-        return PaymentAnswer(status_code=claimed.status_code, body=claimed.body)
+
+    async def present_payment(
+        db: Executor, charge: ClaimedCharge
+    ) -> tuple[ClaimedCharge, str | None]:
+        # The same eligibility check as the batch's, in the claim's transaction; a refusal is
+        # stored with the payment, so a repeat of the key replays it.
+        to_send, refused = await present(db, [charge], as_of=request.as_of, card_rules=card_rules)
+        if not refused:
+            return to_send[0], None
+        reason = refused[0][1].reason
+        answer = _answer(
+            _Shown(
+                payment_id=charge.payment_id or 0,
+                lease_id=charge.lease_id,
+                payment_method_id=charge.payment_method_id,
+                amount_cents=charge.amount_cents,
+                allocations=charge.presents,
+                created_at=datetime.min,
+            ),
+            "refused",
+            reason,
+        )
+        assert charge.payment_id is not None
+        await refuse_payment(
+            db, payment_id=charge.payment_id, status_code=answer.status_code, body=answer.body
+        )
+        return charge, reason
+
+    claimed = await start_payment(pool, request, present=present_payment)
+    if isinstance(claimed, Earlier):
+        return replay(claimed, lease_id=request.lease_id)
+    if claimed.refused is not None:
+        log.info(
+            "manual_payment",
+            payment_id=claimed.payment_id,
+            lease_id=request.lease_id,
+            attempt_id=claimed.charge.attempt_id,
+            gateway=claimed.charge.gateway,
+            outcome="refused",
+            decline_code=claimed.refused,
+            amount_cents=claimed.charge.amount_cents,
+        )
+        return _answer(_shown(claimed), "refused", claimed.refused)
     outcome = await charger.charge(claimed.charge)
     [(_, decision)] = await decide_answers(
         pool,
@@ -114,14 +223,11 @@ async def pay_now(
         retry_days=retry_days,
         card_rules=card_rules,
     )
-    answer = _answer(claimed, decision)
+    answer = _answer(_shown(claimed), _PAYMENT_STATUS[decision.attempt_status], decision.code)
     # Shielded: a client that hangs up must not lose an answer the gateway already gave.
     with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
-        if await record_payment_outcome(
-            pool,
-            payment_id=claimed.payment_id,
-            attempt_id=claimed.charge.attempt_id,
-            outcome=payment_outcome(decision, answer=answer),
+        if await record_payment_answer(
+            pool, claimed.charge, decision, as_of=request.as_of, answer=answer
         ):
             count_charge(claimed.charge, decision.attempt_status)
     log.info(
@@ -137,17 +243,51 @@ async def pay_now(
     return answer
 
 
-async def record_reconciled_payment(
-    pool: asyncpg.Pool, charge: ClaimedCharge, decision: Decision
+async def record_payment_answer(
+    pool: asyncpg.Pool,
+    charge: ClaimedCharge,
+    decision: Decision,
+    *,
+    as_of: date,
+    answer: PaymentAnswer | None = None,
+    source: str = "manual",
 ) -> bool:
-    """Apply a reconciled answer to a manual payment (its first reply to the portal stays)."""
+    """Store a manual payment's answer and apply its money in one transaction; False when it
+    was already resolved. A row the database refuses is set aside (the attempt stays
+    unresolved, for reconciliation) rather than lost in an error."""
     assert charge.payment_id is not None
-    changed = await record_payment_outcome(
-        pool,
-        payment_id=charge.payment_id,
-        attempt_id=charge.attempt_id,
-        outcome=payment_outcome(decision),
-    )
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                changed = await record_payment_outcome(
+                    conn,
+                    payment_id=charge.payment_id,
+                    attempt_id=charge.attempt_id,
+                    outcome=payment_outcome(decision, answer=answer),
+                )
+                if changed:
+                    await money.follow(conn, [ending(charge, decision)], as_of=as_of, source=source)
+                return changed
+        except asyncpg.PostgresError as exc:
+            if not is_row_error(exc):
+                raise
+            await set_aside(
+                conn,
+                subject="payment",
+                subject_id=charge.payment_id,
+                customer_id=charge.customer_id,
+                reason="record_refused_by_database",
+                detail={"sqlstate": exc.sqlstate, "outcome": decision.attempt_status.value},
+            )
+            return False
+
+
+async def record_reconciled_payment(
+    pool: asyncpg.Pool, charge: ClaimedCharge, decision: Decision, *, as_of: date
+) -> bool:
+    """Apply a reconciled answer to a manual payment (its first reply to the portal stays,
+    and a repeat of its key replays the final state once it is known)."""
+    changed = await record_payment_answer(pool, charge, decision, as_of=as_of, source="reconcile")
     if changed:
         count_charge(charge, decision.attempt_status)
     return changed

@@ -13,23 +13,30 @@ report the same facts by key. All three apply them here, each fact once:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 
 import anyio
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+from collector.db import money
+from collector.db.attention import apply_isolated, is_row_error, set_aside
+from collector.db.pool import Connection, Executor
 from collector.db.settlement import (
     DebitInFlight,
     attempt_by_key,
     debits_in_flight,
+    decline_processing,
     record_return,
     return_rates,
-    settle_installment_debits,
-    settle_payment_debit,
+    settle_attempts,
 )
+from collector.domain import MovementKind
 from collector.gateways.base import (
+    Declined,
     Gateway,
     Returned,
     Settlement,
@@ -39,7 +46,7 @@ from collector.gateways.base import (
 )
 from collector.logs import get_logger
 from collector.metrics import ACH_RETURN_RATE
-from collector.policy import decide_return
+from collector.policy import decide, decide_return
 
 log = get_logger()
 
@@ -51,6 +58,7 @@ class SettleCounts:
     settled: int = 0
     returned: int = 0
     processing: int = 0
+    declined: int = 0
 
 
 async def apply_settlements(
@@ -61,34 +69,111 @@ async def apply_settlements(
     retry_days: Sequence[int],
     source: str,
 ) -> SettleCounts:
-    """Apply what became of these debits, each fact once; return what changed."""
+    """Apply what became of these debits, each fact once; return what changed. A fact the
+    database refuses is set aside for an operator; the others are applied."""
     counts = SettleCounts()
-    settled_batch = [
-        debit.attempt_id
-        for debit, fact in items
-        if isinstance(fact, Succeeded) and debit.installment_id is not None
-    ]
+    settled = [debit for debit, fact in items if isinstance(fact, Succeeded)]
     with anyio.CancelScope(shield=True):
-        counts.settled += await settle_installment_debits(pool, settled_batch)
-        for debit, fact in items:
-            if isinstance(fact, Succeeded) and debit.payment_id is not None:
-                counts.settled += await settle_payment_debit(
-                    pool, payment_id=debit.payment_id, attempt_id=debit.attempt_id
+        async with pool.acquire() as conn:
+
+            async def settle_batch(db: Executor, debits: Sequence[DebitInFlight]) -> None:
+                ids = await settle_attempts(db, [d.attempt_id for d in debits])
+                await money.follow(
+                    db,
+                    [money.Ending(attempt_id=i, kind=MovementKind.SETTLED) for i in ids],
+                    as_of=as_of,
+                    source=source,
                 )
-            elif isinstance(fact, Returned):
-                counts.returned += await _apply_return(
-                    pool, debit, fact, as_of=as_of, retry_days=retry_days, source=source
-                )
-            elif fact is None or not isinstance(fact, Succeeded):
-                counts.processing += 1
+                counts.settled += len(ids)
+
+            await apply_isolated(conn, settled, settle_batch, _set_aside_fact("settlement"))
+            for debit, fact in items:
+                if isinstance(fact, Returned):
+                    counts.returned += await _isolated(
+                        conn,
+                        debit,
+                        "return",
+                        partial(
+                            _apply_return,
+                            debit=debit,
+                            fact=fact,
+                            as_of=as_of,
+                            retry_days=retry_days,
+                            source=source,
+                        ),
+                    )
+                elif isinstance(fact, Declined):
+                    counts.declined += await _isolated(
+                        conn,
+                        debit,
+                        "settlement",
+                        partial(
+                            _apply_decline,
+                            debit=debit,
+                            fact=fact,
+                            as_of=as_of,
+                            retry_days=retry_days,
+                            source=source,
+                        ),
+                    )
+                elif not isinstance(fact, Succeeded):
+                    counts.processing += 1
     return counts
 
 
+def _set_aside_fact(
+    subject: str,
+) -> Callable[[Executor, DebitInFlight, BaseException], Awaitable[None]]:
+    async def set_apart(db: Executor, debit: DebitInFlight, exc: BaseException) -> None:
+        await set_aside(
+            db,
+            subject=subject,
+            subject_id=debit.attempt_id,
+            customer_id=debit.customer_id,
+            reason="refused_by_database",
+            detail={
+                "sqlstate": getattr(exc, "sqlstate", None),
+                "constraint": getattr(exc, "constraint_name", None),
+                "gateway": debit.gateway,
+            },
+        )
+
+    return set_apart
+
+
+async def _isolated(
+    conn: Connection | PoolConnectionProxy,
+    debit: DebitInFlight,
+    subject: str,
+    apply: Callable[[Executor], Awaitable[bool]],
+) -> bool:
+    """Apply one fact in a transaction of its own; a fact the database refuses is set aside."""
+    try:
+        async with conn.transaction():
+            return bool(await apply(conn))
+    except asyncpg.PostgresError as exc:
+        if not is_row_error(exc):
+            raise
+        async with conn.transaction():
+            await _set_aside_fact(subject)(conn, debit, exc)
+        return False
+
+
+def _retry_with_new_primary(debit: DebitInFlight, planned: date | None, as_of: date) -> date | None:
+    """A new primary method chosen while the debit was in flight is used for what came back:
+    the next day, when the rules left no automatic attempt on the returned one."""
+    if planned is not None:
+        return planned
+    if debit.primary_method_id is not None and debit.primary_method_id != debit.payment_method_id:
+        return as_of + timedelta(days=1)
+    return None
+
+
 async def _apply_return(
-    pool: asyncpg.Pool,
+    db: Executor,
+    *,
     debit: DebitInFlight,
     fact: Returned,
-    *,
     as_of: date,
     retry_days: Sequence[int],
     source: str,
@@ -96,38 +181,93 @@ async def _apply_return(
     decision = decide_return(
         fact.code,
         nsf_returns_before=debit.nsf_returns,
-        original_on=debit.first_attempt_on,
+        original_on=debit.original_on,
         as_of=as_of,
         retry_days=retry_days,
     )
-    applied = await record_return(
-        pool,
+    reversed_paid = await record_return(
+        db,
         attempt_id=debit.attempt_id,
         code=fact.code,
         category=decision.category,
         source=source,
-        next_attempt_on=decision.next_attempt_on,
         disable_method=decision.disable_method,
         as_of=as_of,
     )
-    if applied:
-        log.warning(
-            "debit_returned",
-            attempt_id=debit.attempt_id,
-            installment_id=debit.installment_id,
-            payment_id=debit.payment_id,
-            gateway=debit.gateway,
-            return_code=fact.code,
-            category=decision.category,
-            amount_cents=debit.amount_cents,
-            reversed_paid=debit.status == "succeeded",
-            next_attempt_on=decision.next_attempt_on.isoformat()
-            if decision.next_attempt_on
-            else None,
-            method_disabled=decision.disable_method,
-            source=source,
-        )
-    return applied
+    if reversed_paid is None:
+        return False
+    retry_on = _retry_with_new_primary(debit, decision.next_attempt_on, as_of)
+    await money.follow(
+        db,
+        [
+            money.Ending(
+                attempt_id=debit.attempt_id,
+                kind=MovementKind.REVERSED if reversed_paid else MovementKind.RETURNED,
+                sets_plan=True,
+                retry_on=retry_on,
+                reason=fact.code,
+            )
+        ],
+        as_of=as_of,
+        source=source,
+    )
+    log.warning(
+        "debit_returned",
+        attempt_id=debit.attempt_id,
+        installment_id=debit.installment_id,
+        payment_id=debit.payment_id,
+        gateway=debit.gateway,
+        return_code=fact.code,
+        category=decision.category,
+        amount_cents=debit.amount_cents,
+        reversed_paid=reversed_paid,
+        next_attempt_on=retry_on.isoformat() if retry_on else None,
+        method_disabled=decision.disable_method,
+        source=source,
+    )
+    return True
+
+
+async def _apply_decline(
+    db: Executor,
+    *,
+    debit: DebitInFlight,
+    fact: Declined,
+    as_of: date,
+    retry_days: Sequence[int],
+    source: str,
+) -> bool:
+    """A payment its gateway left processing failed: declined, as if answered at once."""
+    decision = decide(
+        fact,
+        amount_cents=debit.amount_cents,
+        attempt_no=debit.attempt_no,
+        as_of=as_of,
+        retry_days=retry_days,
+    )
+    if not await decline_processing(
+        db,
+        attempt_id=debit.attempt_id,
+        code=fact.code,
+        message=fact.message,
+        disable_method=decision.disable_method,
+    ):
+        return False
+    await money.follow(
+        db,
+        [
+            money.Ending(
+                attempt_id=debit.attempt_id,
+                kind=MovementKind.RELEASED,
+                sets_plan=debit.payment_id is None,
+                retry_on=decision.next_attempt_on,
+                reason=fact.code,
+            )
+        ],
+        as_of=as_of,
+        source=source,
+    )
+    return True
 
 
 async def apply_by_key(
@@ -139,10 +279,27 @@ async def apply_by_key(
     retry_days: Sequence[int],
     source: str,
 ) -> SettleCounts:
-    """Apply a fact reported by key (a webhook, a return file); unknown keys change nothing."""
+    """Apply a fact reported by key (a webhook, a return file). A fact for no attempt of the
+    ledger, or one that contradicts it (a return of a debit never taken), is set aside."""
     debit = await attempt_by_key(pool, idempotency_key)
     if debit is None:
-        log.warning("settlement_for_unknown_attempt", source=source)
+        await set_aside(
+            pool,
+            subject="settlement",
+            subject_id=idempotency_key,
+            reason="unknown_attempt",
+            detail={"source": source, "fact": type(fact).__name__},
+        )
+        return SettleCounts()
+    if isinstance(fact, Returned) and debit.status not in ("processing", "succeeded", "returned"):
+        await set_aside(
+            pool,
+            subject="return",
+            subject_id=debit.attempt_id,
+            customer_id=debit.customer_id,
+            reason="return_contradicts_ledger",
+            detail={"source": source, "status": debit.status, "return_code": fact.code},
+        )
         return SettleCounts()
     return await apply_settlements(
         pool, [(debit, fact)], as_of=as_of, retry_days=retry_days, source=source
@@ -185,6 +342,7 @@ async def settle(
         total.settled += counts.settled
         total.returned += counts.returned
         total.processing += counts.processing
+        total.declined += counts.declined
     await refresh_return_rates(pool)
     return total
 

@@ -3,15 +3,25 @@
 SELECT id, customer_id, status FROM leases WHERE id = $1 FOR UPDATE;
 
 -- find_by_request_key --
--- The payment made earlier under the portal's Idempotency-Key $2 for lease $1, if any
-SELECT id, request_hash, response_status, response_body
-FROM payments
-WHERE lease_id = $1 AND request_key = $2;
+-- The payment made earlier under the portal's Idempotency-Key $2 for lease $1, if any, with
+-- where it stands now (its answer may have been resolved since the first reply)
+SELECT p.id, p.request_hash, p.response_status, p.response_body, p.status, p.amount_cents,
+       p.payment_method_id, p.created_at, a.status AS attempt_status, a.outcome_code,
+       ARRAY(SELECT pa.installment_id FROM payment_allocations pa
+             JOIN installments i ON i.id = pa.installment_id
+             WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_ids,
+       ARRAY(SELECT pa.amount_cents FROM payment_allocations pa
+             JOIN installments i ON i.id = pa.installment_id
+             WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_cents
+FROM payments p
+LEFT JOIN charge_attempts a ON a.payment_id = p.id
+WHERE p.lease_id = $1 AND p.request_key = $2;
 
 -- lock_unpaid_installments --
 -- Lock the unpaid installments of lease $1 due before $2, oldest first (the one lock order of
--- the engine: due date, then id), with their state
-SELECT id, due_on, amount_cents, paid_cents, status, next_attempt_on
+-- the engine: due date, then id), with what is left to take (amount - paid - in flight)
+SELECT id, due_on, amount_cents - paid_cents - in_flight_cents AS collectable_cents, status,
+       next_attempt_on
 FROM installments
 WHERE lease_id = $1 AND due_on < $2 AND paid_cents < amount_cents
   AND status IN ('scheduled', 'overdue', 'processing')
@@ -20,15 +30,16 @@ FOR UPDATE;
 
 -- usable_method --
 -- Payment method $2 when it belongs to customer $1 and is active; with $2 NULL, the primary
-SELECT id, kind, gateway, token, brand
+SELECT id, kind, gateway, token, brand, instrument_key
 FROM payment_methods
 WHERE customer_id = $1 AND status = 'active'
   AND (CASE WHEN $2::bigint IS NULL THEN is_primary ELSE id = $2::bigint END);
 
 -- insert_payment --
--- Record a pending manual payment and its pending charge attempt (key derived from the payment
--- id, deadline $9 seconds away), allocate it to installments and mark them processing, in
--- one statement. Allocations come as parallel arrays ($10 ids, $11 amounts).
+-- Record a pending manual payment, its allocations to installments and its pending charge
+-- attempt (key derived from the payment id, deadline $9 seconds away), in one statement.
+-- Allocations come as parallel arrays ($10 ids, $11 amounts). The caller presents the money
+-- (money.present) in the same transaction, which marks what it covers as in flight.
 WITH payment AS (
     INSERT INTO payments
         (lease_id, customer_id, payment_method_id, amount_cents, request_key, request_hash,
@@ -45,36 +56,33 @@ WITH payment AS (
         (payment_id, installment_id, amount_cents, prev_status, prev_next_attempt_on)
     SELECT p.id, a.installment_id, a.amount_cents, a.prev_status, a.prev_next_attempt_on
     FROM payment p, allocation a
-), claimed AS (
-    UPDATE installments i
-    SET status = 'processing', next_attempt_on = NULL, updated_at = now()
-    WHERE i.id = ANY ($10::bigint[])
 ), attempt AS (
     INSERT INTO charge_attempts
         (payment_id, payment_method_id, amount_cents, idempotency_key, source, status, gateway,
-         claimed_until)
+         claimed_until, customer_id, instrument_key, as_of, effective_on, last_sent_at)
     SELECT p.id, $3, $4, 'collector-pay-' || p.id, 'manual', 'pending', $8,
-           now() + make_interval(secs => $9)
+           now() + make_interval(secs => $9), $2, pm.instrument_key, $7, $7, now()
     FROM payment p
+    JOIN payment_methods pm ON pm.id = $3
     RETURNING id, idempotency_key
 )
 SELECT p.id AS payment_id, p.created_at, t.id AS attempt_id, t.idempotency_key
 FROM payment p, attempt t;
 
 -- record_outcome --
--- Store the answer to manual payment $1's attempt $2 and apply it to the installments the
--- payment covers: paid (succeeded), pending settlement (ACH processing), restored to their
--- state before the payment (declined, not taken) or left claimed (in doubt). $3 attempt
--- status, $4 payment status, $5 gateway ref, $6 code, $7 message, $8 disable the method,
--- $9/$10 the first answer, replayed for a repeat of the Idempotency-Key (NULL: keep the one
--- stored, as when reconciliation resolves an attempt the portal was already answered about).
--- Only an attempt still pending or in doubt changes; returns nothing otherwise.
+-- Store the answer to manual payment $1's attempt $2: $3 attempt status, $4 payment status,
+-- $5 gateway ref, $6 code, $7 message, $8 disable the method, $9/$10 the first answer,
+-- replayed for a repeat of the Idempotency-Key (NULL: keep the one stored, as when
+-- reconciliation resolves an attempt the portal was already answered about), $11 network
+-- advice. Only an attempt still pending or in doubt changes; returns nothing otherwise. The
+-- caller applies the money (money.follow) in the same transaction.
 WITH changed AS (
     UPDATE charge_attempts a
     SET status = $3,
         gateway_ref = coalesce($5, a.gateway_ref),
         outcome_code = $6,
         outcome_message = $7,
+        network_advice = coalesce($11, a.network_advice),
         updated_at = now(),
         resolved_at = CASE WHEN $3 = 'in_doubt' THEN NULL ELSE now() END,
         claimed_until = CASE WHEN $3 = 'in_doubt' THEN now() END
@@ -88,25 +96,6 @@ WITH changed AS (
     FROM changed
     WHERE p.id = $1
     RETURNING p.id
-), installments_changed AS (
-    UPDATE installments i
-    SET paid_cents = i.paid_cents + CASE WHEN $3 = 'succeeded' THEN pa.amount_cents ELSE 0 END,
-        status = CASE
-            WHEN $3 = 'succeeded' AND i.paid_cents + pa.amount_cents = i.amount_cents THEN 'paid'
-            WHEN $3 = 'processing' THEN 'pending_settlement'
-            WHEN $3 = 'in_doubt' THEN i.status
-            ELSE pa.prev_status
-        END,
-        next_attempt_on = CASE
-            WHEN $3 = 'succeeded' AND i.paid_cents + pa.amount_cents = i.amount_cents THEN NULL
-            WHEN $3 IN ('processing', 'in_doubt') THEN NULL
-            -- A scheduled installment keeps its due date as its collection date.
-            ELSE coalesce(pa.prev_next_attempt_on,
-                          CASE WHEN pa.prev_status = 'scheduled' THEN i.due_on END)
-        END,
-        updated_at = now()
-    FROM payment_allocations pa, changed
-    WHERE pa.payment_id = $1 AND i.id = pa.installment_id
 ), method_disabled AS (
     UPDATE payment_methods pm
     SET status = 'disabled', disabled_reason = $6, updated_at = now()
@@ -114,6 +103,12 @@ WITH changed AS (
     WHERE $8 AND pm.id = c.payment_method_id AND pm.status = 'active'
 )
 SELECT id FROM changed;
+
+-- refuse --
+-- Manual payment $1 was refused by the eligibility check before any charge: answer $2/$3
+UPDATE payments
+SET status = 'refused', response_status = $2, response_body = $3, updated_at = now()
+WHERE id = $1;
 
 -- allocations --
 -- How manual payment $1 was allocated, oldest installment first

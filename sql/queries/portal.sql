@@ -92,19 +92,15 @@ SET is_primary = true, updated_at = now()
 WHERE id = $2 AND customer_id = $1 AND status = 'active'
 RETURNING id;
 
--- reopen_retries --
--- Plan an attempt on date $2 for customer $1's overdue installments that have none; count them
--- Only on active leases, and only those waiting for a new method: no automatic attempt planned
--- after a hard decline or exhausted retries. A new method deserves a try.
-WITH reopened AS (
-    UPDATE installments i
-    SET next_attempt_on = $2, updated_at = now()
-    FROM leases l
-    WHERE l.id = i.lease_id AND l.customer_id = $1 AND l.status = 'active'
-      AND i.status = 'overdue' AND i.next_attempt_on IS NULL
-    RETURNING i.id
-)
-SELECT count(*) FROM reopened;
+-- waiting_for_method --
+-- Customer $1's overdue installments on active leases with no automatic attempt planned (a
+-- hard decline, exhausted retries, a refused presentment): a new method deserves a try
+SELECT i.id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id
+WHERE l.customer_id = $1 AND l.status = 'active'
+  AND i.status = 'overdue' AND i.next_attempt_on IS NULL
+ORDER BY i.due_on, i.id;
 
 -- customer_next_due --
 -- The earliest due date on or after $2 of a scheduled installment of customer $1's active leases

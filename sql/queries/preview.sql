@@ -2,7 +2,7 @@
 -- What a pass for business date $1 would charge, by gateway and method kind, with the enabled
 -- gateways $2. Reads only: nothing is locked or written.
 SELECT pm.gateway, pm.kind, count(*) AS installments,
-       sum(i.amount_cents - i.paid_cents)::bigint AS amount_cents
+       sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents
 FROM installments i
 JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
 JOIN payment_methods pm
@@ -10,6 +10,7 @@ JOIN payment_methods pm
 WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
+  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
   AND pm.gateway = ANY($2::text[])
 GROUP BY pm.gateway, pm.kind
 ORDER BY pm.gateway, pm.kind;
@@ -20,7 +21,7 @@ ORDER BY pm.gateway, pm.kind;
 SELECT s.reason, count(*) AS installments, sum(s.amount_cents)::bigint AS amount_cents,
        (array_agg(s.id ORDER BY s.id))[1:10] AS sample_ids
 FROM (
-    SELECT i.id, i.amount_cents - i.paid_cents AS amount_cents,
+    SELECT i.id, i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
            CASE
                WHEN l.status <> 'active' THEN 'lease_' || l.status
                WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN 'no_automatic_retry'

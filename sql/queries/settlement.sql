@@ -1,79 +1,73 @@
 -- processing_attempts --
--- Up to $3 bank debits still in flight with id above $1, through the gateways $2, with what
+-- Up to $3 debits still in flight with id above $1, through the gateways $2, with what
 -- settling them needs
 SELECT a.id AS attempt_id, a.idempotency_key, a.gateway, a.installment_id, a.payment_id,
-       a.amount_cents, a.payment_method_id, a.created_at,
-       extract(epoch FROM now() - a.created_at)::float8 AS age_s,
-       (SELECT count(*) FROM charge_returns r
-        JOIN charge_attempts b ON b.id = r.attempt_id
-        WHERE b.installment_id = a.installment_id AND r.category = 'nsf') AS nsf_returns,
-       (SELECT min(b.created_at) FROM charge_attempts b
-        WHERE b.installment_id = a.installment_id) AS first_attempt_at
-FROM charge_attempts a
-WHERE a.status = 'processing' AND a.id > $1 AND a.gateway = ANY ($2::text[])
-ORDER BY a.id
-LIMIT $3;
+       a.amount_cents, a.payment_method_id, a.created_at, a.customer_id, a.attempt_no,
+       extract(epoch FROM now() - a.last_sent_at)::float8 AS age_s,
+       h.nsf_returns, h.original_on, h.primary_method_id
+FROM (
+    SELECT a.*, coalesce(i.attempts, 1) AS attempt_no
+    FROM charge_attempts a
+    LEFT JOIN installments i ON i.id = a.installment_id
+    WHERE a.status = 'processing' AND a.id > $1 AND a.gateway = ANY ($2::text[])
+    ORDER BY a.id
+    LIMIT $3
+) a
+CROSS JOIN LATERAL debit_history_v1(a.id) h
+ORDER BY a.id;
 
 -- attempt_by_key --
 -- The attempt made under idempotency key $1, with what settling or returning it needs
 SELECT a.id AS attempt_id, a.idempotency_key, a.gateway, a.installment_id, a.payment_id,
-       a.amount_cents, a.payment_method_id, a.created_at, a.status,
-       (SELECT count(*) FROM charge_returns r
-        JOIN charge_attempts b ON b.id = r.attempt_id
-        WHERE b.installment_id = a.installment_id AND r.category = 'nsf') AS nsf_returns,
-       (SELECT min(b.created_at) FROM charge_attempts b
-        WHERE b.installment_id = a.installment_id) AS first_attempt_at
+       a.amount_cents, a.payment_method_id, a.created_at, a.status, a.customer_id,
+       coalesce(i.attempts, 1) AS attempt_no,
+       h.nsf_returns, h.original_on, h.primary_method_id
 FROM charge_attempts a
+LEFT JOIN installments i ON i.id = a.installment_id
+CROSS JOIN LATERAL debit_history_v1(a.id) h
 WHERE a.idempotency_key = $1;
 
--- settle_installments --
--- Debits $1 settled: each attempt succeeds and its installment is paid, in one statement.
--- Only attempts still processing change.
+-- settle_attempts --
+-- Debits $1 settled: each attempt still processing succeeds, and its manual payment with it.
+-- Returns the attempts that changed; the caller applies their money (money.follow).
 WITH settled AS (
     UPDATE charge_attempts a
     SET status = 'succeeded', resolved_at = now(), updated_at = now()
-    WHERE a.id = ANY ($1::bigint[]) AND a.status = 'processing' AND a.installment_id IS NOT NULL
-    RETURNING a.id, a.installment_id, a.amount_cents
-)
-UPDATE installments i
-SET paid_cents = i.paid_cents + s.amount_cents,
-    status = CASE WHEN i.paid_cents + s.amount_cents = i.amount_cents THEN 'paid' ELSE 'overdue' END,
-    updated_at = now()
-FROM settled s
-WHERE i.id = s.installment_id
-RETURNING s.id AS attempt_id, s.amount_cents;
-
--- settle_payment --
--- Manual payment $1's debit (attempt $2) settled: the payment succeeds and its allocations are
--- paid onto their installments
-WITH settled AS (
-    UPDATE charge_attempts a
-    SET status = 'succeeded', resolved_at = now(), updated_at = now()
-    WHERE a.id = $2 AND a.payment_id = $1 AND a.status = 'processing'
-    RETURNING a.id
-), payment AS (
+    WHERE a.id = ANY ($1::bigint[]) AND a.status = 'processing'
+    RETURNING a.id, a.payment_id, a.amount_cents
+), payments_done AS (
     UPDATE payments p SET status = 'succeeded', updated_at = now()
-    FROM settled WHERE p.id = $1
+    FROM settled s WHERE p.id = s.payment_id
 )
-UPDATE installments i
-SET paid_cents = i.paid_cents + pa.amount_cents,
-    status = CASE WHEN i.paid_cents + pa.amount_cents = i.amount_cents THEN 'paid'
-                  ELSE pa.prev_status END,
-    next_attempt_on = CASE WHEN i.paid_cents + pa.amount_cents = i.amount_cents THEN NULL
-                           ELSE coalesce(pa.prev_next_attempt_on,
-                                         CASE WHEN pa.prev_status = 'scheduled' THEN i.due_on END)
-                      END,
-    updated_at = now()
-FROM payment_allocations pa, settled
-WHERE pa.payment_id = $1 AND i.id = pa.installment_id
-RETURNING i.id;
+SELECT id AS attempt_id, amount_cents FROM settled;
+
+-- decline_processing --
+-- Payment $1, left processing by its gateway, failed with code $2 (message $3; disable the
+-- method when $4): the attempt is declined, and its manual payment with it. Returns the
+-- attempt id when this call changed it.
+WITH declined AS (
+    UPDATE charge_attempts a
+    SET status = 'declined', outcome_code = $2, outcome_message = $3, resolved_at = now(),
+        updated_at = now()
+    WHERE a.id = $1 AND a.status = 'processing'
+    RETURNING a.id, a.payment_id, a.payment_method_id
+), payment AS (
+    UPDATE payments p SET status = 'declined', updated_at = now()
+    FROM declined d WHERE p.id = d.payment_id
+), method_disabled AS (
+    UPDATE payment_methods pm
+    SET status = 'disabled', disabled_reason = $2, updated_at = now()
+    FROM declined d
+    WHERE $4 AND pm.id = d.payment_method_id AND pm.status = 'active'
+)
+SELECT id AS attempt_id FROM declined;
 
 -- record_return --
 -- Attempt $1 was returned with code $2 (category $3): record the return once (a replay changes
--- nothing), mark the attempt returned, reverse what was counted paid, put its installment (or
--- its payment's installments) back to overdue with retry date $5, and disable the method
--- when $6. $4 = where the return came from, $7 = business date. Returns the attempt id when
--- this call applied it.
+-- nothing), mark the attempt returned (and its manual payment), and disable the method when
+-- $5. $4 = where the return came from, $6 = business date. Returns the attempt id and whether
+-- the money had settled, when this call applied it; the caller applies the money
+-- (money.follow: returned, or reversed after settlement).
 WITH attempt AS (
     SELECT a.id, a.status, a.installment_id, a.payment_id, a.amount_cents, a.payment_method_id
     FROM charge_attempts a
@@ -82,7 +76,7 @@ WITH attempt AS (
 ), recorded AS (
     INSERT INTO charge_returns (attempt_id, return_code, category, amount_cents, reversed_paid,
                                 source, as_of)
-    SELECT a.id, $2, $3, a.amount_cents, a.status = 'succeeded', $4, $7
+    SELECT a.id, $2, $3, a.amount_cents, a.status = 'succeeded', $4, $6
     FROM attempt a
     ON CONFLICT (attempt_id) DO NOTHING
     RETURNING attempt_id, reversed_paid
@@ -91,24 +85,7 @@ WITH attempt AS (
     SET status = 'returned', outcome_code = $2, updated_at = now(), resolved_at = now()
     FROM recorded r
     WHERE a.id = r.attempt_id
-    RETURNING a.id, a.installment_id, a.payment_id, a.amount_cents, a.payment_method_id,
-              r.reversed_paid
-), covered AS (
-    -- What the return takes back from each installment: the attempt's whole amount, or the
-    -- payment's allocations.
-    SELECT r.installment_id, r.amount_cents, r.reversed_paid
-    FROM returned r WHERE r.installment_id IS NOT NULL
-    UNION ALL
-    SELECT pa.installment_id, pa.amount_cents, r.reversed_paid
-    FROM returned r JOIN payment_allocations pa ON pa.payment_id = r.payment_id
-), installments_back AS (
-    UPDATE installments i
-    SET paid_cents = i.paid_cents - CASE WHEN c.reversed_paid THEN c.amount_cents ELSE 0 END,
-        status = 'overdue',
-        next_attempt_on = $5,
-        updated_at = now()
-    FROM covered c
-    WHERE i.id = c.installment_id
+    RETURNING a.id, a.payment_id, a.payment_method_id, r.reversed_paid
 ), payment_back AS (
     UPDATE payments p SET status = 'returned', updated_at = now()
     FROM returned r WHERE p.id = r.payment_id
@@ -116,9 +93,9 @@ WITH attempt AS (
     UPDATE payment_methods pm
     SET status = 'disabled', disabled_reason = 'ach_return_' || $2, updated_at = now()
     FROM returned r
-    WHERE $6 AND pm.id = r.payment_method_id AND pm.status = 'active'
+    WHERE $5 AND pm.id = r.payment_method_id AND pm.status = 'active'
 )
-SELECT id AS attempt_id FROM returned;
+SELECT id AS attempt_id, reversed_paid FROM returned;
 
 -- record_webhook_event --
 -- Remember gateway $1's event $2 (type $3); returns a row only the first time

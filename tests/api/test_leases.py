@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.factories import LeaseRef, make_lease
+from tests.factories import LeaseRef, make_lease, put_state
 
 # The business date of tests/api/conftest.py's pinned clock (noon in New York).
 TODAY = date(2026, 11, 26)
@@ -20,12 +20,8 @@ async def set_installment(
     paid_cents: int = 0,
     next_attempt_on: date | None = None,
 ) -> None:
-    await conn.execute(
-        "UPDATE installments SET status = $2, paid_cents = $3, next_attempt_on = $4 WHERE id = $1",
-        installment_id,
-        status,
-        paid_cents,
-        next_attempt_on,
+    await put_state(
+        conn, installment_id, status=status, paid_cents=paid_cents, next_attempt_on=next_attempt_on
     )
 
 

@@ -10,11 +10,12 @@ import asyncpg
 import httpx
 
 from collector.config import Settings
-from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.attempts import ClaimCursor
 from collector.db.runs import start_run
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
-from tests.factories import installment, make_lease
+from collector.jobs.presentment import claim
+from tests.factories import installment, make_lease, put_state
 
 TODAY = date(2026, 11, 26)
 LAST_MONTH = TODAY - timedelta(days=31)
@@ -36,11 +37,12 @@ async def _overdue_lease(pool: asyncpg.Pool, token: str = "sandbox_card_ok"):  #
         )
         # The older one was attempted and declined; the newer one was never attempted: both
         # are overdue to the customer.
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', attempts = 1, next_attempt_on = $2"
-            " WHERE id = $1",
+        await put_state(
+            conn,
             lease.installment_ids[0],
-            TODAY + timedelta(days=3),
+            status="overdue",
+            attempts=1,
+            next_attempt_on=TODAY + timedelta(days=3),
         )
     return lease
 
@@ -205,7 +207,7 @@ async def test_requests_that_cannot_be_done_are_4xx_and_charge_nothing(
     async with pool.acquire() as conn:
         assert await _sandbox_taken(conn) == (0, 0)
         assert await conn.fetchval("SELECT count(*) FROM payments") == 0
-        assert await conn.fetchval("SELECT count(*) FROM charge_attempts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM charge_attempts WHERE source = 'manual'") == 0
 
 
 async def test_a_batch_charging_the_installment_now_is_409(
@@ -214,7 +216,7 @@ async def test_a_batch_charging_the_installment_now_is_409(
     lease = await _overdue_lease(pool)
     # A pass has claimed the installments due for retry/collection and not answered yet.
     run_id = await start_run(pool, as_of=TODAY, host="batch", pid=1)
-    claimed = await claim_due(
+    claimed, _ = await claim(
         pool,
         as_of=TODAY,
         cursor=ClaimCursor(),
@@ -328,11 +330,12 @@ async def test_the_daemon_paths_share_one_rate_limit_per_gateway(
         for _ in range(5):
             # Overdue, its next automatic attempt days away: only manual pay charges it.
             lease = await make_lease(conn, due_dates=[LAST_MONTH])
-            await conn.execute(
-                "UPDATE installments SET status = 'overdue', attempts = 1, next_attempt_on = $2"
-                " WHERE id = $1",
+            await put_state(
+                conn,
                 lease.installment_ids[0],
-                TODAY + timedelta(days=3),
+                status="overdue",
+                attempts=1,
+                next_attempt_on=TODAY + timedelta(days=3),
             )
             overdue.append(lease)
     charger = Charger.for_settings(gateways, settings)

@@ -10,12 +10,13 @@ import asyncpg
 import pytest
 
 from collector.config import Settings
-from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.attempts import ClaimCursor
 from collector.db.runs import liveness_lock, start_run
 from collector.domain import ClaimedCharge
 from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Succeeded
 from collector.gateways.sandbox import sandbox_charge_counts
 from collector.jobs.collect import run_pass
+from collector.jobs.presentment import claim
 from collector.seed import seed_demo
 from tests.factories import attempts_of, make_lease
 
@@ -23,7 +24,7 @@ TODAY = date(2026, 11, 26)
 
 
 async def _claim_as_another_pass(pool: asyncpg.Pool, run_id: int) -> list[ClaimedCharge]:
-    return await claim_due(
+    claimed, _ = await claim(
         pool,
         as_of=TODAY,
         cursor=ClaimCursor(),
@@ -32,6 +33,7 @@ async def _claim_as_another_pass(pool: asyncpg.Pool, run_id: int) -> list[Claime
         run_id=run_id,
         deadline_s=600,
     )
+    return claimed
 
 
 def _request(claimed: ClaimedCharge) -> ChargeRequest:

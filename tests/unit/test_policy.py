@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.domain import AttemptStatus, InstallmentStatus
+from collector.domain import AttemptStatus, MovementKind, ending_of
 from collector.gateways.base import Declined, DeclineKind, InDoubt, Processing, Succeeded
 from collector.policy import (
     NEEDS_CUSTOMER_CODES,
@@ -30,11 +30,8 @@ def test_success_pays_the_installment_in_full() -> None:
         as_of=AS_OF,
         retry_days=RETRY_DAYS,
     )
-    assert (d.attempt_status, d.installment_status, d.paid_cents) == (
-        AttemptStatus.SUCCEEDED,
-        InstallmentStatus.PAID,
-        1234,
-    )
+    assert d.attempt_status is AttemptStatus.SUCCEEDED
+    assert ending_of(d.attempt_status) is MovementKind.SETTLED
     assert d.gateway_ref == "ch_1" and d.next_attempt_on is None
 
 
@@ -46,8 +43,9 @@ def test_ach_processing_is_pending_settlement_not_paid() -> None:
         as_of=AS_OF,
         retry_days=RETRY_DAYS,
     )
-    assert d.installment_status is InstallmentStatus.PENDING_SETTLEMENT
-    assert d.paid_cents == 0
+    assert d.attempt_status is AttemptStatus.PROCESSING
+    # Still in flight: the journal moves no money until it settles or comes back.
+    assert ending_of(d.attempt_status) is None and d.next_attempt_on is None
 
 
 def test_soft_decline_retries_after_the_configured_days() -> None:
@@ -75,7 +73,7 @@ def test_hard_decline_disables_the_method_and_plans_no_retry() -> None:
         retry_days=RETRY_DAYS,
     )
     assert d.disable_method and d.next_attempt_on is None
-    assert d.installment_status is InstallmentStatus.OVERDUE
+    assert ending_of(d.attempt_status) is MovementKind.RELEASED
     assert d.code == "stolen_card"
 
 
@@ -83,11 +81,8 @@ def test_in_doubt_keeps_the_installment_claimed() -> None:
     d = decide(
         InDoubt(reason="timeout"), amount_cents=1, attempt_no=1, as_of=AS_OF, retry_days=RETRY_DAYS
     )
-    assert (d.attempt_status, d.installment_status) == (
-        AttemptStatus.IN_DOUBT,
-        InstallmentStatus.PROCESSING,
-    )
-    assert not d.disable_method and d.paid_cents == 0
+    assert d.attempt_status is AttemptStatus.IN_DOUBT
+    assert not d.disable_method and ending_of(d.attempt_status) is None
 
 
 def test_not_taken_is_a_failure_with_a_retry() -> None:
@@ -121,8 +116,9 @@ def test_no_outcome_schedules_a_forbidden_retry(
         assert isinstance(outcome, Declined) and outcome.kind is DeclineKind.SOFT
         assert d.next_attempt_on > AS_OF
         assert attempt_no <= len(retry_days)
-    assert 0 <= d.paid_cents <= amount
-    assert d.paid_cents in (0, amount)
+    # Money is taken only on success; anything but an answer leaves it in flight.
+    taken = ending_of(d.attempt_status) is MovementKind.SETTLED
+    assert taken == isinstance(outcome, Succeeded)
     assert next_retry_on(as_of=AS_OF, attempt_no=0, retry_days=retry_days) is None
 
 

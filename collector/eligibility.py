@@ -1,0 +1,193 @@
+"""May this money be presented now? The one check every path goes through before a gateway
+call: the batch claim, retries, reconciliation's re-sends and manual pay (DESIGN.md,
+"Eligibility at presentment"). Pure functions: the history comes in, a verdict goes out.
+
+The history is that of the money (an installment's presentments and returns, batch or
+manual) and of the instrument (the card or bank account, by ``instrument_key``: the gateway's
+fingerprint, else its token), never of a ``payment_methods`` row, which a customer can delete
+and add again.
+
+- NACHA (Operating Rules 2.12.4): a debit returned R01/R09 may be reinitiated at most twice,
+  within 180 days of the original entry's settlement date, for the identical amount of the
+  returned entry (2.12.4.3); an unauthorized return (R05, R07, R10, R11, R29, R51) ends
+  debits of that account under its authorization; a dead-account return (R02, R03, R04, R16,
+  R20) ends debits of that account. The window is checked on the day of presentment.
+- Card networks: at most N declined attempts per card in 30 days (Visa 15, Mastercard 35,
+  configurable), counting the card's other presentments still without an answer; never again
+  after advice never to try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from collector.domain import MethodKind
+from collector.policy import (
+    DEAD_ACCOUNT_RETURNS,
+    DEFAULT_CARD_RULES,
+    MAX_REINITIATIONS,
+    REINITIATION_WINDOW_DAYS,
+    CardRetryRules,
+)
+
+# Refusal reasons: a closed set, kept on the attempt (outcome_code) and counted by reason.
+AUTHORIZATION_REVOKED = "authorization_revoked"
+ACCOUNT_CLOSED = "account_closed"
+REINITIATIONS_EXHAUSTED = "reinitiations_exhausted"
+REINITIATION_WINDOW_PASSED = "reinitiation_window_passed"
+REINITIATION_AMOUNT_DIFFERS = "reinitiation_amount_differs"
+CARD_NEVER_RETRY = "card_never_retry"
+CARD_RETRY_CAP = "card_retry_cap"
+
+REFUSAL_REASONS = frozenset(
+    {
+        AUTHORIZATION_REVOKED,
+        ACCOUNT_CLOSED,
+        REINITIATIONS_EXHAUSTED,
+        REINITIATION_WINDOW_PASSED,
+        REINITIATION_AMOUNT_DIFFERS,
+        CARD_NEVER_RETRY,
+        CARD_RETRY_CAP,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Presentation:
+    """Money about to be presented for one installment under one attempt."""
+
+    attempt_id: int
+    installment_id: int
+    method_kind: MethodKind
+    brand: str | None
+    amount_cents: int
+    as_of: date  # the business date of the presentment
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentHistory:
+    """What the rules need to know of a card or bank account."""
+
+    declines_30d: int = 0  # declined attempts with as_of in the 30 days before the presentment
+    unresolved_before: int = 0  # earlier attempts on it still without an answer
+    never_retry: bool = False  # a decline carried advice never to try again
+    unauthorized_return: bool = False
+    dead_account_return: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoneyLine:
+    """One journal line of an installment's money on one bank account: a presentment, or a
+    return (before or after settlement) of one."""
+
+    id: int  # journal order
+    attempt_id: int
+    returned: bool  # False: presented
+    nsf: bool  # for a return: R01/R09
+    amount_cents: int
+    as_of: date
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NsfHistory:
+    """An installment's money after its first NSF return on one account."""
+
+    original_on: date  # business date of the original entry that came back NSF
+    returned_cents: int  # the amount of the latest NSF-returned entry
+    reinitiations: int  # presentments made since the first NSF return
+
+
+@dataclass(frozen=True, slots=True)
+class Eligible:
+    """Present it; ``reinitiation``: it is a NACHA reinitiation ("RETRY PYMT")."""
+
+    reinitiation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Do not present it, for ``reason`` (one of REFUSAL_REASONS)."""
+
+    reason: str
+
+
+Verdict = Eligible | Refused
+
+
+def nsf_history(lines: Sequence[MoneyLine]) -> NsfHistory | None:
+    """Read an installment's lines on one account: None when none came back NSF."""
+    ordered = sorted(lines, key=lambda line: line.id)
+    first_return = next((line for line in ordered if line.returned and line.nsf), None)
+    if first_return is None:
+        return None
+    presented = {line.attempt_id: line for line in ordered if not line.returned}
+    original = presented.get(first_return.attempt_id)
+    latest_return = [line for line in ordered if line.returned and line.nsf][-1]
+    return NsfHistory(
+        original_on=original.as_of if original is not None else first_return.as_of,
+        returned_cents=latest_return.amount_cents,
+        reinitiations=sum(1 for line in presented.values() if line.id > first_return.id),
+    )
+
+
+def check(
+    presentation: Presentation,
+    *,
+    instrument: InstrumentHistory,
+    nsf: NsfHistory | None = None,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+) -> Verdict:
+    """May this money be presented to this instrument on its business date?"""
+    if presentation.method_kind is MethodKind.ACH:
+        return _check_debit(presentation, instrument=instrument, nsf=nsf)
+    if instrument.never_retry:
+        return Refused(CARD_NEVER_RETRY)
+    recent = instrument.declines_30d + instrument.unresolved_before
+    if recent >= card_rules.cap(presentation.brand):
+        return Refused(CARD_RETRY_CAP)
+    return Eligible()
+
+
+def _check_debit(
+    presentation: Presentation, *, instrument: InstrumentHistory, nsf: NsfHistory | None
+) -> Verdict:
+    if instrument.unauthorized_return:
+        return Refused(AUTHORIZATION_REVOKED)
+    if instrument.dead_account_return:
+        return Refused(ACCOUNT_CLOSED)
+    if nsf is None:
+        return Eligible()
+    if nsf.reinitiations >= MAX_REINITIATIONS:
+        return Refused(REINITIATIONS_EXHAUSTED)
+    if presentation.as_of > nsf.original_on + timedelta(days=REINITIATION_WINDOW_DAYS):
+        return Refused(REINITIATION_WINDOW_PASSED)
+    if presentation.amount_cents != nsf.returned_cents:
+        return Refused(REINITIATION_AMOUNT_DIFFERS)
+    return Eligible(reinitiation=True)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """One attempt's verdict from those of the installments it covers: refused if any is (the
+    first reason), a reinitiation if any is."""
+    for verdict in verdicts:
+        if isinstance(verdict, Refused):
+            return verdict
+    return Eligible(reinitiation=any(isinstance(v, Eligible) and v.reinitiation for v in verdicts))
+
+
+__all__ = [
+    "DEAD_ACCOUNT_RETURNS",
+    "REFUSAL_REASONS",
+    "Eligible",
+    "InstrumentHistory",
+    "MoneyLine",
+    "NsfHistory",
+    "Presentation",
+    "Refused",
+    "Verdict",
+    "check",
+    "combine",
+    "nsf_history",
+]

@@ -1,0 +1,193 @@
+"""Presentment: the step between claiming money and sending it, shared by every path.
+
+The batch claim, manual pay and reconciliation's re-sends all come here: the eligibility
+check (:mod:`collector.eligibility`) judges each attempt against the history of its money
+and its instrument, read in one query per batch; the money is reserved in the journal; a
+refused attempt ends unsent with its reason, a reinitiation is labelled so and stays so on
+every re-send. Runs inside the caller's transaction, so a claim and its verdicts commit
+together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date
+
+import asyncpg
+
+from collector.db import money
+from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.history import Subject, histories, mark_verdicts
+from collector.db.pool import Executor
+from collector.domain import ClaimedCharge, MovementKind
+from collector.eligibility import Eligible, Presentation, Refused, Verdict, check, combine
+from collector.logs import get_logger
+from collector.metrics import PRESENTMENTS_REFUSED
+from collector.policy import DEFAULT_CARD_RULES, CardRetryRules
+
+log = get_logger()
+
+ELIGIBILITY_SOURCE = "eligibility"
+
+
+async def judge(
+    db: Executor,
+    claims: Sequence[ClaimedCharge],
+    *,
+    as_of: date,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+) -> dict[int, Verdict]:
+    """The verdict on each attempt (by id): may its money be presented on ``as_of``?"""
+    subjects = [
+        Subject(
+            attempt_id=claimed.attempt_id,
+            installment_id=installment_id,
+            instrument_key=claimed.instrument_key,
+            method_kind=claimed.method_kind.value,
+        )
+        for claimed in claims
+        for installment_id, _ in claimed.presents
+    ]
+    found = await histories(db, subjects, as_of=as_of)
+    verdicts: dict[int, Verdict] = {}
+    for claimed in claims:
+        each = []
+        for installment_id, cents in claimed.presents:
+            history = found[(claimed.attempt_id, installment_id)]
+            each.append(
+                check(
+                    Presentation(
+                        attempt_id=claimed.attempt_id,
+                        installment_id=installment_id,
+                        method_kind=claimed.method_kind,
+                        brand=claimed.brand,
+                        amount_cents=cents,
+                        as_of=as_of,
+                    ),
+                    instrument=history.instrument,
+                    nsf=history.nsf,
+                    card_rules=card_rules,
+                )
+            )
+        verdicts[claimed.attempt_id] = combine(each)
+    return verdicts
+
+
+async def refuse(
+    db: Executor, refused: Sequence[tuple[ClaimedCharge, Refused]], *, as_of: date
+) -> None:
+    """End these attempts unsent with their reasons and release their money. A batch
+    installment gets no automatic attempt (the plan of a manual payment's installments is
+    left as it was)."""
+    if not refused:
+        return
+    await mark_verdicts(db, [(c.attempt_id, False, r.reason) for c, r in refused])
+    await money.follow(
+        db,
+        [
+            money.Ending(
+                attempt_id=c.attempt_id,
+                kind=MovementKind.RELEASED,
+                sets_plan=c.payment_id is None,
+                retry_on=None,
+                reason=r.reason,
+            )
+            for c, r in refused
+        ],
+        as_of=as_of,
+        source=ELIGIBILITY_SOURCE,
+    )
+    for claimed, verdict in refused:
+        PRESENTMENTS_REFUSED.labels(reason=verdict.reason).inc()
+        log.warning(
+            "presentment_refused",
+            attempt_id=claimed.attempt_id,
+            installment_id=claimed.installment_id,
+            payment_id=claimed.payment_id,
+            lease_id=claimed.lease_id,
+            gateway=claimed.gateway,
+            reason=verdict.reason,
+            amount_cents=claimed.amount_cents,
+        )
+
+
+async def present(
+    db: Executor,
+    claims: Sequence[ClaimedCharge],
+    *,
+    as_of: date,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+) -> tuple[list[ClaimedCharge], list[tuple[ClaimedCharge, Refused]]]:
+    """Judge freshly claimed attempts, reserve their money in the journal, and end the
+    refused ones; return the attempts to send (reinitiations labelled) and the refused."""
+    if not claims:
+        return [], []
+    verdicts = await judge(db, claims, as_of=as_of, card_rules=card_rules)
+    await money.present(
+        db,
+        [
+            money.Presentment(
+                attempt_id=claimed.attempt_id,
+                installment_id=installment_id,
+                amount_cents=cents,
+                customer_id=claimed.customer_id,
+                payment_id=claimed.payment_id,
+                source=claimed.source.value,
+            )
+            for claimed in claims
+            for installment_id, cents in claimed.presents
+        ],
+        as_of=as_of,
+    )
+    to_send: list[ClaimedCharge] = []
+    refused: list[tuple[ClaimedCharge, Refused]] = []
+    for claimed in claims:
+        verdict = verdicts[claimed.attempt_id]
+        if isinstance(verdict, Refused):
+            refused.append((claimed, verdict))
+        elif isinstance(verdict, Eligible) and verdict.reinitiation:
+            to_send.append(dataclasses.replace(claimed, reinitiation=True))
+        else:
+            to_send.append(claimed)
+    await mark_verdicts(db, [(c.attempt_id, True, None) for c in to_send if c.reinitiation])
+    await refuse(db, refused, as_of=as_of)
+    return to_send, refused
+
+
+async def claim(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool,
+    *,
+    as_of: date,
+    cursor: ClaimCursor,
+    limit: int,
+    gateways: Sequence[str],
+    run_id: int,
+    deadline_s: int,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+) -> tuple[list[ClaimedCharge], list[tuple[ClaimedCharge, Refused]]]:
+    """Claim up to ``limit`` due installments for run ``run_id`` and present their money, in
+    one transaction: the attempts to send, and those the eligibility check refused."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as held:
+            return await claim(
+                held,
+                as_of=as_of,
+                cursor=cursor,
+                limit=limit,
+                gateways=gateways,
+                run_id=run_id,
+                deadline_s=deadline_s,
+                card_rules=card_rules,
+            )
+    async with conn.transaction():
+        batch = await claim_due(
+            conn,
+            as_of=as_of,
+            cursor=cursor,
+            limit=limit,
+            gateways=gateways,
+            run_id=run_id,
+            deadline_s=deadline_s,
+        )
+        return await present(conn, batch, as_of=as_of, card_rules=card_rules)

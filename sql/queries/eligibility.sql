@@ -1,0 +1,65 @@
+-- history --
+-- What the eligibility check reads for presentments ($1 attempt ids, $2 installment ids,
+-- $3 instrument keys, $4 method kinds) on business date $5. Per presentment: its instrument's
+-- declines in the 30 days before $5, its attempts still without an answer, advice never to
+-- try again ($6 codes), unauthorized returns and dead-account returns ($7 codes); for a bank
+-- debit, the money's earlier lines on that account (presentments and returns), from the
+-- journal, so manual and batch presentments of the same money count alike. Cards skip the
+-- lines (a one-time filter on p.kind), so the hot path reads one index range per card.
+WITH p AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+      AS p(attempt_id, installment_id, instrument_key, kind)
+), instruments AS (
+    SELECT a.instrument_key,
+           count(*) FILTER (WHERE a.status = 'declined' AND a.as_of > $5::date - 30)
+               AS declines_30d,
+           coalesce(array_agg(a.id) FILTER (WHERE a.status IN ('pending', 'in_doubt')),
+                    '{}'::bigint[]) AS unresolved_ids,
+           coalesce(bool_or(a.network_advice = ANY ($6::text[])), false) AS never_retry,
+           coalesce(bool_or(r.category = 'unauthorized'), false) AS unauthorized_return,
+           coalesce(bool_or(r.return_code = ANY ($7::text[])), false) AS dead_account_return
+    FROM charge_attempts a
+    LEFT JOIN charge_returns r ON r.attempt_id = a.id
+    WHERE a.instrument_key IN (SELECT instrument_key FROM p)
+    GROUP BY a.instrument_key
+)
+SELECT p.attempt_id, p.installment_id,
+       coalesce(h.declines_30d, 0) AS declines_30d,
+       coalesce(h.unresolved_ids, '{}'::bigint[]) AS unresolved_ids,
+       coalesce(h.never_retry, false) AS never_retry,
+       coalesce(h.unauthorized_return, false) AS unauthorized_return,
+       coalesce(h.dead_account_return, false) AS dead_account_return,
+       m.line_ids, m.line_attempts, m.line_returned, m.line_nsf, m.line_cents, m.line_on
+FROM p
+LEFT JOIN instruments h ON h.instrument_key = p.instrument_key
+LEFT JOIN LATERAL (
+    SELECT array_agg(j.id ORDER BY j.id) AS line_ids,
+           array_agg(j.attempt_id ORDER BY j.id) AS line_attempts,
+           array_agg(j.kind <> 'presented' ORDER BY j.id) AS line_returned,
+           array_agg(coalesce(r.category = 'nsf', false) ORDER BY j.id) AS line_nsf,
+           array_agg(j.amount_cents ORDER BY j.id) AS line_cents,
+           array_agg(j.as_of ORDER BY j.id) AS line_on
+    FROM money_movements j
+    JOIN charge_attempts b ON b.id = j.attempt_id AND b.instrument_key = p.instrument_key
+    LEFT JOIN charge_returns r ON r.attempt_id = j.attempt_id
+    WHERE p.kind = 'ach'
+      AND j.installment_id = p.installment_id
+      AND j.kind IN ('presented', 'returned', 'reversed')
+      AND j.attempt_id <> p.attempt_id
+) m ON true;
+
+-- mark --
+-- Store the verdicts on attempts $1: a reinitiation ($2) is labelled so, and is re-sent so;
+-- a refusal ($3, the reason; NULL: eligible) ends the attempt unsent
+UPDATE charge_attempts a
+SET reinitiation = v.reinitiation,
+    status = CASE WHEN v.reason IS NULL THEN a.status ELSE 'refused' END,
+    outcome_code = coalesce(v.reason, a.outcome_code),
+    outcome_message = CASE WHEN v.reason IS NULL THEN a.outcome_message
+                           ELSE 'refused before presentment: ' || v.reason END,
+    resolved_at = CASE WHEN v.reason IS NULL THEN a.resolved_at ELSE now() END,
+    claimed_until = CASE WHEN v.reason IS NULL THEN a.claimed_until END,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::boolean[], $3::text[]) AS v(attempt_id, reinitiation, reason)
+WHERE a.id = v.attempt_id AND a.status IN ('pending', 'in_doubt');
