@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=64, gt=0, le=10_000, description="Charges in flight.")
     batch_size: int = Field(default=500, gt=0, le=10_000, description="Rows per claim/record.")
     claimers: int = Field(default=1, gt=0, le=64, description="Claim loops per pass.")
+    audit_after_pass: bool = Field(
+        default=True,
+        description="Run the ledger audit after each pass and export collector_audit_violations"
+        " (it reads the whole book: a very large book may turn it off and run `collector audit`"
+        " on its own schedule).",
+    )
     claim_deadline_s: int = Field(
         default=600, gt=0, le=86_400, description="Backstop before a claim counts as abandoned."
     )

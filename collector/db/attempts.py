@@ -4,7 +4,7 @@ attempts of dead passes. One method per named query; rows become domain values h
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
@@ -27,6 +27,9 @@ class ClaimCursor:
 
     after_on: date = _FIRST_CURSOR[0]
     after_id: int = _FIRST_CURSOR[1]
+    # Installments this pass set aside (their claim was refused by the database): passed
+    # over for the rest of the pass, even after a reset.
+    skipped: set[int] = field(default_factory=set)
 
     def reset(self) -> None:
         self.after_on, self.after_id = _FIRST_CURSOR
@@ -85,6 +88,7 @@ async def claim_due(
         list(gateways),
         run_id,
         deadline_s,
+        sorted(cursor.skipped),
     )
     if rows:
         last = rows[-1]
@@ -167,3 +171,33 @@ async def card_declines_30d(
 async def touch_sent(db: Executor, attempt_id: int) -> None:
     """Note that the attempt is being sent again under its key now."""
     await db.execute(QUERIES["attempts.touch_sent"], attempt_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """The installment a claim would take next."""
+
+    installment_id: int
+    next_attempt_on: date
+    customer_id: int
+
+
+async def next_candidate(
+    db: Executor, *, as_of: date, cursor: ClaimCursor, gateways: Sequence[str]
+) -> Candidate | None:
+    """The installment ``claim_due`` would take first from ``cursor``, locked; None if none."""
+    row = await db.fetchrow(
+        QUERIES["attempts.next_candidate"],
+        as_of,
+        cursor.after_on,
+        cursor.after_id,
+        list(gateways),
+        sorted(cursor.skipped),
+    )
+    if row is None:
+        return None
+    return Candidate(
+        installment_id=row["id"],
+        next_attempt_on=row["next_attempt_on"],
+        customer_id=row["customer_id"],
+    )

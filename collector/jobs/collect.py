@@ -28,9 +28,11 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor
+from collector.db.audit import export_audit_gauges, run_audit
 from collector.db.runs import ensure_statistics, finish_run, liveness_lock, start_run
 from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
+from collector.exceptions import DatabaseError
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Answer, Charger, Recorder
 from collector.jobs.presentment import claim
@@ -126,8 +128,27 @@ async def run_pass(
     PASS_DURATION.observe(duration_s)
     set_gauges(await snapshot(pool, as_of=as_of))
     log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
+    if settings.audit_after_pass:
+        await _audit(pool, settings)
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
     return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)
+
+
+async def _audit(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Check the ledger's invariants after the pass and show them on the gauges; an audit
+    that cannot run is logged, never a failed pass (the money was recorded)."""
+    try:
+        report = await run_audit(
+            pool,
+            card_rules=settings.card_rules,
+            sandbox_gateways=[g for g in settings.gateways if g.startswith("sandbox")],
+        )
+    except DatabaseError as exc:
+        log.error("audit_failed", error=str(exc))
+        return
+    export_audit_gauges(report)
+    if not report.clean:
+        log.error("audit_violations", total=report.total, **dict(report.counts))
 
 
 def _fields(counts: PassCounts) -> dict[str, int]:

@@ -17,7 +17,8 @@ from datetime import date
 import asyncpg
 
 from collector.db import money
-from collector.db.attempts import ClaimCursor, claim_due
+from collector.db.attempts import ClaimCursor, claim_due, next_candidate
+from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.pool import Executor
 from collector.domain import ClaimedCharge, MovementKind
@@ -180,14 +181,92 @@ async def claim(
                 deadline_s=deadline_s,
                 card_rules=card_rules,
             )
+    try:
+        async with conn.transaction():
+            batch = await claim_due(
+                conn,
+                as_of=as_of,
+                cursor=cursor,
+                limit=limit,
+                gateways=gateways,
+                run_id=run_id,
+                deadline_s=deadline_s,
+            )
+            return await present(conn, batch, as_of=as_of, card_rules=card_rules)
+    except asyncpg.PostgresError as exc:
+        if not is_row_error(exc):
+            raise
+        log.warning("claim_refused_claiming_one_by_one", sqlstate=exc.sqlstate)
+    # One row's data made the database refuse the batch: claim one at a time, and set aside
+    # the row whose claim is refused, so everyone else is still collected.
+    to_send: list[ClaimedCharge] = []
+    refused: list[tuple[ClaimedCharge, Refused]] = []
+    for _ in range(limit):
+        try:
+            async with conn.transaction():
+                one = await claim_due(
+                    conn,
+                    as_of=as_of,
+                    cursor=cursor,
+                    limit=1,
+                    gateways=gateways,
+                    run_id=run_id,
+                    deadline_s=deadline_s,
+                )
+                if not one:
+                    break
+                sent, not_sent = await present(conn, one, as_of=as_of, card_rules=card_rules)
+        except asyncpg.PostgresError as exc:
+            if not is_row_error(exc):
+                raise
+            if not await _set_aside_candidate(
+                conn, exc, as_of=as_of, cursor=cursor, gateways=gateways
+            ):
+                break
+            continue
+        to_send += sent
+        refused += not_sent
+    return to_send, refused
+
+
+async def _set_aside_candidate(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    exc: asyncpg.PostgresError,
+    *,
+    as_of: date,
+    cursor: ClaimCursor,
+    gateways: Sequence[str],
+) -> bool:
+    """Set aside the installment whose claim the database refused and take it out of the
+    collectable set (a plan line with no date); False when there is none left."""
     async with conn.transaction():
-        batch = await claim_due(
+        candidate = await next_candidate(conn, as_of=as_of, cursor=cursor, gateways=gateways)
+        if candidate is None:
+            return False
+        cursor.skipped.add(candidate.installment_id)
+        await set_aside(
             conn,
-            as_of=as_of,
-            cursor=cursor,
-            limit=limit,
-            gateways=gateways,
-            run_id=run_id,
-            deadline_s=deadline_s,
+            subject="installment",
+            subject_id=candidate.installment_id,
+            customer_id=candidate.customer_id,
+            reason="claim_refused_by_database",
+            detail={
+                "sqlstate": exc.sqlstate,
+                "constraint": getattr(exc, "constraint_name", None),
+            },
         )
-        return await present(conn, batch, as_of=as_of, card_rules=card_rules)
+    try:
+        async with conn.transaction():
+            await money.replan(
+                conn,
+                [candidate.installment_id],
+                retry_on=None,
+                as_of=as_of,
+                source="attention",
+                reason="claim_refused_by_database",
+            )
+    except asyncpg.PostgresError as replan_exc:
+        if not is_row_error(replan_exc):
+            raise
+        # Passed over for this pass all the same (cursor.skipped); the row stays set aside.
+    return True

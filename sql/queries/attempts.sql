@@ -3,7 +3,7 @@
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
 -- pending attempt each for what is left to take (amount - paid - in flight) under a
 -- deterministic idempotency key. $5 = enabled gateways, $6 = run id, $7 = claim deadline in
--- seconds. The caller presents the money (money.present) in the same transaction, which
+-- seconds, $8 = installments this pass set aside (passed over). The caller presents the money (money.present) in the same transaction, which
 -- marks the installments processing: this statement writes no money state.
 -- Shaped for the planner: the MATERIALIZED CTE keeps the due scan on the partial index (an
 -- IN (subquery ... SKIP LOCKED) form was seen to plan as a sequential scan), and the attempt
@@ -28,6 +28,7 @@ WITH picked AS MATERIALIZED (
       AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
       AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
       AND pm.gateway = ANY($5::text[])
+      AND i.id <> ALL ($8::bigint[])
     ORDER BY i.next_attempt_on, i.id
     LIMIT $4
     FOR UPDATE OF i SKIP LOCKED
@@ -47,6 +48,25 @@ SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_i
        instrument_key
 FROM picked
 ORDER BY next_attempt_on, installment_id;
+
+-- next_candidate --
+-- The installment claim_due ($1 date, after ($2, $3), gateways $4, passing over $5) would take
+-- first, locked, with its customer: the row to set aside when its claim is refused
+SELECT i.id, i.next_attempt_on, l.customer_id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN payment_methods pm
+  ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.next_attempt_on IS NOT NULL
+  AND i.next_attempt_on <= $1
+  AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
+  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND pm.gateway = ANY($4::text[])
+  AND i.id <> ALL ($5::bigint[])
+ORDER BY i.next_attempt_on, i.id
+LIMIT 1
+FOR UPDATE OF i SKIP LOCKED;
 
 -- record_outcomes --
 -- Store many gateway answers in one statement: each attempt's outcome and, after a hard
