@@ -9,6 +9,7 @@ differs: 0 the ledger is clean, 1 violations were found, 2 the audit could not r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -35,6 +36,7 @@ from collector.exceptions import CollectorError, ConfigError, DatabaseError
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
+from collector.jobs.presentment import would_refuse
 from collector.logs import configure_logging
 from collector.metrics import export_pass_metrics
 from collector.seed import seed_demo
@@ -339,6 +341,16 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as (url, pool):
         if args.dry_run:
             report = await preview(pool, as_of=as_of, gateways=settings.gateways)
+            report = dataclasses.replace(
+                report,
+                refused=await would_refuse(
+                    pool,
+                    as_of=as_of,
+                    gateways=settings.gateways,
+                    batch_size=settings.batch_size,
+                    card_rules=settings.card_rules,
+                ),
+            )
             _print_preview(report, as_json=args.json)
             return 0
         try:
@@ -511,6 +523,12 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
     for s in report.skipped:
         sample = ", ".join(str(i) for i in s.sample_ids)
         print(f"  would skip {s.installments} ({s.reason}), e.g. installment(s) {sample}")
+    for r in report.refused:
+        sample = ", ".join(str(i) for i in r.sample_ids)
+        print(
+            f"  of which the eligibility check would refuse {r.installments}"
+            f" ({r.reason}, {format_cents(r.amount_cents)}), e.g. installment(s) {sample}"
+        )
     for u in report.unresolved:
         print(f"  would reconcile {u.attempts} {u.status} attempt(s) first")
     if as_json:
@@ -521,6 +539,7 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
             "amount_cents": amount_total,
             "by_gateway": [asdict(g) for g in report.due],
             "skipped": [asdict(s) for s in report.skipped],
+            "refused": [asdict(r) for r in report.refused],
             "unresolved": [asdict(u) for u in report.unresolved],
         }
         print(json.dumps(data, sort_keys=True))

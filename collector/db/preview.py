@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
 
+from collector.db.pool import Executor
 from collector.db.queries import QUERIES
+from collector.domain import AttemptSource, ClaimedCharge, MethodKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,12 +38,55 @@ class UnresolvedGroup:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Preview:
-    """What a pass for ``as_of`` would charge, pass over, and reconcile."""
+    """What a pass for ``as_of`` would charge, pass over, refuse, and reconcile."""
 
     as_of: date
     due: list[DueGroup]
     skipped: list[SkippedGroup]
     unresolved: list[UnresolvedGroup]
+    # Of the due: what the eligibility check would refuse, by reason.
+    refused: list[SkippedGroup] = field(default_factory=list)
+
+
+# An attempt id above every real one: the dry run's would-be attempts, so the history of
+# every attempt on record counts as earlier.
+_WOULD_BE_ATTEMPT = 2**62
+
+
+async def due_claims(
+    db: Executor, *, as_of: date, gateways: Sequence[str], batch_size: int
+) -> AsyncIterator[list[ClaimedCharge]]:
+    """The due set a pass would claim, as would-be charges (no attempt on record), streamed a
+    batch at a time in claim order. Reads only."""
+    after: tuple[date, int] = (date.min, 0)
+    while True:
+        rows = await db.fetch(
+            QUERIES["preview.due_rows"], as_of, after[0], after[1], list(gateways), batch_size
+        )
+        if not rows:
+            return
+        after = (rows[-1]["next_attempt_on"], rows[-1]["installment_id"])
+        yield [
+            ClaimedCharge(
+                attempt_id=_WOULD_BE_ATTEMPT,
+                installment_id=row["installment_id"],
+                lease_id=row["lease_id"],
+                customer_id=row["customer_id"],
+                payment_method_id=row["payment_method_id"],
+                gateway=row["gateway"],
+                method_kind=MethodKind(row["kind"]),
+                token="",
+                amount_cents=row["amount_cents"],
+                idempotency_key="",
+                attempt_no=0,
+                due_on=row["due_on"],
+                source=AttemptSource(row["source"]),
+                brand=row["brand"],
+                as_of=as_of,
+                instrument_key=row["instrument_key"],
+            )
+            for row in rows
+        ]
 
 
 async def preview(pool: asyncpg.Pool, *, as_of: date, gateways: Sequence[str]) -> Preview:

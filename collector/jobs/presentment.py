@@ -21,6 +21,7 @@ from collector.db.attempts import ClaimCursor, claim_due, next_candidate
 from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.pool import Executor
+from collector.db.preview import SkippedGroup, due_claims
 from collector.domain import ClaimedCharge, MovementKind
 from collector.eligibility import Eligible, Presentation, Refused, Verdict, check, combine
 from collector.logs import get_logger
@@ -270,3 +271,48 @@ async def _set_aside_candidate(
             raise
         # Passed over for this pass all the same (cursor.skipped); the row stays set aside.
     return True
+
+
+async def would_refuse(
+    db: Executor,
+    *,
+    as_of: date,
+    gateways: Sequence[str],
+    batch_size: int,
+    card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+) -> list[SkippedGroup]:
+    """What the eligibility check would refuse of a pass for ``as_of``, by reason (the dry
+    run's view; reads only). Each would-be presentment is judged alone: several on one card
+    in one pass are not counted against each other here."""
+    by_reason: dict[str, list[tuple[int, int]]] = {}
+    async for batch in due_claims(db, as_of=as_of, gateways=gateways, batch_size=batch_size):
+        verdicts = await _judge_each(db, batch, as_of=as_of, card_rules=card_rules)
+        for claimed, verdict in verdicts:
+            if isinstance(verdict, Refused):
+                assert claimed.installment_id is not None
+                by_reason.setdefault(verdict.reason, []).append(
+                    (claimed.installment_id, claimed.amount_cents)
+                )
+    return [
+        SkippedGroup(
+            reason=reason,
+            installments=len(rows),
+            amount_cents=sum(cents for _, cents in rows),
+            sample_ids=[iid for iid, _ in rows[:10]],
+        )
+        for reason, rows in sorted(by_reason.items())
+    ]
+
+
+async def _judge_each(
+    db: Executor,
+    batch: Sequence[ClaimedCharge],
+    *,
+    as_of: date,
+    card_rules: CardRetryRules,
+) -> list[tuple[ClaimedCharge, Verdict]]:
+    # judge() keys verdicts by attempt id; the would-be charges share one, so give each its
+    # own for the call (all above every real attempt).
+    numbered = [dataclasses.replace(c, attempt_id=c.attempt_id + n) for n, c in enumerate(batch)]
+    verdicts = await judge(db, numbered, as_of=as_of, card_rules=card_rules)
+    return [(c, verdicts[n.attempt_id]) for c, n in zip(batch, numbered, strict=True)]

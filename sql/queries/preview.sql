@@ -46,3 +46,24 @@ FROM charge_attempts
 WHERE status IN ('pending', 'in_doubt')
 GROUP BY status
 ORDER BY status;
+
+-- due_rows --
+-- The installments a pass for business date $1 would claim first, after the keyset cursor
+-- ($2, $3), through gateways $4, at most $5, with what the eligibility check reads. Reads
+-- only; the same filter as attempts.claim_due.
+SELECT i.id AS installment_id, i.next_attempt_on, i.lease_id, l.customer_id, i.due_on,
+       i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+       CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
+       pm.id AS payment_method_id, pm.gateway, pm.kind, pm.brand, pm.instrument_key
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN payment_methods pm
+  ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.next_attempt_on IS NOT NULL
+  AND i.next_attempt_on <= $1
+  AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
+  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND pm.gateway = ANY($4::text[])
+ORDER BY i.next_attempt_on, i.id
+LIMIT $5;

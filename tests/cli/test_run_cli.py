@@ -8,16 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
 
+from collector.config import Settings
+from collector.gateways.base import Gateway
 from collector.gateways.sandbox import sandbox_charge_counts
+from collector.jobs.collect import run_pass
 from collector.seed import DEMO_MIX, seed_demo
+from tests.factories import make_lease
 
 TODAY = date(2026, 11, 26)
 
@@ -78,6 +83,50 @@ async def test_dry_run_cli_changes_nothing(pool: asyncpg.Pool, database_url: str
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM charge_attempts") == 0
         assert await conn.fetchval("SELECT count(*) FROM collection_runs") == 0
+
+
+async def test_dry_run_shows_what_the_eligibility_check_would_refuse(
+    pool: asyncpg.Pool, database_url: str, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    # An account whose debit came back R10 (unauthorized), then added again by the customer
+    # as a new payment_methods row: the dry run says the next debit would be refused.
+    async with pool.acquire() as conn:
+        lease = await make_lease(
+            conn, token="sandbox_ach_return_R10", due_dates=[TODAY, TODAY + timedelta(days=30)]
+        )
+    await run_pass(pool, gateways, settings, as_of=TODAY)
+    await run_pass(pool, gateways, settings, as_of=TODAY + timedelta(days=5))
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM charge_returns WHERE category = 'unauthorized'"
+            )
+            == 1
+        )
+        await conn.execute(
+            "UPDATE payment_methods SET is_primary = false WHERE id = $1", lease.method_id
+        )
+        await conn.execute(
+            "INSERT INTO payment_methods (customer_id, kind, gateway, token, last4, is_primary)"
+            " VALUES ($1, 'ach', 'sandbox_ach', 'sandbox_ach_return_R10', '6789', true)",
+            lease.customer_id,
+        )
+        attempts = await conn.fetchval("SELECT count(*) FROM charge_attempts")
+    later = (TODAY + timedelta(days=30)).isoformat()
+    done = await _collector("run", "--dry-run", "--json", "--date", later, env=_env(database_url))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["refused"] == [
+        {
+            "reason": "authorization_revoked",
+            "installments": 1,
+            "amount_cents": 5_000,
+            "sample_ids": [lease.installment_ids[1]],
+        }
+    ]
+    assert "would refuse 1 (authorization_revoked" in done.stdout
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM charge_attempts") == attempts
 
 
 async def test_bad_setting_fails_at_start_naming_it(database_url: str) -> None:
