@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from fastapi import APIRouter, status
+import anyio
+from fastapi import APIRouter, Request, status
 
 from collector.api.deps import PoolDep, SettingsDep, TodayDep
 from collector.api.errors import CustomerId, error_responses
 from collector.api.schemas import MethodDisplay, NewPaymentMethod, PrimaryChange, PrimaryChanged
 from collector.db import portal
-from collector.exceptions import Unprocessable
+from collector.exceptions import GatewayError, Unprocessable
+from collector.gateways.base import Fingerprinting
+from collector.logs import get_logger
+
+log = get_logger()
 
 router = APIRouter(tags=["payment methods"])
 
@@ -60,6 +65,24 @@ def _check_new_method(body: NewPaymentMethod, gateways: list[str]) -> None:
     _check_text("bank_name", body.bank_name)
 
 
+# How long adding a method waits for the gateway to name the card or account behind a token.
+_FINGERPRINT_TIMEOUT_S = 5
+
+
+async def _fingerprint(gateway: object, token: str) -> str | None:
+    """The gateway's fingerprint of the token's card or account, where it gives one. The rules
+    count a card's or account's history by it, so a method removed and added again keeps its
+    history; when the gateway cannot say, the token names it (the method is still added)."""
+    if not isinstance(gateway, Fingerprinting):
+        return None
+    try:
+        with anyio.fail_after(_FINGERPRINT_TIMEOUT_S):
+            return await gateway.fingerprint(token)
+    except (GatewayError, TimeoutError) as exc:
+        log.warning("fingerprint_unavailable", error=type(exc).__name__)
+        return None
+
+
 def _display(method: portal.MethodView) -> MethodDisplay:
     return MethodDisplay.model_validate(method, from_attributes=True)
 
@@ -87,6 +110,7 @@ async def list_methods(customer_id: CustomerId, pool: PoolDep) -> list[MethodDis
     ),
 )
 async def add_method(
+    request: Request,
     customer_id: CustomerId,
     body: NewPaymentMethod,
     pool: PoolDep,
@@ -102,6 +126,7 @@ async def add_method(
         brand=body.brand,
         bank_name=body.bank_name,
         last4=body.last4,
+        fingerprint=await _fingerprint(request.app.state.gateways.get(body.gateway), body.token),
     )
     method = await portal.add_method(
         pool, customer_id, new, make_primary=body.make_primary, today=today

@@ -87,6 +87,8 @@ class NewMethod:
     brand: str | None = None
     bank_name: str | None = None
     last4: str | None = None
+    # The gateway's name for the card or account behind the token, where it has one.
+    fingerprint: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +202,7 @@ async def insert_method(db: Executor, customer_id: int, new: NewMethod) -> Metho
         new.brand,
         new.bank_name,
         new.last4,
+        new.fingerprint,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return _method(row)

@@ -118,6 +118,18 @@ class SettlementSource(Protocol):
         ...
 
 
+@runtime_checkable
+class Fingerprinting(Protocol):
+    """A gateway that can name the card or bank account behind a token: the same card or
+    account, tokenized again (a method removed and added back), gets the same fingerprint.
+    The engine keys the card networks' caps and NACHA's reinitiation count by it."""
+
+    async def fingerprint(self, token: str) -> str | None:
+        """The gateway's fingerprint of the card or account behind ``token``; None when it
+        has none. Raise GatewayError when the gateway cannot be asked."""
+        ...
+
+
 def lookup_lag(gateway: object) -> timedelta:
     """How long after a charge the gateway's lookup may still miss it (a search index that
     lags): a gateway declares it as ``lookup_lag``; none means lookups are immediate."""

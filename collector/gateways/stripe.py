@@ -596,6 +596,31 @@ class StripeGateway:
                 raise _gateway_error(exc, "retrieve the Charge") from exc
             return in_doubt
 
+    async def fingerprint(self, token: str) -> str | None:
+        """Stripe's fingerprint of the card or bank account of the token's PaymentMethod
+        (``card.fingerprint``, ``us_bank_account.fingerprint``): the same number gets the same
+        fingerprint in one Stripe account, however often it is attached again."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        try:
+            method = await self._rate_limited(
+                lambda: self._client.v1.payment_methods.retrieve_async(parsed[1])
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing":
+                return None
+            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
+        data = method.to_dict()
+        for kind in ("card", "us_bank_account"):
+            details = data.get(kind)
+            found = details.get("fingerprint") if isinstance(details, dict) else None
+            if isinstance(found, str) and found.strip():
+                return f"stripe:{kind}:{found}"
+        return None
+
     async def payment_intent(self, intent_id: str) -> StripePaymentIntent | None:
         """The PaymentIntent with this id, None when Stripe has none; raise GatewayError when
         Stripe cannot be asked (the caller tries again later)."""

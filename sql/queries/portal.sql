@@ -72,9 +72,11 @@ ORDER BY id
 FOR NO KEY UPDATE;
 
 -- insert_method --
--- Register a gateway token for customer $1, not primary; returns its display fields
-INSERT INTO payment_methods (customer_id, kind, gateway, token, brand, bank_name, last4)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+-- Register a gateway token for customer $1, not primary, with the gateway's fingerprint $8 of
+-- the card or account (NULL: none; the token names it); returns its display fields
+INSERT INTO payment_methods
+    (customer_id, kind, gateway, token, brand, bank_name, last4, fingerprint)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id, kind, gateway, brand, bank_name, last4, status, is_primary;
 
 -- clear_primary --

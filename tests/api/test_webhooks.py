@@ -19,7 +19,7 @@ from collector.config import Settings
 from collector.gateways.base import Gateway
 from collector.gateways.stripe import open_stripe_ach, open_stripe_card
 from collector.jobs.collect import run_pass
-from tests.api.conftest import NOW
+from tests.api.conftest import API_TOKEN, NOW
 from tests.factories import LeaseRef, attempts_of, installment, make_lease
 from tests.gateways.fake_stripe import FakeStripe, dispute, event_payload, serve_fake_stripe
 from tests.gateways.test_stripe import context
@@ -422,3 +422,42 @@ async def test_a_card_left_processing_then_declined_is_declined_once_by_its_webh
             "SELECT outcome_code FROM charge_attempts WHERE id = $1", attempt["id"]
         )
     assert code == "insufficient_funds"
+
+
+async def test_a_card_added_again_through_the_portal_keeps_its_history(
+    database_url: str, pool: asyncpg.Pool, with_stripe: Mapping[str, Gateway]
+) -> None:
+    # The networks count a card's declines per card, and NACHA an account's reinitiations per
+    # account: Stripe's fingerprint names the card whatever PaymentMethod carries it.
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        api_tokens=[API_TOKEN],  # type: ignore[list-item]
+        gateways=["sandbox_card", "sandbox_ach", "stripe_card", "stripe_ach"],
+    )
+    app = create_app(settings, pool, with_stripe, clock=lambda: NOW)
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://portal.test",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as http:
+        for n in (1, 2):
+            response = await http.post(
+                f"/v1/customers/{lease.customer_id}/payment-methods",
+                json={
+                    "kind": "card",
+                    "gateway": "stripe_card",
+                    "token": f"cus_fake42:pm_card_visa_same_{n}",
+                    "last4": "4242",
+                },
+            )
+            assert response.status_code == 201, response.text
+            assert "fingerprint" not in response.text
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT fingerprint, instrument_key FROM payment_methods"
+            " WHERE gateway = 'stripe_card' ORDER BY id"
+        )
+    assert len(rows) == 2 and rows[0]["fingerprint"] == rows[1]["fingerprint"] is not None
+    assert rows[0]["instrument_key"] == rows[1]["instrument_key"]

@@ -432,6 +432,27 @@ class FakeStripe:
             )
         return JSONResponse(charge)
 
+    async def retrieve_payment_method(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=401)
+        method_id = request.path_params["method_id"]
+        if method_id == "pm_card_missing":
+            return _json(
+                *_error(404, type="invalid_request_error", code="resource_missing", param="id")
+            )
+        # The fingerprint names the number, not the PaymentMethod: methods of one card share
+        # it (tests name such methods pm_..._same_<n>).
+        number = re.sub(r"_same_\d+$", "", method_id)
+        kind = "us_bank_account" if "bank" in method_id or "ach" in method_id else "card"
+        return JSONResponse(
+            {
+                "id": method_id,
+                "object": "payment_method",
+                "type": kind,
+                kind: {"fingerprint": f"fp_{number}"},
+            }
+        )
+
     async def health(self, request: Request) -> Response:
         return Response("ok")
 
@@ -443,6 +464,11 @@ class FakeStripe:
                 Route("/v1/payment_intents/search", self.search_intents, methods=["GET"]),
                 Route("/v1/payment_intents/{intent_id}", self.retrieve_intent, methods=["GET"]),
                 Route("/v1/charges/{charge_id}", self.retrieve_charge, methods=["GET"]),
+                Route(
+                    "/v1/payment_methods/{method_id}",
+                    self.retrieve_payment_method,
+                    methods=["GET"],
+                ),
                 Route("/health", self.health, methods=["GET"]),
             ]
         )

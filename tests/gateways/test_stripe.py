@@ -625,3 +625,20 @@ async def test_bad_options_are_config_errors(fake: FakeStripe, options: dict[str
         async with open_stripe_ach(context(fake, "stripe_ach", **options)):
             pytest.fail("a misconfigured gateway must not open")
     assert API_KEY not in str(raised.value)
+
+
+async def test_the_same_card_attached_twice_has_one_fingerprint(
+    card: StripeCardGateway, ach: StripeAchGateway
+) -> None:
+    first = await card.fingerprint("cus_fake42:pm_card_visa_same_1")
+    again = await card.fingerprint("cus_fake42:pm_card_visa_same_2")
+    other = await card.fingerprint("cus_fake42:pm_card_mastercard")
+    assert first is not None and first == again and first.startswith("stripe:card:")
+    assert other not in (None, first)
+    bank = await ach.fingerprint("cus_fake42:pm_bank_same_1")
+    assert bank is not None and bank.startswith("stripe:us_bank_account:")
+
+
+async def test_a_token_stripe_does_not_know_has_no_fingerprint(card: StripeCardGateway) -> None:
+    assert await card.fingerprint("cus_fake42:pm_card_missing") is None
+    assert await card.fingerprint("not-a-stripe-token") is None
