@@ -1,0 +1,95 @@
+"""The money journal's guarantees, held by the schema itself and by the shape of the code."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector.db.queries import load_queries, sql_dir
+from tests.factories import make_lease, put_state
+
+TODAY = date(2026, 11, 26)
+
+# The columns only installments_derive_v1 may write.
+DERIVED = ("paid_cents", "in_flight_cents", "status", "attempts", "next_attempt_on")
+_UPDATE_INSTALLMENTS = re.compile(r"\bUPDATE\s+installments\b", re.IGNORECASE)
+
+
+def test_no_named_query_writes_an_installments_money_state() -> None:
+    writers = [name for name, sql in load_queries().items() if _UPDATE_INSTALLMENTS.search(sql)]
+    assert writers == []
+
+
+def test_only_the_derivation_updates_installments_in_the_functions() -> None:
+    # Migrations before the journal wrote installments in their own way; from it on, the one
+    # UPDATE of installments in a migration is installments_derive_v1's.
+    journal = sorted(sql_dir().glob("*.sql"))
+    later = [p for p in journal if p.name >= "0006"]
+    updates = [
+        (p.name, m.start())
+        for p in later
+        for m in _UPDATE_INSTALLMENTS.finditer(p.read_text(encoding="utf-8"))
+    ]
+    assert len(updates) == 1, updates
+    text = Path(sql_dir() / updates[0][0]).read_text(encoding="utf-8")
+    function = text.rfind("CREATE FUNCTION", 0, updates[0][1])
+    assert text[function:].startswith("CREATE FUNCTION installments_derive_v1")
+
+
+async def test_the_journal_refuses_updates_and_deletes(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY])
+        await put_state(conn, lease.installment_ids[0], status="paid")
+        for statement in (
+            "UPDATE money_movements SET amount_cents = 1",
+            "DELETE FROM money_movements",
+            "TRUNCATE money_movements CASCADE",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        assert await conn.fetchval("SELECT count(*) FROM money_movements") == 2
+
+
+async def test_taken_money_never_exceeds_the_amount(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY], amount_cents=5_000)
+        [iid] = lease.installment_ids
+        await put_state(conn, iid, status="pending_settlement", paid_cents=1_000)
+        row = await conn.fetchrow("SELECT * FROM installments WHERE id = $1", iid)
+        assert (row["paid_cents"], row["in_flight_cents"]) == (1_000, 4_000)
+        # One cent more in flight than is left to take: the derivation refuses it.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents,"
+                " as_of, source) VALUES ($1, $2, 'presented', 1, $3, 'migration')",
+                lease.customer_id,
+                iid,
+                TODAY,
+            )
+            await conn.execute("SELECT installments_derive_v1(ARRAY[$1::bigint])", iid)
+
+
+async def test_the_derivation_gives_back_a_state_written_around_it(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY], amount_cents=5_000)
+        [iid] = lease.installment_ids
+        await put_state(conn, iid, status="overdue", attempts=1, next_attempt_on=TODAY)
+        before = dict(
+            await conn.fetchrow(f"SELECT {', '.join(DERIVED)} FROM installments WHERE id = $1", iid)
+        )
+        # A statement outside the journal changes the money state; derivation restores it.
+        await conn.execute(
+            "UPDATE installments SET paid_cents = 5000, status = 'paid', next_attempt_on = NULL"
+            " WHERE id = $1",
+            iid,
+        )
+        await conn.execute("SELECT installments_derive_v1(ARRAY[$1::bigint])", iid)
+        after = dict(
+            await conn.fetchrow(f"SELECT {', '.join(DERIVED)} FROM installments WHERE id = $1", iid)
+        )
+    assert after == before
+    assert before["status"] == "overdue" and before["attempts"] == 1
