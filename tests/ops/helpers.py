@@ -14,6 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.utils import floatToGoString
 
 import collector.metrics
+from collector.db.audit import CHECKS
 from collector.domain import AttemptStatus, MethodKind
 from collector.metrics import REGISTRY, STATES
 
@@ -33,6 +34,8 @@ CLOSED_VALUES: dict[str, frozenset[str]] = {
     "operation": frozenset({"charge", "lookup"}),
     # jobs/settle.py, after NACHA's return-rate categories.
     "category": frozenset({"unauthorized", "administrative", "overall"}),
+    # db/audit.py sets collector_audit_violations for each of these after every pass.
+    "check": frozenset(CHECKS),
 }
 
 _SUFFIXES = {
@@ -103,10 +106,11 @@ def promql_problems(expr: str) -> list[str]:
             allowed = CLOSED_VALUES.get(label)
             if label == "le":
                 allowed = histogram_bounds(known[name].family)
-            if allowed is None or op.startswith("!"):
+            if allowed is None:
                 continue
-            if op == "=" and value not in allowed:
-                problems.append(f"{name}{{{label}={value!r}}}: not one of {sorted(allowed)}")
+            # A misspelt value excludes nothing with != and selects nothing with =.
+            if op in ("=", "!=") and value not in allowed:
+                problems.append(f"{name}{{{label}{op}{value!r}}}: not one of {sorted(allowed)}")
             if op == "=~" and not any(re.fullmatch(value, v) for v in allowed):
                 problems.append(f"{name}{{{label}=~{value!r}}} matches no value the engine emits")
     for group in _GROUPING.findall(expr):

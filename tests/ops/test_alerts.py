@@ -95,7 +95,10 @@ def test_the_name_check_catches_a_typo() -> None:
     assert promql_problems('collector_charges_total{outcome="declined_soft"}') != []
     assert promql_problems('collector_pass_duration_seconds_bucket{le="1800"}') != []
     assert promql_problems("sum by (gatway) (collector_charges_total)") != []
+    assert promql_problems('collector_audit_violations{check="open_need_attention"}') != []
+    assert promql_problems('collector_audit_violations{check!="open_need_attention"}') != []
     assert promql_problems('collector_passes_total{status="failed"}') == []
+    assert promql_problems('collector_audit_violations{check="open_needs_attention"}') == []
 
 
 def test_the_rule_tests_cover_failure_and_staleness() -> None:
