@@ -62,7 +62,7 @@ class Presentation:
     installment_id: int
     method_kind: MethodKind
     brand: str | None
-    amount_cents: int
+    amount_cents: int  # the whole entry's: a manual payment's one debit may cover several
     as_of: date  # the business date of the presentment
 
 
@@ -86,7 +86,7 @@ class MoneyLine:
     attempt_id: int
     returned: bool  # False: presented
     nsf: bool  # for a return: R01/R09
-    amount_cents: int
+    amount_cents: int  # the whole entry's (its attempt's), not this installment's share
     as_of: date
 
 

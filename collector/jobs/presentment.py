@@ -55,7 +55,7 @@ async def judge(
     verdicts: dict[int, Verdict] = {}
     for claimed in claims:
         each = []
-        for installment_id, cents in claimed.presents:
+        for installment_id, _ in claimed.presents:
             history = found[(claimed.attempt_id, installment_id)]
             each.append(
                 check(
@@ -64,7 +64,10 @@ async def judge(
                         installment_id=installment_id,
                         method_kind=claimed.method_kind,
                         brand=claimed.brand,
-                        amount_cents=cents,
+                        # The entry's amount: NACHA compares a reinitiation with the returned
+                        # entry, so a debit covering two installments is not reinitiated as
+                        # two debits of their shares (nor one share as a larger debit).
+                        amount_cents=claimed.amount_cents,
                         as_of=as_of,
                     ),
                     instrument=history.instrument,

@@ -4,7 +4,9 @@
 -- declines in the 30 days before $5, its attempts still without an answer, advice never to
 -- try again ($6 codes), unauthorized returns and dead-account returns ($7 codes); for a bank
 -- debit, the money's earlier lines on that account (presentments and returns), from the
--- journal, so manual and batch presentments of the same money count alike. Cards skip the
+-- journal, so manual and batch presentments of the same money count alike; each line carries
+-- the amount of its entry (the attempt's whole amount, not this installment's share), since
+-- NACHA asks a reinitiation for the identical amount of the returned entry. Cards skip the
 -- lines (a one-time filter on p.kind), so the hot path reads one index range per card.
 WITH p AS (
     SELECT *
@@ -38,7 +40,7 @@ LEFT JOIN LATERAL (
            array_agg(j.attempt_id ORDER BY j.id) AS line_attempts,
            array_agg(j.kind <> 'presented' ORDER BY j.id) AS line_returned,
            array_agg(coalesce(r.category = 'nsf', false) ORDER BY j.id) AS line_nsf,
-           array_agg(j.amount_cents ORDER BY j.id) AS line_cents,
+           array_agg(b.amount_cents ORDER BY j.id) AS line_cents,
            array_agg(j.as_of ORDER BY j.id) AS line_on
     FROM money_movements j
     JOIN charge_attempts b ON b.id = j.attempt_id AND b.instrument_key = p.instrument_key
