@@ -32,6 +32,7 @@ class MovementKind(StrEnum):
     """The kinds of money journal rows (the CHECK of money_movements.kind)."""
 
     PRESENTED = "presented"
+    ACCEPTED = "accepted"  # the gateway took the debit; it settles or comes back later
     RELEASED = "released"
     SETTLED = "settled"
     RETURNED = "returned"
@@ -41,9 +42,11 @@ class MovementKind(StrEnum):
 
 def ending_of(status: AttemptStatus) -> MovementKind | None:
     """What an attempt reaching ``status`` does to the money it presented: settled, released,
-    or nothing yet (still in flight: pending, processing, in doubt)."""
+    accepted (in flight, answered: processing), or nothing yet (pending, in doubt)."""
     if status is AttemptStatus.SUCCEEDED:
         return MovementKind.SETTLED
+    if status is AttemptStatus.PROCESSING:
+        return MovementKind.ACCEPTED
     if status in (AttemptStatus.DECLINED, AttemptStatus.FAILED, AttemptStatus.REFUSED):
         return MovementKind.RELEASED
     return None

@@ -88,6 +88,7 @@ class MoneyLine:
     nsf: bool  # for a return: R01/R09
     amount_cents: int  # the whole entry's (its attempt's), not this installment's share
     as_of: date
+    sent: bool = True  # False: refused, declined or not taken: no entry reached the bank
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +129,9 @@ def nsf_history(lines: Sequence[MoneyLine]) -> NsfHistory | None:
     return NsfHistory(
         original_on=original.as_of if original is not None else first_return.as_of,
         returned_cents=latest_return.amount_cents,
-        reinitiations=sum(1 for line in presented.values() if line.id > first_return.id),
+        reinitiations=sum(
+            1 for line in presented.values() if line.id > first_return.id and line.sent
+        ),
     )
 
 

@@ -119,7 +119,7 @@ async def put_state(
         for kind in ("presented", "settled"):
             await conn.execute(
                 "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents,"
-                " as_of, source) VALUES ($1, $2, $3, $4, $5, 'migration')",
+                " as_of, source, answers) VALUES ($1, $2, $3, $4, $5, 'migration', $3 = 'settled')",
                 row["customer_id"],
                 installment_id,
                 kind,
@@ -164,6 +164,14 @@ async def put_state(
             row["customer_id"],
             row["due_on"],
         )
+        if attempt_status == "processing":
+            # The gateway took the debit: answered, settling later.
+            await conn.execute(
+                "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['accepted'], ARRAY[false],"
+                " ARRAY[NULL::date], ARRAY[NULL::text], $2, 'test')",
+                attempt_id,
+                row["due_on"],
+            )
     if status == "overdue" or (next_attempt_on is not None and next_attempt_on != row["due_on"]):
         await conn.execute(
             "SELECT money_replan_v1(ARRAY[$1::bigint], $2, $3, 'test', 'state for a test')",

@@ -25,8 +25,9 @@ def test_no_named_query_writes_an_installments_money_state() -> None:
 
 
 def test_only_the_derivation_updates_installments_in_the_functions() -> None:
-    # Migrations before the journal wrote installments in their own way; from it on, the one
-    # UPDATE of installments in a migration is installments_derive_v1's.
+    # Migrations before the journal wrote installments in their own way; from it on, the
+    # UPDATEs of installments are money_apply_v1's (rows just added) and
+    # installments_derive_v1's (the whole journal), both through installment_status_v1.
     journal = sorted(sql_dir().glob("*.sql"))
     later = [p for p in journal if p.name >= "0006"]
     updates = [
@@ -34,10 +35,14 @@ def test_only_the_derivation_updates_installments_in_the_functions() -> None:
         for p in later
         for m in _UPDATE_INSTALLMENTS.finditer(p.read_text(encoding="utf-8"))
     ]
-    assert len(updates) == 1, updates
-    text = Path(sql_dir() / updates[0][0]).read_text(encoding="utf-8")
-    function = text.rfind("CREATE FUNCTION", 0, updates[0][1])
-    assert text[function:].startswith("CREATE FUNCTION installments_derive_v1")
+    owners = []
+    for name, at in updates:
+        text = Path(sql_dir() / name).read_text(encoding="utf-8")
+        owners.append(text[text.rfind("CREATE FUNCTION", 0, at) :].split("(")[0])
+    assert owners == [
+        "CREATE FUNCTION money_apply_v1",
+        "CREATE FUNCTION installments_derive_v1",
+    ]
 
 
 async def test_the_journal_refuses_updates_and_deletes(pool: asyncpg.Pool) -> None:

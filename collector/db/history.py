@@ -58,14 +58,16 @@ async def histories(
                     nsf=nsf,
                     amount_cents=cents,
                     as_of=on,
+                    sent=sent,
                 )
-                for line_id, attempt, returned, nsf, cents, on in zip(
+                for line_id, attempt, returned, nsf, cents, on, sent in zip(
                     row["line_ids"],
                     row["line_attempts"],
                     row["line_returned"],
                     row["line_nsf"],
                     row["line_cents"],
                     row["line_on"],
+                    row["line_sent"],
                     strict=True,
                 )
             ]

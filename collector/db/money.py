@@ -32,8 +32,8 @@ class Presentment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ending:
-    """What became of an attempt's money: ``kind`` None re-derives only (its status changed,
-    its money did not). ``sets_plan``: ``retry_on`` becomes the installment's next collection
+    """What became of an attempt's money: ``kind`` None adds nothing (no answer yet).
+    ``sets_plan``: ``retry_on`` becomes the installment's next collection
     date (None: no automatic attempt)."""
 
     attempt_id: int
@@ -60,13 +60,15 @@ async def present(db: Executor, presentments: Sequence[Presentment], *, as_of: d
 
 
 async def follow(db: Executor, endings: Sequence[Ending], *, as_of: date, source: str) -> None:
-    """Apply what became of these attempts (each ending once) and re-derive."""
+    """Apply what became of these attempts (each once); an ending of kind None (no answer
+    yet: in doubt) adds nothing."""
+    endings = [e for e in endings if e.kind is not None]
     if not endings:
         return
     await db.execute(
         QUERIES["money.follow"],
         [e.attempt_id for e in endings],
-        [e.kind.value if e.kind else None for e in endings],
+        [e.kind.value for e in endings if e.kind is not None],
         [e.sets_plan for e in endings],
         [e.retry_on for e in endings],
         [e.reason for e in endings],

@@ -9,8 +9,9 @@
 --   in flight = presented - released - settled - returned
 
 -- journal_matches_installments --
--- Installments whose paid, in-flight, attempts, status or next collection date differ from
--- what installments_derive_v1 would derive from their journal (recomputed here), at most $1
+-- Installments whose paid, in-flight, attempts, awaiting answers, status or next collection
+-- date differ from what their journal gives (recomputed here whole, with the one definition
+-- of status and plan: installment_status_v1, installment_next_attempt_v1), at most $1
 WITH sums AS (
     SELECT m.installment_id,
            sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
@@ -19,44 +20,39 @@ WITH sums AS (
                            WHEN 'released' THEN -m.amount_cents
                            WHEN 'settled' THEN -m.amount_cents
                            WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight,
-           count(DISTINCT m.attempt_id) FILTER (
-               WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry')) AS attempts,
+           count(*) FILTER (
+               WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
+               AS attempts,
+           sum(CASE WHEN m.kind = 'presented' THEN 1 WHEN m.answers THEN -1 ELSE 0 END)::integer
+               AS awaiting,
            bool_or(m.sets_plan) AS planned,
-           (array_agg(m.retry_on ORDER BY m.id DESC) FILTER (WHERE m.sets_plan))[1] AS plan_on,
-           coalesce(bool_or(m.kind = 'presented' AND a.status IN ('pending', 'in_doubt')), false)
-               AS unanswered
+           (array_agg(m.retry_on ORDER BY m.id DESC) FILTER (WHERE m.sets_plan))[1] AS plan_on
     FROM money_movements m
-    LEFT JOIN charge_attempts a ON a.id = m.attempt_id
     GROUP BY m.installment_id
 ), derived AS (
     SELECT i.id, i.lease_id, i.due_on, i.amount_cents, i.paid_cents, i.in_flight_cents,
-           i.attempts, i.status, i.next_attempt_on,
+           i.attempts, i.awaiting_answers, i.status, i.next_attempt_on,
            coalesce(s.paid, 0) AS d_paid,
            coalesce(s.in_flight, 0) AS d_in_flight,
-           coalesce(s.attempts, 0)::integer AS d_attempts,
-           CASE
-               WHEN i.status = 'cancelled' THEN 'cancelled'
-               WHEN coalesce(s.paid, 0) = i.amount_cents THEN 'paid'
-               WHEN coalesce(s.paid, 0) + coalesce(s.in_flight, 0) = i.amount_cents THEN
-                   CASE WHEN s.unanswered THEN 'processing' ELSE 'pending_settlement' END
-               WHEN coalesce(s.planned, false) OR coalesce(s.attempts, 0) > 0 THEN 'overdue'
-               ELSE 'scheduled'
-           END AS d_status,
+           coalesce(s.attempts, 0) AS d_attempts,
+           coalesce(s.awaiting, 0) AS d_awaiting,
+           installment_status_v1(i.status, i.amount_cents, coalesce(s.paid, 0),
+                                 coalesce(s.in_flight, 0), coalesce(s.awaiting, 0),
+                                 coalesce(s.attempts, 0), coalesce(s.planned, false))
+               AS d_status,
            coalesce(s.planned, false) AS planned, s.plan_on
     FROM installments i
     LEFT JOIN sums s ON s.installment_id = i.id
 ), checked AS (
     SELECT d.*,
-           CASE WHEN d.d_status NOT IN ('scheduled', 'overdue') THEN NULL
-                WHEN d.planned THEN d.plan_on
-                ELSE d.due_on END AS d_next
+           installment_next_attempt_v1(d.d_status, d.planned, d.plan_on, d.due_on) AS d_next
     FROM derived d
 ), violations AS (
     SELECT c.*, l.customer_id
     FROM checked c
     JOIN leases l ON l.id = c.lease_id
-    WHERE (c.paid_cents, c.in_flight_cents, c.attempts, c.status)
-              IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_attempts, c.d_status)
+    WHERE (c.paid_cents, c.in_flight_cents, c.attempts, c.awaiting_answers, c.status)
+              IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_attempts, c.d_awaiting, c.d_status)
        OR c.next_attempt_on IS DISTINCT FROM c.d_next
 )
 SELECT count(*) OVER () AS total,
@@ -257,7 +253,8 @@ LIMIT $1;
 
 -- attempt_money_consistency --
 -- Attempts whose journal rows disagree with their status (succeeded: settled; declined,
--- failed, refused: released; pending, in doubt, processing: still in flight; returned:
+-- failed, refused: released; pending, in doubt: in flight, unanswered; processing: accepted,
+-- in flight; returned:
 -- returned, or settled and reversed), whose presented rows do not sum to their amount, or
 -- whose rows name another installment or payment than the attempt serves, at most $1
 WITH line AS (
@@ -267,6 +264,7 @@ WITH line AS (
            coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'settled'), 0) AS settled,
            coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'returned'), 0) AS returned,
            coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'reversed'), 0) AS reversed,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'accepted'), 0) AS accepted,
            bool_and(m.payment_id IS NOT DISTINCT FROM a.payment_id
                     AND (a.installment_id IS NULL OR m.installment_id = a.installment_id))
                AS named_right
@@ -281,8 +279,11 @@ WITH line AS (
                    l.settled = l.presented AND l.released + l.returned + l.reversed = 0
                WHEN a.status IN ('declined', 'failed', 'refused') THEN
                    l.released = l.presented AND l.settled + l.returned + l.reversed = 0
-               WHEN a.status IN ('pending', 'in_doubt', 'processing') THEN
-                   l.released + l.settled + l.returned + l.reversed = 0
+               WHEN a.status IN ('pending', 'in_doubt') THEN
+                   l.accepted + l.released + l.settled + l.returned + l.reversed = 0
+               WHEN a.status = 'processing' THEN
+                   l.accepted = l.presented
+                   AND l.released + l.settled + l.returned + l.reversed = 0
                WHEN a.status = 'returned' THEN
                    l.released = 0 AND (
                        (l.returned = l.presented AND l.settled + l.reversed = 0)

@@ -13,18 +13,22 @@ WITH p AS (
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
       AS p(attempt_id, installment_id, instrument_key, kind)
 ), instruments AS (
-    SELECT a.instrument_key,
-           count(*) FILTER (WHERE a.status = 'declined' AND a.as_of > $5::date - 30)
-               AS declines_30d,
-           coalesce(array_agg(a.id) FILTER (WHERE a.status IN ('pending', 'in_doubt')),
-                    '{}'::bigint[]) AS unresolved_ids,
-           coalesce(bool_or(a.network_advice = ANY ($6::text[])), false) AS never_retry,
-           coalesce(bool_or(r.category = 'unauthorized'), false) AS unauthorized_return,
-           coalesce(bool_or(r.return_code = ANY ($7::text[])), false) AS dead_account_return
-    FROM charge_attempts a
-    LEFT JOIN charge_returns r ON r.attempt_id = a.id
-    WHERE a.instrument_key IN (SELECT instrument_key FROM p)
-    GROUP BY a.instrument_key
+    -- One index range of charge_attempts per instrument (a LATERAL: a join by key let the
+    -- planner scan every attempt of the book, once a batch).
+    SELECT k.instrument_key, h.*
+    FROM (SELECT DISTINCT instrument_key FROM p) k
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE a.status = 'declined' AND a.as_of > $5::date - 30)
+                   AS declines_30d,
+               coalesce(array_agg(a.id) FILTER (WHERE a.status IN ('pending', 'in_doubt')),
+                        '{}'::bigint[]) AS unresolved_ids,
+               coalesce(bool_or(a.network_advice = ANY ($6::text[])), false) AS never_retry,
+               coalesce(bool_or(r.category = 'unauthorized'), false) AS unauthorized_return,
+               coalesce(bool_or(r.return_code = ANY ($7::text[])), false) AS dead_account_return
+        FROM charge_attempts a
+        LEFT JOIN charge_returns r ON r.attempt_id = a.id
+        WHERE a.instrument_key = k.instrument_key
+    ) h
 )
 SELECT p.attempt_id, p.installment_id,
        coalesce(h.declines_30d, 0) AS declines_30d,
@@ -32,7 +36,8 @@ SELECT p.attempt_id, p.installment_id,
        coalesce(h.never_retry, false) AS never_retry,
        coalesce(h.unauthorized_return, false) AS unauthorized_return,
        coalesce(h.dead_account_return, false) AS dead_account_return,
-       m.line_ids, m.line_attempts, m.line_returned, m.line_nsf, m.line_cents, m.line_on
+       m.line_ids, m.line_attempts, m.line_returned, m.line_nsf, m.line_cents, m.line_on,
+       m.line_sent
 FROM p
 LEFT JOIN instruments h ON h.instrument_key = p.instrument_key
 LEFT JOIN LATERAL (
@@ -41,7 +46,11 @@ LEFT JOIN LATERAL (
            array_agg(j.kind <> 'presented' ORDER BY j.id) AS line_returned,
            array_agg(coalesce(r.category = 'nsf', false) ORDER BY j.id) AS line_nsf,
            array_agg(b.amount_cents ORDER BY j.id) AS line_cents,
-           array_agg(j.as_of ORDER BY j.id) AS line_on
+           array_agg(j.as_of ORDER BY j.id) AS line_on,
+           -- A presentment refused, or declined or not taken by the gateway, never reached
+           -- the bank: no entry, so no reinitiation.
+           array_agg(b.status NOT IN ('refused', 'declined', 'failed') ORDER BY j.id)
+               AS line_sent
     FROM money_movements j
     JOIN charge_attempts b ON b.id = j.attempt_id AND b.instrument_key = p.instrument_key
     LEFT JOIN charge_returns r ON r.attempt_id = j.attempt_id

@@ -1,5 +1,5 @@
 -- The customer portal's reads and its payment-method changes. A lease's overdue and pending
--- amounts and its next due installment come from lease_balance_v1 (sql/0005_lease_balance.sql),
+-- amounts and its next due installment come from lease_balance_v2 (sql/0008_lease_balance_v2.sql),
 -- where they are defined once; $2 is the business date ("today").
 
 -- customer_exists --
@@ -15,7 +15,7 @@ SELECT EXISTS (SELECT 1 FROM leases WHERE id = $1);
 SELECT l.id, l.agreement_ref, l.store, l.status,
        b.overdue_cents, b.next_due_on, b.next_due_cents
 FROM leases l
-CROSS JOIN LATERAL lease_balance_v1(l.id, $2) b
+CROSS JOIN LATERAL lease_balance_v2(l.id, $2) b
 WHERE l.customer_id = $1
 ORDER BY l.id;
 
@@ -27,7 +27,7 @@ SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
        pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
        pm.status AS method_status
 FROM leases l
-CROSS JOIN LATERAL lease_balance_v1(l.id, $2) b
+CROSS JOIN LATERAL lease_balance_v2(l.id, $2) b
 LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
 WHERE l.id = $1;
 

@@ -274,12 +274,6 @@ async def test_a_late_return_of_a_partial_payment_leaves_exactly_it_overdue(
     await _assert_clean(pool)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lease_balance_v1 (sql/0005) counts amount - paid of overdue installments as overdue"
-    " and ignores in_flight_cents: money in flight on an overdue installment shows as overdue,"
-    " never as pending",
-)
 async def test_the_portal_shows_money_in_flight_as_pending_not_overdue(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:

@@ -44,8 +44,9 @@ def test_ach_processing_is_pending_settlement_not_paid() -> None:
         retry_days=RETRY_DAYS,
     )
     assert d.attempt_status is AttemptStatus.PROCESSING
-    # Still in flight: the journal moves no money until it settles or comes back.
-    assert ending_of(d.attempt_status) is None and d.next_attempt_on is None
+    # Answered, still in flight: the journal marks it accepted and moves no money until it
+    # settles or comes back.
+    assert ending_of(d.attempt_status) is MovementKind.ACCEPTED and d.next_attempt_on is None
 
 
 def test_soft_decline_retries_after_the_configured_days() -> None:
