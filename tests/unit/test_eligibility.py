@@ -1,0 +1,292 @@
+"""The eligibility check, rule by rule, at its boundaries (pure: no database)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collector.domain import MethodKind
+from collector.eligibility import (
+    ACCOUNT_CLOSED,
+    AUTHORIZATION_REVOKED,
+    CARD_NEVER_RETRY,
+    CARD_RETRY_CAP,
+    REFUSAL_REASONS,
+    REINITIATION_AMOUNT_DIFFERS,
+    REINITIATION_WINDOW_PASSED,
+    REINITIATIONS_EXHAUSTED,
+    Eligible,
+    InstrumentHistory,
+    MoneyLine,
+    NsfHistory,
+    Presentation,
+    Refused,
+    check,
+    combine,
+    nsf_history,
+)
+from collector.policy import CardRetryRules
+
+ORIGINAL_ON = date(2026, 6, 1)
+CLEAN = InstrumentHistory()
+
+
+def debit(*, amount_cents: int = 10_000, as_of: date = ORIGINAL_ON) -> Presentation:
+    return Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=MethodKind.ACH,
+        brand=None,
+        amount_cents=amount_cents,
+        as_of=as_of,
+    )
+
+
+def card(brand: str | None = "visa") -> Presentation:
+    return Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=MethodKind.CARD,
+        brand=brand,
+        amount_cents=10_000,
+        as_of=ORIGINAL_ON,
+    )
+
+
+def nsf(*, reinitiations: int = 0, returned_cents: int = 10_000) -> NsfHistory:
+    return NsfHistory(
+        original_on=ORIGINAL_ON, returned_cents=returned_cents, reinitiations=reinitiations
+    )
+
+
+# -- bank debits -------------------------------------------------------------------------------
+
+
+def test_a_debit_with_no_history_is_eligible_and_no_reinitiation() -> None:
+    assert check(debit(), instrument=CLEAN) == Eligible(reinitiation=False)
+
+
+def test_a_debit_after_an_unauthorized_return_is_refused_for_good() -> None:
+    history = InstrumentHistory(unauthorized_return=True, dead_account_return=True)
+    assert check(debit(), instrument=history, nsf=nsf()) == Refused(AUTHORIZATION_REVOKED)
+
+
+def test_a_debit_of_a_closed_account_is_refused() -> None:
+    history = InstrumentHistory(dead_account_return=True)
+    assert check(debit(), instrument=history) == Refused(ACCOUNT_CLOSED)
+
+
+@pytest.mark.parametrize("made", [0, 1])
+def test_an_nsf_debit_may_be_reinitiated_twice(made: int) -> None:
+    verdict = check(debit(), instrument=CLEAN, nsf=nsf(reinitiations=made))
+    assert verdict == Eligible(reinitiation=True)
+
+
+@pytest.mark.parametrize("made", [2, 3])
+def test_a_third_reinitiation_is_refused(made: int) -> None:
+    verdict = check(debit(), instrument=CLEAN, nsf=nsf(reinitiations=made))
+    assert verdict == Refused(REINITIATIONS_EXHAUSTED)
+
+
+def test_a_reinitiation_on_day_180_is_eligible_and_on_day_181_refused() -> None:
+    last = ORIGINAL_ON + timedelta(days=180)
+    assert check(debit(as_of=last), instrument=CLEAN, nsf=nsf()) == Eligible(reinitiation=True)
+    late = check(debit(as_of=last + timedelta(days=1)), instrument=CLEAN, nsf=nsf())
+    assert late == Refused(REINITIATION_WINDOW_PASSED)
+
+
+@pytest.mark.parametrize("amount", [9_999, 10_001, 4_000])
+def test_a_reinitiation_of_another_amount_is_refused(amount: int) -> None:
+    verdict = check(debit(amount_cents=amount), instrument=CLEAN, nsf=nsf())
+    assert verdict == Refused(REINITIATION_AMOUNT_DIFFERS)
+
+
+def test_the_count_is_checked_before_the_window_and_the_amount() -> None:
+    # All three rules broken at once: the count is the reason given.
+    verdict = check(
+        debit(amount_cents=1, as_of=ORIGINAL_ON + timedelta(days=365)),
+        instrument=CLEAN,
+        nsf=nsf(reinitiations=2),
+    )
+    assert verdict == Refused(REINITIATIONS_EXHAUSTED)
+    verdict = check(
+        debit(amount_cents=1, as_of=ORIGINAL_ON + timedelta(days=365)),
+        instrument=CLEAN,
+        nsf=nsf(),
+    )
+    assert verdict == Refused(REINITIATION_WINDOW_PASSED)
+
+
+@given(
+    made=st.integers(min_value=0, max_value=5),
+    days=st.integers(min_value=0, max_value=400),
+)
+def test_no_reinitiation_is_eligible_past_the_count_or_the_window(made: int, days: int) -> None:
+    verdict = check(
+        debit(as_of=ORIGINAL_ON + timedelta(days=days)),
+        instrument=CLEAN,
+        nsf=nsf(reinitiations=made),
+    )
+    assert isinstance(verdict, Eligible) == (made < 2 and days <= 180)
+    if isinstance(verdict, Eligible):
+        assert verdict.reinitiation
+
+
+# -- cards --------------------------------------------------------------------------------------
+
+
+def test_a_card_with_advice_never_to_retry_is_refused() -> None:
+    assert check(card(), instrument=InstrumentHistory(never_retry=True)) == Refused(
+        CARD_NEVER_RETRY
+    )
+
+
+def test_card_rules_ignore_bank_history() -> None:
+    history = InstrumentHistory(unauthorized_return=True, dead_account_return=True)
+    assert check(card(), instrument=history, nsf=nsf(reinitiations=5)) == Eligible()
+
+
+@pytest.mark.parametrize(
+    ("brand", "cap"), [("visa", 15), ("Visa", 15), ("mastercard", 35), ("mc", 35), (None, 15)]
+)
+def test_a_card_is_refused_at_its_networks_cap(brand: str | None, cap: int) -> None:
+    below = InstrumentHistory(declines_30d=cap - 1)
+    at = InstrumentHistory(declines_30d=cap)
+    assert check(card(brand), instrument=below) == Eligible()
+    assert check(card(brand), instrument=at) == Refused(CARD_RETRY_CAP)
+
+
+def test_presentments_still_unanswered_count_toward_the_cap() -> None:
+    rules = CardRetryRules(visa_max_declines_30d=3)
+    assert (
+        check(
+            card(),
+            instrument=InstrumentHistory(declines_30d=1, unresolved_before=1),
+            card_rules=rules,
+        )
+        == Eligible()
+    )
+    assert check(
+        card(), instrument=InstrumentHistory(declines_30d=1, unresolved_before=2), card_rules=rules
+    ) == Refused(CARD_RETRY_CAP)
+
+
+def test_a_cap_set_apart_for_visa_is_used_for_visa_only() -> None:
+    rules = CardRetryRules(visa_max_declines_30d=2, other_max_declines_30d=10)
+    history = InstrumentHistory(declines_30d=2)
+    assert check(card("visa"), instrument=history, card_rules=rules) == Refused(CARD_RETRY_CAP)
+    assert check(card("amex"), instrument=history, card_rules=rules) == Eligible()
+
+
+# -- an attempt over several installments ------------------------------------------------------
+
+
+def test_one_refused_installment_refuses_the_whole_attempt_with_its_reason() -> None:
+    verdicts = [Eligible(), Refused(ACCOUNT_CLOSED), Refused(CARD_RETRY_CAP)]
+    assert combine(verdicts) == Refused(ACCOUNT_CLOSED)
+
+
+def test_an_attempt_is_a_reinitiation_if_any_of_its_money_is() -> None:
+    assert combine([Eligible(), Eligible(reinitiation=True)]) == Eligible(reinitiation=True)
+    assert combine([Eligible(), Eligible()]) == Eligible(reinitiation=False)
+    assert combine([]) == Eligible(reinitiation=False)
+
+
+def test_every_refusal_reason_is_in_the_closed_set() -> None:
+    assert {
+        AUTHORIZATION_REVOKED,
+        ACCOUNT_CLOSED,
+        REINITIATIONS_EXHAUSTED,
+        REINITIATION_WINDOW_PASSED,
+        REINITIATION_AMOUNT_DIFFERS,
+        CARD_NEVER_RETRY,
+        CARD_RETRY_CAP,
+    } == REFUSAL_REASONS
+
+
+# -- reading an installment's lines on one account ---------------------------------------------
+
+
+def presented(
+    line_id: int, attempt: int, *, on: date, cents: int = 10_000, sent: bool = True
+) -> MoneyLine:
+    return MoneyLine(
+        id=line_id,
+        attempt_id=attempt,
+        returned=False,
+        nsf=False,
+        amount_cents=cents,
+        as_of=on,
+        sent=sent,
+    )
+
+
+def returned(
+    line_id: int, attempt: int, *, on: date, nsf: bool = True, cents: int = 10_000
+) -> MoneyLine:
+    return MoneyLine(
+        id=line_id, attempt_id=attempt, returned=True, nsf=nsf, amount_cents=cents, as_of=on
+    )
+
+
+def test_money_that_never_came_back_nsf_has_no_nsf_history() -> None:
+    assert nsf_history([]) is None
+    lines = [presented(1, 1, on=ORIGINAL_ON), returned(2, 1, on=ORIGINAL_ON, nsf=False)]
+    assert nsf_history(lines) is None
+
+
+def test_the_original_is_the_first_entry_that_came_back_nsf() -> None:
+    first = ORIGINAL_ON
+    lines = [
+        presented(1, 1, on=first),
+        returned(2, 1, on=first + timedelta(days=3)),
+        presented(3, 2, on=first + timedelta(days=5)),
+        returned(4, 2, on=first + timedelta(days=8), cents=10_000),
+    ]
+    history = nsf_history(list(reversed(lines)))  # order comes from the ids
+    assert history == NsfHistory(original_on=first, returned_cents=10_000, reinitiations=1)
+
+
+def test_presentments_before_the_first_return_are_not_reinitiations() -> None:
+    # 40.00 presented, another debit of 60.00 sent while it was in flight, then the 40.00
+    # came back: the 60.00 is not a reinitiation of it.
+    lines = [
+        presented(1, 1, on=ORIGINAL_ON, cents=4_000),
+        presented(2, 2, on=ORIGINAL_ON + timedelta(days=1), cents=6_000),
+        returned(3, 1, on=ORIGINAL_ON + timedelta(days=3), cents=4_000),
+    ]
+    assert nsf_history(lines) == NsfHistory(
+        original_on=ORIGINAL_ON, returned_cents=4_000, reinitiations=0
+    )
+
+
+def test_a_presentment_that_never_reached_the_bank_is_no_reinitiation() -> None:
+    lines = [
+        presented(1, 1, on=ORIGINAL_ON),
+        returned(2, 1, on=ORIGINAL_ON + timedelta(days=3)),
+        presented(3, 2, on=ORIGINAL_ON + timedelta(days=5), sent=False),
+        presented(4, 3, on=ORIGINAL_ON + timedelta(days=6)),
+    ]
+    history = nsf_history(lines)
+    assert history is not None and history.reinitiations == 1
+
+
+def test_the_amount_to_match_is_that_of_the_latest_nsf_return() -> None:
+    lines = [
+        presented(1, 1, on=ORIGINAL_ON, cents=10_000),
+        returned(2, 1, on=ORIGINAL_ON, cents=10_000),
+        presented(3, 2, on=ORIGINAL_ON, cents=7_000),
+        returned(4, 2, on=ORIGINAL_ON, cents=7_000),
+        returned(5, 3, on=ORIGINAL_ON, nsf=False, cents=1),
+    ]
+    history = nsf_history(lines)
+    assert history is not None and history.returned_cents == 7_000
+
+
+def test_a_return_whose_presentment_is_not_in_view_dates_the_original_by_itself() -> None:
+    back = ORIGINAL_ON + timedelta(days=4)
+    history = nsf_history([returned(7, 1, on=back)])
+    assert history == NsfHistory(original_on=back, returned_cents=10_000, reinitiations=0)
