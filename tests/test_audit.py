@@ -806,3 +806,28 @@ async def test_a_taken_charge_the_ledger_declined_is_reported(
         f"(attempt {charged.pending_attempt}): the sandbox accepted it; the ledger says failed"
         in message
     )
+
+
+async def test_a_journal_row_naming_what_is_not_there_is_reported(
+    pool: asyncpg.Pool, book: Book
+) -> None:
+    async with pool.acquire() as conn:
+        cid = await conn.fetchval(
+            "SELECT customer_id FROM charge_attempts WHERE id = $1", book.paid_attempt
+        )
+        # A plan line for an installment that does not exist, under another customer.
+        await conn.execute(
+            "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents, as_of,"
+            " source, sets_plan) VALUES ($1, 999999, 'replanned', 0, $2, 'test', true)",
+            cid,
+            DAY,
+        )
+        await conn.execute(
+            "UPDATE charge_attempts SET customer_id = customer_id + 1000 WHERE id = $1",
+            book.declined_attempt,
+        )
+    report = await run_audit(pool)
+    got = [v.message for v in report.violations["journal_references"]]
+    assert report.counts["journal_references"] >= 2
+    assert any("no such installment" in m for m in got)
+    assert any(f"attempt {book.declined_attempt} is customer" in m for m in got)

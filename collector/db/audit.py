@@ -32,6 +32,7 @@ from collector.policy import (
 CHECKS: tuple[str, ...] = (
     "journal_matches_installments",
     "journal_matches_payments",
+    "journal_references",
     "over_taken",
     "succeeded_without_reference",
     "pending_past_deadline",

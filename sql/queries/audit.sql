@@ -172,6 +172,56 @@ WHERE cardinality(v.problems) > 0
 ORDER BY v.id
 LIMIT $1;
 
+-- journal_references --
+-- Journal rows that name what does not exist or does not belong together (the journal has
+-- no foreign keys: its writers take every id from a row they hold): an installment, attempt
+-- or payment that is not there; a customer other than the installment's lease's; an attempt
+-- or payment of another customer. Attempts whose customer is not their method's. At most $1
+WITH bad AS (
+    SELECT m.id AS row_id, m.installment_id, m.attempt_id, m.payment_id, m.customer_id,
+           array_remove(ARRAY[
+               CASE WHEN i.id IS NULL THEN 'no such installment' END,
+               CASE WHEN i.id IS NOT NULL AND l.customer_id IS DISTINCT FROM m.customer_id
+                    THEN format('the installment is customer %s''s', l.customer_id) END,
+               CASE WHEN m.attempt_id IS NOT NULL AND a.id IS NULL THEN 'no such attempt' END,
+               CASE WHEN a.id IS NOT NULL AND a.customer_id <> m.customer_id
+                    THEN format('the attempt is customer %s''s', a.customer_id) END,
+               CASE WHEN m.payment_id IS NOT NULL AND p.id IS NULL THEN 'no such payment' END,
+               CASE WHEN p.id IS NOT NULL AND p.customer_id <> m.customer_id
+                    THEN format('the payment is customer %s''s', p.customer_id) END
+           ], NULL) AS problems
+    FROM money_movements m
+    LEFT JOIN installments i ON i.id = m.installment_id
+    LEFT JOIN leases l ON l.id = i.lease_id
+    LEFT JOIN charge_attempts a ON a.id = m.attempt_id
+    LEFT JOIN payments p ON p.id = m.payment_id
+), rows_bad AS (
+    SELECT format('journal row %s: %s', b.row_id, array_to_string(b.problems, '; ')) AS message,
+           b.installment_id, b.attempt_id, b.payment_id, b.customer_id, b.row_id AS sort_id, 0 AS part
+    FROM bad b
+    WHERE cardinality(b.problems) > 0
+    UNION ALL
+    SELECT format('attempt %s is customer %s''s but its method %s is customer %s''s',
+                  a.id, a.customer_id, pm.id, pm.customer_id),
+           a.installment_id, a.id, a.payment_id, a.customer_id, a.id, 1
+    FROM charge_attempts a
+    JOIN payment_methods pm ON pm.id = a.payment_method_id
+    WHERE pm.customer_id <> a.customer_id
+)
+SELECT count(*) OVER () AS total, r.message,
+       CASE WHEN r.installment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[r.installment_id] END
+           AS installment_ids,
+       CASE WHEN r.attempt_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[r.attempt_id] END
+           AS attempt_ids,
+       CASE WHEN r.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[r.payment_id] END
+           AS payment_ids,
+       ARRAY[r.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       '{}'::jsonb AS facts
+FROM rows_bad r
+ORDER BY r.part, r.sort_id
+LIMIT $1;
+
 -- over_taken --
 -- Installments whose journal has taken more than their amount (settled + in flight), or
 -- counts a negative paid or in-flight sum, at most $1
