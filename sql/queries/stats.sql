@@ -1,7 +1,8 @@
 -- installment_states --
 -- Count and unpaid cents of the installments in each state the dashboards watch on business
 -- date $1: due today (not yet collected), overdue (due before today, unpaid, not in flight),
--- pending settlement (ACH sent, not settled)
+-- pending settlement (ACH sent, not settled). Overdue counts what is left to take (amount -
+-- paid - in flight): money in flight is not overdue as well.
 SELECT s.state, count(*) AS installments, sum(s.unpaid_cents)::bigint AS cents
 FROM (
     SELECT CASE
@@ -10,7 +11,8 @@ FROM (
                WHEN i.due_on = $1 AND i.status IN ('scheduled', 'overdue', 'processing')
                    THEN 'due_today'
            END AS state,
-           i.amount_cents - i.paid_cents AS unpaid_cents
+           CASE WHEN i.status = 'pending_settlement' THEN i.amount_cents - i.paid_cents
+                ELSE i.amount_cents - i.paid_cents - i.in_flight_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')
