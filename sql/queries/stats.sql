@@ -11,8 +11,10 @@ FROM (
                WHEN i.due_on = $1 AND i.status IN ('scheduled', 'overdue', 'processing')
                    THEN 'due_today'
            END AS state,
-           CASE WHEN i.status = 'pending_settlement' THEN i.amount_cents - i.paid_cents
-                ELSE i.amount_cents - i.paid_cents - i.in_flight_cents END AS unpaid_cents
+           CASE WHEN i.status <> 'pending_settlement' AND i.due_on < $1
+                     AND i.status IN ('scheduled', 'overdue')
+                THEN i.amount_cents - i.paid_cents - i.in_flight_cents
+                ELSE i.amount_cents - i.paid_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')
