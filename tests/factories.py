@@ -112,6 +112,8 @@ async def put_state(
         await conn.execute(
             "UPDATE installments SET status = 'cancelled' WHERE id = $1", installment_id
         )
+        # Cancelled is kept by the derivation; the plan it clears is derived too.
+        await conn.execute("SELECT installments_derive_v1(ARRAY[$1::bigint])", installment_id)
         return
     if status == "paid":
         paid_cents = row["amount_cents"]
