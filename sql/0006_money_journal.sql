@@ -193,7 +193,7 @@ $$;
 --   awaiting  += presentments - first answers
 --   plan       = the latest row that sets one
 CREATE FUNCTION money_apply_v1(p_rows bigint[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET plan_cache_mode = force_generic_plan AS $$
     WITH d AS (
         SELECT m.installment_id,
                sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
@@ -203,7 +203,7 @@ LANGUAGE sql AS $$
                                WHEN 'settled' THEN -m.amount_cents
                                WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight,
                count(*) FILTER (WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))
-                   AS attempts,
+                   ::integer AS attempts,
                sum(CASE WHEN m.kind = 'presented' THEN 1 WHEN m.answers THEN -1 ELSE 0 END)
                    ::integer AS awaiting,
                max(m.id) FILTER (WHERE m.sets_plan) AS plan_row
@@ -213,30 +213,30 @@ LANGUAGE sql AS $$
     ), n AS (
         SELECT d.*, plan.retry_on AS plan_on
         FROM d LEFT JOIN money_movements plan ON plan.id = d.plan_row
-    ), s AS (
-        SELECT i.id, i.paid_cents + n.paid AS paid, i.in_flight_cents + n.in_flight AS in_flight,
-               i.attempts + n.attempts::integer AS attempts,
-               i.awaiting_answers + n.awaiting::integer AS awaiting,
-               i.planned OR n.plan_row IS NOT NULL AS planned,
-               CASE WHEN n.plan_row IS NOT NULL THEN n.plan_on ELSE i.plan_on END AS plan_on
-        FROM n JOIN installments i ON i.id = n.installment_id
     )
+    -- SET reads the row as it was: each new value is the old one plus the rows' effect.
     UPDATE installments i
-    SET paid_cents = s.paid,
-        in_flight_cents = s.in_flight,
-        attempts = s.attempts,
-        awaiting_answers = s.awaiting,
-        planned = s.planned,
-        plan_on = s.plan_on,
-        status = installment_status_v1(i.status, i.amount_cents, s.paid, s.in_flight,
-                                       s.awaiting, s.attempts, s.planned),
+    SET paid_cents = i.paid_cents + n.paid,
+        in_flight_cents = i.in_flight_cents + n.in_flight,
+        attempts = i.attempts + n.attempts,
+        awaiting_answers = i.awaiting_answers + n.awaiting,
+        planned = i.planned OR n.plan_row IS NOT NULL,
+        plan_on = CASE WHEN n.plan_row IS NOT NULL THEN n.plan_on ELSE i.plan_on END,
+        status = installment_status_v1(
+            i.status, i.amount_cents, i.paid_cents + n.paid, i.in_flight_cents + n.in_flight,
+            i.awaiting_answers + n.awaiting, i.attempts + n.attempts,
+            i.planned OR n.plan_row IS NOT NULL),
         next_attempt_on = installment_next_attempt_v1(
-            installment_status_v1(i.status, i.amount_cents, s.paid, s.in_flight, s.awaiting,
-                                  s.attempts, s.planned),
-            s.planned, s.plan_on, i.due_on),
+            installment_status_v1(
+                i.status, i.amount_cents, i.paid_cents + n.paid,
+                i.in_flight_cents + n.in_flight, i.awaiting_answers + n.awaiting,
+                i.attempts + n.attempts, i.planned OR n.plan_row IS NOT NULL),
+            i.planned OR n.plan_row IS NOT NULL,
+            CASE WHEN n.plan_row IS NOT NULL THEN n.plan_on ELSE i.plan_on END,
+            i.due_on),
         updated_at = now()
-    FROM s
-    WHERE i.id = s.id;
+    FROM n
+    WHERE i.id = n.installment_id;
 $$;
 
 -- Recompute installments p_ids whole from their journal (the migration, repairs, tests).
@@ -287,11 +287,16 @@ LANGUAGE sql AS $$
 $$;
 
 -- Present money: one 'presented' row per (attempt, installment, amount), then apply them.
+-- The money_*_v1 functions return how many rows they added, so that one statement can
+-- claim or record and apply the money (SELECT money_present_v1(...) in a CTE: they read
+-- only rows committed before, and write what the statement does not). Their statements are
+-- driven by arrays, whatever the values: a generic plan serves every call (the engine's
+-- connections force custom plans, which re-planned them on each call).
 CREATE FUNCTION money_present_v1(
     p_attempt bigint[], p_installment bigint[], p_amount bigint[], p_customer bigint[],
     p_payment bigint[], p_as_of date, p_source text[]
-) RETURNS void
-LANGUAGE plpgsql AS $$
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_rows bigint[];
 BEGIN
@@ -307,6 +312,7 @@ BEGIN
     )
     SELECT array_agg(id) INTO v_rows FROM added;
     PERFORM money_apply_v1(v_rows);
+    RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
 
@@ -318,8 +324,8 @@ $$;
 CREATE FUNCTION money_follow_v1(
     p_attempt bigint[], p_kind text[], p_sets_plan boolean[], p_retry_on date[],
     p_reason text[], p_as_of date, p_source text
-) RETURNS void
-LANGUAGE plpgsql AS $$
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_rows bigint[];
 BEGIN
@@ -329,12 +335,8 @@ BEGIN
              source, answers, sets_plan, retry_on, reason)
         SELECT p.customer_id, p.installment_id, p.attempt_id, p.payment_id, f.kind,
                p.amount_cents, p_as_of, p_source,
-               f.kind = 'accepted' OR (f.kind IN ('released', 'settled', 'returned')
-                   AND NOT EXISTS (
-                       SELECT 1 FROM money_movements acc
-                       WHERE acc.attempt_id = p.attempt_id
-                         AND acc.installment_id = p.installment_id
-                         AND acc.kind = 'accepted')),
+               f.kind = 'accepted'
+                   OR (f.kind IN ('released', 'settled', 'returned') AND acc.id IS NULL),
                f.sets_plan, f.retry_on, f.reason
         FROM unnest(p_attempt, p_kind, p_sets_plan, p_retry_on, p_reason)
           AS f(attempt_id, kind, sets_plan, retry_on, reason)
@@ -349,19 +351,28 @@ BEGIN
             FROM money_movements m
             WHERE m.attempt_id = f.attempt_id AND m.kind = 'settled' AND f.kind = 'reversed'
         ) p
+        -- Was it accepted before? One probe of the accepted index per row (a NOT EXISTS was
+        -- planned as a hash of every accepted row of the book).
+        LEFT JOIN LATERAL (
+            SELECT acc.id FROM money_movements acc
+            WHERE acc.attempt_id = p.attempt_id AND acc.installment_id = p.installment_id
+              AND acc.kind = 'accepted'
+            LIMIT 1
+        ) acc ON true
         ON CONFLICT DO NOTHING
         RETURNING id
     )
     SELECT array_agg(id) INTO v_rows FROM added;
     PERFORM money_apply_v1(v_rows);
+    RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
 
 -- Set the collection date of installments without moving money.
 CREATE FUNCTION money_replan_v1(
     p_installment bigint[], p_retry_on date, p_as_of date, p_source text, p_reason text
-) RETURNS void
-LANGUAGE plpgsql AS $$
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_rows bigint[];
 BEGIN
@@ -377,6 +388,7 @@ BEGIN
     )
     SELECT array_agg(id) INTO v_rows FROM added;
     PERFORM money_apply_v1(v_rows);
+    RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
 

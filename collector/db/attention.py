@@ -105,14 +105,14 @@ async def apply_isolated(
     apply: Callable[[Executor, Sequence[_T]], Awaitable[None]],
     on_failure: Callable[[Executor, _T, BaseException], Awaitable[None]],
 ) -> list[_T]:
-    """Apply ``items`` in one transaction; when the database refuses the batch because of
-    one row's data, apply them one by one, each in a transaction of its own, and hand each
-    row that still fails to ``on_failure`` (which sets it aside). Returns the failed items."""
+    """Apply ``items`` (``apply`` runs one statement: atomic by itself, no transaction to
+    open around it); when the database refuses the batch because of one row's data, apply
+    them one by one and hand each row that still fails to ``on_failure`` (which sets it
+    aside). Returns the failed items."""
     if not items:
         return []
     try:
-        async with conn.transaction():
-            await apply(conn, items)
+        await apply(conn, items)
         return []
     except asyncpg.PostgresError as exc:
         if not is_row_error(exc):
@@ -120,8 +120,7 @@ async def apply_isolated(
     failed: list[_T] = []
     for item in items:
         try:
-            async with conn.transaction():
-                await apply(conn, [item])
+            await apply(conn, [item])
         except asyncpg.PostgresError as exc:
             if not is_row_error(exc):
                 raise

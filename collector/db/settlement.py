@@ -67,12 +67,16 @@ async def attempt_by_key(db: Executor, idempotency_key: str) -> DebitInFlight | 
     return _debit(row) if row is not None else None
 
 
-async def settle_attempts(db: Executor, attempt_ids: Sequence[int]) -> list[int]:
-    """Mark these debits settled (and their manual payments); return the ids that changed.
-    The caller applies their money in the same transaction."""
+async def settle_attempts(
+    db: Executor, attempt_ids: Sequence[int], *, as_of: date, source: str
+) -> list[int]:
+    """Mark these debits settled (and their manual payments) and settle their money, in one
+    statement; return the ids that changed."""
     if not attempt_ids:
         return []
-    rows = await db.fetch(QUERIES["settlement.settle_attempts"], list(attempt_ids))
+    rows = await db.fetch(
+        QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
+    )
     return [row["attempt_id"] for row in rows]
 
 

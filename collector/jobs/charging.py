@@ -264,10 +264,9 @@ async def record_decisions(
     changed: set[int] = set()
 
     async def apply(conn: Executor, items: Sequence[tuple[ClaimedCharge, Decision]]) -> None:
-        ids = await record_outcomes(conn, [(claimed.attempt_id, d) for claimed, d in items])
-        await money.follow(
+        ids = await record_outcomes(
             conn,
-            [ending(claimed, d) for claimed, d in items if claimed.attempt_id in ids],
+            [(claimed.attempt_id, d, ending(claimed, d)) for claimed, d in items],
             as_of=as_of,
             source=source,
         )

@@ -40,7 +40,7 @@ from collector.jobs.charging import (
     decide_answers,
     ending,
 )
-from collector.jobs.presentment import present
+from collector.jobs.presentment import screen
 from collector.logs import get_logger
 from collector.policy import DEFAULT_CARD_RULES, CardRetryRules, Decision
 
@@ -178,7 +178,7 @@ async def pay_now(
     ) -> tuple[ClaimedCharge, str | None]:
         # The same eligibility check as the batch's, in the claim's transaction; a refusal is
         # stored with the payment, so a repeat of the key replays it.
-        to_send, refused = await present(db, [charge], as_of=request.as_of, card_rules=card_rules)
+        to_send, refused = await screen(db, [charge], as_of=request.as_of, card_rules=card_rules)
         if not refused:
             return to_send[0], None
         reason = refused[0][1].reason

@@ -17,7 +17,7 @@ from datetime import date
 import asyncpg
 
 from collector.db import money
-from collector.db.attempts import ClaimCursor, claim_due, next_candidate
+from collector.db.attempts import ClaimCursor, claim_due, force_custom_plans, next_candidate
 from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.pool import Executor
@@ -117,34 +117,21 @@ async def refuse(
         )
 
 
-async def present(
+async def screen(
     db: Executor,
     claims: Sequence[ClaimedCharge],
     *,
     as_of: date,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> tuple[list[ClaimedCharge], list[tuple[ClaimedCharge, Refused]]]:
-    """Judge freshly claimed attempts, reserve their money in the journal, and end the
-    refused ones; return the attempts to send (reinitiations labelled) and the refused."""
+    """Judge freshly claimed attempts (their money already presented by the claim) and end
+    the refused ones; return the attempts to send (reinitiations labelled) and the refused.
+
+    A crash between the claim and this leaves pending attempts, which reconciliation judges
+    again before it sends them: nothing is sent unjudged."""
     if not claims:
         return [], []
     verdicts = await judge(db, claims, as_of=as_of, card_rules=card_rules)
-    await money.present(
-        db,
-        [
-            money.Presentment(
-                attempt_id=claimed.attempt_id,
-                installment_id=installment_id,
-                amount_cents=cents,
-                customer_id=claimed.customer_id,
-                payment_id=claimed.payment_id,
-                source=claimed.source.value,
-            )
-            for claimed in claims
-            for installment_id, cents in claimed.presents
-        ],
-        as_of=as_of,
-    )
     to_send: list[ClaimedCharge] = []
     refused: list[tuple[ClaimedCharge, Refused]] = []
     for claimed in claims:
@@ -171,8 +158,9 @@ async def claim(
     deadline_s: int,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
 ) -> tuple[list[ClaimedCharge], list[tuple[ClaimedCharge, Refused]]]:
-    """Claim up to ``limit`` due installments for run ``run_id`` and present their money, in
-    one transaction: the attempts to send, and those the eligibility check refused."""
+    """Claim up to ``limit`` due installments for run ``run_id``, present their money and
+    screen them, in one transaction: the attempts to send, and those the eligibility check
+    refused."""
     if isinstance(conn, asyncpg.Pool):
         async with conn.acquire() as held:
             return await claim(
@@ -187,6 +175,7 @@ async def claim(
             )
     try:
         async with conn.transaction():
+            await force_custom_plans(conn)
             batch = await claim_due(
                 conn,
                 as_of=as_of,
@@ -196,7 +185,7 @@ async def claim(
                 run_id=run_id,
                 deadline_s=deadline_s,
             )
-            return await present(conn, batch, as_of=as_of, card_rules=card_rules)
+            return await screen(conn, batch, as_of=as_of, card_rules=card_rules)
     except asyncpg.PostgresError as exc:
         if not is_row_error(exc):
             raise
@@ -208,6 +197,7 @@ async def claim(
     for _ in range(limit):
         try:
             async with conn.transaction():
+                await force_custom_plans(conn)
                 one = await claim_due(
                     conn,
                     as_of=as_of,
@@ -219,7 +209,7 @@ async def claim(
                 )
                 if not one:
                     break
-                sent, not_sent = await present(conn, one, as_of=as_of, card_rules=card_rules)
+                sent, not_sent = await screen(conn, one, as_of=as_of, card_rules=card_rules)
         except asyncpg.PostgresError as exc:
             if not is_row_error(exc):
                 raise

@@ -77,12 +77,8 @@ async def apply_settlements(
         async with pool.acquire() as conn:
 
             async def settle_batch(db: Executor, debits: Sequence[DebitInFlight]) -> None:
-                ids = await settle_attempts(db, [d.attempt_id for d in debits])
-                await money.follow(
-                    db,
-                    [money.Ending(attempt_id=i, kind=MovementKind.SETTLED) for i in ids],
-                    as_of=as_of,
-                    source=source,
+                ids = await settle_attempts(
+                    db, [d.attempt_id for d in debits], as_of=as_of, source=source
                 )
                 counts.settled += len(ids)
 

@@ -1,3 +1,7 @@
+-- force_custom_plans --
+-- Plan the claim for each call's values, until the end of the transaction
+SET LOCAL plan_cache_mode = force_custom_plan;
+
 -- claim_due --
 -- Claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
@@ -41,12 +45,20 @@ WITH picked AS MATERIALIZED (
            source, 'pending', gateway, $6, now() + make_interval(secs => $7), customer_id,
            instrument_key, $1, $1, now()
     FROM picked
+), presented AS (
+    -- The money is reserved in the journal by the one function that applies it (which marks
+    -- the installments processing), in this statement.
+    SELECT money_present_v1(
+               array_agg(attempt_id), array_agg(installment_id), array_agg(amount_cents),
+               array_agg(customer_id), array_agg(NULL::bigint), $1,
+               array_agg(source)) AS rows_added
+    FROM picked
 )
 SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_id, due_on,
        $1::date AS as_of, $1::date AS effective_on, false AS reinitiation,
        next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token, brand,
        instrument_key
-FROM picked
+FROM picked, presented
 ORDER BY next_attempt_on, installment_id;
 
 -- next_candidate --
@@ -69,17 +81,18 @@ LIMIT 1
 FOR UPDATE OF i SKIP LOCKED;
 
 -- record_outcomes --
--- Store many gateway answers in one statement: each attempt's outcome and, after a hard
--- decline, its payment method disabled. Only attempts still pending or in doubt change, so a
--- late duplicate answer (a reconciler and a slow worker answering the same key) is recorded
--- once. Returns the attempts that changed; the caller applies their money (money.follow) in
--- the same transaction.
+-- Store many gateway answers in one statement: each attempt's outcome, after a hard decline
+-- its payment method disabled, and what the answer does to its money (money_follow_v1:
+-- $8 the journal kind, NULL for none yet; $9 whether it sets the plan, $10 the plan's date;
+-- $11 business date, $12 source). Only attempts still pending or in doubt change, so
+-- a late duplicate answer (a reconciler and a slow worker answering the same key) is
+-- recorded once. Returns the attempts that changed.
 WITH o AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
-                $7::text[])
+                $7::text[], $8::text[], $9::boolean[], $10::date[])
       AS o(attempt_id, attempt_status, gateway_ref, code, message, disable_method,
-           network_advice)
+           network_advice, money_kind, sets_plan, retry_on)
 ), changed AS (
     UPDATE charge_attempts a
     SET status = o.attempt_status,
@@ -103,8 +116,15 @@ WITH o AS (
     FROM changed c
     JOIN o ON o.attempt_id = c.id
     WHERE pm.id = c.payment_method_id AND o.disable_method AND pm.status = 'active'
+), followed AS (
+    SELECT money_follow_v1(array_agg(o.attempt_id), array_agg(o.money_kind),
+                           array_agg(o.sets_plan), array_agg(o.retry_on), array_agg(o.code),
+                           $11, $12) AS rows_added
+    FROM changed c
+    JOIN o ON o.attempt_id = c.id
+    WHERE o.money_kind IS NOT NULL
 )
-SELECT c.id AS attempt_id FROM changed c;
+SELECT c.id AS attempt_id FROM changed c, followed;
 
 -- claim_unresolved --
 -- Take over, for run $3, up to $4 attempts with id above $1 that need reconciliation: pending

@@ -38,8 +38,8 @@ WHERE customer_id = $1 AND status = 'active'
 -- insert_payment --
 -- Record a pending manual payment, its allocations to installments and its pending charge
 -- attempt (key derived from the payment id, deadline $9 seconds away), in one statement.
--- Allocations come as parallel arrays ($10 ids, $11 amounts). The caller presents the money
--- (money.present) in the same transaction, which marks what it covers as in flight.
+-- Allocations come as parallel arrays ($10 ids, $11 amounts); their money is presented in
+-- the journal (money_present_v1), which marks what it covers as in flight.
 WITH payment AS (
     INSERT INTO payments
         (lease_id, customer_id, payment_method_id, amount_cents, request_key, request_hash,
@@ -65,9 +65,16 @@ WITH payment AS (
     FROM payment p
     JOIN payment_methods pm ON pm.id = $3
     RETURNING id, idempotency_key
+), presented AS (
+    -- Each allocation's money reserved in the journal, in this statement.
+    SELECT money_present_v1(
+               array_agg(t.id), array_agg(a.installment_id), array_agg(a.amount_cents),
+               array_agg($2::bigint), array_agg(p.id), $7, array_agg('manual'::text))
+               AS rows_added
+    FROM payment p, attempt t, unnest($10::bigint[], $11::bigint[]) AS a(installment_id, amount_cents)
 )
 SELECT p.id AS payment_id, p.created_at, t.id AS attempt_id, t.idempotency_key
-FROM payment p, attempt t;
+FROM payment p, attempt t, presented;
 
 -- record_outcome --
 -- Store the answer to manual payment $1's attempt $2: $3 attempt status, $4 payment status,

@@ -28,8 +28,9 @@ CROSS JOIN LATERAL debit_history_v1(a.id) h
 WHERE a.idempotency_key = $1;
 
 -- settle_attempts --
--- Debits $1 settled: each attempt still processing succeeds, and its manual payment with it.
--- Returns the attempts that changed; the caller applies their money (money.follow).
+-- Debits $1 settled: each attempt still processing succeeds, and its manual payment with it,
+-- and its money is settled in the journal (money_follow_v1; $2 business date, $3 source), in
+-- one statement. Returns the attempts that changed.
 WITH settled AS (
     UPDATE charge_attempts a
     SET status = 'succeeded', resolved_at = now(), updated_at = now()
@@ -38,8 +39,12 @@ WITH settled AS (
 ), payments_done AS (
     UPDATE payments p SET status = 'succeeded', updated_at = now()
     FROM settled s WHERE p.id = s.payment_id
+), followed AS (
+    SELECT money_follow_v1(array_agg(s.id), array_agg('settled'::text), array_agg(false),
+                           array_agg(NULL::date), array_agg(NULL::text), $2, $3) AS rows_added
+    FROM settled s
 )
-SELECT id AS attempt_id, amount_cents FROM settled;
+SELECT s.id AS attempt_id, s.amount_cents FROM settled s, followed;
 
 -- decline_processing --
 -- Payment $1, left processing by its gateway, failed with code $2 (message $3; disable the

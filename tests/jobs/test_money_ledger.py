@@ -32,7 +32,7 @@ from collector.gateways.base import ChargeRequest, Gateway, Outcome, Returned, S
 from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
 from collector.jobs.manual_pay import PaymentAnswer, pay_now
-from collector.jobs.presentment import claim, present
+from collector.jobs.presentment import claim, screen
 from collector.jobs.settle import SettleCounts, apply_by_key
 from collector.metrics import NEEDS_ATTENTION
 from tests.factories import attempts_of, installment, make_lease, put_state
@@ -769,7 +769,7 @@ async def test_a_payment_whose_request_died_after_its_claim_replays_its_final_an
     request = _request(lease.lease_id, "died", as_of=MON)
 
     async def present_it(db: Executor, charge: ClaimedCharge) -> tuple[ClaimedCharge, str | None]:
-        [sent], _ = await present(db, [charge], as_of=MON)
+        [sent], _ = await screen(db, [charge], as_of=MON)
         return sent, None
 
     # The claim commits; the process dies before (or just after) the gateway call, and no
