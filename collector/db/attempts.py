@@ -69,15 +69,6 @@ def _claimed(row: asyncpg.Record) -> ClaimedCharge:
     )
 
 
-async def force_custom_plans(db: Executor) -> None:
-    """Plan the claim for its values, for the rest of this transaction: its best plan depends
-    on them (a generic plan of the claim, cached after five runs, took 89 ms a batch of 1,000
-    where a plan made for the call's values takes 11 ms). Only here: the engine's many small
-    statements and the journal's functions keep cached plans (forcing custom plans
-    everywhere re-planned each money_follow_v1 call: 2.0 ms against 0.5 ms)."""
-    await db.execute(QUERIES["attempts.force_custom_plans"])
-
-
 async def claim_due(
     db: Executor,
     *,

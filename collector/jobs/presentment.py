@@ -17,7 +17,7 @@ from datetime import date
 import asyncpg
 
 from collector.db import money
-from collector.db.attempts import ClaimCursor, claim_due, force_custom_plans, next_candidate
+from collector.db.attempts import ClaimCursor, claim_due, next_candidate
 from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.pool import Executor
@@ -175,7 +175,6 @@ async def claim(
             )
     try:
         async with conn.transaction():
-            await force_custom_plans(conn)
             batch = await claim_due(
                 conn,
                 as_of=as_of,
@@ -197,7 +196,6 @@ async def claim(
     for _ in range(limit):
         try:
             async with conn.transaction():
-                await force_custom_plans(conn)
                 one = await claim_due(
                     conn,
                     as_of=as_of,

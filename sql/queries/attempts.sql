@@ -1,7 +1,3 @@
--- force_custom_plans --
--- Plan the claim for each call's values, until the end of the transaction
-SET LOCAL plan_cache_mode = force_custom_plan;
-
 -- claim_due --
 -- Claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
