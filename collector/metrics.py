@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from collector.db.stats import Snapshot
+from collector.eligibility import REFUSAL_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -155,3 +156,6 @@ PRESENTMENTS_REFUSED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# Every reason's series exists from the start at 0, so that increase() sees the first one.
+for _reason in sorted(REFUSAL_REASONS):
+    PRESENTMENTS_REFUSED.labels(reason=_reason)
