@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from collector.config import Settings
+from collector.db.audit import run_audit
 from collector.db.embedded import database_url_of
 from collector.db.migrate import migrate
 from collector.db.pool import open_pool
@@ -81,9 +82,18 @@ async def database_url(server_url: str, template_name: str) -> AsyncIterator[str
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def pool(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[asyncpg.Pool]:
+    """The test's database; when the test is done, the ledger audit must find it clean (every
+    test that moves money ends with the audit), unless it is marked ``ledger_left_dirty``."""
     async with open_pool(database_url, size=10) as pool:
         yield pool
+        if request.node.get_closest_marker("ledger_left_dirty") is None:
+            report = await run_audit(pool)
+            assert report.clean, "the ledger audit is not clean after the test: " + "; ".join(
+                v.message for found in report.violations.values() for v in found
+            )
 
 
 @pytest.fixture

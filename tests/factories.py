@@ -205,7 +205,8 @@ async def _attempt(
         amount_cents,
         f"collector-inst-{installment_id}-{n}",
         status,
-        row["gateway"],
+        # Made up as history, not sent: no gateway of the engine's (and no sandbox record).
+        "test_history",
         None if status == "pending" else f"test_{installment_id}_{n}",
         row["customer_id"],
         row["instrument_key"],

@@ -22,6 +22,9 @@ from collector.metrics import REGISTRY
 from collector.policy import CardRetryRules
 from tests.factories import LeaseRef, make_lease
 
+pytestmark = pytest.mark.ledger_left_dirty("each test corrupts the ledger to show a check reports it")
+
+
 DAY = date(2026, 11, 2)
 
 Conn = asyncpg.pool.PoolConnectionProxy

@@ -154,6 +154,7 @@ async def test_not_ready_while_a_migration_is_pending(
     assert response.json() == {"status": "unavailable", "detail": "1 migration(s) pending"}
 
 
+@pytest.mark.ledger_left_dirty("the database is gone: there is nothing to audit")
 async def test_not_ready_when_the_database_is_gone(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:

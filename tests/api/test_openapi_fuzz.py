@@ -40,7 +40,7 @@ from collector.api.app import create_app
 from collector.config import Settings
 from collector.gateways.base import Gateway
 from tests.api.conftest import API_TOKEN, NOW
-from tests.factories import make_lease
+from tests.factories import make_lease, put_state
 
 TODAY = date(2026, 11, 26)
 BASE_URL = "http://portal.test"
@@ -72,10 +72,8 @@ async def seed(pool: asyncpg.Pool) -> None:
         card = await make_lease(conn, due_dates=[past, TODAY, future])
         await make_lease(conn, token="sandbox_ach_ok", due_dates=[past, future])
         await make_lease(conn, method_status="disabled", due_dates=[past])
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = NULL, attempts = 1"
-            " WHERE id = $1",
-            card.installment_ids[0],
+        await put_state(
+            conn, card.installment_ids[0], status="overdue", next_attempt_on=None, attempts=1
         )
         await conn.execute(
             "INSERT INTO payment_methods (customer_id, kind, gateway, token)"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from collector.api.payment_methods import looks_like_account_number, primary_change_warning
-from tests.factories import LeaseRef, make_lease
+from tests.factories import LeaseRef, make_lease, put_state
 
 # The business date of tests/api/conftest.py's pinned clock (noon in New York).
 TODAY = date(2026, 11, 26)
@@ -160,10 +160,7 @@ async def test_a_new_method_made_primary_replaces_the_old_one_and_reopens_retrie
 ) -> None:
     async with pool.acquire() as conn:
         lease = await make_lease(conn, due_dates=[TODAY - timedelta(days=10)])
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = NULL WHERE id = $1",
-            lease.installment_ids[0],
-        )
+        await put_state(conn, lease.installment_ids[0], status="overdue", next_attempt_on=None)
 
     response = await client.post(
         f"/v1/customers/{lease.customer_id}/payment-methods",
@@ -434,16 +431,9 @@ async def test_primary_change_gives_waiting_overdue_installments_a_retry_today(
     )
     hard, soft, scheduled = lease.installment_ids
     async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = NULL, attempts = 1"
-            " WHERE id = $1",
-            hard,
-        )
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = $2, attempts = 1"
-            " WHERE id = $1",
-            soft,
-            TODAY + timedelta(days=3),
+        await put_state(conn, hard, status="overdue", next_attempt_on=None, attempts=1)
+        await put_state(
+            conn, soft, status="overdue", next_attempt_on=TODAY + timedelta(days=3), attempts=1
         )
         await conn.execute(
             "UPDATE payment_methods SET status = 'disabled' WHERE id = $1", lease.method_id
@@ -455,11 +445,12 @@ async def test_primary_change_gives_waiting_overdue_installments_a_retry_today(
             lease.customer_id,
         )
         written_off = await conn.fetchval(
-            "INSERT INTO installments (lease_id, seq, due_on, amount_cents, status)"
-            " VALUES ($1, 1, $2, 100, 'overdue') RETURNING id",
+            "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
+            " VALUES ($1, 1, $2, 100) RETURNING id",
             charged_off,
             TODAY - timedelta(days=90),
         )
+        await put_state(conn, written_off, status="overdue", next_attempt_on=None)
 
     response = await client.put(
         f"/v1/customers/{lease.customer_id}/primary-payment-method",
@@ -489,10 +480,8 @@ async def test_choosing_the_current_primary_again_is_the_same_answer_and_reopens
             conn, due_dates=[TODAY - timedelta(days=30), TODAY + timedelta(days=1)]
         )
         # Retries exhausted on the primary method, which is still active.
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = NULL, attempts = 4"
-            " WHERE id = $1",
-            lease.installment_ids[0],
+        await put_state(
+            conn, lease.installment_ids[0], status="overdue", next_attempt_on=None, attempts=4
         )
     url = f"/v1/customers/{lease.customer_id}/primary-payment-method"
     before = await snapshot(pool)
@@ -513,10 +502,7 @@ async def test_another_customers_method_is_422_and_says_no_more_than_a_missing_o
     async with pool.acquire() as conn:
         mine = await make_lease(conn, due_dates=[TODAY - timedelta(days=10)])
         theirs = await make_lease(conn, due_dates=[])
-        await conn.execute(
-            "UPDATE installments SET status = 'overdue', next_attempt_on = NULL WHERE id = $1",
-            mine.installment_ids[0],
-        )
+        await put_state(conn, mine.installment_ids[0], status="overdue", next_attempt_on=None)
     assert theirs.method_id is not None
     missing = theirs.method_id + 1000
     url = f"/v1/customers/{mine.customer_id}/primary-payment-method"

@@ -109,6 +109,11 @@ async def test_a_signed_return_reverses_once(
     database_url: str,
 ) -> None:
     lease, attempt = await _processing_debit(pool, gateways, database_url)
+    # The bank's own record of the return (the sandbox stands in for it here).
+    await pool.execute(
+        "UPDATE sandbox.charges SET return_code = 'R10' WHERE idempotency_key = $1",
+        attempt["idempotency_key"],
+    )
     failure = {
         "status": "requires_payment_method",
         "last_payment_error": {

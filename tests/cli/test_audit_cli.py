@@ -8,9 +8,13 @@ import sys
 
 import anyio
 import asyncpg
+import pytest
 
 from collector.db.audit import CHECKS
 from tests.test_audit import Book, book
+
+pytestmark = pytest.mark.ledger_left_dirty("the exit code for violations needs a corrupted ledger")
+
 
 __all__ = ["book"]  # the fixture, shared with the checks' tests
 

@@ -546,6 +546,7 @@ async def add_nacha_method(
     return method_id
 
 
+@pytest.mark.ledger_left_dirty("entries set aside stay open for an operator (the audit lists them)")
 async def test_a_pass_an_export_and_a_return_file_end_to_end(
     nacha: NachaGateway, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -668,6 +669,7 @@ async def open_attention_rows(pool: asyncpg.Pool) -> list[tuple[str, str]]:
     return [(row["subject_id"], row["reason"]) for row in rows]
 
 
+@pytest.mark.ledger_left_dirty("entries set aside stay open for an operator (the audit lists them)")
 async def test_poisoned_entries_are_set_aside_and_the_healthy_ones_filed_and_settled(
     nacha: NachaGateway, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
@@ -726,6 +728,7 @@ async def test_poisoned_entries_are_set_aside_and_the_healthy_ones_filed_and_set
     assert await pool.fetchval("SELECT count(*) FROM needs_attention") == 3
 
 
+@pytest.mark.ledger_left_dirty("entries set aside stay open for an operator (the audit lists them)")
 async def test_an_entry_the_vault_lost_after_the_claim_is_taken_out_of_the_unwritten_file(
     nacha: NachaGateway, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
@@ -830,6 +833,7 @@ async def test_file_id_modifiers_spill_to_the_next_day_instead_of_failing(
 # --- return files with notifications of change ------------------------------------------------
 
 
+@pytest.mark.ledger_left_dirty("entries set aside stay open for an operator (the audit lists them)")
 async def test_a_return_file_with_notifications_of_change_is_imported_not_refused(
     nacha: NachaGateway, pool: asyncpg.Pool
 ) -> None:

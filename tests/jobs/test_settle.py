@@ -111,6 +111,12 @@ async def test_a_late_return_reverses_a_paid_installment_once(
         assert (await installment(conn, lease.installment_ids[0]))["status"] == "paid"
     # Weeks later the bank returns it as unauthorized (R10 may come up to 60 days later).
     later = SETTLES_ON + timedelta(days=30)
+    async with pool.acquire() as conn:
+        # The bank's own record of it (the sandbox stands in for the bank).
+        await conn.execute(
+            "UPDATE sandbox.charges SET return_code = 'R10' WHERE idempotency_key = $1",
+            attempt["idempotency_key"],
+        )
     for _ in range(2):
         await apply_by_key(
             pool,
