@@ -8,7 +8,8 @@ sandbox's timeout tokens) and passes that die after their claim (re-sent by the 
 pass's reconciliation). After every step the ledger's audit is clean and no installment
 kept more money at the sandbox than its amount, net of what came back.
 
-Deterministic (``derandomize``); ``-m slow`` runs a longer variant.
+Deterministic (``derandomize``); ``-m slow`` runs a longer variant (longer interleavings;
+``COLLECTOR_LEDGER_EXAMPLES`` sets how many).
 """
 
 from __future__ import annotations
@@ -357,9 +358,15 @@ async def test_no_interleaving_takes_too_much_or_breaks_the_ledger(
     await _play(server_url, template_name, primaries, plan)
 
 
+# CI runs the suite whole, slow tests included, so the long variant's default is a short form;
+# COLLECTOR_LEDGER_EXAMPLES=200 uv run pytest -m slow tests/jobs/test_ledger_properties.py
+# is the stress run (80 examples took 136 s on a 2-core machine).
+LONG_EXAMPLES = int(os.environ.get("COLLECTOR_LEDGER_EXAMPLES", "20"))
+
+
 @pytest.mark.slow
 @settings(
-    max_examples=80,
+    max_examples=LONG_EXAMPLES,
     deadline=None,
     derandomize=True,
     suppress_health_check=_SUPPRESS,
