@@ -1,10 +1,13 @@
 """The money journal's one door (DESIGN.md, "The money journal").
 
-Every path that moves money (the batch claim and record, manual pay, settlement, returns,
-webhooks, reconciliation) adds journal rows through these functions, each of which ends in
-``installments_derive_v1`` in the same transaction: an installment's paid, in-flight and
-status columns are never written anywhere else. SQL in ``sql/0006_money_journal.sql``
-(the functions) and ``sql/queries/money.sql``.
+Every path that moves money adds journal rows through the SQL functions money_present_v1,
+money_follow_v1 and money_replan_v1, each of which applies the rows it adds
+(``money_apply_v1``) in the same transaction: an installment's paid, in-flight, status and
+plan columns are never written anywhere else. The batch claim, the batch record, manual
+pay's claim and a batch of settlements call them inside their own statement (one round trip
+a batch); the rest (refusals, returns, declines, manual answers, the portal's replan) call
+them through these wrappers. SQL in ``sql/0006_money_journal.sql`` (the functions) and
+``sql/queries/money.sql``.
 """
 
 from __future__ import annotations
