@@ -1,13 +1,16 @@
 -- The money journal (DESIGN.md, "The money journal"; the money-ledger issue).
 --
 -- Every movement of money for an installment is a row of money_movements that is never
--- updated or deleted. An installment's paid_cents, in_flight_cents, status, attempts and
--- next_attempt_on are derived from its rows by installments_derive_v1, called by the
--- money_*_v1 functions below in the same transaction as the rows they add; no other statement
--- writes those columns (tests/test_money_journal.py reads every named query to hold that).
+-- updated or deleted. An installment's paid_cents, in_flight_cents, awaiting_answers,
+-- attempts, status, plan and next_attempt_on are derived from its rows: money_apply_v1 adds
+-- the rows the money_*_v1 functions below write, in the same transaction, and
+-- installments_derive_v1 recomputes an installment from its whole journal; no other
+-- statement writes those columns (tests/test_money_journal.py reads every named query and
+-- migration to hold that, and `collector audit` compares the columns with the journal).
 --
 -- Kinds and what they do to an installment:
 --   presented  +in flight   a debit or charge sent (or about to be) for this much
+--   accepted   (answered)   the gateway took a debit that settles later (ACH processing)
 --   released   -in flight   declined, not taken, refused by the eligibility check
 --   settled    -in flight, +paid
 --   returned   -in flight   a bank debit that came back before it settled
