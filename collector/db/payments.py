@@ -206,10 +206,17 @@ class PaymentOutcome:
 
 
 async def record_payment_outcome(
-    db: Executor, *, payment_id: int, attempt_id: int, outcome: PaymentOutcome
+    db: Executor,
+    *,
+    payment_id: int,
+    attempt_id: int,
+    outcome: PaymentOutcome,
+    money_kind: str | None,
+    as_of: date,
+    source: str,
 ) -> bool:
-    """Store the answer (the caller applies its money in the same transaction); False when
-    the attempt was already resolved."""
+    """Store the answer and apply what it does to the money (journal kind ``money_kind``,
+    None for nothing yet), in one statement; False when the attempt was already resolved."""
     rows = await db.fetch(
         QUERIES["payments.record_outcome"],
         payment_id,
@@ -223,6 +230,9 @@ async def record_payment_outcome(
         outcome.response_status,
         outcome.response_body,
         outcome.network_advice,
+        money_kind,
+        as_of,
+        source,
     )
     return bool(rows)
 

@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 import asyncpg
 
-from collector.db import money
 from collector.db.attention import is_row_error, set_aside
 from collector.db.payments import (
     ClaimedPayment,
@@ -252,22 +251,22 @@ async def record_payment_answer(
     answer: PaymentAnswer | None = None,
     source: str = "manual",
 ) -> bool:
-    """Store a manual payment's answer and apply its money in one transaction; False when it
+    """Store a manual payment's answer and apply its money in one statement; False when it
     was already resolved. A row the database refuses is set aside (the attempt stays
     unresolved, for reconciliation) rather than lost in an error."""
     assert charge.payment_id is not None
+    kind = ending(charge, decision).kind
     async with pool.acquire() as conn:
         try:
-            async with conn.transaction():
-                changed = await record_payment_outcome(
-                    conn,
-                    payment_id=charge.payment_id,
-                    attempt_id=charge.attempt_id,
-                    outcome=payment_outcome(decision, answer=answer),
-                )
-                if changed:
-                    await money.follow(conn, [ending(charge, decision)], as_of=as_of, source=source)
-                return changed
+            return await record_payment_outcome(
+                conn,
+                payment_id=charge.payment_id,
+                attempt_id=charge.attempt_id,
+                outcome=payment_outcome(decision, answer=answer),
+                money_kind=kind.value if kind is not None else None,
+                as_of=as_of,
+                source=source,
+            )
         except asyncpg.PostgresError as exc:
             if not is_row_error(exc):
                 raise

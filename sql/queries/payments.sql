@@ -81,8 +81,8 @@ FROM payment p, attempt t, presented;
 -- $5 gateway ref, $6 code, $7 message, $8 disable the method, $9/$10 the first answer,
 -- replayed for a repeat of the Idempotency-Key (NULL: keep the one stored, as when
 -- reconciliation resolves an attempt the portal was already answered about), $11 network
--- advice. Only an attempt still pending or in doubt changes; returns nothing otherwise. The
--- caller applies the money (money.follow) in the same transaction.
+-- advice, $12-$14 what it does to the money (journal kind, business date, source). Only an
+-- attempt still pending or in doubt changes; returns nothing otherwise.
 WITH changed AS (
     UPDATE charge_attempts a
     SET status = $3,
@@ -108,8 +108,15 @@ WITH changed AS (
     SET status = 'disabled', disabled_reason = $6, updated_at = now()
     FROM changed c
     WHERE $8 AND pm.id = c.payment_method_id AND pm.status = 'active'
+), followed AS (
+    -- What the answer does to the money ($12 the journal kind, NULL for none yet), applied
+    -- in this statement; a manual payment's ending sets no plan.
+    SELECT money_follow_v1(array_agg(c.id), array_agg($12::text), array_agg(false),
+                           array_agg(NULL::date), array_agg($6::text), $13, $14) AS rows_added
+    FROM changed c
+    WHERE $12::text IS NOT NULL
 )
-SELECT id FROM changed;
+SELECT id FROM changed, followed;
 
 -- refuse --
 -- Manual payment $1 was refused by the eligibility check before any charge: answer $2/$3
