@@ -157,6 +157,24 @@ CREATE TABLE needs_attention (
 CREATE INDEX needs_attention_open ON needs_attention (subject, subject_id)
     WHERE resolved_at IS NULL;
 
+-- What one journal row does to its installment's money: each kind's effect, defined once
+-- (single-expression SQL functions: inlined wherever the journal is summed).
+CREATE FUNCTION movement_paid_cents_v1(p_kind text, p_amount bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_kind WHEN 'settled' THEN p_amount WHEN 'reversed' THEN -p_amount ELSE 0 END
+$$;
+
+CREATE FUNCTION movement_in_flight_cents_v1(p_kind text, p_amount bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_kind
+        WHEN 'presented' THEN p_amount
+        WHEN 'released' THEN -p_amount
+        WHEN 'settled' THEN -p_amount
+        WHEN 'returned' THEN -p_amount
+        ELSE 0
+    END
+$$;
+
 -- An installment's state from its money: one definition, used by the functions that apply
 -- journal rows and by the full derivation (single-expression SQL functions: inlined).
 CREATE FUNCTION installment_status_v1(
@@ -199,12 +217,8 @@ CREATE FUNCTION money_apply_v1(p_rows bigint[]) RETURNS void
 LANGUAGE sql SET plan_cache_mode = force_generic_plan AS $$
     WITH d AS (
         SELECT m.installment_id,
-               sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
-                               WHEN 'reversed' THEN -m.amount_cents ELSE 0 END)::bigint AS paid,
-               sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
-                               WHEN 'released' THEN -m.amount_cents
-                               WHEN 'settled' THEN -m.amount_cents
-                               WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight,
+               sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
+               sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
                count(*) FILTER (WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))
                    ::integer AS attempts,
                sum(CASE WHEN m.kind = 'presented' THEN 1 WHEN m.answers THEN -1 ELSE 0 END)
@@ -249,14 +263,10 @@ LANGUAGE sql AS $$
         SELECT ids.id, j.*
         FROM unnest(p_ids) AS ids(id)
         CROSS JOIN LATERAL (
-            SELECT coalesce(sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
-                                            WHEN 'reversed' THEN -m.amount_cents
-                                            ELSE 0 END), 0)::bigint AS paid,
-                   coalesce(sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
-                                            WHEN 'released' THEN -m.amount_cents
-                                            WHEN 'settled' THEN -m.amount_cents
-                                            WHEN 'returned' THEN -m.amount_cents
-                                            ELSE 0 END), 0)::bigint AS in_flight,
+            SELECT coalesce(sum(movement_paid_cents_v1(m.kind, m.amount_cents)), 0)::bigint
+                       AS paid,
+                   coalesce(sum(movement_in_flight_cents_v1(m.kind, m.amount_cents)), 0)::bigint
+                       AS in_flight,
                    count(*) FILTER (
                        WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
                        AS attempts,
@@ -467,9 +477,8 @@ SELECT l.customer_id, i.id, k.kind, gap.cents, i.updated_at::date, 'migration',
 FROM installments i
 JOIN leases l ON l.id = i.lease_id
 CROSS JOIN LATERAL (
-    SELECT i.paid_cents - coalesce(sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
-                                                   WHEN 'reversed' THEN -m.amount_cents
-                                                   ELSE 0 END), 0) AS cents
+    SELECT i.paid_cents - coalesce(sum(movement_paid_cents_v1(m.kind, m.amount_cents)), 0)
+               AS cents
     FROM money_movements m WHERE m.installment_id = i.id
 ) gap
 CROSS JOIN (VALUES ('presented'), ('settled')) AS k(kind)

@@ -14,12 +14,8 @@
 -- of status and plan: installment_status_v1, installment_next_attempt_v1), at most $1
 WITH sums AS (
     SELECT m.installment_id,
-           sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
-                           WHEN 'reversed' THEN -m.amount_cents ELSE 0 END)::bigint AS paid,
-           sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
-                           WHEN 'released' THEN -m.amount_cents
-                           WHEN 'settled' THEN -m.amount_cents
-                           WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight,
+           sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
+           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
            count(*) FILTER (
                WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
                AS attempts,
@@ -227,12 +223,8 @@ LIMIT $1;
 -- counts a negative paid or in-flight sum, at most $1
 WITH sums AS (
     SELECT m.installment_id,
-           sum(CASE m.kind WHEN 'settled' THEN m.amount_cents
-                           WHEN 'reversed' THEN -m.amount_cents ELSE 0 END)::bigint AS paid,
-           sum(CASE m.kind WHEN 'presented' THEN m.amount_cents
-                           WHEN 'released' THEN -m.amount_cents
-                           WHEN 'settled' THEN -m.amount_cents
-                           WHEN 'returned' THEN -m.amount_cents ELSE 0 END)::bigint AS in_flight
+           sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
+           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight
     FROM money_movements m
     GROUP BY m.installment_id
 ), violations AS (
