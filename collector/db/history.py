@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
@@ -29,7 +30,7 @@ class History:
 
 
 async def histories(
-    db: Executor, subjects: Sequence[Subject], *, as_of: object
+    db: Executor, subjects: Sequence[Subject], *, as_of: date
 ) -> dict[tuple[int, int], History]:
     """The history of each (attempt, installment) presentment, read as of business date
     ``as_of``."""
