@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
     try:
         settings = load_settings()
-        return anyio.run(_dispatch, args, settings, backend="asyncio")
+        return anyio.run(
+            _dispatch, args, settings, backend="asyncio", backend_options=_loop_options()
+        )
     except CollectorError as exc:
         _print_error(exc)
         # The audit's 1 means "violations found"; it could not run is 2.
@@ -136,6 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
+
+
+def _loop_options() -> dict[str, bool]:
+    # uvloop (installed with uvicorn[standard]) runs the same asyncio code with a loop written
+    # in C: the pass's process is the bottleneck of a pass, and its event loop a large part.
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it, but not on Windows
+        return {}
+    return {"use_uvloop": True}
 
 
 def _print_error(exc: BaseException) -> None:
