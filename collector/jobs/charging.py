@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
 import anyio
 import asyncpg
 from aiolimiter import AsyncLimiter
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from prometheus_client import Counter, Histogram
 
 from collector.config import Settings
@@ -61,6 +62,8 @@ from collector.policy import (
 )
 
 log = get_logger()
+
+T = TypeVar("T")
 
 # The longest a recorded answer may take to write once a stop was asked for.
 RECORD_SHIELD_S = 30
@@ -319,6 +322,44 @@ async def record_decisions(
     return changed
 
 
+async def send_soon(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send ``item`` at once when the stream has room, else wait for room.
+
+    A stream's send() yields to the event loop before it looks; a pass sends every claim and
+    every answer through one, and its process is the pass's bottleneck."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _gather(
+    results: MemoryObjectReceiveStream[tuple[ClaimedCharge, Answer]],
+    batch: list[tuple[ClaimedCharge, Answer]],
+    size: int,
+) -> None:
+    """Add to ``batch`` what is ready, then what arrives within the linger, up to ``size``.
+
+    What is ready is taken without a trip through the event loop per answer (a stream's
+    receive() yields before it looks); the recorder waits only when nothing is."""
+    deadline = anyio.current_time() + RECORD_LINGER_S
+    while len(batch) < size:
+        try:
+            batch.append(results.receive_nowait())
+            continue
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return
+        with anyio.move_on_after(deadline - anyio.current_time()) as waited:
+            try:
+                batch.append(await results.receive())
+            except anyio.EndOfStream:
+                return
+        if waited.cancelled_caught:
+            return
+
+
 class Recorder:
     """Records gateway answers in batches, as the policy decides, and keeps the pass's counts."""
 
@@ -363,12 +404,7 @@ class Recorder:
                     batch = [await results.receive()]
                 except anyio.EndOfStream:
                     return
-                with anyio.move_on_after(RECORD_LINGER_S):
-                    while len(batch) < self._batch_size:
-                        try:
-                            batch.append(await results.receive())
-                        except anyio.EndOfStream:
-                            break
+                await _gather(results, batch, self._batch_size)
                 await self.record_answers(batch, db=conn)
 
     async def record_answers(

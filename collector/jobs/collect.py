@@ -24,7 +24,8 @@ from datetime import date
 import anyio
 import asyncpg
 import structlog
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor
@@ -34,7 +35,7 @@ from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
 from collector.gateways.base import Gateway
-from collector.jobs.charging import Answer, Charger, Recorder
+from collector.jobs.charging import Answer, Charger, Recorder, send_soon
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
@@ -172,7 +173,7 @@ async def _collect_due(
     )
     names = list(gateways)
 
-    async def claim_loop(send: ObjectSendStream[ClaimedCharge]) -> None:
+    async def claim_loop(send: MemoryObjectSendStream[ClaimedCharge]) -> None:
         async with send, pool.acquire() as conn:
             cursor = ClaimCursor()
             while stop is None or not stop.is_set():
@@ -197,15 +198,17 @@ async def _collect_due(
                 counts.due += batch
                 counts.refused += len(refused)
                 for claimed in to_send:
-                    await send.send(claimed)
+                    await send_soon(send, claimed)
 
     async def charge_loop(
         recv: ObjectReceiveStream[ClaimedCharge],
-        send: ObjectSendStream[tuple[ClaimedCharge, Answer]],
+        send: MemoryObjectSendStream[tuple[ClaimedCharge, Answer]],
     ) -> None:
         async with recv, send:
+            # The receive yields to the loop once a charge; the answer goes on without another
+            # yield while the recorder's buffer has room.
             async for claimed in recv:
-                await send.send((claimed, await charger.charge(claimed)))
+                await send_soon(send, (claimed, await charger.charge(claimed)))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.drain, answers_recv)
