@@ -6,11 +6,11 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path, Request
+from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
 from collector.api.deps import PoolDep, SettingsDep, TodayDep
-from collector.api.errors import error_responses
+from collector.api.errors import LeaseId, error_responses
 from collector.api.schemas import ManualPayment, PaymentResult, Problem
 from collector.db.payments import PaymentRequest
 from collector.jobs.charging import Charger
@@ -47,7 +47,7 @@ def request_hash(body: ManualPayment) -> str:
 )
 async def manual_pay(
     request: Request,
-    lease_id: Annotated[int, Path(gt=0, le=2**63 - 1)],
+    lease_id: LeaseId,
     idempotency_key: Annotated[
         str,
         Header(
