@@ -18,7 +18,7 @@ from collector.api.errors import invalid_request
 from collector.api.gate import PortalGate
 from collector.api.limits import BodyLimits
 from collector.config import Settings
-from collector.exceptions import Conflict, NotFound, Unprocessable
+from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger
 
@@ -74,6 +74,14 @@ def create_app(
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "code": "rate_limited"},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
 
     @app.exception_handler(Unprocessable)
     async def _unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
