@@ -4,6 +4,7 @@ running server (the daemon's own ``serve_api`` and app), slow and oversized clie
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import subprocess
@@ -24,7 +25,8 @@ from structlog.testing import capture_logs
 
 from collector.api.app import create_app
 from collector.api.server import AcceptErrorLog, Listening, plan_limits, serve_api
-from collector.config import Settings
+from collector.config import Settings, load_settings
+from collector.exceptions import ConfigError
 from collector.gateways.base import Gateway
 from collector.metrics import REGISTRY
 
@@ -368,3 +370,62 @@ async def test_with_a_low_file_limit_300_idle_sockets_leave_the_daemon_serving_a
     assert "Too many open files" not in log
     assert "Traceback" not in log
     assert len(log) < 20_000
+
+
+async def test_an_unauthenticated_body_is_answered_401_and_its_connection_closed_unread(
+    serving: Serve,
+) -> None:
+    async with serving() as port:
+        body = b"{" + b" " * (50 * 1024 * 1024)
+        head = (
+            b"POST /v1/leases/1/payments HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        answer, sent = await _ask(port, head, body)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert sent < len(body) // 2
+
+
+async def test_upgrade_requests_are_ordinary_requests_and_log_nothing(
+    serving: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    caplog.set_level(logging.WARNING, logger="uvicorn")
+    async with serving() as port:
+        for _ in range(3):
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(upgrade)
+                answer = b""
+                with anyio.fail_after(5):
+                    while not answer.endswith(b'{"status":"ok"}'):
+                        answer += await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COLLECTOR_HTTP_HEADER_TIMEOUT_S", "0"),
+        ("COLLECTOR_HTTP_BODY_TIMEOUT_S", "-1"),
+        ("COLLECTOR_HTTP_KEEP_ALIVE_TIMEOUT_S", "0"),
+        ("COLLECTOR_HTTP_MAX_HEADER_BYTES", "100"),
+        ("COLLECTOR_HTTP_MAX_BODY_BYTES", "huge"),
+        ("COLLECTOR_HTTP_MAX_WEBHOOK_BODY_BYTES", str(64 * 1024 * 1024)),
+        ("COLLECTOR_HTTP_MAX_CONNECTIONS", "1"),
+        ("COLLECTOR_HTTP_BACKLOG", "0"),
+        ("COLLECTOR_HTTP_ACCEPT_ERROR_LOG_INTERVAL_S", "0"),
+        ("COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS", "0"),
+        ("COLLECTOR_MANUAL_PAY_WINDOW_S", "0"),
+    ],
+)
+def test_a_bad_limit_is_named_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()

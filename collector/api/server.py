@@ -198,6 +198,12 @@ class GuardedProtocol(HttpToolsProtocol):
         if data and not self.transport.is_closing():
             super().data_received(data)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn logs two warnings for every request that asks to upgrade (the daemon serves
+        # no WebSocket): any client could fill the log with them. The request is served as
+        # an ordinary one, which is all there is to say.
+        return
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
