@@ -43,6 +43,7 @@ from collector.gateways.base import (
     Gateway,
     InDoubt,
     Outcome,
+    method_kinds,
 )
 from collector.logs import get_logger
 from collector.metrics import (
@@ -71,6 +72,9 @@ RECORD_SHIELD_S = 30
 # milliseconds turn hundreds of one-row statements into one.
 RECORD_LINGER_S = 0.005
 
+
+METHOD_KIND_MISMATCH = "method_kind_mismatch"
+"""The decline code of a charge refused because its gateway does not charge its kind of method."""
 
 # InDoubt reasons kept on the attempt, by the call that could not answer.
 _TIMEOUT_REASON = {"charge": "timeout", "lookup": "lookup_timeout"}
@@ -102,6 +106,7 @@ class Charger:
         rate_limits: Mapping[str, float],
     ) -> None:
         self._gateways = gateways
+        self._kinds = {name: method_kinds(gateway) for name, gateway in gateways.items()}
         self._timeout_s = timeout_s
         # AsyncLimiter(rate, 1 s) is a leaky bucket: at most `rate` charges in any second.
         self._limiters = {
@@ -114,8 +119,19 @@ class Charger:
         return cls(gateways, timeout_s=settings.gateway_timeout_s, rate_limits=settings.rate_limits)
 
     async def charge(self, claimed: ClaimedCharge) -> Outcome:
-        """Charge once under the attempt's idempotency key; an unknown answer is InDoubt."""
+        """Charge once under the attempt's idempotency key; an unknown answer is InDoubt. A
+        method of a kind its gateway does not charge is declined hard without a call."""
         gateway = self._gateways[claimed.gateway]
+        kinds = self._kinds.get(claimed.gateway)
+        if kinds is not None and claimed.method_kind not in kinds:
+            # A token filed under the wrong kind (the API refuses to store one; an older row
+            # or another writer may hold one): never sent, and the method is disabled, as an
+            # adapter answers a token it cannot use.
+            return Declined(
+                kind=DeclineKind.HARD,
+                code=METHOD_KIND_MISMATCH,
+                message=f"gateway {claimed.gateway} does not charge {claimed.method_kind} methods",
+            )
         request = ChargeRequest(
             idempotency_key=claimed.idempotency_key,
             amount_cents=claimed.amount_cents,
