@@ -77,16 +77,19 @@ async def seed_due(
     due_on: date,
     gateway: str,
     progress: Callable[[int], None] | None = None,
+    first: int = 0,
 ) -> None:
     """Insert ``customers`` customers, each with one lease and one installment due on
-    ``due_on``, paid by a card of ``gateway``; in chunks, a few transactions at once. The
+    ``due_on``, paid by a card of ``gateway``; in chunks, a few transactions at once. They are
+    numbered from ``first`` (a second seed into one database starts after the first's). The
     caller analyzes (seeded_database runs VACUUM ANALYZE)."""
-    starts = iter(range(0, customers, SEED_CHUNK))
+    last = first + customers
+    starts = iter(range(first, last, SEED_CHUNK))
 
     async def seeder() -> None:
         async with pool.acquire() as conn:
             for start in starts:
-                end = min(start + SEED_CHUNK, customers)
+                end = min(start + SEED_CHUNK, last)
                 chunk = [_customer(i, due_on, gateway) for i in range(start, end)]
                 await insert_customers(conn, chunk, installments=1)
                 if progress is not None:
