@@ -329,6 +329,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--statements")
     if not args.sandbox:
         parts.append("--no-sandbox")
+    if args.only:
+        parts.append(f"--only {','.join(args.only)}")
     return " ".join(parts)
 
 
@@ -404,7 +406,13 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]]) -> int:
 
 
 async def bench(args: argparse.Namespace, server: Server) -> dict[str, list[Result]]:
-    kinds = ["memory", "sandbox"] if args.sandbox else ["memory"]
+    wanted = args.only or CONTENDERS
+    kinds = [
+        kind
+        for kind in ("memory", "sandbox")
+        if any((c.endswith("+sandbox") == (kind == "sandbox")) for c in wanted)
+        and (args.sandbox or kind == "memory")
+    ]
     for kind in kinds:
         started = time.monotonic()
         await seeded_database(
@@ -420,7 +428,11 @@ async def bench(args: argparse.Namespace, server: Server) -> dict[str, list[Resu
             f" in {time.monotonic() - started:.1f}s",
             file=sys.stderr,
         )
-    names = [c for c in CONTENDERS if args.sandbox or not c.endswith("+sandbox")]
+    names = [
+        c
+        for c in CONTENDERS
+        if (args.sandbox or not c.endswith("+sandbox")) and (not args.only or c in args.only)
+    ]
     results: dict[str, list[Result]] = {}
     try:
         for round_no in range(args.rounds):
@@ -472,11 +484,19 @@ def main() -> int:
     parser.add_argument(
         "--no-sandbox", dest="sandbox", action="store_false", help="skip the sandbox runs"
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        help=f"run only these contenders (comma-separated: {', '.join(CONTENDERS)})",
+    )
     args = parser.parse_args()
     if args.procrastinate_concurrency is None:
         args.procrastinate_concurrency = args.concurrency
     if args.installments < 1 or args.rounds < 1 or args.per_row_workers < 1:
         parser.error("--installments, --rounds and --per-row-workers must be at least 1")
+    if args.only and set(args.only) - set(CONTENDERS):
+        parser.error(f"--only: unknown contender(s); known: {', '.join(CONTENDERS)}")
     if args.per_row_workers > 80:
         parser.error("--per-row-workers: the embedded server takes 100 connections")
 
