@@ -201,12 +201,26 @@ class Server:
                 at = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S.%f")
                 if not window[0] <= at.replace(tzinfo=UTC).timestamp() <= window[1]:
                     continue
-            # A statement that starts on a new line is logged with its text on the next one.
-            head = match.group(1).strip()
-            if not head and n + 1 < len(lines):
-                head = lines[n + 1].strip()
-            found[names.get(head, head[:72])] += 1
+            found[_name(match.group(1), lines, n, names)] += 1
         return found
+
+
+def _name(first: str, lines: list[str], n: int, names: dict[str, str]) -> str:
+    """A logged statement's name: the named query whose first line it is, else its first
+    words (a statement's text runs on over the log lines that follow, unprefixed)."""
+    head = first.strip()
+    if not head and n + 1 < len(lines):
+        # A statement that starts with a newline is logged with its text on the next line.
+        head = lines[n + 1].strip()
+        n += 1
+    if head in names:
+        return names[head]
+    words = head
+    for following in lines[n + 1 : n + 6]:
+        if len(words) >= 48 or _STAMP.match(following):
+            break
+        words = f"{words} {following.strip()}".strip()
+    return " ".join(words.split())[:72]
 
 
 def split_statements(found: Counter[str]) -> tuple[int, int]:
