@@ -150,6 +150,72 @@ class Settings(BaseSettings):
         default="LEASE PMT", description="Company Entry Description (10 characters)."
     )
 
+    # The daemon's HTTP server: what any client, before it authenticates, may hold of it
+    # (collector/api/server.py, collector/api/limits.py).
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time a client has, from its first byte, to send a request's headers.",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Time a client has to send a request's body, and to take a response.",
+    )
+    http_keep_alive_timeout_s: int = Field(
+        default=5, gt=0, le=300, description="An idle connection between requests is closed."
+    )
+    http_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line and headers (431 beyond).",
+    )
+    http_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body of the portal API (413 beyond).",
+    )
+    http_max_webhook_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest webhook delivery (413 beyond), checked before its signature.",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=8,
+        le=100_000,
+        description="Open HTTP connections at most (also kept below the open-file limit).",
+    )
+    http_backlog: int = Field(
+        default=128,
+        ge=8,
+        le=65_535,
+        description="Connections the kernel queues for accept (also kept below the file limit).",
+    )
+    http_accept_error_log_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A failing accept() (out of file descriptors) is logged once per interval.",
+    )
+
+    # Manual pay: a customer's attempts are limited per window (429 beyond), on top of the
+    # card networks' decline caps that the eligibility check enforces.
+    manual_pay_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Manual payments a customer may start per COLLECTOR_MANUAL_PAY_WINDOW_S.",
+    )
+    manual_pay_window_s: int = Field(
+        default=60, gt=0, le=86_400, description="The window of the manual-pay rate limit."
+    )
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:

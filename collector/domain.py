@@ -144,3 +144,15 @@ class PassCounts:
     refused: int = 0  # presentments the eligibility check refused (nothing sent)
     settled: int = 0  # ACH debits of earlier passes that settled
     returned: int = 0  # ACH debits of earlier passes that came back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamedAttempt:
+    """What the ledger holds of an attempt that a gateway's event names: what the event must
+    match before it may change anything."""
+
+    attempt_id: int
+    gateway: str
+    gateway_ref: str | None
+    amount_cents: int
+    method_kind: MethodKind

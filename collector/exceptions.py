@@ -11,7 +11,8 @@
     ├── Conflict               the work is held by someone else right now (API: 409)
     │   └── AlreadyAttempted   an attempt with that idempotency key exists
     ├── NotFound               no such record (API: 404)
-    └── Unprocessable          a well-formed request that cannot be done (API: 422)
+    ├── Unprocessable          a well-formed request that cannot be done (API: 422)
+    └── RateLimited            too many requests of one customer for now (API: 429)
 """
 
 from __future__ import annotations
@@ -59,3 +60,11 @@ class NotFound(CollectorError):
 
 class Unprocessable(CollectorError):
     """The request is well formed but cannot be carried out; the message says why."""
+
+
+class RateLimited(CollectorError):
+    """Too many requests of one customer in the window; try again in ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
