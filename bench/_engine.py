@@ -75,6 +75,7 @@ class EngineRun:
     statements: Counter[str] = field(default_factory=Counter)  # within the pass window
     memory_gateway_charges: int | None = None  # what memory gateways said they took
     memory_gateway_repeats: int = 0
+    memory_gateway_record_mb: float = 0.0  # the largest child's record, all its gateways
 
     @property
     def charged(self) -> int:
@@ -173,12 +174,14 @@ async def run_engine(
         summaries = []
         memory_charges: int | None = None
         memory_repeats = 0
+        record_mb = 0.0
         for proc, (out_path, err_path) in zip(procs, outputs, strict=True):
             status, _ = rusage[proc.pid]
             stderr = err_path.read_text(errors="replace")
             if os.waitstatus_to_exitcode(status) != 0:
                 raise EngineFailed(f"collector run exited {status}:\n{stderr[-3000:]}")
             summaries.append(json.loads(out_path.read_text().strip().splitlines()[-1]))
+            child_record_mb = 0.0
             for line in stderr.splitlines():
                 if "memory_gateway_closed" not in line:
                     continue
@@ -188,6 +191,8 @@ async def run_engine(
                     continue
                 memory_charges = (memory_charges or 0) + int(event["charges"])
                 memory_repeats += int(event["repeats"])
+                child_record_mb += int(event.get("record_bytes", 0)) / 2**20
+            record_mb = max(record_mb, child_record_mb)
     after = await server.snapshot(database)
     usage = Server.usage(before, after)
     conn = await asyncpg.connect(url)
@@ -218,4 +223,5 @@ async def run_engine(
         statements=server.count_statements(usage, (start, end)) if count_statements else Counter(),
         memory_gateway_charges=memory_charges,
         memory_gateway_repeats=memory_repeats,
+        memory_gateway_record_mb=record_mb,
     )

@@ -106,7 +106,12 @@ def report(args: argparse.Namespace, run: EngineRun, charged_installments: int) 
     print(
         f"pass: {n:,} charged of {run.due:,} due in {run.pass_s:.2f}s by {run.workers}"
         f" worker(s) ({run.wall_s:.2f}s with process start-up and exit);"
-        f" peak RSS {run.peak_rss_mb:.0f} MB (the largest child's)"
+        f" peak RSS {run.peak_rss_mb:.0f} MB (the largest child's"
+        + (
+            f", of which the memory gateway's record about {run.memory_gateway_record_mb:.1f} MB)"
+            if run.memory_gateway_charges is not None
+            else ")"
+        )
     )
     print(
         f"  CPU in the pass: engine {run.client_cpu_s:.1f}s"
@@ -135,6 +140,8 @@ def report(args: argparse.Namespace, run: EngineRun, charged_installments: int) 
             f"expected {args.installments:,} installments charged once each: the passes"
             f" charged {n:,}, the ledger shows {charged_installments:,} installments charged"
         )
+    if run.memory_gateway_repeats:
+        problems.append(f"the memory gateways were asked {run.memory_gateway_repeats} keys again")
     if run.memory_gateway_charges is not None and run.memory_gateway_charges != n:
         problems.append(
             f"the memory gateways took {run.memory_gateway_charges:,} charges, the ledger {n:,}"
@@ -150,6 +157,7 @@ def report(args: argparse.Namespace, run: EngineRun, charged_installments: int) 
         f" wal_bytes_per_charge={run.wal_bytes / n:.0f}"
         f" engine_cpu_us_per_charge={run.client_cpu_s * 1e6 / n:.0f}"
         f" pg_cpu_us_per_charge={run.server_cpu_s * 1e6 / n:.0f}"
+        f" gateway_record_mb={run.memory_gateway_record_mb:.1f}"
         f" workers={run.workers} gateway={args.gateway} latency_ms={args.latency_ms:g}"
         f" installments={args.installments}"
     )

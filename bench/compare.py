@@ -390,6 +390,18 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]]) -> int:
     for a, b in pairs:
         if a in chosen and b in chosen:
             print(f"  {a} / {b} = {ratio(a, b):.3f}")
+    # CPU per charge moves less than a rate when other work shares the cores: a cost ratio.
+    cost = {
+        name: (r.client_cpu_s + r.server_cpu_s) * 1e6 / max(r.charges, 1)
+        for name, r in chosen.items()
+    }
+    print(
+        "CPU per charge, client + PostgreSQL: "
+        + ", ".join(f"{name} {us:,.0f} us" for name, us in cost.items())
+    )
+    for a, b in (("engine", "loop"), ("engine+sandbox", "loop+sandbox")):
+        if a in cost and b in cost and cost[a]:
+            print(f"  {b} / {a} CPU per charge = {cost[b] / cost[a]:.3f}")
     if "procrastinate" in chosen and chosen["procrastinate"].charges < args.installments:
         print(
             f"  (procrastinate's rate is from {chosen['procrastinate'].charges:,} jobs of"

@@ -4,28 +4,29 @@ For benchmarks (``bench/compare.py``, ``bench/collect.py --gateway memory``) and
 tests: they approve every charge and write nothing anywhere, so a pass through them measures
 the engine's own work and nothing of a gateway's. ``memory_card`` answers ``Succeeded``;
 ``memory_ach`` answers ``Processing`` (a debit taken, to settle later) and, asked where a
-debit stands, says it settled.
+debit stands, says it settled. Every call yields to the event loop once, as any I/O does
+(``--latency-ms`` / ``GatewayContext.latency_ms`` makes it a sleep instead).
 
 They are honest about idempotency, like the sandbox: a repeated key gets the first answer
-and is not charged again, and ``lookup`` finds what a key charged. The record (keys, amounts,
-installments: :attr:`MemoryGateway.charges`) lives as long as the process: a pass in another
-process, or after a crash, finds none of it, so these gateways are for measuring, never for
-crash tests (use the sandbox) and never for real money. When the gateway closes it logs one
-line, ``memory_gateway_closed``, with how many charges it took and their total, so a benchmark
-can compare the gateway's count with the ledger's. Tokens are never kept or logged.
-
-``GatewayContext.latency_ms`` (``COLLECTOR_SANDBOX_LATENCY_MS`` for ``collector run``) adds a
-sleep to every call, to measure the engine at a gateway's latency.
+and is not charged again, and ``lookup`` finds what a key charged. The record
+(:attr:`MemoryGateway.charges`: key -> amount in cents, the first request's) lives as long as
+the process: a pass in another process, or after a crash, finds none of it, so these
+gateways are for measuring, never for crash tests (use the sandbox) and never for real money.
+It is kept small (about 140 bytes a charge: 1,000,000 charges hold some 135 MB) and the
+closing log line, ``memory_gateway_closed``, says how many charges it took, their total and
+the record's size, so a benchmark can compare the gateway's count with the ledger's and
+tell the engine's memory from the record's. Tokens are never kept or logged.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import date
 
 import anyio
+import anyio.lowlevel
 
 from collector.gateways.base import (
     ChargeRequest,
@@ -40,14 +41,9 @@ from collector.logs import get_logger
 log = get_logger()
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryCharge:
-    """What the gateway took under one key (the first request with it)."""
-
-    amount_cents: int
-    installment_id: str | None
-    gateway_ref: str
-    outcome: Outcome
+def gateway_ref_of(name: str, idempotency_key: str) -> str:
+    """The gateway's reference for a key: the same key always gets the same reference."""
+    return f"mem_{name}_{idempotency_key}"
 
 
 class MemoryGateway:
@@ -57,7 +53,9 @@ class MemoryGateway:
         self.name = name
         self._ach = ach
         self._latency_s = latency_ms / 1000
-        self.charges: dict[str, MemoryCharge] = {}
+        # Key -> amount taken, in cents; the answer follows from the key (gateway_ref_of).
+        self.charges: dict[str, int] = {}
+        self.total_cents = 0
         # Requests that repeated a key already charged: answered from the record, not taken.
         self.repeats = 0
 
@@ -66,36 +64,38 @@ class MemoryGateway:
         """Charges taken (one per key)."""
         return len(self.charges)
 
-    @property
-    def total_cents(self) -> int:
-        """Money taken, in cents."""
-        return sum(charge.amount_cents for charge in self.charges.values())
+    def record_bytes(self) -> int:
+        """About how much memory the record holds (the dict, its keys and amounts)."""
+        charges = self.charges
+        return sys.getsizeof(charges) + sum(
+            sys.getsizeof(key) + sys.getsizeof(amount) for key, amount in charges.items()
+        )
+
+    def _answer(self, key: str) -> Outcome:
+        ref = gateway_ref_of(self.name, key)
+        return Processing(gateway_ref=ref) if self._ach else Succeeded(gateway_ref=ref)
+
+    async def _wait(self) -> None:
+        if self._latency_s:
+            await anyio.sleep(self._latency_s)
+        else:
+            await anyio.lowlevel.checkpoint()
 
     async def charge(self, request: ChargeRequest) -> Outcome:
         """Take the charge unless its key was seen; a repeated key gets the first answer."""
-        if self._latency_s:
-            await anyio.sleep(self._latency_s)
+        await self._wait()
         key = request.idempotency_key
-        seen = self.charges.get(key)
-        if seen is not None:
+        if key in self.charges:
             self.repeats += 1
-            return seen.outcome
-        ref = f"mem_{self.name}_{len(self.charges) + 1}"
-        outcome: Outcome = Processing(gateway_ref=ref) if self._ach else Succeeded(gateway_ref=ref)
-        self.charges[key] = MemoryCharge(
-            amount_cents=request.amount_cents,
-            installment_id=request.metadata.get("installment_id"),
-            gateway_ref=ref,
-            outcome=outcome,
-        )
-        return outcome
+        else:
+            self.charges[key] = request.amount_cents
+            self.total_cents += request.amount_cents
+        return self._answer(key)
 
     async def lookup(self, idempotency_key: str) -> Outcome | None:
         """The first answer given under this key; None when this process never took it."""
-        if self._latency_s:
-            await anyio.sleep(self._latency_s)
-        seen = self.charges.get(idempotency_key)
-        return seen.outcome if seen is not None else None
+        await self._wait()
+        return self._answer(idempotency_key) if idempotency_key in self.charges else None
 
 
 class MemoryAchGateway(MemoryGateway):
@@ -106,10 +106,9 @@ class MemoryAchGateway(MemoryGateway):
 
     async def settlement(self, idempotency_key: str, *, as_of: date) -> Settlement | None:
         """Every debit this process took has settled; None for one it never took."""
-        seen = self.charges.get(idempotency_key)
-        if seen is None:
+        if idempotency_key not in self.charges:
             return None
-        return Succeeded(gateway_ref=seen.gateway_ref, code="settled")
+        return Succeeded(gateway_ref=gateway_ref_of(self.name, idempotency_key), code="settled")
 
 
 @asynccontextmanager
@@ -123,6 +122,7 @@ async def _opened(gateway: MemoryGateway) -> AsyncIterator[MemoryGateway]:
             charges=gateway.count,
             charged_cents=gateway.total_cents,
             repeats=gateway.repeats,
+            record_bytes=gateway.record_bytes(),
         )
 
 
