@@ -242,26 +242,57 @@ async def test_idle_sockets_past_the_cap_do_not_starve_healthz_or_the_api(
     assert refused("evicted_idle") >= evicted + 42
 
 
-async def test_a_connection_past_the_cap_is_503_when_every_connection_is_busy(
-    serving: Serve,
-) -> None:
-    before = refused("over_capacity")
+async def test_slow_bodies_past_the_cap_do_not_starve_healthz(serving: Serve) -> None:
     async with (
-        serving(http_max_connections=8, http_body_timeout_s=30) as port,
-        AsyncExitStack() as busy,
+        serving(http_max_connections=8, http_body_timeout_s=60) as port,
+        AsyncExitStack() as slow,
     ):
         for _ in range(8):
-            # Headers in, body pending: a request is running on each of them.
-            stream = await busy.enter_async_context(await anyio.connect_tcp("127.0.0.1", port))
+            # Headers in, the body never comes: each waits on its client for 60 s.
+            stream = await slow.enter_async_context(await anyio.connect_tcp("127.0.0.1", port))
             await stream.send(
                 b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
             )
-        # The server runs in this process: once every task waits, each of the 8 requests is
-        # running, waiting for its body.
-        await anyio.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()  # the server (in this process) took all 8
         with anyio.fail_after(5):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                response = await http.get("/healthz")
+                assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_connection_past_the_cap_is_503_when_every_request_is_being_answered() -> None:
+    # An application whose every answer waits: eight requests in, all being answered.
+    release = anyio.Event()
+    answering = 0
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal answering
+        if scope["type"] != "http":
+            return
+        answering += 1
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    settings = Settings(http_max_connections=8)
+    before = refused("over_capacity")
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        listening: Listening = await tg.start(
+            partial(serve_api, slow_app, settings, host="127.0.0.1", port=0, stop=stop)
+        )
+        async with AsyncExitStack() as busy:
+            for _ in range(8):
+                stream = await busy.enter_async_context(
+                    await anyio.connect_tcp("127.0.0.1", listening.port)
+                )
+                await stream.send(b"GET /anything HTTP/1.1\r\nHost: x\r\n\r\n")
+            with anyio.fail_after(5):
+                while answering < 8:
+                    await anyio.wait_all_tasks_blocked()
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listening.port}") as http:
+                    response = await http.get("/healthz")
+            release.set()
+        stop.set()
     assert response.status_code == 503
     assert response.json()["detail"].startswith("the server is at its connection limit")
     assert refused("over_capacity") == before + 1

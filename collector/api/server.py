@@ -18,10 +18,10 @@ class) with what is missing:
 - **a header size limit**: at most ``COLLECTOR_HTTP_MAX_HEADER_BYTES`` reach the parser before
   the headers end; past that, 431 and close;
 - **a connection cap** below the process's open-file limit (:func:`plan_limits`): a connection
-  past the cap closes the longest-idle connection (one with no request running: just connected,
-  still sending its headers, or idle between requests) to make room, so idle sockets never
-  starve ``/healthz`` or the API; when every connection has a request running, the new one is
-  answered 503 and closed;
+  past the cap closes the connection that has waited longest on its client (just connected,
+  still sending its headers or its body, or idle between requests) to make room, so idle or
+  slow sockets never starve ``/healthz`` or the API; when every connection has a whole request
+  being answered, the new one is answered 503 and closed;
 - **a write deadline**: a client that stops reading its response for
   ``COLLECTOR_HTTP_BODY_TIMEOUT_S`` is cut off, so the request's task ends.
 
@@ -118,13 +118,14 @@ class ConnectionGuard:
         self.live: set[GuardedProtocol] = set()
 
     def admit(self, connection: GuardedProtocol) -> bool:
-        """Take ``connection`` on, closing the longest-idle one when at the cap; False when
-        every connection held has a request running (the new one must be refused)."""
+        """Take ``connection`` on, closing the one waiting longest on its client when at the
+        cap; False when every connection held has a whole request being answered (the new
+        one must be refused)."""
         if len(self.live) >= self.limits.max_connections:
-            idle = [c for c in self.live if c.idle_since is not None]
-            if not idle:
+            waiting = [c for c in self.live if c.waiting_since is not None]
+            if not waiting:
                 return False
-            oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+            oldest = min(waiting, key=lambda c: c.waiting_since or 0.0)
             self.leave(oldest)
             oldest.close_for("evicted_idle")
         self.live.add(connection)
@@ -146,6 +147,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_since: float | None = None  # loop time; None while a request runs
+        self._body_since: float | None = None  # loop time; set while a body is being read
         self._in_head = True  # the next bytes belong to a request line or headers
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -166,6 +168,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.leave(self)
         self._cancel_timers()
         super().connection_lost(exc)
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Since when this connection waits on its client (loop time): idle, still sending
+        its headers, or still sending a request's body; None while a whole request is being
+        answered. The connection waiting longest is the one given up for a new one."""
+        return self.idle_since if self.idle_since is not None else self._body_since
 
     def close_for(self, reason: str) -> None:
         """Close this connection because of a limit, counted under ``reason``."""
@@ -207,11 +216,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        self._body_since = self.idle_since
         self.idle_since = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._body_since = None
         self._in_head = True
         self._head_bytes = 0
 
