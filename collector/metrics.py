@@ -163,6 +163,7 @@ for _reason in sorted(REFUSAL_REASONS):
 HTTP_REFUSED_REASONS = (
     "header_timeout",  # the request's headers did not arrive in time (slowloris)
     "header_too_large",  # 431
+    "bad_request",  # 400: not valid HTTP
     "body_too_large",  # 413, by Content-Length or counted while streaming
     "body_timeout",  # 408: the body did not arrive in time
     "write_timeout",  # the client stopped reading its response

@@ -417,7 +417,7 @@ async def test_an_unauthenticated_body_is_answered_401_and_its_connection_closed
     assert sent < len(body) // 2
 
 
-async def test_upgrade_requests_are_ordinary_requests_and_log_nothing(
+async def test_upgrade_and_malformed_requests_log_nothing(
     serving: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     upgrade = (
@@ -434,6 +434,12 @@ async def test_upgrade_requests_are_ordinary_requests_and_log_nothing(
                     while not answer.endswith(b'{"status":"ok"}'):
                         answer += await stream.receive()
             assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        before = refused("bad_request")
+        for _ in range(3):
+            answer, _sent = await _ask(port, b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+            assert answer.endswith(b'{"detail": "the request is not valid HTTP"}')
+        assert refused("bad_request") == before + 3
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == []
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import anyio
+import httptools
 import uvicorn
 from anyio.abc import TaskStatus
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -203,15 +204,27 @@ class GuardedProtocol(HttpToolsProtocol):
                 return
             head, data = data[:room], data[room:]
             self._head_bytes += len(head)
-            super().data_received(head)
+            self._feed(head)
         if data and not self.transport.is_closing():
-            super().data_received(data)
+            self._feed(data)
 
-    def _unsupported_upgrade_warning(self) -> None:
-        # uvicorn logs two warnings for every request that asks to upgrade (the daemon serves
-        # no WebSocket): any client could fill the log with them. The request is served as
-        # an ordinary one, which is all there is to say.
-        return
+    def _feed(self, data: bytes) -> None:
+        # uvicorn's own data_received, without its log lines: it writes a warning to stderr
+        # for every malformed request and two for every upgrade request (the daemon serves no
+        # WebSocket), which any client could repeat until the log fills. A malformed request
+        # is counted instead; an upgrade request is served as an ordinary one.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError:
+            HTTP_REFUSED.labels(reason="bad_request").inc()
+            self.send_400_response("the request is not valid HTTP")
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request the parser refused, in JSON like every other error, and close."""
+        self._refuse_with(400, msg)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -277,11 +290,18 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def _refuse(self, status: int, detail: str, reason: str) -> None:
-        """Answer ``status`` without a request (none was read) and close."""
+        """Answer ``status`` without a request (none was read) and close, counted under
+        ``reason``."""
+        HTTP_REFUSED.labels(reason=reason).inc()
+        self._refuse_with(status, detail)
+
+    def _refuse_with(self, status: int, detail: str) -> None:
+        self._closed = True
+        self._cancel_timers()
         if self.idle_since is None:
             # A request is being answered on this connection: an answer written now would
             # land inside its response. Close instead.
-            self.close_for(reason)
+            self.transport.close()
             return
         body = json.dumps({"detail": detail}).encode()
         head = [STATUS_LINE[status]]
@@ -294,7 +314,7 @@ class GuardedProtocol(HttpToolsProtocol):
             body,
         ]
         self.transport.write(b"".join(head))
-        self.close_for(reason)
+        self.transport.close()
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
