@@ -26,13 +26,19 @@ import asyncpg
 import structlog
 
 from collector import __version__
+from collector.business_dates import (
+    MAX_DAYS_AHEAD,
+    SEED_MAX_DAYS_AHEAD,
+    check_business_date,
+    check_in_range,
+)
 from collector.config import Settings, load_settings
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
 from collector.db.pool import connect, describe, open_pool
 from collector.db.preview import Preview, preview
 from collector.domain import PassCounts, format_cents
-from collector.exceptions import CollectorError, ConfigError, DatabaseError
+from collector.exceptions import CollectorError, ConfigError, DatabaseError, DateOutOfRange
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
@@ -43,10 +49,18 @@ from collector.seed import seed_demo
 
 
 def _date(text: str) -> date:
+    # The syntax only: whether the engine may work for the date depends on today in the
+    # lessor's zone, a setting, and is checked by _check_dates once the settings are read.
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+_FUTURE_HELP = (
+    f"allow a --date after today, at most {MAX_DAYS_AHEAD} days ahead (what falls due by then"
+    " is collected early)"
+)
 
 
 def _positive(text: str) -> int:
@@ -81,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="show what a pass would charge; change nothing"
     )
+    run.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
 
     seed = commands.add_parser("seed", help="insert demo customers, leases and schedules")
     seed.add_argument("--customers", type=_positive, required=True)
@@ -108,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write the debits due at the bank as NACHA files to the outbox"
     )
     export.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    export.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
     returns = ach_commands.add_parser("import-returns", help="apply a return file from the bank")
     returns.add_argument("file", type=Path, help="the NACHA return file")
     returns.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    returns.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
 
     audit = commands.add_parser(
         "audit",
@@ -128,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
     try:
         settings = load_settings()
+        now = check_in_range(today(settings), what="today's date")  # a clock decades off
+        try:
+            _check_dates(args, now, settings.timezone)
+        except DateOutOfRange as exc:
+            # A date given on the command line: a bad command line, refused before any work.
+            print(f"collector: error: {exc}", file=sys.stderr)
+            return 2
         return anyio.run(_dispatch, args, settings, backend="asyncio")
     except CollectorError as exc:
         _print_error(exc)
@@ -136,6 +160,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
+    """Refuse, with DateOutOfRange, a date argument the engine may not work for, and resolve
+    every command's business date (``args.as_of``; ``args.due_date`` for seed)."""
+    if args.command == "seed":
+        if args.due_date is not None:
+            check_business_date(
+                args.due_date,
+                today=local_today,
+                days_ahead=SEED_MAX_DAYS_AHEAD,
+                what="--due-date",
+                zone=zone,
+            )
+        args.due_date = args.due_date or local_today
+        return
+    if getattr(args, "date", None) is None:
+        args.as_of = local_today  # demo, daemon, migrate, audit, and a pass for today
+        return
+    days_ahead, hint = 0, f"give --allow-future-date to run up to {MAX_DAYS_AHEAD} days ahead"
+    if args.allow_future_date:
+        days_ahead, hint = MAX_DAYS_AHEAD, "--allow-future-date allows no more"
+    args.as_of = check_business_date(
+        args.date, today=local_today, days_ahead=days_ahead, what="--date", zone=zone, hint=hint
+    )
 
 
 def _print_error(exc: BaseException) -> None:
@@ -270,7 +319,7 @@ async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
     from collector.gateways.nacha_files import AccountVault, NachaConfig
     from collector.jobs.ach_files import export_files
 
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     config = NachaConfig.from_options(nacha_options(settings))
     if config.outbox is None:
         raise ConfigError("COLLECTOR_NACHA_OUTBOX: is required to export NACHA files")
@@ -289,7 +338,7 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
     from collector.ach.nacha import NachaError, read_returns
     from collector.jobs.ach_files import import_returns
 
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     path: Path = args.file
     try:
         # NACHA files are ASCII; anything else is not a return file.
@@ -337,7 +386,7 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     async with _database(settings) as (url, pool):
         if args.dry_run:
             report = await preview(pool, as_of=as_of, gateways=settings.gateways)
@@ -390,7 +439,7 @@ def _export_metrics(settings: Settings) -> None:
 
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    due_on = args.due_date or today(settings)
+    due_on: date = args.due_date
     async with _database(settings) as (_url, pool):
         with _progress("seeding", total=args.customers) as progress:
             seeded = await seed_demo(
@@ -404,7 +453,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = today(settings)
+    as_of: date = args.as_of
     async with _database(settings) as (url, pool):
         with _progress("seeding", total=args.customers) as progress:
             await seed_demo(pool, customers=args.customers, due_on=as_of, progress=progress)

@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from collector.business_dates import check_in_range
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor
 from collector.db.audit import export_audit_gauges, run_audit
@@ -69,6 +70,9 @@ async def run_pass(
     ``charger``: the process's one Charger, when it has one (the daemon shares it with the
     API, so each gateway's rate limit holds for the process, not per path); else a new one.
     """
+    # The entry points refuse such a date first, with the flag that allows it; this is the
+    # backstop of every caller, before anything is written (DateOutOfRange).
+    check_in_range(as_of)
     started = time.monotonic()
     if await ensure_statistics(pool):
         log.info("statistics_refreshed")
