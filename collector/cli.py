@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -35,10 +36,11 @@ from collector.business_dates import (
 from collector.config import Settings, load_settings
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
-from collector.db.pool import connect, describe, open_pool
+from collector.db.pool import CANNOT_CONNECT, connect, describe, open_pool
 from collector.db.preview import Preview, preview
 from collector.domain import PassCounts, format_cents
 from collector.exceptions import CollectorError, ConfigError, DatabaseError, DateOutOfRange
+from collector.failures import describe_failure, is_interrupt
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="collector", description="Collect lease installments through card and ACH gateways."
     )
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on a failure, print the full traceback after the one-line error (for a bug report)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("migrate", help="apply pending database migrations")
@@ -138,11 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``collector`` console script; returns the exit code."""
+    """Entry point of the ``collector`` console script; returns the exit code.
+
+    The one error boundary of every command: whatever fails, at start or mid-pass (an
+    exception group of a pass's task group included), ends as one line on stderr naming the
+    cause, without secrets, and exit 1 (``collector audit``: 2).
+    """
     args = build_parser().parse_args(argv)
     # The demo is read by a person: its summary says what happened, per-charge lines would
     # drown it. Every other command logs JSON lines for machines.
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
+    logging.basicConfig(handlers=[_LibraryLogs()], level=logging.WARNING, force=True)
     try:
         settings = load_settings()
         now = check_in_range(today(settings), what="today's date")  # a clock decades off
@@ -153,13 +166,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"collector: error: {exc}", file=sys.stderr)
             return 2
         return anyio.run(_dispatch, args, settings, backend="asyncio")
-    except CollectorError as exc:
-        _print_error(exc)
-        # The audit's 1 means "violations found"; it could not run is 2.
-        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
+    except (Exception, BaseExceptionGroup) as exc:
+        if is_interrupt(exc):
+            print("collector: interrupted", file=sys.stderr)
+            return 130
+        _print_error(exc)
+        if args.traceback:
+            traceback.print_exception(exc, file=sys.stderr)
+        # The audit's 1 means "violations found"; it could not run is 2.
+        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
+
+
+class _LibraryLogs(logging.Handler):
+    """The libraries' own log records (asyncpg's pool, uvicorn) as JSON lines like ours.
+
+    Left to the standard library, a warning with exc_info (asyncpg's "Failed to restore the
+    pool connection floor" while the database is away) prints a raw traceback on stderr,
+    where an operator expects JSON lines and one line of error.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            fields["error"] = describe_failure(record.exc_info[1])
+        structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
 
 
 def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
@@ -188,11 +221,7 @@ def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None
 
 
 def _print_error(exc: BaseException) -> None:
-    print(f"collector: error: {exc}", file=sys.stderr)
-    cause = exc.__cause__
-    while cause is not None:
-        print(f"  caused by: {describe(cause)}", file=sys.stderr)
-        cause = cause.__cause__
+    print(f"collector: error: {describe_failure(exc)}", file=sys.stderr)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,7 +253,7 @@ async def _ensure_database(url: str) -> None:
         async with connect(database_url_of(url, "postgres")) as admin:
             await admin.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
         return
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except CANNOT_CONNECT as exc:
         raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
     await conn.close()
 
