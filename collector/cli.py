@@ -169,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        # Not argparse's (parsed above): a library ending the process, as uvicorn does when
+        # it cannot bind its port.
+        if exc.code in (0, None):
+            return 0
+        _print_error(exc)
+        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
     except (Exception, BaseExceptionGroup) as exc:
         if is_interrupt(exc):
             print("collector: interrupted", file=sys.stderr)

@@ -98,6 +98,8 @@ def describe_failure(exc: BaseException) -> str:
             if " ".join(str(cause).split()) not in line:
                 line += f" (caused by {_one(cause)})"
             cause = cause.__cause__
+    elif isinstance(error, SystemExit):
+        line = f"a library ended the command (exit status {error.code}): its log line says why"
     elif isinstance(error, _CONNECTION_LOST):
         line = f"lost the database connection: {_one(error)}"
     elif isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):

@@ -35,7 +35,9 @@ def start_embedded(data_dir: Path) -> str:
     try:
         server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
-        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
+        raise DatabaseError(
+            f"COLLECTOR_DATA_DIR: could not start the embedded PostgreSQL in {pgdata}"
+        ) from exc
     return str(server.get_uri())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -228,3 +229,15 @@ async def test_the_audit_that_cannot_run_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2, done.stderr
     assert "cannot connect" in done.one_error_line()
     assert json.dumps("secret-pw") not in done.stderr
+
+
+async def test_a_daemon_that_cannot_bind_its_port_is_one_line(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = env_for(database_url, COLLECTOR_API_TOKENS="a-token-of-sixteen-chars")
+        done = await collector("daemon", "--no-schedule", "--port", port, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "exit status" in done.one_error_line()
+    assert any("address already in use" in str(e["event"]) for e in done.events)
