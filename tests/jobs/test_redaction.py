@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -15,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import structlog
 
 from collector.config import Settings
 from collector.db.attention import open_attention
@@ -32,9 +30,9 @@ from collector.gateways.base import (
 from collector.gateways.stripe import StripeCardGateway, open_stripe_card
 from collector.jobs.collect import run_pass
 from collector.jobs.settle import apply_by_key, settle
-from collector.logs import StdlibHandler, configure_logging
 from tests.factories import attempts_of, make_lease
 from tests.gateways.fake_stripe import API_KEY, FakeStripe, serve_fake_stripe
+from tests.json_logs import captured_json_logs
 
 pytestmark = [
     # The SDK's HTTPXClient hands httpx the encoded form as `data=`, which httpx deprecates.
@@ -50,16 +48,8 @@ LEAKS = ("4111", "1111-1111", "12345678901")
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    """The JSON log lines the engine writes, as configured by its entry points."""
-    out = io.StringIO()
-    configure_logging(json=True, stream=out)
-    try:
+    with captured_json_logs() as out:
         yield out
-    finally:
-        structlog.reset_defaults()
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, StdlibHandler)]:
-            root.removeHandler(handler)
 
 
 def lines(out: io.StringIO) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import structlog
 from collector.config import load_settings
 from collector.exceptions import ConfigError, GatewayError
 from collector.logs import REDACTED, StdlibHandler, configure_logging, redact_secrets, scrub
+from tests.json_logs import captured_json_logs
 
 
 def test_defaults_are_finite_and_sane(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,16 +87,8 @@ def test_scrub_leaves_ordinary_numbers_alone() -> None:
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    """Logging configured as the entry points do, into a buffer; undone afterwards."""
-    out = io.StringIO()
-    configure_logging(json=True, stream=out)
-    try:
+    with captured_json_logs() as out:
         yield out
-    finally:
-        structlog.reset_defaults()
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, StdlibHandler)]:
-            root.removeHandler(handler)
 
 
 def test_configured_logger_writes_json_without_secrets(json_logs: io.StringIO) -> None:
@@ -194,16 +187,17 @@ def test_traceback_locals_are_masked() -> None:
 
 
 def test_standard_library_records_are_rendered_and_masked(json_logs: io.StringIO) -> None:
+    # As asyncio logs a task's exception (and uvicorn, which the daemon leaves unconfigured).
     try:
         _raise_chain()
     except GatewayError:
-        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
     logging.getLogger("httpx").info("HTTP Request: GET /v1/payment_methods/pm_leaky42")  # below
 
     [line] = [json.loads(text) for text in json_logs.getvalue().splitlines()]
     assert (line["event"], line["logger"], line["level"]) == (
-        "Exception in ASGI application",
-        "uvicorn.error",
+        "Task exception was never retrieved",
+        "asyncio",
         "error",
     )
     assert "GatewayError" in line["exception"]
