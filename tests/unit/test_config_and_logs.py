@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from collector.config import load_settings
+from collector.db.pool import describe
 from collector.exceptions import ConfigError, GatewayError
 from collector.logs import REDACTED, StdlibHandler, configure_logging, redact_secrets, scrub
 from tests.json_logs import captured_json_logs
@@ -209,3 +210,9 @@ def test_configuring_again_replaces_the_standard_library_handler(json_logs: io.S
 
     ours = [h for h in logging.getLogger().handlers if isinstance(h, StdlibHandler)]
     assert len(ours) == 1
+
+
+def test_a_cause_the_cli_prints_masks_what_it_quotes() -> None:
+    exc = ValueError("No such customer: 'cus_Leaky42' for 4242 4242 4242 4242\nsecond line")
+
+    assert describe(exc) == "ValueError: No such customer: 'cus_[redacted]' for [redacted-pan]"
