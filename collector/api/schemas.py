@@ -26,7 +26,7 @@ def refuse_account_numbers(value: object, where: str = "the body") -> None:
             raise PydanticCustomError(
                 ACCOUNT_NUMBER_REFUSED,
                 "{field} looks like a card or bank account number, which this API never"
-                " takes: send the gateway's token for the payment method instead",
+                " takes (a payment method is registered by its gateway's token)",
                 {"field": where},
             )
     elif isinstance(value, dict):
