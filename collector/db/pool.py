@@ -10,7 +10,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from collector.exceptions import DatabaseError
-from collector.logs import scrub
+from collector.sensitive import redact
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
@@ -73,5 +73,6 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason, without the URL (it may carry a password)."""
-    return scrub(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    """A one-line reason, without the URL (it may carry a password), and with any card
+    number, secret or gateway token it quotes masked: the CLI prints it as a cause."""
+    return redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
