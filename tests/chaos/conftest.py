@@ -50,16 +50,23 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     return Scale(long_form(request.config))
 
 
-@pytest.fixture
-def chaos_seed(request: pytest.FixtureRequest, scale: Scale) -> int:
+def new_seed(node: pytest.Item | pytest.Collector, what: str | None = None) -> int:
+    """The seed of a scenario: COLLECTOR_CHAOS_SEED, else a fresh one; printed, and shown
+    again with the test's failure."""
     raw = os.environ.get("COLLECTOR_CHAOS_SEED", "").strip()
     seed = int(raw) if raw else random.SystemRandom().randrange(2**32)
-    request.node.stash[_SEED_KEY] = seed
+    node.stash[_SEED_KEY] = seed
+    form = Scale(long_form(node.config))
     print(
-        f"chaos seed {seed} ({scale} form); reproduce with"
-        f" COLLECTOR_CHAOS_SEED={seed} uv run pytest '{request.node.nodeid}'"
+        f"chaos seed {seed} ({form} form{'; ' + what if what else ''}); reproduce with"
+        f" COLLECTOR_CHAOS_SEED={seed} uv run pytest '{node.nodeid}'"
     )
     return seed
+
+
+@pytest.fixture
+def chaos_seed(request: pytest.FixtureRequest) -> int:
+    return new_seed(request.node)
 
 
 @pytest.fixture
@@ -72,7 +79,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    # A test's own seed, else that of the module-scoped scenario it reads.
     seed = item.stash.get(_SEED_KEY, None)
+    if seed is None:
+        module = item.getparent(pytest.Module)
+        seed = module.stash.get(_SEED_KEY, None) if module is not None else None
     if seed is not None and report.failed:
         report.sections.append(("chaos seed", f"COLLECTOR_CHAOS_SEED={seed}"))
     return report

@@ -5,6 +5,7 @@ own record equal to the ledger's)."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import anyio
 import asyncpg
+import httpx
 from anyio.abc import Process
 
 from collector.cli import stripe_options
@@ -25,6 +27,7 @@ from collector.db.audit import SANDBOX_GATEWAYS, run_audit
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
+from collector.seed import DEMO_MIX
 
 ZONE = ZoneInfo("America/New_York")
 # How often a waiting test asks the database again: a poll interval, not a guess at timing.
@@ -293,5 +296,64 @@ async def assert_gateway_matches_ledger(
     assert not wrong, "; ".join(wrong[:20])
 
 
+# Where each demo token's installment ends once every answer is known, on the day it was due.
+FINAL_STATUS = {
+    "sandbox_card_ok": "paid",
+    "sandbox_card_timeout_taken": "paid",  # the lookup finds it taken
+    "sandbox_card_timeout_not_taken": "overdue",  # the lookup finds nothing: failed, retried later
+    "sandbox_card_insufficient_funds": "overdue",
+    "sandbox_card_do_not_honor": "overdue",
+    "sandbox_card_stolen": "overdue",
+    "sandbox_card_expired": "overdue",
+    "sandbox_ach_ok": "pending_settlement",
+    "sandbox_ach_return_R01": "pending_settlement",  # returned days later, not today
+    "sandbox_ach_return_R02": "pending_settlement",
+    "sandbox_ach_return_R10": "pending_settlement",
+}
+assert set(FINAL_STATUS) == {token for *_, token in DEMO_MIX}
+
+
+async def assert_where_tokens_put_them(db: Db, total: int) -> None:
+    """Every demo installment (one per lease) is where its token's outcome puts it."""
+    rows = await db.fetch(
+        "SELECT pm.token, i.status, count(*) AS n FROM installments i"
+        " JOIN leases l ON l.id = i.lease_id"
+        " JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary"
+        " GROUP BY 1, 2"
+    )
+    wrong = {
+        (r["token"], r["status"]): r["n"] for r in rows if FINAL_STATUS[r["token"]] != r["status"]
+    }
+    assert not wrong, f"installments not where their token puts them: {wrong}"
+    assert sum(r["n"] for r in rows) == total
+
+
 def describe_statuses(counts: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_daemon(env: Mapping[str, str], logs: Path, *, port: int, schedule: bool) -> Child:
+    """``collector daemon`` on 127.0.0.1:``port``, returned once /healthz answers."""
+    args = ["daemon", "--host", "127.0.0.1", "--port", str(port)]
+    child = await start_collector(args if schedule else [*args, "--no-schedule"], env, logs)
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False  # not listening yet
+
+    try:
+        await wait_until(healthy, what="the daemon's /healthz", alive=child, timeout_s=60)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await child.kill()
+        raise
+    return child

@@ -17,12 +17,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from collector.seed import DEMO_MIX, seed_demo
+from collector.seed import seed_demo
 from tests.chaos.conftest import Scale
 from tests.chaos.helpers import (
     Child,
     assert_audit_clean,
     assert_gateway_matches_ledger,
+    assert_where_tokens_put_them,
     business_today,
     chaos_settings,
     child_env,
@@ -34,22 +35,6 @@ from tests.chaos.helpers import (
 )
 
 pytestmark = pytest.mark.chaos
-
-# Where each demo token's installment ends once every answer is known, on the day it was due.
-FINAL_STATUS = {
-    "sandbox_card_ok": "paid",
-    "sandbox_card_timeout_taken": "paid",  # the lookup finds it taken
-    "sandbox_card_timeout_not_taken": "overdue",  # the lookup finds nothing: failed, retried later
-    "sandbox_card_insufficient_funds": "overdue",
-    "sandbox_card_do_not_honor": "overdue",
-    "sandbox_card_stolen": "overdue",
-    "sandbox_card_expired": "overdue",
-    "sandbox_ach_ok": "pending_settlement",
-    "sandbox_ach_return_R01": "pending_settlement",  # returned days later, not today
-    "sandbox_ach_return_R02": "pending_settlement",
-    "sandbox_ach_return_R10": "pending_settlement",
-}
-assert set(FINAL_STATUS) == {token for *_, token in DEMO_MIX}
 
 TRIGGERS = ("started", "reconciling", "claimed", "charged", "recorded")
 
@@ -180,17 +165,7 @@ async def test_sigkilled_runs_then_a_final_pass_collect_each_installment_exactly
 
     # Nothing lost, nothing twice: each installment ends where its token says, with one
     # accepted charge at most, and the sandbox's record is the ledger's.
-    rows = await pool.fetch(
-        "SELECT pm.token, i.status, count(*) AS n FROM installments i"
-        " JOIN leases l ON l.id = i.lease_id"
-        " JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary"
-        " GROUP BY 1, 2"
-    )
-    wrong = {
-        (r["token"], r["status"]): r["n"] for r in rows if FINAL_STATUS[r["token"]] != r["status"]
-    }
-    assert not wrong, f"installments not where their token puts them: {wrong}"
-    assert sum(r["n"] for r in rows) == total
+    await assert_where_tokens_put_them(pool, total)
     await assert_audit_clean(pool)
     await assert_gateway_matches_ledger(
         pool, await sandbox_record(pool), gateways=["sandbox_card", "sandbox_ach"]
