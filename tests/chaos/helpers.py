@@ -151,7 +151,7 @@ def chaos_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 async def pass_in_process(
-    pool: asyncpg.Pool, settings: Settings, *, as_of: date, sandbox_url: str | None = None
+    pool: asyncpg.Pool, settings: Settings, as_of: date, *, sandbox_url: str | None = None
 ) -> PassResult:
     """One ordinary pass in this process, through the same gateways a child would open."""
     url = sandbox_url or settings.database_url.get_secret_value()  # type: ignore[union-attr]

@@ -126,7 +126,7 @@ async def test_sigkilled_runs_then_a_final_pass_collect_each_installment_exactly
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, scale: Scale, rng: random.Random
 ) -> None:
     today = business_today().isoformat()
-    total = scale(1_000, 20_000)
+    total = scale(800, 20_000)
     kills = scale(3, 20)
     await seed_demo(pool, customers=total, due_on=business_today(), mix="demo", installments=1)
     # 5 ms a charge at the sandbox, 32 in flight: at every moment of a pass some charges are

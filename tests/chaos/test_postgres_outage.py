@@ -77,8 +77,10 @@ class Outage:
     next_pass_done: bool = False
 
     def __str__(self) -> str:
+        box = "its own server" if self.sandbox_url != self.database_url else "the same database"
         return (
-            f"PostgreSQL stopped ({self.mode}) in the middle of {self.where}, seed {self.seed}"
+            f"PostgreSQL stopped ({self.mode}) in the middle of {self.where}, sandbox on {box},"
+            f" seed {self.seed}"
             f" (COLLECTOR_CHAOS_SEED={self.seed})"
         )
 
@@ -115,14 +117,17 @@ async def outage(
     await shared.execute(f'CREATE DATABASE "{sandbox_db}"')
     await shared.close()
     url = engine_server.url_of(engine_db)
-    sandbox_url = database_url_of(server_url, sandbox_db)
+    # The sandbox on a server of its own (the gateway takes charges while the engine's
+    # database is down), or in the engine's database, the default (it goes down too).
+    own = rng.random() < 0.5
+    sandbox_url = database_url_of(server_url, sandbox_db) if own else url
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
     finally:
         await conn.close()
 
-    total = scale(1_500, 10_000)
+    total = scale(600, 10_000)
     async with open_pool(url) as pool:
         await seed_demo(pool, customers=total, due_on=business_today(), mix="demo", installments=1)
     env = child_env(
@@ -161,7 +166,8 @@ async def outage(
         await anyio.to_thread.run_sync(engine_server.start)
         returncode = await child.wait()
         print(
-            f"stopped ({mode}) after {stop_after} answers, in the middle of {where};"
+            f"stopped ({mode}) after {stop_after} answers, in the middle of {where}, the"
+            f" sandbox {'on its own server' if own else 'in the same database'};"
             f" the child exited {returncode}, the server was down {down_s:.1f} s"
         )
     except BaseException:
@@ -186,20 +192,20 @@ async def outage(
 
 
 async def test_after_a_database_outage_the_next_pass_finishes_exactly_once(
-    outage: Outage, tmp_path: Path
+    outage: Outage,
 ) -> None:
     # The pass failed (a non-zero exit, not a hang), or recovered and completed.
     assert outage.returncode is not None, outage
-    env = child_env(outage.database_url, COLLECTOR_SANDBOX_DATABASE_URL=outage.sandbox_url)
     today = business_today()
-    done = await run_collector(["run", "--date", today.isoformat()], env, tmp_path)
-    assert done.returncode == 0, f"{outage}: the next pass failed: {done.stderr()[-3000:]}"
-    outage.next_pass_done = True
     settings = chaos_settings(outage.database_url)
     async with open_pool(outage.database_url) as pool:
+        # The next pass (in this process: a child would spend seconds importing) finishes,
+        # and takes over what the lost pass left; then passes until nothing is unknown.
+        await pass_in_process(pool, settings, today, sandbox_url=outage.sandbox_url)
+        outage.next_pass_done = True
         await passes_until_resolved(
             pool,
-            lambda: pass_in_process(pool, settings, as_of=today, sandbox_url=outage.sandbox_url),
+            lambda: pass_in_process(pool, settings, today, sandbox_url=outage.sandbox_url),
         )
         await assert_where_tokens_put_them(pool, outage.total)
         await assert_audit_clean(pool)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 
+import anyio
 import asyncpg
 import pytest
 
@@ -30,6 +31,7 @@ from tests.chaos.helpers import (
     pass_in_process,
     statuses,
     unresolved,
+    wait_until,
 )
 from tests.gateways.fake_stripe import API_KEY
 
@@ -91,7 +93,22 @@ async def test_stripe_faults_never_charge_twice_and_every_doubt_is_resolved(
             batch_size=50,
         )
 
-        # Under faults: the first pass charges, the next ones reconcile through the faults.
+        # Under faults: the first pass is cancelled in the middle (as a stop past its grace
+        # would), leaving claims never answered; the next passes re-send those under their
+        # keys and look the rest up, through the same faults.
+        total = await pool.fetchval("SELECT count(*) FROM installments")
+        cut_at = int(total * rng.uniform(0.2, 0.7))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pass_in_process, pool, settings, today)
+
+            async def claimed() -> bool:
+                n: int = await pool.fetchval("SELECT count(*) FROM charge_attempts")
+                return n >= cut_at
+
+            await wait_until(claimed, what=f"{cut_at} claims")
+            tg.cancel_scope.cancel()
+        cut = await statuses(pool, "charge_attempts")
+        print(f"first pass cancelled after {cut_at} claims: {describe_statuses(cut)}")
         for _ in range(scale(2, 4)):
             await pass_in_process(pool, settings, as_of=today)
         faulty = await statuses(pool, "charge_attempts")
