@@ -3,8 +3,10 @@ injects faults where a network and a payment processor's edge put them.
 
 The fake itself honours Idempotency-Key as Stripe documents it (the first answer under a key
 is stored and replayed; the same key with other parameters is refused). In front of it, a
-small HTTP/1.1 server (one task per connection, keep-alive) decides for each request, from a
-seeded random generator, what goes wrong:
+small HTTP/1.1 server (one task per connection, keep-alive) decides for each request what goes
+wrong, as a function of the seed and of what the request is about (its idempotency key or
+read, and how many times it was asked before), so a seed replays the same faults whatever
+order the requests arrive in:
 
 | fault | where | what the client sees | was the charge taken? |
 |---|---|---|---|
@@ -16,9 +18,10 @@ seeded random generator, what goes wrong:
 | ``taken_timeout`` | after Stripe answered | no answer until the client gives up | yes |
 | ``late_answer`` | before Stripe | the request is processed only after the client's timeout, and answered then | yes, after the client gave up |
 
-Reads (search, retrieve) get ``edge_503``, ``rate_429``, ``reset_before`` and ``late_answer``
-(the answer after the client's timeout); and the search index lags in windows (PaymentIntents
-made during a window are not searchable until it ends), as Stripe's may for up to an hour.
+Bursts of ``edge_503`` or ``rate_429`` meet runs of consecutive installments (sent together,
+so a burst in time). Reads (search, retrieve) get ``edge_503``, ``rate_429``, ``reset_before``
+and ``late_answer`` (the answer after the client's timeout); and some PaymentIntents are late
+to show in search until the index catches up, as Stripe's may be for up to an hour.
 :meth:`heal` stops every fault, waits for the requests still held, and lets search catch up.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import struct
 from collections import Counter
@@ -52,6 +56,8 @@ CREATE_FAULTS = (
 )
 READ_FAULTS = ("edge_503", "rate_429", "reset_before", "late_answer")
 BURST_FAULTS = ("edge_503", "rate_429")
+BURST_SPAN = 6
+_KEY = re.compile(r"collector-inst-(\d+)-\d+")
 MAX_HEAD = 64 * 1024
 
 
@@ -62,19 +68,19 @@ class _Reset(Exception):
 class FaultyStripe:
     """A FakeStripe served with injected faults; ``base_url`` is what the SDK is pointed at."""
 
-    def __init__(self, rng: random.Random, *, client_timeout_s: float) -> None:
+    def __init__(self, seed: int, *, client_timeout_s: float) -> None:
         self.fake = FakeStripe()
-        self.rng = rng
+        self.seed = seed
         self.client_timeout_s = client_timeout_s
         self.faulting = True
-        self.fault_rate = 0.35  # of requests that get a fault while faulting
-        self.burst_rate = 0.06  # of requests that start a burst of 5xx or 429s
-        self.lag_rate = 0.05  # of requests that open (or close) a window of search lag
+        self.fault_rate = 0.3  # of requests that get a fault while faulting
+        self.burst_rate = 0.15  # of runs of BURST_SPAN installments met by a burst
+        self.lag_rate = 0.25  # of PaymentIntents late to show in search
+        self._seen: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.base_url = ""
         self._app = self.fake.app()
-        self._burst: tuple[str, int] | None = None
         self._busy = 0
         self._idle = anyio.Event()
         self._idle.set()
@@ -84,7 +90,6 @@ class FaultyStripe:
     async def heal(self, timeout_s: float = 30) -> None:
         """Stop injecting faults; wait until no request is held; let search catch up."""
         self.faulting = False
-        self._burst = None
         with anyio.fail_after(timeout_s):
             await self._idle.wait()
         self.fake.search_lagging = False
@@ -112,31 +117,36 @@ class FaultyStripe:
 
     # -- choosing faults ------------------------------------------------------------------
 
-    def _draw(self, kind: str) -> str | None:
+    def _draw(self, kind: str, subject: str) -> str | None:
+        """The fault for this request, a function of the seed and of what is asked (the n-th
+        request about one key), never of the order requests happen to arrive in."""
         if not self.faulting:
             return None
-        rng = self.rng
-        if rng.random() < self.lag_rate:
-            lagging = not self.fake.search_lagging
-            self.fake.search_lagging = lagging
-            if not lagging:
-                self.fake.catch_up_search()
-            self.injected["search_lag_window" if lagging else "search_caught_up"] += 1
-        if self._burst is not None:
-            fault, left = self._burst
-            self._burst = (fault, left - 1) if left > 1 else None
-            return fault
-        if rng.random() < self.burst_rate:
-            fault = rng.choice(BURST_FAULTS)
-            self._burst = (fault, rng.randint(2, 10))
-            self.injected[f"burst_of_{fault}"] += 1
-            return fault
+        self._seen[subject] += 1
+        n = self._seen[subject]
+        rng = random.Random(f"{self.seed}/{subject}/{n}")
+        installment = _installment_of(subject)
+        if kind == "create" and n == 1 and installment is not None:
+            # The first installments meet one fault each, so a short run has them all.
+            if 1 <= installment <= len(CREATE_FAULTS):
+                order = random.Random(f"{self.seed}/order").sample(
+                    CREATE_FAULTS, len(CREATE_FAULTS)
+                )
+                return order[installment - 1]
+            # Bursts: installments are claimed and sent in id order, so a run of
+            # consecutive ids all refused is a burst in time.
+            bucket = random.Random(f"{self.seed}/burst/{installment // BURST_SPAN}")
+            if bucket.random() < self.burst_rate:
+                fault = bucket.choice(BURST_FAULTS)
+                self.injected[f"burst_of_{fault}"] += installment % BURST_SPAN == 0
+                return fault
         if rng.random() >= self.fault_rate:
             return None
-        faults = CREATE_FAULTS if kind == "create" else READ_FAULTS
-        # Every kind early on, then any: a short run still meets each fault.
-        unused = [f for f in faults if not self.injected[f"{kind}:{f}"]]
-        return rng.choice(unused or faults)
+        return rng.choice(CREATE_FAULTS if kind == "create" else READ_FAULTS)
+
+    def _lags(self, key: str) -> bool:
+        """Whether the PaymentIntent made under this key is late to show in search."""
+        return random.Random(f"{self.seed}/lag/{key}").random() < self.lag_rate
 
     # -- the HTTP server ------------------------------------------------------------------
 
@@ -162,7 +172,8 @@ class FaultyStripe:
     ) -> None:
         kind = "create" if method == "POST" else "read"
         self.requests[kind] += 1
-        fault = self._draw(kind)
+        subject = _subject(method, target, headers)
+        fault = self._draw(kind, subject)
         if fault is not None:
             self.injected[f"{kind}:{fault}"] += 1
         self._busy += 1
@@ -184,6 +195,13 @@ class FaultyStripe:
             status, response_headers, response_body = await self._call_app(
                 method, target, headers, body
             )
+            key = dict(headers).get("idempotency-key")
+            if kind == "create" and key and self.faulting and self._lags(key):
+                # Made, but Stripe's search will not show it until the index catches up.
+                for intent_id, intent in self.fake.intents.items():
+                    if intent["metadata"].get("collector_attempt_key") == key:
+                        self.fake._searchable.discard(intent_id)
+                self.injected["search_lag"] += 1
             if fault == "taken_500":
                 await _send(stream, 500, _error("api_error", "Something went wrong."))
                 return
@@ -254,6 +272,19 @@ class FaultyStripe:
         return status, kept, b"".join(chunks)
 
 
+def _subject(method: str, target: str, headers: list[tuple[str, str]]) -> str:
+    """What a request is about: the key it charges under, or the read it makes."""
+    if method == "POST":
+        return "create:" + dict(headers).get("idempotency-key", "")
+    parts = urlsplit(target)
+    return f"read:{parts.path}?{parts.query}"
+
+
+def _installment_of(subject: str) -> int | None:
+    match = _KEY.search(subject)
+    return int(match.group(1)) if match else None
+
+
 def _error(kind: str, message: str, code: str | None = None) -> bytes:
     error: dict[str, Any] = {"type": kind, "message": message}
     if code is not None:
@@ -311,11 +342,9 @@ async def _read_request(
 
 
 @asynccontextmanager
-async def serve_faulty_stripe(
-    rng: random.Random, *, client_timeout_s: float
-) -> AsyncIterator[FaultyStripe]:
+async def serve_faulty_stripe(seed: int, *, client_timeout_s: float) -> AsyncIterator[FaultyStripe]:
     """A FaultyStripe listening on 127.0.0.1 at an ephemeral port, in this event loop."""
-    faulty = FaultyStripe(rng, client_timeout_s=client_timeout_s)
+    faulty = FaultyStripe(seed, client_timeout_s=client_timeout_s)
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(SocketAttribute.local_port)
     faulty.base_url = f"http://127.0.0.1:{port}"

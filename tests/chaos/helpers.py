@@ -343,17 +343,18 @@ async def start_daemon(env: Mapping[str, str], logs: Path, *, port: int, schedul
     args = ["daemon", "--host", "127.0.0.1", "--port", str(port)]
     child = await start_collector(args if schedule else [*args, "--no-schedule"], env, logs)
 
-    async def healthy() -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1) as http:
-                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False  # not listening yet
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1) as http:
 
-    try:
-        await wait_until(healthy, what="the daemon's /healthz", alive=child, timeout_s=60)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await child.kill()
-        raise
+        async def healthy() -> bool:
+            try:
+                return (await http.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False  # not listening yet
+
+        try:
+            await wait_until(healthy, what="the daemon's /healthz", alive=child, timeout_s=60)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await child.kill()
+            raise
     return child

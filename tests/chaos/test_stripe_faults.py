@@ -79,11 +79,15 @@ async def _seed(pool: asyncpg.Pool, n: int, rng: random.Random) -> None:
 
 
 async def test_stripe_faults_never_charge_twice_and_every_doubt_is_resolved(
-    pool: asyncpg.Pool, database_url: str, scale: Scale, rng: random.Random
+    pool: asyncpg.Pool,
+    database_url: str,
+    scale: Scale,
+    chaos_seed: int,
+    rng: random.Random,
 ) -> None:
     await _seed(pool, scale(80, 1_500), rng)
     today = business_today()
-    async with serve_faulty_stripe(rng, client_timeout_s=CLIENT_TIMEOUT_S) as stripe:
+    async with serve_faulty_stripe(chaos_seed, client_timeout_s=CLIENT_TIMEOUT_S) as stripe:
         settings = chaos_settings(
             database_url,
             gateways=GATEWAYS,
