@@ -48,7 +48,7 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, scale: Scale, rng: random.Random
 ) -> None:
     today = business_today()
-    leases = await make_leases(pool, scale(120, 1_000), rng, today)
+    leases = await make_leases(pool, scale(80, 1_000), rng, today)
     # Small batches and a few ms a charge: the four passes interleave their claims, and the
     # storm meets installments in every state.
     env = child_env(
@@ -60,7 +60,7 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
     )
     settings = chaos_settings(database_url, api_tokens=[API_TOKEN], sandbox_latency_ms=5)
     now = datetime.now(UTC)
-    planned = plan(leases, scale(150, 1_500), rng, tag="storm")
+    planned = plan(leases, scale(100, 1_500), rng, tag="storm")
     logs = tmp_path / "logs"
     async with open_gateways(settings.gateways, gateway_context(database_url)) as gateways:
         app = create_app(settings, pool, gateways, clock=lambda: now)

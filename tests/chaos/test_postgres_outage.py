@@ -95,7 +95,7 @@ async def _recorder_waiting(conn: asyncpg.Connection) -> bool:
     return found
 
 
-@pytest.fixture(scope="module", params=["a pass", "recording"])
+@pytest.fixture(scope="module", params=["a pass", "recording"], ids=["mid-pass", "mid-recording"])
 async def outage(
     request: pytest.FixtureRequest,
     engine_server: ChaosServer,
