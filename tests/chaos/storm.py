@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 import httpx
 
-from tests.factories import LeaseRef, make_lease
+from tests.factories import LeaseRef, make_lease, put_state
 
 API_TOKEN = "chaos-storm-token-0123456789"
 # Tokens of the storm's leases (sandbox behaviours), with how often each is met.
@@ -47,6 +47,31 @@ async def make_leases(
                     due_dates=[today - timedelta(days=40), today - timedelta(days=10), today],
                     amount_cents=rng.randint(2_500, 12_500),
                 )
+            )
+    return leases
+
+
+async def make_overdue_leases(
+    pool: asyncpg.Pool, n: int, rng: random.Random, today: date
+) -> list[LeaseRef]:
+    """Leases whose two installments are overdue, declined once and retried in three days:
+    the day's batch leaves them alone, so only manual payments move their money."""
+    leases = await make_leases(pool, n, rng, today)
+    async with pool.acquire() as conn:
+        for lease in leases:
+            for installment_id in lease.installment_ids[:2]:
+                await put_state(
+                    conn,
+                    installment_id,
+                    status="overdue",
+                    attempts=1,
+                    next_attempt_on=today + timedelta(days=3),
+                )
+            # The third is not due for weeks.
+            await conn.execute(
+                "UPDATE installments SET due_on = $2, next_attempt_on = $2 WHERE id = $1",
+                lease.installment_ids[2],
+                today + timedelta(days=20),
             )
     return leases
 

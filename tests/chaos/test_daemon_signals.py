@@ -46,6 +46,7 @@ from tests.chaos.storm import (
     assert_replays_hold,
     blow,
     make_leases,
+    make_overdue_leases,
     plan,
     send,
 )
@@ -59,8 +60,15 @@ SANDBOX = ["sandbox_card", "sandbox_ach"]
 async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, scale: Scale, rng: random.Random
 ) -> None:
+    today = business_today()
     total = scale(600, 8_000)
-    await seed_demo(pool, customers=total, due_on=business_today(), mix="demo", installments=1)
+    await seed_demo(pool, customers=total, due_on=today, mix="demo", installments=1)
+    # Leases with overdue installments the batch leaves alone today, for manual payments
+    # sent while the pass runs and in flight when SIGTERM comes.
+    leases = await make_overdue_leases(pool, scale(30, 200), rng, today)
+    # More than the pass's time can take: the storm is still sending when SIGTERM comes.
+    planned = plan(leases, scale(300, 2_000), rng, tag="sigterm")
+    port = free_port()
     env = child_env(
         database_url,
         COLLECTOR_API_TOKENS=API_TOKEN,
@@ -71,38 +79,68 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
         COLLECTOR_BATCH_SIZE="50",
         COLLECTOR_SHUTDOWN_GRACE_S=str(GRACE_S),
     )
-    daemon = await start_daemon(env, tmp_path / "logs", port=free_port(), schedule=True)
+    daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=True)
+    stop_at = int(total * rng.uniform(0.1, 0.6))
     try:
-        stop_at = int(total * rng.uniform(0.1, 0.6))
+        async with (
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+                timeout=30,
+            ) as http,
+            anyio.create_task_group() as tg,
+        ):
+            sent: list[Storm] = []
 
-        async def under_way() -> bool:
-            n: int = await pool.fetchval(
-                "SELECT count(*) FROM charge_attempts WHERE status <> 'pending'"
+            async def storm() -> None:
+                sent.append(await blow(http, planned, in_flight=8))
+
+            tg.start_soon(storm)
+
+            async def under_way() -> bool:
+                # The pass has recorded its share, and a manual payment is in flight.
+                row = await pool.fetchrow(
+                    "SELECT (SELECT count(*) FROM charge_attempts WHERE status <> 'pending'"
+                    " AND payment_id IS NULL) AS recorded,"
+                    " (SELECT count(*) FROM payments WHERE status = 'pending') AS paying"
+                )
+                assert row is not None
+                return row["recorded"] >= stop_at and row["paying"] > 0
+
+            await wait_until(
+                under_way, what=f"{stop_at} answers and a manual payment", alive=daemon
             )
-            return n >= stop_at
-
-        await wait_until(under_way, what=f"{stop_at} answers recorded", alive=daemon)
-        stopping = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
-        code = await daemon.wait(GRACE_S + 10)
-        took = time.monotonic() - stopping
+            stopping = time.monotonic()
+            daemon.process.send_signal(signal.SIGTERM)
+            code = await daemon.wait(GRACE_S + 10)
+            took = time.monotonic() - stopping
     finally:
         await daemon.kill()
-    print(f"SIGTERM after {stop_at} of {total} answers; exited {code} in {took:.1f} s")
+    answered = sent[0].by_status()
+    print(
+        f"SIGTERM after {stop_at} of {total} answers; exited {code} in {took:.1f} s;"
+        f" manual payments answered {answered}"
+    )
     assert code == 0, daemon.stderr()[-3000:]
     assert took < GRACE_S, f"took {took:.1f} s to stop, past its grace of {GRACE_S} s"
-    # Everything it claimed was sent and recorded: nothing pending, the run row closed.
+    # Everything it claimed was sent and recorded, the manual payments in flight included:
+    # nothing pending, the run row closed.
     attempts = await statuses(pool, "charge_attempts")
     assert "pending" not in attempts, describe_statuses(attempts)
+    payments = await statuses(pool, "payments")
+    assert "pending" not in payments, describe_statuses(payments)
     assert [r["status"] for r in await pool.fetch("SELECT status FROM collection_runs")] == [
         "completed"
     ]
-    assert (await statuses(pool)).get("scheduled", 0) > 0, "the pass was over before SIGTERM"
+    demo_left = await pool.fetchval(
+        "SELECT count(*) FROM installments i JOIN leases l ON l.id = i.lease_id"
+        " WHERE i.status = 'scheduled' AND l.agreement_ref NOT LIKE 'AGR-T-%'"
+    )
+    assert demo_left > 0, "the pass was over before SIGTERM"
 
     settings = chaos_settings(database_url, sandbox_latency_ms=10)
-    today = business_today()
     await passes_until_resolved(pool, lambda: pass_in_process(pool, settings, as_of=today))
-    await assert_where_tokens_put_them(pool, total)
+    await assert_where_tokens_put_them(pool, total, demo_only=True)
     await assert_audit_clean(pool)
     await assert_gateway_matches_ledger(pool, await sandbox_record(pool), gateways=SANDBOX)
 
