@@ -115,11 +115,8 @@ def _moment(
         "charged": charged,
         "recorded": recorded,
     }
-    return f"{trigger}+{step}" if trigger in (
-        "claimed",
-        "charged",
-        "recorded",
-    ) else trigger, checks[trigger]
+    counted = trigger in ("claimed", "charged", "recorded")
+    return (f"{trigger}+{step}" if counted else trigger), checks[trigger]
 
 
 async def test_sigkilled_runs_then_a_final_pass_collect_each_installment_exactly_once(
