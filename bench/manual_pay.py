@@ -1,23 +1,33 @@
-"""Benchmark manual pay through the HTTP API at a fixed request rate.
+"""Benchmark manual pay through the HTTP API at a fixed request rate, alone or during a pass.
 
     uv run python bench/manual_pay.py --rps 200 --seconds 10
+    uv run python bench/manual_pay.py --rps 200 --seconds 10 --during-pass 100000
 
-Starts an embedded PostgreSQL in a temporary directory, seeds one lease with an overdue
-installment per request, starts `collector daemon --no-schedule` (sandbox gateways at zero
-latency), then sends POST /v1/leases/{id}/payments at a steady rate (open loop: a slow answer
-does not delay the next request) and prints latency percentiles. The last line is
-machine-readable:
+Seeds (on the benchmarks' embedded server) one lease with an overdue installment per
+request, starts ``collector daemon --no-schedule`` (sandbox gateways at zero latency), then
+sends POST /v1/leases/{id}/payments at a steady rate (open loop: a slow answer does not delay
+the next request) and prints latency percentiles.
 
-    p50_ms=<number> p99_ms=<number> errors=<count>
+With ``--during-pass N`` the database also holds N installments due on an earlier business
+date, which a ``collector run`` child process collects (``--pass-gateway``: the durable
+sandbox or the in-memory gateway) while the requests are sent: the requests start once the
+pass has claimed its first batch, and the output says whether the pass was still running
+when the last one was answered, and the pass's rate over the requests' window and overall.
+The manual payments' installments are due after the pass's date, so the pass never takes
+them. The last line is machine-readable:
+
+    p50_ms=<number> p99_ms=<number> errors=<count> [pass_charges_per_s=<n> ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date, timedelta
 
@@ -25,10 +35,19 @@ import anyio
 import asyncpg
 import httpx
 
-from bench._seeded import BENCH_SERVER_DIR, seeded_database
+from bench._engine import engine_env
+from bench._seeded import (
+    BENCH_SERVER_DIR,
+    SEED_CONNECTIONS,
+    progress_printer,
+    seed_due,
+    seeded_database,
+)
 from collector.db.embedded import start_embedded
+from collector.db.pool import open_pool
 
 TOKEN = "bench-token-0123456789abcdef"
+DATABASE = "bench_manual_pay"
 
 
 def _free_port() -> int:
@@ -37,11 +56,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def prepare(server_url: str, leases: int, overdue_on: date) -> tuple[str, list[int]]:
-    url = await seeded_database(server_url, "bench_manual_pay", customers=leases, due_on=overdue_on)
+async def prepare(
+    server_url: str,
+    leases: int,
+    overdue_on: date,
+    *,
+    pass_installments: int = 0,
+    pass_on: date | None = None,
+    pass_gateway: str = "sandbox",
+) -> tuple[str, list[int]]:
+    url = await seeded_database(server_url, DATABASE, customers=leases, due_on=overdue_on)
+    if pass_installments:
+        assert pass_on is not None
+        async with open_pool(url, size=SEED_CONNECTIONS + 1) as pool:
+            await seed_due(
+                pool,
+                customers=pass_installments,
+                due_on=pass_on,
+                gateway=f"{pass_gateway}_card",
+                first=leases,
+                progress=progress_printer("seeding the pass", pass_installments),
+            )
+            async with pool.acquire() as conn:
+                await conn.execute("VACUUM ANALYZE")
+                await conn.execute("CHECKPOINT")
     conn = await asyncpg.connect(url)
     try:
-        ids = [r[0] for r in await conn.fetch("SELECT id FROM leases ORDER BY id")]
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT DISTINCT i.lease_id FROM installments i WHERE i.due_on = $1"
+                " ORDER BY i.lease_id",
+                overdue_on,
+            )
+        ]
     finally:
         await conn.close()
     return url, ids
@@ -103,16 +151,56 @@ async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
                 await anyio.sleep(0.1)
 
 
+async def batch_charges(url: str) -> int:
+    """Attempts the pass has claimed so far."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM charge_attempts WHERE source = 'batch'")
+        )
+    finally:
+        await conn.close()
+
+
+async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the pass has claimed its first batch."""
+    with anyio.fail_after(120):
+        while not await batch_charges(url):
+            if proc.poll() is not None:
+                raise RuntimeError("the pass exited before it claimed anything")
+            await anyio.sleep(0.05)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rps", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--during-pass",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send the requests while a collector run collects N other installments",
+    )
+    parser.add_argument("--pass-gateway", choices=("sandbox", "memory"), default="sandbox")
     args = parser.parse_args()
     requests = int(args.rps * args.seconds)
 
     server_url = start_embedded(BENCH_SERVER_DIR)
-    overdue_on = date.today() - timedelta(days=10)
-    url, lease_ids = anyio.run(prepare, server_url, requests, overdue_on, backend="asyncio")
+    today = date.today()
+    overdue_on = today - timedelta(days=10)
+    pass_on = today - timedelta(days=20)
+    url, lease_ids = anyio.run(
+        lambda: prepare(
+            server_url,
+            requests,
+            overdue_on,
+            pass_installments=args.during_pass,
+            pass_on=pass_on,
+            pass_gateway=args.pass_gateway,
+        ),
+        backend="asyncio",
+    )
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     env.update(
@@ -120,28 +208,82 @@ def main() -> int:
         COLLECTOR_API_TOKENS=TOKEN,
         COLLECTOR_SANDBOX_LATENCY_MS="0",
     )
-    proc = subprocess.Popen(
+    daemon = subprocess.Popen(
         [sys.executable, "-m", "collector", "daemon", "--no-schedule", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        anyio.run(wait_ready, port, proc, backend="asyncio")
-        latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    pass_proc: subprocess.Popen[bytes] | None = None
+    window: tuple[float, int, int] | None = None
+    still_running = False
+    with tempfile.TemporaryFile() as pass_out:
+        try:
+            anyio.run(wait_ready, port, daemon, backend="asyncio")
+            if args.during_pass:
+                pass_env = engine_env(
+                    url, gateway=args.pass_gateway, latency_ms=0, audit_after_pass=False
+                )
+                pass_proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "collector",
+                        "run",
+                        "--json",
+                        "--date",
+                        pass_on.isoformat(),
+                    ],
+                    env=pass_env,
+                    stdout=pass_out,
+                    stderr=subprocess.DEVNULL,
+                )
+                anyio.run(wait_claiming, url, pass_proc, backend="asyncio")
+                claimed_before = anyio.run(batch_charges, url, backend="asyncio")
+            started = time.monotonic()
+            latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
+            if pass_proc is not None:
+                still_running = pass_proc.poll() is None
+                claimed_after = anyio.run(batch_charges, url, backend="asyncio")
+                window = (time.monotonic() - started, claimed_before, claimed_after)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+            if pass_proc is not None and pass_proc.poll() is None:
+                pass_proc.wait(timeout=3600)
+        pass_out.seek(0)
+        pass_lines = pass_out.read().decode().strip().splitlines()
     latencies.sort()
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     print(
         f"{len(latencies)} manual payments at {args.rps:g}/s for {args.seconds:g}s;"
-        f" max {latencies[-1]:.1f} ms"
+        f" max {latencies[-1]:.1f} ms, errors {errors}"
     )
-    print(
-        f"command: uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}"
-    )
-    print(f"p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}")
+    fields = f"p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}"
+    if pass_proc is not None and window is not None:
+        if pass_proc.returncode != 0 or not pass_lines:
+            print(f"ERROR: the pass exited {pass_proc.returncode}", file=sys.stderr)
+            return 1
+        summary = json.loads(pass_lines[-1])
+        overall = summary["succeeded"] / summary["duration_s"]
+        seconds, before, after = window
+        during = (after - before) / seconds
+        print(
+            f"during a pass over {args.during_pass:,} installments ({args.pass_gateway} gateway):"
+            f" it claimed {after - before:,} while the requests were sent ({during:,.0f}/s),"
+            f" {summary['succeeded']:,} in {summary['duration_s']:.2f}s overall"
+            f" ({overall:,.0f}/s); still running after the last answer: "
+            + ("yes" if still_running else "NO (the last requests were not during the pass)")
+        )
+        fields += (
+            f" pass_charges_per_s={overall:.0f} pass_claims_per_s_during={during:.0f}"
+            f" pass_running_throughout={'yes' if still_running else 'no'}"
+        )
+    command = f"uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}"
+    if args.during_pass:
+        command += f" --during-pass {args.during_pass} --pass-gateway {args.pass_gateway}"
+    print(f"command: {command}")
+    print(fields)
     return 0 if errors == 0 else 1
 
 

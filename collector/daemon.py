@@ -12,20 +12,21 @@ database are safe: passes claim with SKIP LOCKED.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import signal
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import anyio
 import asyncpg
-import uvicorn
 
 from collector.api.app import create_app
+from collector.api.server import Listening, serve_api
 from collector.config import Settings
 from collector.db.stats import snapshot
+from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.ach_files import export_after_pass
 from collector.jobs.charging import Charger
@@ -36,14 +37,6 @@ from collector.metrics import set_gauges
 log = get_logger()
 
 Clock = Callable[[], datetime]
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns SIGTERM and SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def next_pass_at(
@@ -91,10 +84,12 @@ async def _schedule_passes(
         try:
             await run_pass(pool, gateways, settings, as_of=as_of, stop=stop, charger=charger)
             await export_after_pass(pool, gateways, as_of=as_of, now=clock())
-        except Exception:
+        except Exception as exc:
             # One failed pass must not end the daemon: the next one retries, and
             # collector_passes_total{status="failed"} pages someone.
-            log.exception("scheduled_pass_failed", as_of=as_of.isoformat())
+            log.exception(
+                "scheduled_pass_failed", as_of=as_of.isoformat(), error=describe_failure(exc)
+            )
 
 
 async def serve(
@@ -117,13 +112,21 @@ async def serve(
     # Everything imported and built so far lives as long as the process: keep it out of the
     # garbage collector's scans, whose pauses showed in the API's tail latency.
     gc.freeze()
-    server = _Server(
-        uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False, log_config=None)
-    )
     stop = anyio.Event()
+    stop_serving = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        log.info("daemon_started", host=host, port=port, schedule=schedule)
+        listening: Listening = await tg.start(
+            partial(serve_api, app, settings, host=host, port=port, stop=stop_serving)
+        )
+        log.info(
+            "daemon_started",
+            host=host,
+            port=listening.port,
+            schedule=schedule,
+            http_max_connections=listening.limits.max_connections,
+            http_backlog=listening.limits.backlog,
+            open_file_limit=listening.limits.open_file_limit,
+        )
         async with anyio.create_task_group() as work:
             if schedule:
                 work.start_soon(
@@ -138,5 +141,5 @@ async def serve(
                     break
             # Claims stop at once; what was claimed is charged and recorded, within the grace.
             work.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
-        server.should_exit = True
+        stop_serving.set()
     log.info("daemon_stopped")

@@ -28,6 +28,15 @@ class AttemptStatus(StrEnum):
     REFUSED = "refused"  # the eligibility check refused it: nothing was sent
 
 
+class RunStatus(StrEnum):
+    """A pass's ``collection_runs.status``."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # the pass recorded its own failure, with its reason
+    ABANDONED = "abandoned"  # a later pass found it running without its liveness lock
+
+
 class MovementKind(StrEnum):
     """The kinds of money journal rows (the CHECK of money_movements.kind)."""
 
@@ -144,3 +153,15 @@ class PassCounts:
     refused: int = 0  # presentments the eligibility check refused (nothing sent)
     settled: int = 0  # ACH debits of earlier passes that settled
     returned: int = 0  # ACH debits of earlier passes that came back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamedAttempt:
+    """What the ledger holds of an attempt that a gateway's event names: what the event must
+    match before it may change anything."""
+
+    attempt_id: int
+    gateway: str
+    gateway_ref: str | None
+    amount_cents: int
+    method_kind: MethodKind

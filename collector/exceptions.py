@@ -3,6 +3,8 @@
 
     CollectorError
     ├── ConfigError            a setting is missing or wrong; the message names it
+    ├── DateOutOfRange         a business date the engine may not work for (ahead of today,
+    │                          or outside the banking calendar)
     ├── DatabaseError          the database cannot be reached or used
     │   └── MigrationError     the schema could not be brought up to date
     ├── GatewayError           a gateway adapter could not be built or used
@@ -11,7 +13,8 @@
     ├── Conflict               the work is held by someone else right now (API: 409)
     │   └── AlreadyAttempted   an attempt with that idempotency key exists
     ├── NotFound               no such record (API: 404)
-    └── Unprocessable          a well-formed request that cannot be done (API: 422)
+    ├── Unprocessable          a well-formed request that cannot be done (API: 422)
+    └── RateLimited            too many requests of one customer for now (API: 429)
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ class CollectorError(Exception):
 
 class ConfigError(CollectorError):
     """A configuration value is missing or invalid."""
+
+
+class DateOutOfRange(CollectorError):
+    """A business date outside what the engine works for; the message says which bound."""
 
 
 class DatabaseError(CollectorError):
@@ -59,3 +66,11 @@ class NotFound(CollectorError):
 
 class Unprocessable(CollectorError):
     """The request is well formed but cannot be carried out; the message says why."""
+
+
+class RateLimited(CollectorError):
+    """Too many requests of one customer in the window; try again in ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -159,3 +159,41 @@ PRESENTMENTS_REFUSED = Counter(
 # Every reason's series exists from the start at 0, so that increase() sees the first one.
 for _reason in sorted(REFUSAL_REASONS):
     PRESENTMENTS_REFUSED.labels(reason=_reason)
+
+HTTP_REFUSED_REASONS = (
+    "header_timeout",  # the request's headers did not arrive in time (slowloris)
+    "header_too_large",  # 431
+    "body_too_large",  # 413, by Content-Length or counted while streaming
+    "body_timeout",  # 408: the body did not arrive in time
+    "write_timeout",  # the client stopped reading its response
+    "evicted_idle",  # an idle connection closed to make room for a new one
+    "over_capacity",  # every connection busy with a request: the new one refused (503)
+)
+HTTP_REFUSED = Counter(
+    "collector_http_refused_total",
+    "HTTP connections closed or requests refused by the daemon's limits, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in HTTP_REFUSED_REASONS:
+    HTTP_REFUSED.labels(reason=_reason)
+HTTP_CONNECTIONS = Gauge(
+    "collector_http_connections",
+    "HTTP connections the daemon holds open.",
+    registry=REGISTRY,
+)
+HTTP_ACCEPT_ERRORS = Counter(
+    "collector_http_accept_errors_total",
+    "Failed accept() calls on the daemon's listening socket (EMFILE: out of file"
+    " descriptors), by errno name; logged once per COLLECTOR_HTTP_ACCEPT_ERROR_LOG_INTERVAL_S.",
+    ["errno"],
+    registry=REGISTRY,
+)
+
+WEBHOOKS_REJECTED = Counter(
+    "collector_webhooks_rejected_total",
+    "Webhook deliveries refused with nothing applied (bad signature, malformed event, an event"
+    " that does not match the attempt it names), by gateway and reason.",
+    ["gateway", "reason"],
+    registry=REGISTRY,
+)

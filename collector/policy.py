@@ -182,6 +182,8 @@ NSF_RETURNS = frozenset({"R01", "R09"})
 # NACHA's 3% administrative return rate threshold; R16 (account frozen) and R20 (non-transaction
 # account) also mean this account cannot be debited.
 ADMINISTRATIVE_RETURNS = frozenset({"R02", "R03", "R04"})
+# Returns after which the account is never debited again, under any method row: read by the
+# eligibility check's history (collector.db.history), which refuses it as account_closed.
 DEAD_ACCOUNT_RETURNS = ADMINISTRATIVE_RETURNS | {"R16", "R20"}
 # Unauthorized returns count toward the 0.5% unauthorized rate threshold; the authorization
 # behind the debit is void: never debit the account again under it (Subsection 2.12.4 forbids
@@ -232,8 +234,9 @@ def decide_return(
             if candidate <= original_on + timedelta(days=REINITIATION_WINDOW_DAYS):
                 retry_on = candidate
         return ReturnDecision(category=category, next_attempt_on=retry_on, disable_method=False)
-    if code in DEAD_ACCOUNT_RETURNS or code in UNAUTHORIZED_RETURNS:
-        return ReturnDecision(category=category, next_attempt_on=None, disable_method=True)
-    # Other codes (stop payment, customer advises not authorized under another code, ...):
-    # no automatic debit; the method is disabled so nothing re-debits it unnoticed.
+    # Any other return: no automatic debit, and the method is disabled so nothing re-debits it
+    # unnoticed. A dead account (DEAD_ACCOUNT_RETURNS) or a revoked authorization
+    # (UNAUTHORIZED_RETURNS) also ends debits of the account itself, whatever method row names
+    # it later: the eligibility check refuses them by instrument. Stop payment and the rest
+    # wait for the customer, who may authorize the account again.
     return ReturnDecision(category=category, next_attempt_on=None, disable_method=True)

@@ -16,8 +16,9 @@ from collector.api import health, leases, payment_methods, payments, webhooks
 from collector.api.auth import require_token
 from collector.api.errors import invalid_request
 from collector.api.gate import PortalGate
+from collector.api.limits import BodyLimits
 from collector.config import Settings
-from collector.exceptions import Conflict, NotFound, Unprocessable
+from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger
 
@@ -47,6 +48,14 @@ def create_app(
     app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
     app.state.charger = charger or Charger.for_settings(gateways, settings)
 
+    # Added first, so it runs inside the gate: an unauthenticated /v1 call is refused before
+    # its body is read at all; everything else has its body limited before a handler runs.
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=settings.http_max_body_bytes,
+        max_webhook_body_bytes=settings.http_max_webhook_body_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.add_middleware(PortalGate, tokens=app.state.api_tokens)
 
     app.include_router(health.router)
@@ -65,6 +74,14 @@ def create_app(
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "code": "rate_limited"},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
 
     @app.exception_handler(Unprocessable)
     async def _unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:

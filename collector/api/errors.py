@@ -3,21 +3,38 @@ the OpenAPI document lists each 401, 404 and 422), and the validation-error hand
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, Field
 
 from collector.api.schemas import Problem
 
 MAX_ID = 2**63 - 1
 """Ids are bigint: a larger number is refused as invalid (422), not looked up (a 500)."""
 
-CustomerId = Annotated[int, Path(gt=0, le=MAX_ID, description="The customer's id.")]
-LeaseId = Annotated[int, Path(gt=0, le=MAX_ID, description="The lease's id.")]
+_CANONICAL_ID = re.compile(r"[1-9][0-9]{0,18}")
+"""An id as the API writes it: ASCII digits, no sign, no spaces, no leading zero, at most 19
+digits (bigint's width). Python's int() would also take "007", "+7", " 7", "7_0" and other
+scripts' digits, and so would pydantic's lax mode: each would name lease 7 under another
+spelling, which caches, logs and rate limits keyed by the path would take for another id."""
+
+
+def _canonical_id(value: object) -> object:
+    if isinstance(value, str) and _CANONICAL_ID.fullmatch(value) is None:
+        raise ValueError("must be a positive integer written in digits only, without a leading 0")
+    return value
+
+
+PathId = Annotated[int, Field(gt=0, le=MAX_ID), BeforeValidator(_canonical_id)]
+"""The type of every id in a /v1 path (which reaches it as text): one rule for all routes."""
+
+CustomerId = Annotated[PathId, Path(description="The customer's id.")]
+LeaseId = Annotated[PathId, Path(description="The lease's id.")]
 
 
 class FieldError(BaseModel):

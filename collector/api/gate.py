@@ -34,10 +34,13 @@ class PortalGate:
             return
         path: str = scope["path"]
         if path.startswith("/v1/") and not authorized(_authorization(scope), self.tokens):
+            headers = {"WWW-Authenticate": "Bearer"}
+            if _has_body(scope):
+                # The body is never read: closing the connection spares reading and discarding
+                # it as the start of a next request, however large it is.
+                headers["Connection"] = "close"
             response = JSONResponse(
-                {"detail": "missing or invalid bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+                {"detail": "missing or invalid bearer token"}, status_code=401, headers=headers
             )
             await response(scope, receive, send)
             return
@@ -58,3 +61,10 @@ def _authorization(scope: Scope) -> str | None:
         if name == b"authorization":
             return bytes(value).decode("latin-1")
     return None
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False

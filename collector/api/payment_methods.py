@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 
 import anyio
@@ -13,7 +14,7 @@ from collector.api.errors import CustomerId, error_responses
 from collector.api.schemas import MethodDisplay, NewPaymentMethod, PrimaryChange, PrimaryChanged
 from collector.db import portal
 from collector.exceptions import GatewayError, Unprocessable
-from collector.gateways.base import Fingerprinting
+from collector.gateways.base import Fingerprinting, method_kinds
 from collector.logs import get_logger
 
 log = get_logger()
@@ -51,7 +52,9 @@ def _check_text(name: str, value: str | None) -> None:
         raise Unprocessable(f"{name} must not contain control characters")
 
 
-def _check_new_method(body: NewPaymentMethod, gateways: list[str]) -> None:
+def _check_new_method(
+    body: NewPaymentMethod, gateways: list[str], opened: Mapping[str, object]
+) -> None:
     # Messages never repeat the token: it may be exactly the number we refuse to keep.
     if looks_like_account_number(body.token):
         raise Unprocessable(
@@ -60,6 +63,15 @@ def _check_new_method(body: NewPaymentMethod, gateways: list[str]) -> None:
         )
     if body.gateway not in gateways:
         raise Unprocessable(f"unknown gateway; known gateways: {', '.join(sorted(gateways))}")
+    kinds = method_kinds(opened.get(body.gateway))
+    if kinds is not None and body.kind not in kinds:
+        # A card token under a bank gateway (or the reverse) would be charged under the other
+        # kind's rules, or not at all: never stored.
+        charged = " or ".join(sorted(kinds))
+        raise Unprocessable(
+            f"gateway {body.gateway} charges {charged} methods, not {body.kind}; send the kind"
+            " of the method the token is for"
+        )
     _check_text("token", body.token)
     _check_text("brand", body.brand)
     _check_text("bank_name", body.bank_name)
@@ -104,8 +116,8 @@ async def list_methods(customer_id: CustomerId, pool: PoolDep) -> list[MethodDis
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(
         not_found="No such customer.",
-        unprocessable="Invalid body, a token that looks like a card or account number, or an"
-        " unknown gateway. Nothing is stored.",
+        unprocessable="Invalid body, a token that looks like a card or account number, an"
+        " unknown gateway, or a kind of method the gateway does not charge. Nothing is stored.",
         body=True,
     ),
 )
@@ -118,7 +130,7 @@ async def add_method(
     today: TodayDep,
 ) -> MethodDisplay:
     """Store the customer's new method (primary if asked); the token is never sent back."""
-    _check_new_method(body, settings.gateways)
+    _check_new_method(body, settings.gateways, request.app.state.gateways)
     new = portal.NewMethod(
         kind=body.kind,
         gateway=body.gateway,

@@ -6,13 +6,14 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path, Request
+from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
-from collector.api.deps import PoolDep, SettingsDep, TodayDep
-from collector.api.errors import error_responses
+from collector.api.deps import GatewaysDep, PoolDep, SettingsDep, TodayDep
+from collector.api.errors import LeaseId, error_responses
 from collector.api.schemas import ManualPayment, PaymentResult, Problem
-from collector.db.payments import PaymentRequest
+from collector.db.payments import PaymentRequest, RateLimit
+from collector.gateways.base import method_kinds
 from collector.jobs.charging import Charger
 from collector.jobs.manual_pay import pay_now
 
@@ -43,11 +44,15 @@ def request_hash(body: ManualPayment) -> str:
         202: {"model": PaymentResult, "description": "Sent; the gateway's answer is not known yet"},
         402: {"model": Problem, "description": "Declined; `code` is the gateway's reason"},
         409: {"model": Problem, "description": "A payment for these installments is in progress"},
+        429: {
+            "model": Problem,
+            "description": "The customer started too many payments just now; see Retry-After",
+        },
     },
 )
 async def manual_pay(
     request: Request,
-    lease_id: Annotated[int, Path(gt=0, le=2**63 - 1)],
+    lease_id: LeaseId,
     idempotency_key: Annotated[
         str,
         Header(
@@ -61,6 +66,7 @@ async def manual_pay(
     pool: PoolDep,
     settings: SettingsDep,
     today: TodayDep,
+    gateways: GatewaysDep,
     body: Annotated[ManualPayment | None, Body()] = None,
 ) -> JSONResponse:
     """Charge the overdue amount (or part of it), oldest installments first, exactly once per
@@ -77,8 +83,13 @@ async def manual_pay(
             amount_cents=body.amount_cents,
             payment_method_id=body.payment_method_id,
             as_of=today,
-            gateways=list(request.app.state.gateways),
+            gateways=list(gateways),
+            gateway_kinds={name: method_kinds(gateway) for name, gateway in gateways.items()},
             deadline_s=int(settings.gateway_timeout_s) + _CLAIM_MARGIN_S,
+            rate_limit=RateLimit(
+                max_attempts=settings.manual_pay_max_attempts,
+                window_s=settings.manual_pay_window_s,
+            ),
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -11,8 +11,11 @@ Cents = Annotated[int, Field(ge=0, le=10**12)]
 Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StrictBody(BaseModel):
+    """Every request body: unknown fields refused, and no coercion (strict): JSON ``true`` is
+    not 1 cent, ``"2500"`` and ``2500.0`` are not integers, ``1`` is not a boolean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Problem(BaseModel):
@@ -78,7 +81,7 @@ class Schedule(BaseModel):
     installments: list[ScheduleLine]
 
 
-class NewPaymentMethod(_Body):
+class NewPaymentMethod(StrictBody):
     kind: Literal["card", "ach"]
     gateway: Annotated[str, Field(min_length=1, max_length=64)]
     token: Annotated[
@@ -95,7 +98,7 @@ class NewPaymentMethod(_Body):
     make_primary: bool = False
 
 
-class PrimaryChange(_Body):
+class PrimaryChange(StrictBody):
     payment_method_id: Id
 
 
@@ -109,7 +112,7 @@ class PrimaryChanged(BaseModel):
     )
 
 
-class ManualPayment(_Body):
+class ManualPayment(StrictBody):
     amount_cents: Annotated[int, Field(gt=0, le=10**12)] | None = Field(
         default=None, description="Default: the whole overdue amount."
     )

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -13,8 +14,16 @@ import asyncpg
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
-from collector.domain import AttemptSource, ClaimedCharge, MethodKind
-from collector.exceptions import Conflict, NotFound, Unprocessable
+from collector.domain import AttemptSource, ClaimedCharge, LeaseStatus, MethodKind
+from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """At most ``max_attempts`` manual payments per customer in any ``window_s`` seconds."""
+
+    max_attempts: int
+    window_s: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +38,11 @@ class PaymentRequest:
     as_of: date
     gateways: Sequence[str]
     deadline_s: int
+    # The kinds of payment method each gateway charges, where it says (method_kinds): a
+    # method whose kind its gateway does not charge is refused before anything is recorded.
+    gateway_kinds: Mapping[str, frozenset[MethodKind] | None] = field(default_factory=dict)
+    # None: no limit (the engine's own callers); the API passes the configured one.
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,9 +85,11 @@ async def start_payment(
     """Claim and record a manual payment and present its money (``present``), or return the
     payment made earlier under a repeated key.
 
-    Raises NotFound (no such lease), Unprocessable (key reused with another body, nothing
-    overdue, amount above the overdue total, unusable method) and Conflict (the batch is
-    charging one of these installments now).
+    Raises NotFound (no such lease), Unprocessable (key reused with another body, a lease
+    that is not active, nothing overdue, amount above the overdue total, unusable method, a
+    method its gateway cannot charge), RateLimited (the customer started too many payments
+    in the window) and Conflict (the batch is charging one of these installments now); when
+    it raises, nothing was recorded.
     """
     async with pool.acquire() as conn, conn.transaction():
         lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id)
@@ -102,6 +118,16 @@ async def start_payment(
                 ),
             )
 
+        if lease["status"] != LeaseStatus.ACTIVE:
+            # The batch collects active leases only; a lease paid off, closed or charged off
+            # takes no payment through the portal either (a replay above still answers).
+            raise Unprocessable(
+                f"lease {req.lease_id} is {lease['status'].replace('_', ' ')}:"
+                " only an active lease can be paid"
+            )
+        if req.rate_limit is not None:
+            await _within_rate_limit(conn, lease["customer_id"], req.rate_limit)
+
         unpaid = await conn.fetch(
             QUERIES["payments.lock_unpaid_installments"], req.lease_id, req.as_of
         )
@@ -127,6 +153,14 @@ async def start_payment(
             )
         if method["gateway"] not in req.gateways:
             raise Unprocessable(f"payment method {method['id']} uses a gateway not enabled here")
+        kinds = req.gateway_kinds.get(method["gateway"])
+        if kinds is not None and MethodKind(method["kind"]) not in kinds:
+            # A token filed under the wrong kind: the gateway would be asked to charge a card
+            # as a bank debit (or the reverse), under the other kind's rules.
+            raise Unprocessable(
+                f"payment method {method['id']} is recorded as {method['kind']}, which its"
+                f" gateway {method['gateway']} does not charge; register it again"
+            )
 
         allocations = allocate(owed, amount)
         row = await conn.fetchrow(
@@ -173,6 +207,22 @@ async def start_payment(
         allocations=allocations,
         refused=refused,
     )
+
+
+async def _within_rate_limit(db: Executor, customer_id: int, limit: RateLimit) -> None:
+    """Raise RateLimited when the customer has started ``limit.max_attempts`` manual payments
+    in the window. The customer is locked first, so payments on two of their leases at once
+    are counted one after the other."""
+    await db.execute(QUERIES["payments.lock_customer"], customer_id)
+    wait_s = await db.fetchval(
+        QUERIES["payments.rate_limit_wait"], customer_id, limit.max_attempts, limit.window_s
+    )
+    if wait_s is not None:
+        raise RateLimited(
+            f"at most {limit.max_attempts} manual payments per customer in"
+            f" {limit.window_s} s; try again later",
+            retry_after_s=max(1, math.ceil(wait_s)),
+        )
 
 
 def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ class ChargeRequest:
 
     idempotency_key: str
     amount_cents: int
-    currency: str = "usd"
+    currency: str = "usd"  # every charge the engine makes is in US dollars
     token: str = field(repr=False)
     method_kind: MethodKind
     description: str = ""
@@ -142,6 +142,16 @@ def settlement_poll_after(gateway: object) -> timedelta:
     whose webhooks report settlements declares ``settlement_poll_after``); none: every pass."""
     after = getattr(gateway, "settlement_poll_after", None)
     return after if isinstance(after, timedelta) else timedelta(0)
+
+
+def method_kinds(gateway: object) -> frozenset[MethodKind] | None:
+    """The kinds of payment method a gateway charges (a gateway declares ``method_kinds``); None
+    when it does not say (a third-party adapter that predates the attribute): then the engine
+    cannot tell a card from a bank account behind its tokens and trusts the method's kind."""
+    kinds = getattr(gateway, "method_kinds", None)
+    if isinstance(kinds, frozenset) and all(isinstance(kind, MethodKind) for kind in kinds):
+        return kinds
+    return None
 
 
 def key_retention(gateway: object) -> timedelta | None:

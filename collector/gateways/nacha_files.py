@@ -57,6 +57,7 @@ from collector.ach.nacha import (
 )
 from collector.calendar import ach_effective_date, ach_settles_on, next_banking_day
 from collector.db.ach_entries import AchEntry, NewEntry, entry_by_key, insert_entry
+from collector.domain import MethodKind
 from collector.exceptions import GatewayConfigError, GatewayError
 from collector.gateways.base import (
     ChargeRequest,
@@ -326,6 +327,8 @@ def is_reinitiation(request: ChargeRequest) -> bool:
 
 class NachaGateway:
     """Accepts bank debits for NACHA files and says where each stands."""
+
+    method_kinds = frozenset({MethodKind.ACH})
 
     def __init__(
         self, name: str, pool: asyncpg.Pool, config: NachaConfig, vault: AccountVault

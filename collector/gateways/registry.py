@@ -25,6 +25,8 @@ _BUILTIN: Final[dict[str, str]] = {
     "nacha": "collector.gateways.nacha_files:open_nacha",
     "stripe_card": "collector.gateways.stripe:open_stripe_card",
     "stripe_ach": "collector.gateways.stripe:open_stripe_ach",
+    "memory_card": "collector.gateways.memory:open_memory_card",
+    "memory_ach": "collector.gateways.memory:open_memory_ach",
 }
 
 

@@ -28,6 +28,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from collector.calendar import ach_effective_date, ach_settles_on
+from collector.domain import MethodKind
 from collector.exceptions import GatewayError
 from collector.gateways.base import (
     ChargeRequest,
@@ -363,6 +364,7 @@ class SandboxGateway:
         latency_ms: float = 0.0,
     ) -> None:
         self.name = name
+        self.method_kinds = frozenset({MethodKind.ACH if ach else MethodKind.CARD})
         self.writer = GroupWriter(pool)
         self._pool = pool
         self._script = _ach_script if ach else _card_script

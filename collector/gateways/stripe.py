@@ -55,6 +55,7 @@ import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stripe.params import PaymentIntentCreateParams
 
+from collector.domain import MethodKind
 from collector.exceptions import GatewayConfigError, GatewayError
 from collector.gateways.base import (
     ChargeRequest,
@@ -209,6 +210,10 @@ class StripePaymentIntent(BaseModel):
     id: str
     status: str
     created: int = 0
+    # What the payment is for: integer cents in the currency's smallest unit, and the currency
+    # (ISO 4217, lower case). Stripe always sends both; a webhook event is checked against them.
+    amount: int | None = None
+    currency: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     payment_method_types: list[str] = Field(default_factory=list)
     last_payment_error: StripePaymentError | None = None
@@ -221,6 +226,15 @@ class StripePaymentIntent(BaseModel):
     def is_bank_debit(self) -> bool:
         """Whether this is an ACH Direct Debit."""
         return "us_bank_account" in self.payment_method_types
+
+    @property
+    def method_kind(self) -> MethodKind | None:
+        """Which kind of payment method this is: a bank debit, a card, or None (another)."""
+        if self.is_bank_debit:
+            return MethodKind.ACH
+        if "card" in self.payment_method_types:
+            return MethodKind.CARD
+        return None
 
     @property
     def latest_charge_id(self) -> str | None:
@@ -482,6 +496,7 @@ class StripeGateway:
     lookup by attempt key. Build one with :func:`open_stripe_card` or :func:`open_stripe_ach`."""
 
     payment_method_type: ClassVar[str]
+    method_kinds: ClassVar[frozenset[MethodKind]]
     declines: ClassVar[Mapping[str, DeclineKind]]
     decline_default: ClassVar[DeclineKind]
     action_code: ClassVar[str]
@@ -729,6 +744,7 @@ class StripeCardGateway(StripeGateway):
     follows it until it succeeds or fails."""
 
     payment_method_type = "card"
+    method_kinds = frozenset({MethodKind.CARD})
     declines = CARD_DECLINES
     decline_default = CARD_DECLINE_DEFAULT
     action_code = AUTHENTICATION_REQUIRED
@@ -756,6 +772,7 @@ class StripeAchGateway(StripeGateway):
     Processing until it settles or comes back days later."""
 
     payment_method_type = "us_bank_account"
+    method_kinds = frozenset({MethodKind.ACH})
     declines = ACH_DECLINES
     decline_default = ACH_DECLINE_DEFAULT
     # requires_action on a bank debit means the account still awaits microdeposit verification.

@@ -2,6 +2,23 @@
 -- Lock lease $1 for a manual payment: manual payments of one lease run one at a time
 SELECT id, customer_id, status FROM leases WHERE id = $1 FOR UPDATE;
 
+-- lock_customer --
+-- Lock customer $1 for a manual payment: the customer's manual payments start one at a time,
+-- across leases, so the rate limit counts each. After the lease (lock_lease), before the
+-- installments. NO KEY UPDATE: inserts referencing the customer take KEY SHARE and need not wait.
+SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE;
+
+-- rate_limit_wait --
+-- Customer $1 may start at most $2 manual payments in any $3 seconds: the seconds until the
+-- $2-th most recent one of the window leaves it, or no row while the customer is under the limit
+SELECT extract(epoch FROM p.created_at + make_interval(secs => $3) - now())::float8 AS wait_s
+FROM leases l
+JOIN payments p ON p.lease_id = l.id
+WHERE l.customer_id = $1 AND p.created_at > now() - make_interval(secs => $3)
+ORDER BY p.created_at DESC
+OFFSET $2 - 1
+LIMIT 1;
+
 -- find_by_request_key --
 -- The payment made earlier under the portal's Idempotency-Key $2 for lease $1, if any, with
 -- where it stands now (its answer may have been resolved since the first reply)

@@ -13,12 +13,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from collector.api.app import create_app
 from collector.config import Settings
 from collector.gateways.base import Gateway
 from collector.gateways.stripe import open_stripe_ach, open_stripe_card
 from collector.jobs.collect import run_pass
+from collector.metrics import REGISTRY
 from tests.api.conftest import API_TOKEN, NOW
 from tests.factories import LeaseRef, attempts_of, installment, make_lease
 from tests.gateways.fake_stripe import FakeStripe, dispute, event_payload, serve_fake_stripe
@@ -47,6 +49,8 @@ def _event(event_id: str, kind: str, key: str, **intent: object) -> bytes:
     obj = {
         "id": "pi_123",
         "object": "payment_intent",
+        "amount": 6_000,
+        "currency": "usd",
         "status": "succeeded",
         "metadata": {"collector_attempt_key": key},
         "payment_method_types": ["us_bank_account"],
@@ -80,65 +84,6 @@ async def _processing_debit(pool: asyncpg.Pool, gateways: Mapping[str, Gateway],
         [attempt] = await attempts_of(conn, lease.installment_ids[0])
     assert attempt["status"] == "processing"
     return lease, attempt
-
-
-async def test_a_signed_settlement_applies_once_and_a_replay_changes_nothing(
-    webhook_client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    gateways: Mapping[str, Gateway],
-    database_url: str,
-) -> None:
-    lease, attempt = await _processing_debit(pool, gateways, database_url)
-    payload = _event("evt_1", "payment_intent.succeeded", attempt["idempotency_key"])
-    first = await webhook_client.post("/webhooks/stripe", content=payload, headers=_signed(payload))
-    assert first.status_code == 200 and first.json() == {"received": True, "replay": False}
-    async with pool.acquire() as conn:
-        row = await installment(conn, lease.installment_ids[0])
-        assert (row["status"], row["paid_cents"]) == ("paid", 6_000)
-    again = await webhook_client.post("/webhooks/stripe", content=payload, headers=_signed(payload))
-    assert again.json() == {"received": True, "replay": True}
-    async with pool.acquire() as conn:
-        assert (await installment(conn, lease.installment_ids[0]))["paid_cents"] == 6_000
-        assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 1
-
-
-async def test_a_signed_return_reverses_once(
-    webhook_client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    gateways: Mapping[str, Gateway],
-    database_url: str,
-) -> None:
-    lease, attempt = await _processing_debit(pool, gateways, database_url)
-    # The bank's own record of the return (the sandbox stands in for it here).
-    await pool.execute(
-        "UPDATE sandbox.charges SET return_code = 'R10' WHERE idempotency_key = $1",
-        attempt["idempotency_key"],
-    )
-    failure = {
-        "status": "requires_payment_method",
-        "last_payment_error": {
-            "type": "invalid_request_error",
-            "code": "debit_not_authorized",
-            "message": "The customer says they did not authorize it.",
-        },
-    }
-    for event_id in ("evt_a", "evt_b"):  # Stripe may send the same fact twice, as two events
-        payload = _event(
-            event_id, "payment_intent.payment_failed", attempt["idempotency_key"], **failure
-        )
-        response = await webhook_client.post(
-            "/webhooks/stripe", content=payload, headers=_signed(payload)
-        )
-        assert response.status_code == 200
-    async with pool.acquire() as conn:
-        returns = await conn.fetch("SELECT return_code, category, source FROM charge_returns")
-        method = await conn.fetchval(
-            "SELECT status FROM payment_methods WHERE id = $1", lease.method_id
-        )
-        row = await installment(conn, lease.installment_ids[0])
-    assert [tuple(r) for r in returns] == [("R10", "unauthorized", "webhook")]
-    assert method == "disabled"
-    assert (row["status"], row["paid_cents"], row["next_attempt_on"]) == ("overdue", 0, None)
 
 
 @pytest.mark.parametrize(
@@ -286,6 +231,55 @@ async def _state(pool: asyncpg.Pool, lease: LeaseRef) -> dict[str, Any]:
         "returns": [tuple(r) for r in returns],
         "method": method,
     }
+
+
+async def test_a_signed_settlement_applies_once_and_a_replay_changes_nothing(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    assert attempt["status"] == "processing"
+    fake.settle(attempt["gateway_ref"])
+    settled = fake.intents[attempt["gateway_ref"]]
+    first = await _deliver(stripe_client, "payment_intent.succeeded", settled, "evt_1")
+    assert first.status_code == 200 and first.json() == {"received": True, "replay": False}
+    assert (await _state(pool, lease))["installment"] == ("paid", 6_000)
+    again = await _deliver(stripe_client, "payment_intent.succeeded", settled, "evt_1")
+    assert again.json() == {"received": True, "replay": True}
+    assert (await _state(pool, lease))["installment"] == ("paid", 6_000)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 1
+
+
+async def test_a_signed_return_reverses_once(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    fake.fail(attempt["gateway_ref"], "debit_not_authorized")
+    failed = fake.intents[attempt["gateway_ref"]]
+    for event_id in ("evt_a", "evt_b"):  # Stripe may send the same fact twice, as two events
+        response = await _deliver(stripe_client, "payment_intent.payment_failed", failed, event_id)
+        assert response.status_code == 200, response.text
+    assert await _state(pool, lease) == {
+        "installment": ("overdue", 0),
+        "attempt": "returned",
+        "returns": [("R10", "unauthorized", "webhook")],
+        "method": "disabled",
+    }
+    async with pool.acquire() as conn:
+        row = await installment(conn, lease.installment_ids[0])
+    assert row["next_attempt_on"] is None
 
 
 async def test_an_ach_dispute_after_settlement_reverses_the_payment_once(
@@ -466,3 +460,202 @@ async def test_a_card_added_again_through_the_portal_keeps_its_history(
         )
     assert len(rows) == 2 and rows[0]["fingerprint"] == rows[1]["fingerprint"] is not None
     assert rows[0]["instrument_key"] == rows[1]["instrument_key"]
+
+
+# -- events bound to the attempt they name -----------------------------------------------------
+
+
+def _rejections(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "collector_webhooks_rejected_total", {"gateway": "stripe", "reason": reason}
+        )
+        or 0.0
+    )
+
+
+async def _nothing_recorded(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM webhook_events") == 0
+        assert await conn.fetchval("SELECT count(*) FROM charge_returns") == 0
+        assert await conn.fetchval("SELECT count(*) FROM needs_attention") == 0
+
+
+async def test_a_signed_event_naming_another_gateways_attempt_changes_nothing(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+) -> None:
+    # A sandbox bank debit in flight; events signed by Stripe name its key: a success (for
+    # 1 cent, another PaymentIntent) and an R10 return.
+    lease, attempt = await _processing_debit(pool, with_stripe, database_url)
+    key = attempt["idempotency_key"]
+    before = _rejections("gateway_mismatch")
+    success = json.loads(_event("evt_s", "payment_intent.succeeded", key, amount=1))
+    failure = json.loads(
+        _event(
+            "evt_f",
+            "payment_intent.payment_failed",
+            key,
+            status="requires_payment_method",
+            last_payment_error={"type": "card_error", "code": "debit_not_authorized"},
+        )
+    )
+    for event in (success, failure):
+        obj = event["data"]["object"]
+        response = await _deliver(stripe_client, event["type"], obj, event["id"])
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "gateway_mismatch"
+    assert _rejections("gateway_mismatch") == before + 2
+    assert await _state(pool, lease) == {
+        "installment": ("pending_settlement", 0),
+        "attempt": "processing",
+        "returns": [],
+        "method": "active",
+    }
+    await _nothing_recorded(pool)
+
+
+MISMATCHED: list[tuple[dict[str, Any], str]] = [
+    ({"id": "pi_someone_else"}, "reference_mismatch"),
+    ({"amount": 1}, "amount_mismatch"),
+    ({"amount": 6_001}, "amount_mismatch"),
+    ({"currency": "eur"}, "currency_mismatch"),
+    ({"payment_method_types": ["card"]}, "method_kind_mismatch"),
+    ({"payment_method_types": ["sepa_debit"]}, "method_kind_mismatch"),
+    ({"metadata": {"collector_attempt_key": "collector-inst-999-1"}}, "unknown_attempt"),
+]
+
+
+async def test_a_signed_event_that_does_not_match_its_attempt_is_422_and_changes_nothing(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    fake.settle(attempt["gateway_ref"])
+    for n, (change, reason) in enumerate(MISMATCHED):
+        forged = {**fake.intents[attempt["gateway_ref"]], **change}
+        before = _rejections(reason)
+        with capture_logs() as logs:
+            response = await _deliver(stripe_client, "payment_intent.succeeded", forged, f"evt_{n}")
+        assert response.status_code == 422, (change, response.text)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["code"] == reason, change
+        assert _rejections(reason) == before + 1
+        [logged] = [entry for entry in logs if entry["event"] == "webhook_rejected"]
+        assert (logged["reason"], logged["event_id"]) == (reason, f"evt_{n}")
+        assert "cus_fake42" not in str(logs) and "pm_ach_ok" not in str(logs)
+        assert await _state(pool, lease) == {
+            "installment": ("pending_settlement", 0),
+            "attempt": "processing",
+            "returns": [],
+            "method": "active",
+        }, change
+        await _nothing_recorded(pool)
+    # The genuine event, delivered after, applies.
+    genuine = await _deliver(
+        stripe_client, "payment_intent.succeeded", fake.intents[attempt["gateway_ref"]], "evt_g"
+    )
+    assert genuine.json() == {"received": True, "replay": False}
+    assert (await _state(pool, lease))["installment"] == ("paid", 6_000)
+
+
+async def test_a_dispute_whose_payment_does_not_match_its_attempt_returns_nothing(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    fake.settle(attempt["gateway_ref"])
+    await _deliver(
+        stripe_client, "payment_intent.succeeded", fake.intents[attempt["gateway_ref"]], "evt_1"
+    )
+    # The PaymentIntent Stripe gives for the dispute says another amount than the attempt's.
+    fake.intents[attempt["gateway_ref"]]["amount"] = 1
+    disputed = dispute(fake.intents[attempt["gateway_ref"]])
+    response = await _deliver(stripe_client, "charge.dispute.created", disputed, "evt_d")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "amount_mismatch"
+    assert await _state(pool, lease) == {
+        "installment": ("paid", 6_000),
+        "attempt": "succeeded",
+        "returns": [],
+        "method": "active",
+    }
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = event["data"]["object"]
+    return found
+
+
+MALFORMED: dict[str, Any] = {
+    "nul-in-event-id": lambda e: e.update(id="evt_\x00nul"),
+    "300kb-event-id": lambda e: e.update(id="evt_" + "a" * 300_000),
+    "nul-in-type": lambda e: e.update(type="payment_intent.succeeded\x00"),
+    "created-as-text": lambda e: e.update(created="1770000000"),
+    "created-as-bool": lambda e: e.update(created=True),
+    "livemode-as-text": lambda e: e.update(livemode="no"),
+    "data-not-an-object": lambda e: e.update(data=[]),
+    "object-not-an-object": lambda e: e["data"].update(object="pi_1"),
+    "amount-as-text": lambda e: _object(e).update(amount="6000"),
+    "amount-as-float": lambda e: _object(e).update(amount=6000.0),
+    "amount-as-bool": lambda e: _object(e).update(amount=True),
+    "no-amount": lambda e: _object(e).pop("amount"),
+    "nul-in-intent-id": lambda e: _object(e).update(id="pi_\x00"),
+    "metadata-a-list": lambda e: _object(e).update(metadata=["k"]),
+    "nul-in-attempt-key": lambda e: _object(e)["metadata"].update(collector_attempt_key="k\x00"),
+    "long-attempt-key": lambda e: _object(e)["metadata"].update(collector_attempt_key="k" * 300),
+    "nul-in-message": lambda e: _object(e).update(
+        status="requires_payment_method",
+        last_payment_error={"code": "insufficient_funds", "message": "no\x00money"},
+    ),
+    "deep-nesting": lambda e: _object(e).update(nested=None),
+    "top-level-array": lambda e: None,
+}
+
+
+async def test_a_signed_but_malformed_event_is_a_clear_400(
+    stripe_client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    with_stripe: Mapping[str, Gateway],
+    database_url: str,
+    fake: FakeStripe,
+) -> None:
+    lease, attempt = await _through_stripe(
+        pool, with_stripe, database_url, kind="ach", method="pm_ach_ok"
+    )
+    fake.settle(attempt["gateway_ref"])
+    for case, spoil in MALFORMED.items():
+        event = json.loads(
+            event_payload("payment_intent.succeeded", fake.intents[attempt["gateway_ref"]])
+        )
+        spoil(event)
+        payload = json.dumps(event).encode()
+        if case == "deep-nesting":
+            payload = payload.replace(b'"nested": null', b'"nested": ' + _deep(100_000).encode())
+        elif case == "top-level-array":
+            payload = b"[" + payload + b"]"
+        response = await stripe_client.post(
+            "/webhooks/stripe", content=payload, headers=_signed(payload)
+        )
+        assert response.status_code == 400, (case, response.text)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["code"] == "malformed_event", case
+        assert "Traceback" not in response.text and len(response.text) < 1_000
+        assert (await _state(pool, lease))["installment"] == ("pending_settlement", 0)
+        await _nothing_recorded(pool)

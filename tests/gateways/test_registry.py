@@ -87,6 +87,8 @@ async def test_builtin_sandboxes_are_found_without_package_metadata(
         return GatewayContext(name=name, database_url=database_url)
 
     assert available_gateways() == [
+        "memory_ach",
+        "memory_card",
         "nacha",
         "sandbox_ach",
         "sandbox_card",

@@ -43,12 +43,12 @@ def test_a_bad_setting_is_named_in_the_error(
 
 
 def test_lists_and_maps_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLLECTOR_GATEWAYS", "sandbox_card, acme_card")
-    monkeypatch.setenv("COLLECTOR_RATE_LIMITS", '{"acme_card": 25}')
+    monkeypatch.setenv("COLLECTOR_GATEWAYS", "sandbox_card, stripe_card")
+    monkeypatch.setenv("COLLECTOR_RATE_LIMITS", '{"stripe_card": 25}')
     monkeypatch.setenv("COLLECTOR_SOFT_RETRY_DAYS", "2,4")
     settings = load_settings()
-    assert settings.gateways == ["sandbox_card", "acme_card"]
-    assert settings.rate_limits == {"acme_card": 25.0}
+    assert settings.gateways == ["sandbox_card", "stripe_card"]
+    assert settings.rate_limits == {"stripe_card": 25.0}
     assert settings.soft_retry_days == [2, 4]
 
 

@@ -14,6 +14,7 @@ from collector.eligibility import (
     AUTHORIZATION_REVOKED,
     CARD_NEVER_RETRY,
     CARD_RETRY_CAP,
+    DEAD_ACCOUNT_RETURNS,
     REFUSAL_REASONS,
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
@@ -28,7 +29,7 @@ from collector.eligibility import (
     combine,
     nsf_history,
 )
-from collector.policy import CardRetryRules
+from collector.policy import NSF_RETURNS, UNAUTHORIZED_RETURNS, CardRetryRules
 
 ORIGINAL_ON = date(2026, 6, 1)
 CLEAN = InstrumentHistory()
@@ -290,3 +291,12 @@ def test_a_return_whose_presentment_is_not_in_view_dates_the_original_by_itself(
     back = ORIGINAL_ON + timedelta(days=4)
     history = nsf_history([returned(7, 1, on=back)])
     assert history == NsfHistory(original_on=back, returned_cents=10_000, reinitiations=0)
+
+
+def test_a_dead_account_is_one_returned_closed_missing_invalid_frozen_or_non_transaction() -> None:
+    # NACHA R02 account closed, R03 no account, R04 invalid account number, R16 account
+    # frozen, R20 non-transaction account: the history flags the instrument as a dead account
+    # on any of these, and every later debit of it is refused (account_closed).
+    assert frozenset({"R02", "R03", "R04", "R16", "R20"}) == DEAD_ACCOUNT_RETURNS
+    # Neither an NSF return (reinitiated) nor an unauthorized one (its own refusal) is one.
+    assert not DEAD_ACCOUNT_RETURNS & (NSF_RETURNS | UNAUTHORIZED_RETURNS)
