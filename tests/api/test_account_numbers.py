@@ -134,7 +134,7 @@ async def test_a_number_as_idempotency_key_is_refused_and_nothing_charged(
     "change",
     [
         {"brand": "Visa", "bank_name": None},
-        {"kind": "ach", "bank_name": "Bank of America, N.A.", "brand": None},
+        {"kind": "ach", "gateway": "sandbox_ach", "bank_name": "Bank of America, N.A.", "brand": None},
         {"token": "cus_NffrFeUfNV2Hib:pm_1MqLiJLkdIwHu7ixUEgbFdYF"},
         {"token": "9b2e7f3c-1d4a-4c8e-9f6b-2a7d5e3c1b0f"},
         {"token": "12345678-1234-1234-1234-123456789abc", "brand": "My card (ending 4242)"},
