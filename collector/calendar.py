@@ -10,9 +10,9 @@ on the following Monday (2022-12-25, so Monday 2022-12-26 is closed). The dates 
 ``holidays`` package's Federal Reserve calendar (market ``XFED``), which models exactly that
 rule; ad-hoc closures announced by the Board are not in it.
 
-Every function is pure: dates in, dates out, no clock reads. Dates before 1999 (where the
-package's Federal Reserve calendar starts) are refused with ``ValueError`` rather than
-answered wrongly.
+Every function is pure: dates in, dates out, no clock reads. Dates before 1999 or after 2100
+(the years the package's Federal Reserve calendar covers: past 2100 it knows no holidays at
+all) are refused with ``ValueError`` rather than answered wrongly.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import date, timedelta
 
 __all__ = [
     "FIRST_YEAR",
+    "LAST_YEAR",
     "ach_effective_date",
     "ach_settles_on",
     "add_banking_days",
@@ -33,6 +34,8 @@ __all__ = [
 
 FIRST_YEAR = 1999
 """The first year the Federal Reserve calendar covers."""
+LAST_YEAR = 2100
+"""The last year the Federal Reserve calendar covers (the ``holidays`` package has none after)."""
 
 _ONE_DAY = timedelta(days=1)
 _SATURDAY = 5  # date.weekday(): Monday is 0
@@ -43,6 +46,8 @@ def _weekday_holidays(year: int) -> frozenset[date]:
     """The Federal Reserve holidays of ``year`` that close a weekday (cached per year)."""
     if year < FIRST_YEAR:
         raise ValueError(f"the Federal Reserve calendar starts in {FIRST_YEAR}, not {year}")
+    if year > LAST_YEAR:
+        raise ValueError(f"the Federal Reserve calendar ends in {LAST_YEAR}, not {year}")
     # A holiday on a Saturday stays on the Saturday (the Reserve Banks are open the Friday
     # before) and one on a Sunday is observed on the Monday, inside the same year, so one
     # year's set never reaches into the next.
@@ -56,7 +61,8 @@ def _weekday_holidays(year: int) -> frozenset[date]:
 
 def is_banking_day(day: date) -> bool:
     """Whether the Federal Reserve Banks are open (and ACH entries settle) on ``day``."""
-    return day.weekday() < _SATURDAY and day not in _weekday_holidays(day.year)
+    closed = _weekday_holidays(day.year)  # first: a weekend outside the calendar is refused too
+    return day.weekday() < _SATURDAY and day not in closed
 
 
 def next_banking_day(day: date) -> date:

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -26,13 +27,20 @@ import asyncpg
 import structlog
 
 from collector import __version__
+from collector.business_dates import (
+    MAX_DAYS_AHEAD,
+    SEED_MAX_DAYS_AHEAD,
+    check_business_date,
+    check_in_range,
+)
 from collector.config import Settings, load_settings
 from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
-from collector.db.pool import connect, describe, open_pool
+from collector.db.pool import CANNOT_CONNECT, connect, describe, open_pool
 from collector.db.preview import Preview, preview
 from collector.domain import PassCounts, format_cents
-from collector.exceptions import CollectorError, ConfigError, DatabaseError
+from collector.exceptions import CollectorError, ConfigError, DatabaseError, DateOutOfRange
+from collector.failures import describe_failure, is_interrupt
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
@@ -43,10 +51,18 @@ from collector.seed import seed_demo
 
 
 def _date(text: str) -> date:
+    # The syntax only: whether the engine may work for the date depends on today in the
+    # lessor's zone, a setting, and is checked by _check_dates once the settings are read.
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+_FUTURE_HELP = (
+    f"allow a --date after today, at most {MAX_DAYS_AHEAD} days ahead (what falls due by then"
+    " is collected early)"
+)
 
 
 def _positive(text: str) -> int:
@@ -71,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="collector", description="Collect lease installments through card and ACH gateways."
     )
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on a failure, print the full traceback after the one-line error (for a bug report)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("migrate", help="apply pending database migrations")
@@ -81,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="show what a pass would charge; change nothing"
     )
+    run.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
 
     seed = commands.add_parser("seed", help="insert demo customers, leases and schedules")
     seed.add_argument("--customers", type=_positive, required=True)
@@ -108,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write the debits due at the bank as NACHA files to the outbox"
     )
     export.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    export.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
     returns = ach_commands.add_parser("import-returns", help="apply a return file from the bank")
     returns.add_argument("file", type=Path, help="the NACHA return file")
     returns.add_argument("--date", type=_date, help="business date (default: today, lessor's zone)")
+    returns.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
 
     audit = commands.add_parser(
         "audit",
@@ -121,23 +145,88 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``collector`` console script; returns the exit code."""
+    """Entry point of the ``collector`` console script; returns the exit code.
+
+    The one error boundary of every command: whatever fails, at start or mid-pass (an
+    exception group of a pass's task group included), ends as one line on stderr naming the
+    cause, without secrets, and exit 1 (``collector audit``: 2).
+    """
     args = build_parser().parse_args(argv)
     # The demo is read by a person: its summary says what happened, per-charge lines would
     # drown it. Every other command logs JSON lines for machines.
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
+    logging.basicConfig(handlers=[_LibraryLogs()], level=logging.WARNING, force=True)
     try:
         settings = load_settings()
+        now = check_in_range(today(settings), what="today's date")  # a clock decades off
+        try:
+            _check_dates(args, now, settings.timezone)
+        except DateOutOfRange as exc:
+            # A date given on the command line: a bad command line, refused before any work.
+            print(f"collector: error: {exc}", file=sys.stderr)
+            return 2
         return anyio.run(
             _dispatch, args, settings, backend="asyncio", backend_options=_loop_options()
         )
-    except CollectorError as exc:
-        _print_error(exc)
-        # The audit's 1 means "violations found"; it could not run is 2.
-        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        # Not argparse's (parsed above): a library ending the process, as uvicorn does when
+        # it cannot bind its port.
+        if exc.code in (0, None):
+            return 0
+        _print_error(exc)
+        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
+    except (Exception, BaseExceptionGroup) as exc:
+        if is_interrupt(exc):
+            print("collector: interrupted", file=sys.stderr)
+            return 130
+        _print_error(exc)
+        if args.traceback:
+            traceback.print_exception(exc, file=sys.stderr)
+        # The audit's 1 means "violations found"; it could not run is 2.
+        return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
+
+
+class _LibraryLogs(logging.Handler):
+    """The libraries' own log records (asyncpg's pool, uvicorn) as JSON lines like ours.
+
+    Left to the standard library, a warning with exc_info (asyncpg's "Failed to restore the
+    pool connection floor" while the database is away) prints a raw traceback on stderr,
+    where an operator expects JSON lines and one line of error.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            fields["error"] = describe_failure(record.exc_info[1])
+        structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
+
+
+def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
+    """Refuse, with DateOutOfRange, a date argument the engine may not work for, and resolve
+    every command's business date (``args.as_of``; ``args.due_date`` for seed)."""
+    if args.command == "seed":
+        if args.due_date is not None:
+            check_business_date(
+                args.due_date,
+                today=local_today,
+                days_ahead=SEED_MAX_DAYS_AHEAD,
+                what="--due-date",
+                zone=zone,
+            )
+        args.due_date = args.due_date or local_today
+        return
+    if getattr(args, "date", None) is None:
+        args.as_of = local_today  # demo, daemon, migrate, audit, and a pass for today
+        return
+    days_ahead, hint = 0, f"give --allow-future-date to run up to {MAX_DAYS_AHEAD} days ahead"
+    if args.allow_future_date:
+        days_ahead, hint = MAX_DAYS_AHEAD, "--allow-future-date allows no more"
+    args.as_of = check_business_date(
+        args.date, today=local_today, days_ahead=days_ahead, what="--date", zone=zone, hint=hint
+    )
 
 
 def _loop_options() -> dict[str, bool]:
@@ -151,11 +240,7 @@ def _loop_options() -> dict[str, bool]:
 
 
 def _print_error(exc: BaseException) -> None:
-    print(f"collector: error: {exc}", file=sys.stderr)
-    cause = exc.__cause__
-    while cause is not None:
-        print(f"  caused by: {describe(cause)}", file=sys.stderr)
-        cause = cause.__cause__
+    print(f"collector: error: {describe_failure(exc)}", file=sys.stderr)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,7 +272,7 @@ async def _ensure_database(url: str) -> None:
         async with connect(database_url_of(url, "postgres")) as admin:
             await admin.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
         return
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except CANNOT_CONNECT as exc:
         raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
     await conn.close()
 
@@ -282,7 +367,7 @@ async def _ach_export(args: argparse.Namespace, settings: Settings) -> int:
     from collector.gateways.nacha_files import AccountVault, NachaConfig
     from collector.jobs.ach_files import export_files
 
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     config = NachaConfig.from_options(nacha_options(settings))
     if config.outbox is None:
         raise ConfigError("COLLECTOR_NACHA_OUTBOX: is required to export NACHA files")
@@ -301,7 +386,7 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
     from collector.ach.nacha import NachaError, read_returns
     from collector.jobs.ach_files import import_returns
 
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     path: Path = args.file
     try:
         # NACHA files are ASCII; anything else is not a return file.
@@ -349,7 +434,7 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = args.date or today(settings)
+    as_of: date = args.as_of
     async with _database(settings) as (url, pool):
         if args.dry_run:
             report = await preview(pool, as_of=as_of, gateways=settings.gateways)
@@ -402,7 +487,7 @@ def _export_metrics(settings: Settings) -> None:
 
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    due_on = args.due_date or today(settings)
+    due_on: date = args.due_date
     async with _database(settings) as (_url, pool):
         with _progress("seeding", total=args.customers) as progress:
             seeded = await seed_demo(
@@ -416,7 +501,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = today(settings)
+    as_of: date = args.as_of
     async with _database(settings) as (url, pool):
         with _progress("seeding", total=args.customers) as progress:
             await seed_demo(pool, customers=args.customers, due_on=as_of, progress=progress)

@@ -2,23 +2,74 @@
 
 Only the entry points (``cli``, ``daemon``) build a :class:`Settings`; everything below them
 receives it as an argument.
+
+Each setting is validated at load for what it will be used for, so that a value that would
+break a pass later (a rate limit the limiter cannot pace, a gateway no adapter is registered
+under, a pool too small for the pass's own connections) stops the command at start with one
+line naming the setting: :func:`load_settings` raises :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from collector.business_dates import MAX_RETRY_DAYS
 from collector.exceptions import ConfigError
 from collector.policy import CardRetryRules
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Charges per second: any positive rate, fractions included (0.5 is one charge every two
+# seconds); NaN and infinity are no rate.
+ChargeRate = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
+
+# Connections a pass holds besides its claim loops' (one each): its liveness lock's, and the
+# recorder's. Fewer, and the recorder waits for a connection that never comes.
+PASS_OWN_CONNECTIONS = 2
+MAX_SOFT_RETRIES = 10
+
+_CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+
+
+@functools.cache
+def _registered_gateways() -> frozenset[str]:
+    # Imported here: the registry reads the installed packages' entry points, once.
+    from collector.gateways.registry import available_gateways
+
+    return frozenset(available_gateways())
+
+
+def _check_url(value: str, *, schemes: tuple[str, ...], default_scheme: str = "") -> None:
+    """Raise ValueError unless ``value`` is a URL of one of ``schemes`` with a host part and
+    valid ports; the message never repeats the URL (it may carry a password)."""
+    if "://" not in value and default_scheme:
+        value = f"{default_scheme}://{value}"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+    # libpq-style URLs may list several hosts, "h1:5432,h2:5433"; each port must be a port.
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        if host.startswith("["):  # [IPv6 address]:port
+            _, bracket, rest = host.partition("]")
+            if not bracket:
+                raise ValueError("an IPv6 host is not closed by ']'")
+            port = rest.removeprefix(":")
+        else:
+            port = host.rpartition(":")[2] if ":" in host else ""
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a port number (1-65535)")
 
 
 class Settings(BaseSettings):
@@ -56,9 +107,10 @@ class Settings(BaseSettings):
         default=["sandbox_card", "sandbox_ach"],
         description="Gateway adapters to enable, by registered name (comma-separated).",
     )
-    rate_limits: dict[str, float] = Field(
+    rate_limits: dict[str, ChargeRate] = Field(
         default_factory=dict,
-        description='Per-gateway charges per second, JSON: {"stripe_card": 80}.',
+        description='Per-gateway charges per second, JSON: {"stripe_card": 80}; fractions'
+        " pace slower than one a second (0.5: one charge every 2 s).",
     )
     sandbox_latency_ms: float = Field(
         default=0.0, ge=0, le=60_000, description="Simulated latency of the sandbox gateways."
@@ -69,6 +121,7 @@ class Settings(BaseSettings):
     )
     soft_retry_days: Annotated[list[int], NoDecode] = Field(
         default=[3, 5, 7],
+        max_length=MAX_SOFT_RETRIES,
         description="Days between automatic retries after a soft decline; its length caps them.",
     )
 
@@ -233,10 +286,11 @@ class Settings(BaseSettings):
     @field_validator("schedule_time")
     @classmethod
     def _clock_time(cls, value: str) -> str:
-        try:
-            time.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"not a time of day (HH:MM): {value!r}") from exc
+        # A local wall-clock time: time.fromisoformat alone would take "06:00+02:00", whose
+        # offset the daemon's datetime.combine(..., tzinfo=zone) silently drops.
+        if not _CLOCK_TIME.match(value):
+            raise ValueError(f"not a time of day (HH:MM, 00:00 to 23:59): {value!r}")
+        time.fromisoformat(value)
         return value
 
     @field_validator("timezone")
@@ -255,36 +309,119 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("gateways")
+    @classmethod
+    def _registered_names(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one gateway must be enabled")
+        seen: set[str] = set()
+        for name in value:
+            if name in seen:
+                raise ValueError(f"{name!r} is listed twice")
+            seen.add(name)
+        unknown = [name for name in value if name not in _registered_gateways()]
+        if unknown:
+            known = ", ".join(sorted(_registered_gateways()))
+            names = ", ".join(repr(name) for name in unknown)
+            raise ValueError(f"no gateway adapter is registered as {names}; known: {known}")
+        return value
+
     @field_validator("soft_retry_days", mode="before")
     @classmethod
     def _split_days(cls, value: object) -> object:
         if isinstance(value, str):
-            return [int(part) for part in value.split(",") if part.strip()]
+            try:
+                return [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"not a comma-separated list of days: {value!r}") from None
         return value
 
     @field_validator("soft_retry_days")
     @classmethod
     def _positive_days(cls, value: list[int]) -> list[int]:
-        if any(days <= 0 for days in value):
-            raise ValueError("every retry interval must be a positive number of days")
-        return value
-
-    @field_validator("rate_limits")
-    @classmethod
-    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, rate in value.items():
-            if rate <= 0:
-                raise ValueError(f"rate limit of {name!r} must be positive")
+        # Bounded above so that a retry date of any accepted business date stays inside the
+        # banking calendar (collector.business_dates).
+        if any(not 0 < days <= MAX_RETRY_DAYS for days in value):
+            raise ValueError(
+                f"every retry interval must be a whole number of days from 1 to {MAX_RETRY_DAYS}"
+            )
         return value
 
     @field_validator("database_url", "sandbox_database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("must be a postgresql:// URL")
+        if value is not None:
+            _check_url(value.get_secret_value(), schemes=("postgresql", "postgres"))
         return value
+
+    @field_validator("stripe_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        _check_url(value, schemes=("https", "http"))
+        if not urlsplit(value).hostname:
+            raise ValueError("names no host")
+        return value
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _pushgateway(cls, value: str | None) -> str | None:
+        # prometheus_client takes "host:port" too, and reads it as http://host:port.
+        if value is not None:
+            _check_url(value, schemes=("https", "http"), default_scheme="http")
+            if not urlsplit(value if "://" in value else f"http://{value}").hostname:
+                raise ValueError("names no host")
+        return value
+
+    @field_validator(
+        "data_dir", "metrics_textfile", "nacha_vault_file", "nacha_outbox", mode="before"
+    )
+    @classmethod
+    def _not_empty_path(cls, value: object) -> object:
+        # Path("") is ".": an empty value would silently mean the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; unset it for the default")
+        return value
+
+    @field_validator("metrics_textfile")
+    @classmethod
+    def _prom_file(cls, value: Path | None) -> Path | None:
+        # node_exporter's textfile collector reads *.prom files only: any other name would be
+        # written after every pass and never scraped.
+        if value is not None and value.suffix != ".prom":
+            raise ValueError(f"must name a .prom file (node_exporter reads no other): {value}")
+        return value
+
+    @field_validator("api_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _fit_together(self) -> Self:
+        """The checks that read more than one setting; each message names the setting to fix."""
+        stray = sorted(set(self.rate_limits) - set(self.gateways))
+        if stray:
+            # A limit for a gateway that is not enabled (a typo) would silently mean no limit.
+            raise ValueError(
+                f"COLLECTOR_RATE_LIMITS: {', '.join(map(repr, stray))} is not an enabled gateway"
+                f" (COLLECTOR_GATEWAYS: {', '.join(self.gateways)})"
+            )
+        if self.pool_size < self.claimers + PASS_OWN_CONNECTIONS:
+            raise ValueError(
+                f"COLLECTOR_POOL_SIZE: {self.pool_size} connections cannot run a pass of"
+                f" {self.claimers} claim loop(s) (COLLECTOR_CLAIMERS), which needs at least"
+                f" {self.claimers + PASS_OWN_CONNECTIONS}: one per claim loop, its liveness"
+                " lock's and the recorder's"
+            )
+        if self.claim_deadline_s <= self.gateway_timeout_s:
+            raise ValueError(
+                f"COLLECTOR_CLAIM_DEADLINE_S: {self.claim_deadline_s} s must be longer than"
+                f" COLLECTOR_GATEWAY_TIMEOUT_S ({self.gateway_timeout_s:g} s): a claim must"
+                " outlive its own charge, or another pass takes it over while it is in flight"
+            )
+        return self
 
     @property
     def card_rules(self) -> CardRetryRules:
@@ -308,9 +445,17 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"][:1]) or "settings"
-            problems.append(f"COLLECTOR_{name.upper()}: {error['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+            # pydantic prefixes the message of a validator's ValueError with "Value error, ".
+            message = error["msg"].removeprefix("Value error, ")
+            loc = [str(part) for part in error["loc"]]
+            if not loc:
+                problems.append(message)  # a check of several settings: it names them
+                continue
+            inner = "".join(f"{part}: " for part in loc[1:])  # e.g. the gateway of a rate
+            problems.append(f"COLLECTOR_{loc[0].upper()}: {inner}{message}")
+        # Not chained: the message names every problem, and pydantic's own text repeats the
+        # input values, a database URL's password among them.
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     except SettingsError as exc:
         # Raised for a value that is not even parseable (bad JSON); its text names the field.
         match = re.search(r'field "([a-z_]+)"', str(exc))

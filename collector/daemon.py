@@ -26,6 +26,7 @@ from collector.api.app import create_app
 from collector.api.server import Listening, serve_api
 from collector.config import Settings
 from collector.db.stats import snapshot
+from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.ach_files import export_after_pass
 from collector.jobs.charging import Charger
@@ -83,10 +84,12 @@ async def _schedule_passes(
         try:
             await run_pass(pool, gateways, settings, as_of=as_of, stop=stop, charger=charger)
             await export_after_pass(pool, gateways, as_of=as_of, now=clock())
-        except Exception:
+        except Exception as exc:
             # One failed pass must not end the daemon: the next one retries, and
             # collector_passes_total{status="failed"} pages someone.
-            log.exception("scheduled_pass_failed", as_of=as_of.isoformat())
+            log.exception(
+                "scheduled_pass_failed", as_of=as_of.isoformat(), error=describe_failure(exc)
+            )
 
 
 async def serve(

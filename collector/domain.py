@@ -28,6 +28,15 @@ class AttemptStatus(StrEnum):
     REFUSED = "refused"  # the eligibility check refused it: nothing was sent
 
 
+class RunStatus(StrEnum):
+    """A pass's ``collection_runs.status``."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # the pass recorded its own failure, with its reason
+    ABANDONED = "abandoned"  # a later pass found it running without its liveness lock
+
+
 class MovementKind(StrEnum):
     """The kinds of money journal rows (the CHECK of money_movements.kind)."""
 

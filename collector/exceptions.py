@@ -3,6 +3,8 @@
 
     CollectorError
     ├── ConfigError            a setting is missing or wrong; the message names it
+    ├── DateOutOfRange         a business date the engine may not work for (ahead of today,
+    │                          or outside the banking calendar)
     ├── DatabaseError          the database cannot be reached or used
     │   └── MigrationError     the schema could not be brought up to date
     ├── GatewayError           a gateway adapter could not be built or used
@@ -24,6 +26,10 @@ class CollectorError(Exception):
 
 class ConfigError(CollectorError):
     """A configuration value is missing or invalid."""
+
+
+class DateOutOfRange(CollectorError):
+    """A business date outside what the engine works for; the message says which bound."""
 
 
 class DatabaseError(CollectorError):

@@ -5,7 +5,7 @@ import pytest
 
 from collector.db.migrate import available_migrations, migrate
 from collector.db.queries import load_queries
-from collector.domain import AttemptStatus, InstallmentStatus
+from collector.domain import AttemptStatus, InstallmentStatus, RunStatus
 
 
 async def test_migrations_are_recorded_and_rerun_is_a_no_op(pool: asyncpg.Pool) -> None:
@@ -69,6 +69,7 @@ async def test_status_enums_match_the_check_constraints(pool: asyncpg.Pool) -> N
         for table, enum in (
             ("installments", InstallmentStatus),
             ("charge_attempts", AttemptStatus),
+            ("collection_runs", RunStatus),
         ):
             check = await conn.fetchval(
                 "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"

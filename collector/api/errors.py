@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from collector.api.schemas import Problem
+from collector.api.schemas import ACCOUNT_NUMBER_REFUSED, Problem
 
 MAX_ID = 2**63 - 1
 """Ids are bigint: a larger number is refused as invalid (422), not looked up (a 500)."""
@@ -75,6 +75,13 @@ async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
     hold a secret the client should not have sent, or text that cannot be encoded (a lone
     surrogate made FastAPI's default handler fail with a 500)."""
     assert isinstance(exc, RequestValidationError)
+    for error in exc.errors():
+        if error.get("type") == ACCOUNT_NUMBER_REFUSED:
+            # A sentence, like the handlers' own 422s: the number itself is never repeated.
+            return JSONResponse(
+                {"detail": str(error.get("msg", "")), "code": ACCOUNT_NUMBER_REFUSED},
+                status_code=422,
+            )
     errors = [
         {
             "loc": list(error.get("loc", ())),

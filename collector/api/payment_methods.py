@@ -21,27 +21,9 @@ log = get_logger()
 
 router = APIRouter(tags=["payment methods"])
 
-# Why digits alone are enough to refuse a token, Luhn or not: bank account numbers carry no
-# check digit at all; a mistyped or partial card number is still cardholder data; and a
-# format-preserving "token" that looks like a PAN cannot be told from one by us or by anyone
-# reading the database later. Storing a real number would bring the database into PCI DSS scope
-# (and under NACHA's rule that stored account numbers be unreadable), while a false alarm only
-# asks the integration for the gateway's opaque token: the rule errs on the side of refusing.
-_ALL_DIGITS = re.compile(r"\d{12,}")
-"""12 or more digits and nothing else, once spaces and dashes are removed: an account number
-or a card number, however it was typed."""
-_DIGIT_RUN = re.compile(r"\d(?:[\s-]*\d){12,}")
-"""13 or more digits in a row, spaces and dashes allowed between them: a card number (13-19
-digits) inside a longer string, e.g. ``tok 4242-4242-4242-4242``."""
-_SEPARATORS = re.compile(r"[\s-]")
 # Control characters never belong in a token or a display name, and PostgreSQL's text type
 # cannot store NUL at all (it would surface as a 500, not a clear 422).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def looks_like_account_number(token: str) -> bool:
-    """True when ``token`` looks like a card or bank account number rather than a gateway token."""
-    return bool(_ALL_DIGITS.fullmatch(_SEPARATORS.sub("", token)) or _DIGIT_RUN.search(token))
 
 
 def _check_text(name: str, value: str | None) -> None:
@@ -55,12 +37,7 @@ def _check_text(name: str, value: str | None) -> None:
 def _check_new_method(
     body: NewPaymentMethod, gateways: list[str], opened: Mapping[str, object]
 ) -> None:
-    # Messages never repeat the token: it may be exactly the number we refuse to keep.
-    if looks_like_account_number(body.token):
-        raise Unprocessable(
-            "token looks like a card or bank account number; send the gateway's token for the"
-            " payment method, never the number itself"
-        )
+    # A card or account number in any field was refused with the body (schemas.StrictBody).
     if body.gateway not in gateways:
         raise Unprocessable(f"unknown gateway; known gateways: {', '.join(sorted(gateways))}")
     kinds = method_kinds(opened.get(body.gateway))

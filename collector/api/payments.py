@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 
 from collector.api.deps import GatewaysDep, PoolDep, SettingsDep, TodayDep
 from collector.api.errors import LeaseId, error_responses
-from collector.api.schemas import ManualPayment, PaymentResult, Problem
+from collector.api.schemas import ManualPayment, PaymentResult, Problem, refuse_account_numbers
 from collector.db.payments import PaymentRequest, RateLimit
 from collector.gateways.base import method_kinds
 from collector.jobs.charging import Charger
@@ -22,6 +23,12 @@ router = APIRouter(tags=["payments"])
 # How long a manual payment's claim lasts before reconciliation may take it over: the gateway
 # timeout plus time to record the answer.
 _CLAIM_MARGIN_S = 60
+
+
+def _no_account_number(key: str) -> str:
+    # The key is stored and shown to operators: it must not be a card number in disguise.
+    refuse_account_numbers(key, "Idempotency-Key")
+    return key
 
 
 def request_hash(body: ManualPayment) -> str:
@@ -62,6 +69,7 @@ async def manual_pay(
             pattern=r"^[\x21-\x7e]+$",
             description="Unique per payment the customer means to make; a retry reuses it.",
         ),
+        AfterValidator(_no_account_number),
     ],
     pool: PoolDep,
     settings: SettingsDep,

@@ -5,17 +5,54 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from collector.sensitive import looks_like_account_number
 
 Cents = Annotated[int, Field(ge=0, le=10**12)]
 Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
 
+ACCOUNT_NUMBER_REFUSED = "card_or_account_number"
+"""The error type (and the answer's ``code``) of a request string holding a card or bank
+account number."""
+
+
+def refuse_account_numbers(value: object, where: str = "the body") -> None:
+    """Raise a validation error when any string in ``value`` (through dicts, their keys too,
+    and lists) looks like a card or bank account number; the error says where, never what."""
+    if isinstance(value, str):
+        if looks_like_account_number(value):
+            raise PydanticCustomError(
+                ACCOUNT_NUMBER_REFUSED,
+                "{field} looks like a card or bank account number, which this API never"
+                " takes (a payment method is registered by its gateway's token)",
+                {"field": where},
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_account_numbers(key, "a field name")
+            # The key is known harmless now: the error may name it.
+            name = key if isinstance(key, str) else "a field"
+            refuse_account_numbers(item, name if where == "the body" else f"{where}.{name}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            refuse_account_numbers(item, f"{where}[{n}]")
+
 
 class StrictBody(BaseModel):
     """Every request body: unknown fields refused, and no coercion (strict): JSON ``true`` is
-    not 1 cent, ``"2500"`` and ``2500.0`` are not integers, ``1`` is not a boolean."""
+    not 1 cent, ``"2500"`` and ``2500.0`` are not integers, ``1`` is not a boolean. No string
+    may hold a card or bank account number, whatever the field (checked on the raw input,
+    before any other rule)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_account_numbers(cls, data: Any) -> Any:
+        refuse_account_numbers(data)
+        return data
 
 
 class Problem(BaseModel):

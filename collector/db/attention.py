@@ -20,6 +20,7 @@ from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.logs import get_logger
 from collector.metrics import NEEDS_ATTENTION
+from collector.sensitive import redact_numbers, redact_value
 
 log = get_logger()
 
@@ -64,21 +65,17 @@ async def set_aside(
     detail: dict[str, Any] | None = None,
 ) -> bool:
     """Record that ``subject`` ``subject_id`` could not be applied, count and log it; False
-    when it was already set aside for that reason and is still open."""
+    when it was already set aside for that reason and is still open. Card and bank numbers
+    in the detail (a gateway's text, a line of a bank's file) are masked before it is kept."""
+    subject_id = redact_numbers(str(subject_id))
+    detail = redact_value(json.loads(json.dumps(detail or {}, default=str)))
     row = await db.fetchrow(
-        QUERIES["money.set_aside"],
-        subject,
-        str(subject_id),
-        customer_id,
-        reason,
-        json.loads(json.dumps(detail or {}, default=str)),
+        QUERIES["money.set_aside"], subject, subject_id, customer_id, reason, detail
     )
     if row is None:
         return False
     NEEDS_ATTENTION.labels(subject=subject, reason=reason).inc()
-    log.error(
-        "set_aside", subject=subject, subject_id=str(subject_id), reason=reason, **(detail or {})
-    )
+    log.error("set_aside", subject=subject, subject_id=subject_id, reason=reason, **detail)
     return True
 
 

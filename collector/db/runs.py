@@ -1,20 +1,39 @@
-"""The ``collection_runs`` table: one row per pass, and the pass's liveness lock."""
+"""The ``collection_runs`` table: one row per pass, and the pass's liveness lock.
+
+A pass opens its row and takes its lock in one statement (:func:`open_run`) and closes the row
+itself, completed or failed with its reason (:func:`finish_run`). A pass that cannot close it
+(killed, or the database gone) leaves it 'running', its lock freed by PostgreSQL with its
+session; the next pass closes such rows as 'abandoned' (:func:`abandon_dead_runs`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from collector.db.attempts import LIVENESS_NAMESPACE
 from collector.db.queries import QUERIES
-from collector.domain import PassCounts
+from collector.domain import PassCounts, RunStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbandonedRun:
+    """A run another pass found 'running' without its liveness lock, and closed."""
+
+    run_id: int
+    host: str
+    pid: int
+    started_at: datetime
 
 
 async def start_run(pool: asyncpg.Pool, *, as_of: date, host: str, pid: int) -> int:
-    """Open the record of a pass and return its id."""
+    """Open the record of a pass, without its liveness lock, and return its id (a pass uses
+    :func:`open_run`; tests use this to play a pass that died)."""
     async with pool.acquire() as conn:
         run_id: int = await conn.fetchval(QUERIES["runs.start"], as_of, host, pid)
     return run_id
@@ -28,7 +47,7 @@ async def finish_run(
         await conn.execute(
             QUERIES["runs.finish"],
             run_id,
-            "failed" if error else "completed",
+            RunStatus.FAILED if error else RunStatus.COMPLETED,
             counts.due,
             counts.succeeded,
             counts.declined,
@@ -55,7 +74,77 @@ async def liveness_lock(pool: asyncpg.Pool, run_id: int) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await conn.execute(QUERIES["runs.release_liveness_lock"], LIVENESS_NAMESPACE, run_id)
+            await _release_liveness_lock(conn, run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRun:
+    """A pass's run row, opened, and the session that holds its liveness lock."""
+
+    run_id: int
+    _conn: PoolConnectionProxy
+
+    async def lock_held(self) -> bool:
+        """Whether the pass's session is still there and holds its liveness lock: False once
+        the database dropped it (then other passes take the pass for dead)."""
+        if _gone(self._conn):
+            return False
+        try:
+            held: bool = await self._conn.fetchval(
+                QUERIES["runs.holds_liveness_lock"], LIVENESS_NAMESPACE, self.run_id
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return False
+        return held
+
+
+@asynccontextmanager
+async def open_run(
+    pool: asyncpg.Pool, *, as_of: date, host: str, pid: int
+) -> AsyncIterator[OpenRun]:
+    """Open the record of a pass and hold its liveness lock until the block ends.
+
+    Row and lock come in one statement on the lock's own connection, so no other pass can
+    see the row 'running' before its lock is held and take it for dead.
+    """
+    async with pool.acquire() as conn:
+        run_id: int = await conn.fetchval(
+            QUERIES["runs.open"], as_of, host, pid, LIVENESS_NAMESPACE
+        )
+        try:
+            yield OpenRun(run_id, conn)
+        finally:
+            await _release_liveness_lock(conn, run_id)
+
+
+async def _release_liveness_lock(conn: PoolConnectionProxy, run_id: int) -> None:
+    try:
+        await conn.execute(QUERIES["runs.release_liveness_lock"], LIVENESS_NAMESPACE, run_id)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        # A lock dies with its session: when the connection is gone (the database went
+        # away, which is what the pass is failing of), there is nothing left to release,
+        # and the pass's own error is the one to report.
+        if not _gone(conn):
+            raise
+
+
+def _gone(conn: PoolConnectionProxy) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        # The pool has already taken back a connection that was lost under it.
+        return True
+
+
+async def abandon_dead_runs(pool: asyncpg.Pool) -> list[AbandonedRun]:
+    """Close as 'abandoned' every run still 'running' whose liveness lock is free (its process
+    died before it could close it); return them."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(QUERIES["runs.abandon_dead"], LIVENESS_NAMESPACE)
+    return [
+        AbandonedRun(run_id=r["id"], host=r["host"], pid=r["pid"], started_at=r["started_at"])
+        for r in rows
+    ]
 
 
 async def ensure_statistics(pool: asyncpg.Pool) -> bool:

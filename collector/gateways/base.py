@@ -3,6 +3,11 @@
 A gateway's answer is a value, never an exception. ``Declined`` is what the bank said; an
 exception raised by ``charge`` means the adapter could not tell, and the engine treats it as
 ``InDoubt`` (the charge may or may not have been taken), never as a decline.
+
+The outcome types are the one door every gateway's text comes in by, whatever the adapter,
+webhook or return file: each masks card and bank numbers (and secrets, in free text) in its
+text fields as it is built (:mod:`collector.sensitive`), so nothing stored or logged after it
+holds one. A gateway reference is left as it is: the engine finds the charge by it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from collector.domain import MethodKind
+from collector.sensitive import redact, redact_numbers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +72,10 @@ class Declined:
     # advice codes ("03", "21", ...) or Stripe's advice_code ("do_not_try_again", ...).
     network_advice: str | None = None
 
+    def __post_init__(self) -> None:
+        _mask(self, "code", "network_advice")
+        _mask(self, "message", free_text=True)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InDoubt:
@@ -73,8 +83,22 @@ class InDoubt:
 
     reason: str
 
+    def __post_init__(self) -> None:
+        _mask(self, "reason", free_text=True)
+
 
 Outcome = Succeeded | Processing | Declined | InDoubt
+
+
+def _mask(outcome: object, *fields: str, free_text: bool = False) -> None:
+    """Mask card and bank numbers in the outcome's text ``fields`` (and, in ``free_text``,
+    secrets and tokens too), before anything can store or log them."""
+    mask = redact if free_text else redact_numbers
+    for name in fields:
+        value = getattr(outcome, name)
+        if value:
+            # Frozen: set once, while the outcome is being built.
+            object.__setattr__(outcome, name, mask(value))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +110,10 @@ class Returned:
     message: str = ""
     gateway_ref: str | None = None
     gateway_code: str | None = None
+
+    def __post_init__(self) -> None:
+        _mask(self, "code", "gateway_code")
+        _mask(self, "message", free_text=True)
 
 
 Settlement = Succeeded | Processing | Returned | Declined

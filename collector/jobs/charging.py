@@ -95,6 +95,21 @@ def _metadata(claimed: ClaimedCharge) -> dict[str, str]:
     return metadata
 
 
+def limiter_for(rate: float) -> AsyncLimiter:
+    """A leaky bucket that lets ``rate`` charges a second through, whatever the rate.
+
+    AsyncLimiter(max_rate, time_period) holds ``max_rate`` charges and drains one every
+    ``time_period / max_rate`` seconds, and it refuses to acquire more than it holds: a bucket
+    of 0.5 a second would refuse the first charge. So a rate below one a second is a bucket of
+    one that drains over ``1 / rate`` seconds (0.5: one charge every 2 s); from one a second
+    up, a bucket of ``rate`` over one second (a burst of ``rate``, as before).
+    """
+    if not rate > 0:
+        raise ValueError(f"a rate limit must be positive, not {rate!r}")
+    capacity = max(rate, 1.0)
+    return AsyncLimiter(capacity, capacity / rate)
+
+
 class Charger:
     """Sends claimed charges to their gateways, each under its rate limit and a timeout."""
 
@@ -108,9 +123,8 @@ class Charger:
         self._gateways = gateways
         self._kinds = {name: method_kinds(gateway) for name, gateway in gateways.items()}
         self._timeout_s = timeout_s
-        # AsyncLimiter(rate, 1 s) is a leaky bucket: at most `rate` charges in any second.
         self._limiters = {
-            name: AsyncLimiter(rate, 1.0) for name, rate in rate_limits.items() if name in gateways
+            name: limiter_for(rate) for name, rate in rate_limits.items() if name in gateways
         }
 
     @classmethod

@@ -27,15 +27,23 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
+from collector.business_dates import check_in_range
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor
 from collector.db.audit import export_audit_gauges, run_audit
-from collector.db.runs import ensure_statistics, finish_run, liveness_lock, start_run
+from collector.db.runs import (
+    OpenRun,
+    abandon_dead_runs,
+    ensure_statistics,
+    finish_run,
+    open_run,
+)
 from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
+from collector.failures import describe_failure
 from collector.gateways.base import Gateway
-from collector.jobs.charging import Answer, Charger, Recorder, send_soon
+from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
@@ -70,14 +78,25 @@ async def run_pass(
     ``charger``: the process's one Charger, when it has one (the daemon shares it with the
     API, so each gateway's rate limit holds for the process, not per path); else a new one.
     """
+    # The entry points refuse such a date first, with the flag that allows it; this is the
+    # backstop of every caller, before anything is written (DateOutOfRange).
+    check_in_range(as_of)
     started = time.monotonic()
     if await ensure_statistics(pool):
         log.info("statistics_refreshed")
-    run_id = await start_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid())
     counts = PassCounts()
-    structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())
-    try:
-        async with liveness_lock(pool, run_id):
+    async with open_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid()) as run:
+        run_id = run.run_id
+        structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())
+        try:
+            for dead in await abandon_dead_runs(pool):
+                log.warning(
+                    "run_abandoned",
+                    abandoned_run_id=dead.run_id,
+                    host=dead.host,
+                    pid=dead.pid,
+                    started_at=dead.started_at.isoformat(),
+                )
             charger = charger or Charger.for_settings(gateways, settings)
             recorder = Recorder(
                 pool,
@@ -111,19 +130,18 @@ async def run_pass(
             await _collect_due(
                 pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
             )
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            try:
-                await finish_run(pool, run_id, counts=counts, error=type(exc).__name__)
-            except Exception as record_exc:
-                # The database may be what failed: keep the pass's own error, which is
-                # re-raised below, and say that its run row stays 'running'.
-                log.error("run_record_failed", error=type(record_exc).__name__)
-        PASSES.labels(status="failed").inc()
-        log.error("pass_failed", error=type(exc).__name__, **_fields(counts))
-        structlog.contextvars.unbind_contextvars("run_id", "as_of")
-        raise
-    await finish_run(pool, run_id, counts=counts)
+            # Closed while its liveness lock is still held: no other pass sees it in between.
+            await finish_run(pool, run_id, counts=counts)
+        except BaseException as exc:
+            failure = await _lost_session(run, exc)
+            reason = describe_failure(failure or exc)
+            await _record_failure(pool, run_id, counts, reason)
+            PASSES.labels(status="failed").inc()
+            log.error("pass_failed", error=reason, **_fields(counts))
+            structlog.contextvars.unbind_contextvars("run_id", "as_of")
+            if failure is not None:
+                raise failure from exc
+            raise
     duration_s = time.monotonic() - started
     PASSES.labels(status="completed").inc()
     PASS_DURATION.observe(duration_s)
@@ -133,6 +151,50 @@ async def run_pass(
         await _audit(pool, settings)
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
     return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)
+
+
+async def _lost_session(run: OpenRun, exc: BaseException) -> DatabaseError | None:
+    """The pass's failure as what it is when the database dropped the pass's session.
+
+    Its tasks then fail each of whatever the dropped connection did to it (an admin
+    shutdown, a connection "released back to the pool", a protocol state error, a closed
+    stream between them): the session that holds the liveness lock, asked, tells which.
+    A cancellation (a stop, a deadline) stays what it is.
+    """
+    if not isinstance(exc, Exception):
+        return None
+    with anyio.move_on_after(RECORD_SHIELD_S, shield=True):
+        if await run.lock_held():
+            return None
+    return DatabaseError(
+        "lost the database connection mid-pass (the pass's session and its liveness lock are"
+        " gone)"
+    )
+
+
+# How often a failed pass tries to close its run row: the first connection the pool hands out
+# may be one the database already dropped (what the pass is failing of), the next a new one.
+_RECORD_FAILURE_TRIES = 3
+
+
+async def _record_failure(pool: asyncpg.Pool, run_id: int, counts: PassCounts, reason: str) -> None:
+    """Close the run as failed with ``reason``, shielded from the cancellation that may be
+    ending the pass; when the database cannot be reached the row stays 'running' for the next
+    pass to close as abandoned (its liveness lock goes with this process's session)."""
+    error: BaseException | None = None
+    with anyio.move_on_after(RECORD_SHIELD_S, shield=True):
+        for _ in range(_RECORD_FAILURE_TRIES):
+            try:
+                await finish_run(pool, run_id, counts=counts, error=reason)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                error = exc
+                continue
+            return
+    log.error(
+        "run_record_failed",
+        error=describe_failure(error) if error is not None else "timed out",
+        left="running, to be closed as abandoned by the next pass",
+    )
 
 
 async def _audit(pool: asyncpg.Pool, settings: Settings) -> None:

@@ -2,6 +2,31 @@
 -- Open the record of one pass for business date $1 on host $2, process $3
 INSERT INTO collection_runs (as_of, host, pid) VALUES ($1, $2, $3) RETURNING id;
 
+-- open --
+-- Open the record of one pass for business date $1 on host $2, process $3, and take its
+-- liveness lock ($4 = the lock namespace) in the same statement: the row is seen by others
+-- only once it commits, by when its lock is held, so no pass ever finds it running unlocked
+WITH run AS (
+    INSERT INTO collection_runs (as_of, host, pid) VALUES ($1, $2, $3) RETURNING id
+)
+SELECT id, pg_advisory_lock($4::int, id::int)::text AS locked FROM run;
+
+-- abandon_dead --
+-- Close as abandoned every run still 'running' whose liveness lock ($1 = its namespace) is
+-- free: PostgreSQL frees it when the session ends, so its process died (SIGKILL) or lost the
+-- database before it could close its row. Returns what it closed
+UPDATE collection_runs r
+SET status = 'abandoned', finished_at = now(),
+    error = 'abandoned: the pass ended without closing its run (process killed, or the'
+            ' database lost); found by a later pass'
+WHERE r.status = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::oid
+        AND l.objid::bigint = r.id
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+RETURNING r.id, r.host, r.pid, r.started_at;
+
 -- finish --
 -- Close the record of pass $1 with its status and counts
 UPDATE collection_runs
@@ -12,6 +37,15 @@ WHERE id = $1;
 -- take_liveness_lock --
 -- Held by a live pass on its own connection; released by PostgreSQL the moment it dies
 SELECT pg_advisory_lock($1::int, $2::int);
+
+-- holds_liveness_lock --
+-- Whether this session still holds the liveness lock ($1 = namespace, $2 = run id): a pass
+-- asks when it fails, to tell a lost database session from any other failure
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+      AND classid = $1::oid AND objid = $2::oid AND objsubid = 2
+);
 
 -- release_liveness_lock --
 -- Let go of a finished pass's liveness lock

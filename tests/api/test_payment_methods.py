@@ -8,7 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from collector.api.payment_methods import looks_like_account_number, primary_change_warning
+from collector.api.payment_methods import primary_change_warning
+from collector.sensitive import looks_like_account_number
 from tests.factories import LeaseRef, make_lease, put_state
 
 # The business date of tests/api/conftest.py's pinned clock (noon in New York).
