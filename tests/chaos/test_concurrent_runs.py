@@ -63,7 +63,7 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
     half = scale(40, 500)
     leases = await make_leases(pool, half, rng, today)
     leases += await make_overdue_leases(pool, half, rng, today, due_today=True)
-    # Small batches and a few ms a charge: the four passes interleave their claims, and the
+    # Small batches and 40 ms a charge: the four passes interleave their claims, and the
     # storm meets installments in every state.
     env = child_env(
         database_url,
