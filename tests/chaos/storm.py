@@ -28,7 +28,10 @@ TOKENS = (
     (4, "sandbox_ach_return_R01"),
 )
 # What a manual payment may answer while the batch runs beside it; never a 5xx.
-ANSWERS = {201, 202, 402, 409, 422}
+ANSWERS = {201, 202, 402, 409, 422, 429}
+# The storm means to collide with the batch, not to meet the per-customer limit on manual
+# payments (its own tests hold that): the limit is raised out of its way.
+STORM_ATTEMPTS = "1000"
 
 
 async def make_leases(
@@ -52,10 +55,12 @@ async def make_leases(
 
 
 async def make_overdue_leases(
-    pool: asyncpg.Pool, n: int, rng: random.Random, today: date
+    pool: asyncpg.Pool, n: int, rng: random.Random, today: date, *, due_today: bool = False
 ) -> list[LeaseRef]:
     """Leases whose two installments are overdue, declined once and retried in three days:
-    the day's batch leaves them alone, so only manual payments move their money."""
+    the day's batch leaves them alone, so only manual payments move their money. With
+    ``due_today`` their third installment is due today, for the batch to charge beside the
+    manual payments; else it is due in 20 days."""
     leases = await make_leases(pool, n, rng, today)
     async with pool.acquire() as conn:
         for lease in leases:
@@ -67,6 +72,8 @@ async def make_overdue_leases(
                     attempts=1,
                     next_attempt_on=today + timedelta(days=3),
                 )
+            if due_today:
+                continue
             # The third is not due for weeks.
             await conn.execute(
                 "UPDATE installments SET due_on = $2, next_attempt_on = $2 WHERE id = $1",

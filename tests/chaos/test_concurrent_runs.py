@@ -36,7 +36,16 @@ from tests.chaos.helpers import (
     statuses,
     wait_until,
 )
-from tests.chaos.storm import ANSWERS, API_TOKEN, assert_replays_hold, blow, make_leases, plan
+from tests.chaos.storm import (
+    ANSWERS,
+    API_TOKEN,
+    STORM_ATTEMPTS,
+    assert_replays_hold,
+    blow,
+    make_leases,
+    make_overdue_leases,
+    plan,
+)
 from tests.conftest import gateway_context
 
 pytestmark = pytest.mark.chaos
@@ -48,8 +57,13 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, scale: Scale, rng: random.Random
 ) -> None:
     today = business_today()
-    leases = await make_leases(pool, scale(80, 1_000), rng, today)
-    # Small batches and a few ms a charge: the four passes interleave their claims, and the
+    # Half the leases are all the batch's to take today (manual payments collide with it);
+    # on the other half the batch takes today's installment while manual payments alone
+    # can pay the overdue ones, declined before and retried in days.
+    half = scale(40, 500)
+    leases = await make_leases(pool, half, rng, today)
+    leases += await make_overdue_leases(pool, half, rng, today, due_today=True)
+    # Small batches and 40 ms a charge: the four passes interleave their claims, and the
     # storm meets installments in every state.
     env = child_env(
         database_url,
@@ -58,7 +72,12 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
         COLLECTOR_BATCH_SIZE="5",
         COLLECTOR_CLAIMERS="2",
     )
-    settings = chaos_settings(database_url, api_tokens=[API_TOKEN], sandbox_latency_ms=5)
+    settings = chaos_settings(
+        database_url,
+        api_tokens=[API_TOKEN],
+        sandbox_latency_ms=5,
+        manual_pay_max_attempts=int(STORM_ATTEMPTS),
+    )
     now = datetime.now(UTC)
     planned = plan(leases, scale(100, 1_500), rng, tag="storm")
     logs = tmp_path / "logs"
@@ -74,7 +93,9 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
                 for _ in range(RUNS)
             ]
             t0 = time.monotonic()
-            installments = 3 * len(leases)
+            installments = await pool.fetchval(
+                "SELECT count(*) FROM installments WHERE next_attempt_on <= $1", today
+            )
 
             def wave(share: float) -> Callable[[], Awaitable[None]]:
                 # A part of the storm waits until the batch has presented this share of the

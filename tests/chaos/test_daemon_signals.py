@@ -41,6 +41,7 @@ from tests.chaos.helpers import (
 )
 from tests.chaos.storm import (
     API_TOKEN,
+    STORM_ATTEMPTS,
     Sent,
     Storm,
     assert_replays_hold,
@@ -72,6 +73,7 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
     env = child_env(
         database_url,
         COLLECTOR_API_TOKENS=API_TOKEN,
+        COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS=STORM_ATTEMPTS,
         # The day's time has passed (00:00): the daemon starts a pass at once.
         COLLECTOR_SCHEDULE_TIME="00:00",
         COLLECTOR_SANDBOX_LATENCY_MS="10",
@@ -156,6 +158,7 @@ async def test_sigkill_with_manual_payments_in_flight_resolves_each_exactly_once
     env = child_env(
         database_url,
         COLLECTOR_API_TOKENS=API_TOKEN,
+        COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS=STORM_ATTEMPTS,
         COLLECTOR_SANDBOX_LATENCY_MS="300",
         COLLECTOR_GATEWAY_TIMEOUT_S="2",
     )

@@ -1,6 +1,7 @@
 """PostgreSQL stopped and started again under a ``collector run``: in the middle of a pass, and
-in the middle of recording answers. The pass fails (or recovers); the next pass finishes, the
-audit is clean and the gateway's record is the ledger's.
+in the middle of recording answers. The pass fails with one clear line (``collector: error:
+...``, its causes at most) or recovers; the next pass finishes and closes the run row the lost
+pass left ``running``; the audit is clean and the gateway's record is the ledger's.
 
 The engine's database is a server of the suite's own (tests/chaos/pgcluster.py), so stopping
 it disturbs no other test; the sandbox gateway keeps its charges on the suite's shared server
@@ -218,14 +219,11 @@ async def test_after_a_database_outage_the_next_pass_finishes_exactly_once(
         await assert_gateway_matches_ledger(pool, record, gateways=["sandbox_card", "sandbox_ach"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h-config: a pass whose database goes away mid-pass ends in an ExceptionGroup"
-    " traceback, not one clear 'collector: error:' line (issue 8, 'Crashes without a clear"
-    " message')",
-)
 async def test_a_pass_that_loses_its_database_fails_with_one_clear_line(outage: Outage) -> None:
-    assert outage.returncode != 0, f"{outage}: the pass recovered; no failure to judge"
+    # A pass that recovered has nothing to explain: it printed its summary.
+    if outage.returncode == 0:
+        assert "collection pass" in outage.child.stdout(), outage
+        return
     stderr = outage.child.stderr()
     # Past the JSON log lines: one "collector: error:" line, and at most its causes.
     plain = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
@@ -233,11 +231,6 @@ async def test_a_pass_that_loses_its_database_fails_with_one_clear_line(outage: 
     assert all(line.startswith("  caused by:") for line in plain[1:]), f"{outage}: {plain}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h-config: the run row of a pass that lost its database stays 'running' for good,"
-    " even after the next pass completed (issue 8: 'leaves its collection_runs row running')",
-)
 async def test_the_run_row_of_a_pass_that_lost_its_database_is_closed(
     outage: Outage, tmp_path: Path
 ) -> None:
