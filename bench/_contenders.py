@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import asyncpg
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from collector.domain import MethodKind
 from collector.gateways.base import ChargeRequest, Gateway, Outcome, Processing, Succeeded
@@ -173,7 +174,8 @@ async def batched_loop(
             await send.send(answers)
 
     async def charger(
-        recv: ObjectReceiveStream[list[Claim]], send: ObjectSendStream[list[tuple[Claim, Outcome]]]
+        recv: ObjectReceiveStream[list[Claim]],
+        send: MemoryObjectSendStream[list[tuple[Claim, Outcome]]],
     ) -> None:
         # At most two batches charging at once; the slot is taken here, before the batch is
         # taken off the claimer's stream, and given back by the batch's task.
@@ -387,9 +389,10 @@ async def procrastinate_jobs(
         await app.schema_manager.apply_schema_async()
         started = anyio.current_time()
         for start in range(0, len(installment_ids), 1_000):
-            await collect_installment.batch_defer_async(
-                *({"installment_id": i} for i in installment_ids[start : start + 1_000])
-            )
+            chunk: list[dict[str, Any]] = [
+                {"installment_id": i} for i in installment_ids[start : start + 1_000]
+            ]
+            await collect_installment.batch_defer_async(*chunk)
         defer_s = anyio.current_time() - started
         if analyze:
             # As autovacuum would have on a queue in steady use: without statistics the

@@ -151,10 +151,10 @@ async def run_engine(
                     except psutil.NoSuchProcess:
                         pass
                     # WNOHANG: never blocks; wait4 gives this child's own peak RSS.
-                    done_pid, status, usage = os.wait4(pid, os.WNOHANG)  # noqa: ASYNC222
+                    done_pid, status, child_usage = os.wait4(pid, os.WNOHANG)  # noqa: ASYNC222
                     if done_pid:
-                        rusage[pid] = (status, usage)
-                        cpu_of[pid] = usage.ru_utime + usage.ru_stime
+                        rusage[pid] = (status, child_usage)
+                        cpu_of[pid] = child_usage.ru_utime + child_usage.ru_stime
                 lsn = lsn_of(await admin.fetchval("SELECT pg_current_wal_lsn()::text"))
                 samples.append(
                     _Sample(

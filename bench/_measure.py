@@ -113,7 +113,7 @@ class Server:
                 # the next snapshot (a few ms at most are lost or double counted).
                 continue
             total += t.user + t.system
-        return total
+        return float(total)
 
     def log_size(self) -> int:
         try:

@@ -143,11 +143,11 @@ async def seeded_database(
         await conn.close()
     async with open_pool(url, size=SEED_CONNECTIONS + 1) as pool:
         await seed_due(pool, customers=customers, due_on=due_on, gateway=gateway, progress=progress)
-        async with pool.acquire() as conn:
-            await conn.execute("VACUUM ANALYZE")
+        async with pool.acquire() as held:
+            await held.execute("VACUUM ANALYZE")
             # Flush what seeding (and any earlier run on this server) left dirty now, so a
             # checkpoint does not land in the middle of the measurement.
-            await conn.execute("CHECKPOINT")
+            await held.execute("CHECKPOINT")
     return url
 
 

@@ -77,9 +77,9 @@ async def prepare(
                 first=leases,
                 progress=progress_printer("seeding the pass", pass_installments),
             )
-            async with pool.acquire() as conn:
-                await conn.execute("VACUUM ANALYZE")
-                await conn.execute("CHECKPOINT")
+            async with pool.acquire() as held:
+                await held.execute("VACUUM ANALYZE")
+                await held.execute("CHECKPOINT")
     conn = await asyncpg.connect(url)
     try:
         ids = [
