@@ -9,9 +9,10 @@ The modules and their test files are ``[tool.collector.mutation]`` in pyproject.
 settings every run shares are ``[tool.mutmut]``. mutmut 3 takes one configuration per working
 directory (its pyproject.toml, its ``mutants/``), so each module runs in a scratch copy of the
 project under ``.mutation/<stem>/`` whose ``[tool.mutmut]`` mutates that module alone and
-selects that test file alone. The copies are kept: a second run re-tests only the functions
-whose source or tests changed. The score counts every mutant that no test killed, message
-texts included, against the module: ``killed / total``.
+selects that test file alone. The copies are kept: a second run tests the functions whose
+source changed and tries every mutant left alive again (``--fresh`` starts over). The score
+counts every mutant that no test killed, message texts included, against the module:
+``killed / total``.
 
 Too slow for CI (minutes per module on two cores); run it by hand after changing a rule.
 """
@@ -96,10 +97,19 @@ def _mutmut() -> str:
     return str(Path(sys.executable).with_name("mutmut"))
 
 
-def run(module: str, tests: str, *, jobs: int) -> None:
+def run(module: str, tests: str, *, jobs: int, fresh: bool) -> None:
+    if fresh:
+        shutil.rmtree(_workdir(module), ignore_errors=True)
     work = prepare(module, tests)
     print(f"== {module} against {tests} (in {work.relative_to(ROOT)})", flush=True)
-    subprocess.run([_mutmut(), "run", "--max-children", str(jobs)], cwd=work, check=True)
+    command = [_mutmut(), "run", "--max-children", str(jobs)]
+    subprocess.run(command, cwd=work, check=True)
+    # mutmut keeps a verdict until the mutated function changes, even when its tests did:
+    # a mutant left alive by the tests of an earlier run is tried again against today's.
+    previous = score(module)
+    if previous is not None and previous.survivors:
+        print(f"== {module}: trying the {len(previous.survivors)} left alive again", flush=True)
+        subprocess.run([*command, *previous.survivors], cwd=work, check=True)
 
 
 def score(module: str) -> Score | None:
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("only", nargs="*", help="file stems of the modules to run (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--scores", action="store_true", help="print the last scores, run none")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier runs' verdicts")
     parser.add_argument("--survivors", action="store_true", help="show each survivor's diff")
     args = parser.parse_args(argv)
     table = modules()
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not in [tool.collector.mutation]: {', '.join(sorted(unknown))}")
     if not (args.scores or args.survivors):
         for module, tests in chosen.items():
-            run(module, tests, jobs=args.jobs)
+            run(module, tests, jobs=args.jobs, fresh=args.fresh)
     print(f"\n{'module':<28} {'mutants':>8} {'killed':>7} {'score':>7}")
     for module in chosen:
         result = score(module)

@@ -1353,6 +1353,23 @@ def test_validate_reports_a_credit_in_a_debit_batch() -> None:
     ]
 
 
+def test_validate_adds_up_every_credit_of_every_batch() -> None:
+    # Two mixed batches (200) whose first entry is a credit (22): 123.45 credited, 999.00
+    # debited in each, and the file's totals twice that.
+    lines = with_fields((2, 2, 4, "200"), (5, 2, 4, "200"), (3, 2, 3, "22")).split("\n")
+    lines[4] = lines[4][:20] + f"{99900:012d}{12345:012d}" + lines[4][44:]
+    text = assemble_file([batch_of(lines, 1), batch_of(lines, 2)])
+    assert validate(text) == []
+    assert parse_file(text).control.total_credit_cents == 24690
+    both = with_fields((2, 2, 4, "200"), (5, 2, 4, "200"), (3, 2, 3, "22"), (4, 2, 3, "32"))
+    assert validate(both) == [
+        "batch 1 control: total debit amount 112245 != computed 0",
+        "batch 1 control: total credit amount 0 != computed 112245",
+        "file control: total debit amount 112245 != computed 0",
+        "file control: total credit amount 0 != computed 112245",
+    ]
+
+
 def test_validate_reports_an_unknown_transaction_code() -> None:
     assert validate(with_fields((3, 2, 3, "20"))) == [
         "batch 1 entry 021000020000001: transaction code 20 is unknown",
@@ -1591,6 +1608,52 @@ def test_the_fields_a_return_file_fills_are_read() -> None:
     assert parse_file(mac).batches[0].control.message_authentication_code == "MAC0123456789ABCDEF"
 
 
+def test_fields_filled_to_their_width_are_read_without_their_neighbours() -> None:
+    packed = with_fields(
+        (1, 41, 63, "DESTINATION NAME OF 23C"),
+        (1, 64, 86, "ORIGIN NAME FULL TO 23C"),
+        (1, 87, 94, "REF00001"),
+        (2, 5, 20, "COMPANY NAME 16C"),
+        (2, 21, 40, "DISCRETIONARY DATA20"),
+        (2, 54, 63, "DESCRIPT10"),
+        (2, 64, 69, "DEC 26"),
+        (2, 76, 78, "335"),
+        (3, 13, 29, "ACCOUNT0123456789"),
+        (3, 40, 54, "INDIVIDUALID015"),
+        (3, 55, 76, "INDIVIDUAL NAME 22CHAR"),
+        (3, 77, 78, "AB"),
+        (5, 55, 73, "MAC0123456789ABCDEF"),
+        (5, 74, 79, "RSRVD1"),
+    )
+    parsed = parse_file(packed)
+    header = parsed.header
+    assert (header.destination_name, header.origin_name, header.reference_code) == (
+        "DESTINATION NAME OF 23C",
+        "ORIGIN NAME FULL TO 23C",
+        "REF00001",
+    )
+    (batch,) = parsed.batches
+    assert (
+        batch.header.company_name,
+        batch.header.company_discretionary_data,
+        batch.header.company_id,
+        batch.header.entry_description,
+        batch.header.descriptive_date,
+        batch.header.settlement_date,
+    ) == ("COMPANY NAME 16C", "DISCRETIONARY DATA20", "1234567890", "DESCRIPT10", "DEC 26", "335")
+    first = batch.entries[0]
+    assert (
+        first.account_number,
+        first.individual_id,
+        first.individual_name,
+        first.discretionary_data,
+    ) == ("ACCOUNT0123456789", "INDIVIDUALID015", "INDIVIDUAL NAME 22CHAR", "AB")
+    assert (batch.control.company_id, batch.control.message_authentication_code) == (
+        "1234567890",
+        "MAC0123456789ABCDEF",
+    )
+
+
 NUMERIC_FIELDS = [
     (2, 2, 4, "service class code"),
     (2, 88, 94, "batch number"),
@@ -1714,6 +1777,35 @@ def test_a_file_must_start_with_its_header_and_hold_94_character_records() -> No
     assert str(caught.value) == "line 2: record: has 93 characters, not 94"
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (1, "line 1: record order: expected a file header (1), found record type 'X'"),
+        (
+            2,
+            "line 2: record order: expected a batch header (5) or file control (9), found record type 'X'",
+        ),
+        (
+            3,
+            "line 3: record order: expected an entry detail (6) or batch control (8), found record type 'X'",
+        ),
+        (
+            5,
+            "line 5: record order: expected an entry detail (6) or batch control (8), found record type 'X'",
+        ),
+        (
+            6,
+            "line 6: record order: expected a batch header (5) or file control (9), found record type 'X'",
+        ),
+    ],
+)
+def test_a_record_of_an_unknown_type_is_refused_where_it_stands(line: int, expected: str) -> None:
+    text = with_fields((line, 1, 1, "X"))
+    with pytest.raises(NachaError) as caught:
+        parse_file(text)
+    assert str(caught.value) == expected
+
+
 def test_a_file_without_its_last_newline_reads_the_same() -> None:
     text = build()
     assert parse_file(text.rstrip("\n")) == parse_file(text)
@@ -1786,9 +1878,16 @@ def test_read_returns_sets_apart_an_entry_whose_records_are_too_short() -> None:
     lines[3] = lines[3][:-1]
     read = read_returns("\n".join(lines))
     assert read.returns == ()
-    assert [(m.line, m.problem) for m in read.malformed] == [
-        (3, "line 4: record: has 93 characters, not 94")  # the entry's line, the addenda's
+    assert [(m.line, m.trace, m.problem) for m in read.malformed] == [
+        # The entry's line and trace, the addenda's problem.
+        (3, "091000010000001", "line 4: record: has 93 characters, not 94")
     ]
+    # An entry record one character too long still shows its trace (positions 80-94).
+    lines = single_return(addenda).split("\n")
+    lines[2] = lines[2] + "7"
+    [malformed] = read_returns("\n".join(lines)).malformed
+    assert (malformed.trace, malformed.original_trace) == ("091000010000001", FIRST_TRACE)
+    assert malformed.problem == "line 3: record: has 95 characters, not 94"
     # The entry's own trace number is unreadable when its record is cut short.
     lines = single_return(addenda).split("\n")
     lines[2] = lines[2][:85]
@@ -1925,6 +2024,29 @@ def test_an_unreadable_notification_of_change_is_set_apart_with_its_problem(
     assert read.changes == ()
     [malformed] = read.malformed
     assert malformed.problem == problem and malformed.line == 3
+
+
+@pytest.mark.parametrize(
+    ("code", "corrected"),
+    [
+        ("C01", "54321"),
+        ("C03", "011401533" + "   " + "54321"),
+        ("C06", "54321".ljust(20) + "37"),
+        ("C07", "011401533" + "54321".ljust(17) + "37"),
+    ],
+)
+def test_a_corrected_account_is_read_from_its_first_position(code: str, corrected: str) -> None:
+    # Five characters: one lost at either end would leave four, masked whole.
+    [notice] = noc(code, corrected).changes
+    assert notice.corrected_account_last4 == "4321"
+
+
+def test_a_corrected_account_ends_at_its_17th_position() -> None:
+    # C01's account is positions 36-52; what follows it is not part of it.
+    [notice] = noc("C01", "ABCDEFGHIJKLM1234" + "X").changes
+    assert notice.corrected_account_last4 == "1234"
+    [notice] = noc("C06", "ABCDEFGHIJKLM1234" + "XYZ" + "37").changes
+    assert notice.corrected_account_last4 == "1234"
 
 
 def test_a_notification_of_change_needs_an_8_digit_original_dfi() -> None:
