@@ -63,6 +63,9 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
 ) -> None:
     today = business_today()
     total = scale(600, 8_000)
+    # The long form's pass ends with the post-pass audit of a larger book, which took 10 s
+    # on a loaded machine: its grace is the default, 30 s.
+    grace = scale(GRACE_S, 30)
     await seed_demo(pool, customers=total, due_on=today, mix="demo", installments=1)
     # Leases with overdue installments the batch leaves alone today, for manual payments
     # sent while the pass runs and in flight when SIGTERM comes.
@@ -79,7 +82,7 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
         COLLECTOR_SANDBOX_LATENCY_MS="10",
         COLLECTOR_CONCURRENCY="16",
         COLLECTOR_BATCH_SIZE="50",
-        COLLECTOR_SHUTDOWN_GRACE_S=str(GRACE_S),
+        COLLECTOR_SHUTDOWN_GRACE_S=str(grace),
     )
     daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=True)
     stop_at = int(total * rng.uniform(0.1, 0.6))
@@ -114,7 +117,7 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
             )
             stopping = time.monotonic()
             daemon.process.send_signal(signal.SIGTERM)
-            code = await daemon.wait(GRACE_S + 10)
+            code = await daemon.wait(grace + 10)
             took = time.monotonic() - stopping
     finally:
         await daemon.kill()
@@ -124,7 +127,7 @@ async def test_sigterm_mid_pass_exits_cleanly_within_the_grace_and_loses_nothing
         f" manual payments answered {answered}"
     )
     assert code == 0, daemon.stderr()[-3000:]
-    assert took < GRACE_S, f"took {took:.1f} s to stop, past its grace of {GRACE_S} s"
+    assert took < grace, f"took {took:.1f} s to stop, past its grace of {grace} s"
     # Everything it claimed was sent and recorded, the manual payments in flight included:
     # nothing pending, the run row closed.
     attempts = await statuses(pool, "charge_attempts")
@@ -275,3 +278,58 @@ async def test_sigkill_with_manual_payments_in_flight_resolves_each_exactly_once
     assert "pending" not in payments and "in_doubt" not in payments, payments
     await assert_audit_clean(pool)
     await assert_gateway_matches_ledger(pool, await sandbox_record(pool), gateways=SANDBOX)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h-edge: after SIGTERM the daemon's portal goes on taking and charging new manual"
+    " payments until the pass has drained (its post-pass audit included), and only then"
+    " stops serving, draining HTTP for up to another full grace (serve_api's"
+    " timeout_graceful_shutdown): the exit can pass COLLECTOR_SHUTDOWN_GRACE_S (15.9 s with"
+    " a 15 s grace, long form, COLLECTOR_CHAOS_SEED=1609462003)",
+)
+async def test_after_sigterm_the_portal_takes_no_new_manual_payment(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, rng: random.Random
+) -> None:
+    today = business_today()
+    await seed_demo(pool, customers=20, due_on=today, mix="ok", installments=1)
+    [lease] = await make_overdue_leases(pool, 1, rng, today)
+    port = free_port()
+    # 5 s a charge: once the pass has claimed, it drains for seconds after SIGTERM, and the
+    # probe is sent in that time.
+    env = child_env(
+        database_url,
+        COLLECTOR_API_TOKENS=API_TOKEN,
+        COLLECTOR_SCHEDULE_TIME="00:00",
+        COLLECTOR_SANDBOX_LATENCY_MS="5000",
+        COLLECTOR_GATEWAY_TIMEOUT_S="10",
+        COLLECTOR_SHUTDOWN_GRACE_S=str(GRACE_S),
+    )
+    probe = Sent(lease.lease_id, "after-sigterm", {})
+    daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=True)
+    try:
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT count(*) > 0 FROM charge_attempts WHERE status = 'pending'"
+            ),
+            what="the daemon's pass charging",
+            alive=daemon,
+        )
+        daemon.process.send_signal(signal.SIGTERM)
+        await wait_until(
+            lambda: anyio.to_thread.run_sync(lambda: "daemon_stopping" in daemon.stderr()),
+            what="the daemon stopping",
+            alive=daemon,
+        )
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=30,
+        ) as http:
+            await send(http, probe)
+        assert await daemon.wait(GRACE_S + 10) == 0, daemon.stderr()[-3000:]
+    finally:
+        await daemon.kill()
+    taken = await pool.fetchval("SELECT count(*) FROM payments WHERE request_key = $1", probe.key)
+    print(f"probe after SIGTERM: {probe.status} {probe.answer}")
+    assert taken == 0, f"a manual payment taken after SIGTERM: {probe.status} {probe.answer}"
