@@ -914,6 +914,11 @@ def test_the_largest_amount_and_batch_total_fit() -> None:
 def test_a_batch_whose_total_passes_12_digits_is_refused() -> None:
     error = refusal([entry(amount_cents=MAX_AMOUNT_CENTS)] * 101)
     assert str(error) == "entries: the total of the amounts does not fit 12 digits"
+    # 999,999,999,999 cents, the largest 12-digit total, still fits; one cent more does not.
+    largest = [entry(amount_cents=MAX_AMOUNT_CENTS)] * 100 + [entry(amount_cents=99)]
+    nacha = build_debit_file(ORIGINATOR, largest, effective_on=EFFECTIVE_ON, created_at=CREATED_AT)
+    assert nacha.total_debit_cents == 999_999_999_999
+    assert refusal([*largest[:-1], entry(amount_cents=100)]).field == "entries"
 
 
 def test_an_amount_error_names_the_range() -> None:
@@ -1077,6 +1082,16 @@ def test_names_that_do_not_fold_to_ascii_or_are_blank_are_refused() -> None:
             created_at=CREATED_AT,
         )
     assert str(caught.value) == "originator.company_name: is required"
+
+
+@pytest.mark.parametrize("field", ["destination_name", "origin_name", "company_name"])
+def test_an_originator_name_that_does_not_fold_to_ascii_is_refused_by_its_name(field: str) -> None:
+    bad = dataclasses.replace(ORIGINATOR, **{field: "Banco 李"})  # type: ignore[arg-type]
+    with pytest.raises(NachaError) as caught:
+        build_debit_file(bad, ENTRIES, effective_on=EFFECTIVE_ON, created_at=CREATED_AT)
+    assert str(caught.value) == (
+        f"originator.{field}: holds characters that do not fold to printable ASCII"
+    )
 
 
 def test_the_account_number_holds_17_letters_digits_and_hyphens() -> None:
@@ -1804,6 +1819,21 @@ def test_a_record_of_an_unknown_type_is_refused_where_it_stands(line: int, expec
     with pytest.raises(NachaError) as caught:
         parse_file(text)
     assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("line", [7, 9, 10])
+def test_every_record_after_the_file_control_must_be_filler(line: int) -> None:
+    text = with_fields((line, 94, 94, "8"))
+    with pytest.raises(NachaError) as caught:
+        parse_file(text)
+    assert str(caught.value) == (
+        f"line {line}: record order: only filler records of 94 '9's follow the file control"
+    )
+
+
+def test_the_immediate_destination_is_read_from_position_4() -> None:
+    header = parse_file(with_fields((1, 4, 13, "1021000021"))).header
+    assert header.immediate_destination == "1021000021"
 
 
 def test_a_file_without_its_last_newline_reads_the_same() -> None:
