@@ -155,7 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The demo is read by a person: its summary says what happened, per-charge lines would
     # drown it. Every other command logs JSON lines for machines.
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
-    logging.basicConfig(handlers=[_LibraryLogs()], level=logging.WARNING, force=True)
     try:
         settings = load_settings()
         now = check_in_range(today(settings), what="today's date")  # a clock decades off
@@ -188,20 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The audit's 1 means "violations found"; it could not run is 2.
         return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
 
-
-class _LibraryLogs(logging.Handler):
-    """The libraries' own log records (asyncpg's pool, uvicorn) as JSON lines like ours.
-
-    Left to the standard library, a warning with exc_info (asyncpg's "Failed to restore the
-    pool connection floor" while the database is away) prints a raw traceback on stderr,
-    where an operator expects JSON lines and one line of error.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields: dict[str, Any] = {"logger": record.name}
-        if record.exc_info is not None and record.exc_info[1] is not None:
-            fields["error"] = describe_failure(record.exc_info[1])
-        structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
 
 
 def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
