@@ -73,6 +73,8 @@ class EngineRun:
     wal_bytes: int  # within the pass window
     usage: Usage  # over the children's lives (commits, rows written)
     statements: Counter[str] = field(default_factory=Counter)  # within the pass window
+    # name -> (count, server ms), over the children's lives; only with durations=True
+    durations: dict[str, tuple[int, float]] = field(default_factory=dict)
     memory_gateway_charges: int | None = None  # what memory gateways said they took
     memory_gateway_repeats: int = 0
     memory_gateway_record_mb: float = 0.0  # the largest child's record, all its gateways
@@ -120,11 +122,14 @@ async def run_engine(
     as_of: date,
     workers: int = 1,
     count_statements: bool = True,
+    durations: bool = False,
 ) -> EngineRun:
     """Start ``workers`` ``collector run --json --date as_of`` children at once on ``url``,
     wait for all of them, and measure the pass (see the module's docstring)."""
     if count_statements:
         await server.log_statements(database)
+    if durations:
+        await server.log_durations(database)
     before: Snapshot = await server.snapshot(database)
     command = [sys.executable, "-m", "collector", "run", "--json", "--date", as_of.isoformat()]
     samples: list[_Sample] = []
@@ -221,6 +226,7 @@ async def run_engine(
         wal_bytes=last.wal_lsn - first.wal_lsn,
         usage=usage,
         statements=server.count_statements(usage, (start, end)) if count_statements else Counter(),
+        durations=server.statement_durations(usage) if durations else {},
         memory_gateway_charges=memory_charges,
         memory_gateway_repeats=memory_repeats,
         memory_gateway_record_mb=record_mb,

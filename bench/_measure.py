@@ -34,6 +34,9 @@ from collector.db.queries import load_queries
 
 _LSN = re.compile(r"^([0-9A-F]+)/([0-9A-F]+)$")
 _STATEMENT = re.compile(r"\] LOG:  (?:statement|execute [^:]*): (.*)$")
+# With log_min_duration_statement = 0: "duration: 1.234 ms  execute <unnamed>: <text>"; the
+# parse/bind steps of the extended protocol log their own lines, which are left out.
+_DURATION = re.compile(r"\] LOG:  duration: ([0-9.]+) ms  (?:statement|execute [^:]*): (.*)$")
 # The log's line prefix is the server's default, '%m [%p] ': milliseconds, in UTC here.
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC ")
 _TRANSACTION = re.compile(r"^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|START)\b", re.IGNORECASE)
@@ -179,16 +182,50 @@ class Server:
         finally:
             await conn.close()
 
+    async def log_durations(self, database: str) -> None:
+        """Log every statement executed in ``database`` (new sessions) with its duration."""
+        conn = await asyncpg.connect(self.url)
+        try:
+            # The name is one of the benchmarks' own constants, never input.
+            await conn.execute(f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')
+            await conn.execute(f'ALTER DATABASE "{database}" SET log_parameter_max_length = 0')
+        finally:
+            await conn.close()
+
+    def statement_durations(self, usage: Usage) -> dict[str, tuple[int, float]]:
+        """Per statement name (as :meth:`count_statements` names them): how many ran between
+        two snapshots and their total server-side milliseconds, most time first."""
+        names = _query_names()
+        found: dict[str, tuple[int, float]] = {}
+        with self.log_path.open("rb") as log:
+            log.seek(usage.log_from)
+            text = log.read(max(0, usage.log_to - usage.log_from)).decode("utf-8", "replace")
+        lines = text.splitlines()
+        for n, line in enumerate(lines):
+            match = _DURATION.search(line)
+            if match is None:
+                continue
+            name = _name(match.group(2), lines, n, names)
+            count, total = found.get(name, (0, 0.0))
+            found[name] = (count + 1, total + float(match.group(1)))
+        return dict(sorted(found.items(), key=lambda item: -item[1][1]))
+
     def count_statements(
         self, usage: Usage, window: tuple[float, float] | None = None
     ) -> Counter[str]:
         """The statements logged between two snapshots (and stamped within ``window``, epoch
         seconds, when given), by name (the engine's named queries) or by their first line."""
+        return self.statements_logged(usage.log_from, usage.log_to, window)
+
+    def statements_logged(
+        self, log_from: int, log_to: int, window: tuple[float, float] | None = None
+    ) -> Counter[str]:
+        """As :meth:`count_statements`, between two offsets of the log (:meth:`log_size`)."""
         names = _query_names()
         found: Counter[str] = Counter()
         with self.log_path.open("rb") as log:
-            log.seek(usage.log_from)
-            text = log.read(max(0, usage.log_to - usage.log_from)).decode("utf-8", "replace")
+            log.seek(log_from)
+            text = log.read(max(0, log_to - log_from)).decode("utf-8", "replace")
         lines = text.splitlines()
         for n, line in enumerate(lines):
             match = _STATEMENT.search(line)

@@ -55,6 +55,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--audit")
     if not args.statements:
         parts.append("--no-statements")
+    if args.durations:
+        parts.append("--durations")
     return " ".join(parts)
 
 
@@ -86,6 +88,7 @@ async def bench(args: argparse.Namespace, server: Server) -> tuple[EngineRun, in
         as_of=AS_OF,
         workers=args.workers,
         count_statements=args.statements,
+        durations=args.durations,
     )
     conn = await asyncpg.connect(url)
     try:
@@ -134,6 +137,10 @@ def report(args: argparse.Namespace, run: EngineRun, charged_installments: int) 
             f"  per charge: {per['commits']:.4f} commits, {run.wal_bytes / n:,.0f} WAL bytes,"
             f" {per['rows_written']:.1f} rows written"
         )
+    if run.durations:
+        print("  server time by statement, most first (count, total ms, ms each):")
+        for head, (count, total_ms) in list(run.durations.items())[:15]:
+            print(f"    {count:>8,}  {total_ms:>10,.0f}  {total_ms / count:>8.3f}  {head}")
     problems = []
     if n != args.installments or charged_installments != args.installments:
         problems.append(
@@ -187,6 +194,12 @@ def main() -> int:
         dest="statements",
         action="store_false",
         help="do not log statements to count them (the log costs the server a little)",
+    )
+    parser.add_argument(
+        "--durations",
+        action="store_true",
+        help="log each statement's duration and print the server time by statement"
+        " (the log slows the pass: for finding where time goes, not for its rate)",
     )
     args = parser.parse_args()
     if args.installments < 1 or args.workers < 1:

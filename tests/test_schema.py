@@ -79,3 +79,25 @@ async def test_status_enums_match_the_check_constraints(pool: asyncpg.Pool) -> N
             )
             for value in enum:
                 assert f"'{value.value}'" in check
+
+
+async def test_functions_with_a_kept_generic_plan_never_plan_a_sequential_scan(
+    pool: asyncpg.Pool,
+) -> None:
+    # A generic plan is made at a session's first call and kept: made while a table was still
+    # small, it would scan the table whole for the rest of the session as the table grew
+    # (sql/0010). Every such function reaches its rows by key and forbids the scan.
+    rows = await pool.fetch(
+        "SELECT p.proname, p.proconfig FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = current_schema()"
+        " AND 'plan_cache_mode=force_generic_plan' = ANY (p.proconfig)"
+    )
+    assert {row["proname"] for row in rows} >= {
+        "money_apply_v1",
+        "money_present_v1",
+        "money_follow_v1",
+        "money_replan_v1",
+    }
+    for row in rows:
+        assert "enable_seqscan=off" in row["proconfig"], row["proname"]
