@@ -36,6 +36,7 @@ import asyncpg
 import httpx
 
 from bench._engine import engine_env
+from bench._measure import Server, split_statements
 from bench._seeded import (
     BENCH_SERVER_DIR,
     SEED_CONNECTIONS,
@@ -183,7 +184,15 @@ def main() -> int:
         help="send the requests while a collector run collects N other installments",
     )
     parser.add_argument("--pass-gateway", choices=("sandbox", "memory"), default="sandbox")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="log the daemon's statements and print them per request (not with --during-pass:"
+        " the pass's would be counted too)",
+    )
     args = parser.parse_args()
+    if args.statements and args.during_pass:
+        parser.error("--statements counts every statement of the database: not with --during-pass")
     requests = int(args.rps * args.seconds)
 
     server_url = start_embedded(BENCH_SERVER_DIR)
@@ -201,6 +210,10 @@ def main() -> int:
         ),
         backend="asyncio",
     )
+    server = Server(server_url, BENCH_SERVER_DIR / "pg")
+    if args.statements:
+        # Before the daemon starts: the setting applies to sessions opened after it.
+        anyio.run(server.log_statements, DATABASE, backend="asyncio")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     env.update(
@@ -241,7 +254,9 @@ def main() -> int:
                 anyio.run(wait_claiming, url, pass_proc, backend="asyncio")
                 claimed_before = anyio.run(batch_charges, url, backend="asyncio")
             started = time.monotonic()
+            log_from = server.log_size()
             latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
+            log_to = server.log_size()
             if pass_proc is not None:
                 still_running = pass_proc.poll() is None
                 claimed_after = anyio.run(batch_charges, url, backend="asyncio")
@@ -260,6 +275,16 @@ def main() -> int:
         f" max {latencies[-1]:.1f} ms, errors {errors}"
     )
     fields = f"p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}"
+    if args.statements:
+        found = server.statements_logged(log_from, log_to)
+        total, control = split_statements(found)
+        print(
+            f"statements per request: {total / requests:.2f}"
+            f" ({control / requests:.2f} of them BEGIN/COMMIT/...), most frequent first:"
+        )
+        for head, count in found.most_common(20):
+            print(f"  {count / requests:>6.2f}  {head}")
+        fields += f" statements_per_request={total / requests:.2f}"
     if pass_proc is not None and window is not None:
         if pass_proc.returncode != 0 or not pass_lines:
             print(f"ERROR: the pass exited {pass_proc.returncode}", file=sys.stderr)
@@ -282,6 +307,8 @@ def main() -> int:
     command = f"uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}"
     if args.during_pass:
         command += f" --during-pass {args.during_pass} --pass-gateway {args.pass_gateway}"
+    if args.statements:
+        command += " --statements"
     print(f"command: {command}")
     print(fields)
     return 0 if errors == 0 else 1
