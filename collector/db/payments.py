@@ -92,29 +92,39 @@ async def start_payment(
     it raises, nothing was recorded.
     """
     async with pool.acquire() as conn, conn.transaction():
+        # Two round trips before the insert: the locks, then everything read under them (a
+        # read in the locking statement would use a snapshot taken before its lock waits).
         lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id)
         if lease is None:
             raise NotFound(f"lease {req.lease_id} does not exist")
-        earlier = await conn.fetchrow(
-            QUERIES["payments.find_by_request_key"], req.lease_id, req.request_key
+        view = await conn.fetchrow(
+            QUERIES["payments.claim_view"],
+            req.lease_id,
+            req.request_key,
+            req.as_of,
+            lease["customer_id"],
+            req.payment_method_id,
+            req.rate_limit.max_attempts if req.rate_limit is not None else None,
+            req.rate_limit.window_s if req.rate_limit is not None else None,
         )
-        if earlier is not None:
-            if earlier["request_hash"] != req.request_hash:
+        assert view is not None
+        if view["earlier_id"] is not None:
+            if view["request_hash"] != req.request_hash:
                 raise Unprocessable(
                     "this Idempotency-Key was already used with a different request body"
                 )
             return Earlier(
-                payment_id=earlier["id"],
-                status_code=earlier["response_status"],
-                body=earlier["response_body"],
-                payment_status=earlier["status"],
-                attempt_status=earlier["attempt_status"],
-                outcome_code=earlier["outcome_code"],
-                amount_cents=earlier["amount_cents"],
-                payment_method_id=earlier["payment_method_id"],
-                created_at=earlier["created_at"],
+                payment_id=view["earlier_id"],
+                status_code=view["response_status"],
+                body=view["response_body"],
+                payment_status=view["earlier_status"],
+                attempt_status=view["attempt_status"],
+                outcome_code=view["outcome_code"],
+                amount_cents=view["earlier_amount_cents"],
+                payment_method_id=view["earlier_method_id"],
+                created_at=view["earlier_created_at"],
                 allocations=list(
-                    zip(earlier["allocation_ids"], earlier["allocation_cents"], strict=True)
+                    zip(view["allocation_ids"], view["allocation_cents"], strict=True)
                 ),
             )
 
@@ -125,15 +135,19 @@ async def start_payment(
                 f"lease {req.lease_id} is {lease['status'].replace('_', ' ')}:"
                 " only an active lease can be paid"
             )
-        if req.rate_limit is not None:
-            await _within_rate_limit(conn, lease["customer_id"], req.rate_limit)
-
-        unpaid = await conn.fetch(
-            QUERIES["payments.lock_unpaid_installments"], req.lease_id, req.as_of
-        )
-        if any(row["status"] == "processing" for row in unpaid):
+        if req.rate_limit is not None and view["wait_s"] is not None:
+            raise RateLimited(
+                f"at most {req.rate_limit.max_attempts} manual payments per customer in"
+                f" {req.rate_limit.window_s} s; try again later",
+                retry_after_s=max(1, math.ceil(view["wait_s"])),
+            )
+        if view["any_processing"]:
             raise Conflict("a payment is in progress for this lease; try again shortly")
-        owed = [(row["id"], row["collectable_cents"]) for row in unpaid if row["collectable_cents"]]
+        owed = [
+            (iid, cents)
+            for iid, cents in zip(view["unpaid_ids"], view["unpaid_cents"], strict=True)
+            if cents
+        ]
         overdue_cents = sum(cents for _, cents in owed)
         if overdue_cents == 0:
             raise Unprocessable("nothing is overdue on this lease")
@@ -142,15 +156,20 @@ async def start_payment(
             raise Unprocessable(
                 f"amount_cents {amount} is more than the overdue amount {overdue_cents}"
             )
-        method = await conn.fetchrow(
-            QUERIES["payments.usable_method"], lease["customer_id"], req.payment_method_id
-        )
-        if method is None:
+        if view["method_id"] is None:
             raise Unprocessable(
                 "no active primary payment method on file"
                 if req.payment_method_id is None
                 else f"payment method {req.payment_method_id} cannot be used for this customer"
             )
+        method = {
+            "id": view["method_id"],
+            "kind": view["kind"],
+            "gateway": view["gateway"],
+            "token": view["token"],
+            "brand": view["brand"],
+            "instrument_key": view["instrument_key"],
+        }
         if method["gateway"] not in req.gateways:
             raise Unprocessable(f"payment method {method['id']} uses a gateway not enabled here")
         kinds = req.gateway_kinds.get(method["gateway"])
@@ -207,22 +226,6 @@ async def start_payment(
         allocations=allocations,
         refused=refused,
     )
-
-
-async def _within_rate_limit(db: Executor, customer_id: int, limit: RateLimit) -> None:
-    """Raise RateLimited when the customer has started ``limit.max_attempts`` manual payments
-    in the window. The customer is locked first, so payments on two of their leases at once
-    are counted one after the other."""
-    await db.execute(QUERIES["payments.lock_customer"], customer_id)
-    wait_s = await db.fetchval(
-        QUERIES["payments.rate_limit_wait"], customer_id, limit.max_attempts, limit.window_s
-    )
-    if wait_s is not None:
-        raise RateLimited(
-            f"at most {limit.max_attempts} manual payments per customer in"
-            f" {limit.window_s} s; try again later",
-            retry_after_s=max(1, math.ceil(wait_s)),
-        )
 
 
 def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[int, int]]:

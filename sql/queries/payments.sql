@@ -1,56 +1,73 @@
 -- lock_lease --
--- Lock lease $1 for a manual payment: manual payments of one lease run one at a time
-SELECT id, customer_id, status FROM leases WHERE id = $1 FOR UPDATE;
-
--- lock_customer --
--- Lock customer $1 for a manual payment: the customer's manual payments start one at a time,
--- across leases, so the rate limit counts each. After the lease (lock_lease), before the
--- installments. NO KEY UPDATE: inserts referencing the customer take KEY SHARE and need not wait.
-SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE;
-
--- rate_limit_wait --
--- Customer $1 may start at most $2 manual payments in any $3 seconds: the seconds until the
--- $2-th most recent one of the window leaves it, or no row while the customer is under the limit
-SELECT extract(epoch FROM p.created_at + make_interval(secs => $3) - now())::float8 AS wait_s
+-- Lock lease $1 and its customer for a manual payment: a lease's manual payments run one at a
+-- time, and a customer's start one at a time across leases, so the rate limit counts each.
+-- Lease first, then customer (the order every manual payment takes). NO KEY UPDATE on the
+-- customer: inserts referencing it take KEY SHARE and need not wait. The reads that depend on
+-- these locks come in the next statement, whose snapshot is taken after they are held.
+SELECT l.id, l.customer_id, l.status
 FROM leases l
-JOIN payments p ON p.lease_id = l.id
-WHERE l.customer_id = $1 AND p.created_at > now() - make_interval(secs => $3)
-ORDER BY p.created_at DESC
-OFFSET $2 - 1
-LIMIT 1;
+JOIN customers c ON c.id = l.customer_id
+WHERE l.id = $1
+FOR UPDATE OF l FOR NO KEY UPDATE OF c;
 
--- find_by_request_key --
--- The payment made earlier under the portal's Idempotency-Key $2 for lease $1, if any, with
--- where it stands now (its answer may have been resolved since the first reply)
-SELECT p.id, p.request_hash, p.response_status, p.response_body, p.status, p.amount_cents,
-       p.payment_method_id, p.created_at, a.status AS attempt_status, a.outcome_code,
-       ARRAY(SELECT pa.installment_id FROM payment_allocations pa
-             JOIN installments i ON i.id = pa.installment_id
-             WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_ids,
-       ARRAY(SELECT pa.amount_cents FROM payment_allocations pa
-             JOIN installments i ON i.id = pa.installment_id
-             WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_cents
-FROM payments p
-LEFT JOIN charge_attempts a ON a.payment_id = p.id
-WHERE p.lease_id = $1 AND p.request_key = $2;
-
--- lock_unpaid_installments --
--- Lock the unpaid installments of lease $1 due before $2, oldest first (the one lock order of
--- the engine: due date, then id), with what is left to take (amount - paid - in flight)
-SELECT id, due_on, amount_cents - paid_cents - in_flight_cents AS collectable_cents, status,
-       next_attempt_on
-FROM installments
-WHERE lease_id = $1 AND due_on < $2 AND paid_cents < amount_cents
-  AND status IN ('scheduled', 'overdue', 'processing')
-ORDER BY due_on, id
-FOR UPDATE;
-
--- usable_method --
--- Payment method $2 when it belongs to customer $1 and is active; with $2 NULL, the primary
-SELECT id, kind, gateway, token, brand, instrument_key
-FROM payment_methods
-WHERE customer_id = $1 AND status = 'active'
-  AND (CASE WHEN $2::bigint IS NULL THEN is_primary ELSE id = $2::bigint END);
+-- claim_view --
+-- Under the locks of lock_lease, in one round trip, what a manual payment of lease $1 needs:
+-- the payment made earlier under the portal's Idempotency-Key $2 (with where it stands now:
+-- its answer may have been resolved since the first reply); the lease's unpaid installments
+-- due before $3, locked oldest first (the one lock order of the engine: due date, then id),
+-- with what is left to take (amount - paid - in flight); customer $4's payment method $5 when
+-- it is theirs and active (with $5 NULL, the primary); and, when $6 is not NULL, the seconds
+-- until the customer may start another manual payment ($6 in any $7 seconds: until the $6-th
+-- most recent one of the window leaves it; NULL while under the limit).
+WITH earlier AS (
+    SELECT p.id, p.request_hash, p.response_status, p.response_body, p.status,
+           p.amount_cents, p.payment_method_id, p.created_at, a.status AS attempt_status,
+           a.outcome_code,
+           ARRAY(SELECT pa.installment_id FROM payment_allocations pa
+                 JOIN installments i ON i.id = pa.installment_id
+                 WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_ids,
+           ARRAY(SELECT pa.amount_cents FROM payment_allocations pa
+                 JOIN installments i ON i.id = pa.installment_id
+                 WHERE pa.payment_id = p.id ORDER BY i.due_on, i.id) AS allocation_cents
+    FROM payments p
+    LEFT JOIN charge_attempts a ON a.payment_id = p.id
+    WHERE p.lease_id = $1 AND p.request_key = $2
+), unpaid AS (
+    SELECT id, due_on, amount_cents - paid_cents - in_flight_cents AS collectable_cents, status
+    FROM installments
+    WHERE lease_id = $1 AND due_on < $3 AND paid_cents < amount_cents
+      AND status IN ('scheduled', 'overdue', 'processing')
+    ORDER BY due_on, id
+    FOR UPDATE
+), method AS (
+    SELECT id, kind, gateway, token, brand, instrument_key
+    FROM payment_methods
+    WHERE customer_id = $4 AND status = 'active'
+      AND (CASE WHEN $5::bigint IS NULL THEN is_primary ELSE id = $5::bigint END)
+)
+SELECT e.id AS earlier_id, e.request_hash, e.response_status, e.response_body,
+       e.status AS earlier_status, e.amount_cents AS earlier_amount_cents,
+       e.payment_method_id AS earlier_method_id, e.created_at AS earlier_created_at,
+       e.attempt_status, e.outcome_code, e.allocation_ids, e.allocation_cents,
+       (SELECT coalesce(array_agg(u.id ORDER BY u.due_on, u.id), '{}') FROM unpaid u)
+           AS unpaid_ids,
+       (SELECT coalesce(array_agg(u.collectable_cents ORDER BY u.due_on, u.id), '{}')
+        FROM unpaid u) AS unpaid_cents,
+       (SELECT coalesce(bool_or(u.status = 'processing'), false) FROM unpaid u)
+           AS any_processing,
+       m.id AS method_id, m.kind, m.gateway, m.token, m.brand, m.instrument_key,
+       CASE WHEN $6::integer IS NOT NULL THEN (
+           SELECT extract(epoch FROM p.created_at + make_interval(secs => $7) - now())::float8
+           FROM leases l
+           JOIN payments p ON p.lease_id = l.id
+           WHERE l.customer_id = $4 AND p.created_at > now() - make_interval(secs => $7)
+           ORDER BY p.created_at DESC
+           OFFSET $6 - 1
+           LIMIT 1
+       ) END AS wait_s
+FROM (SELECT) AS one
+LEFT JOIN earlier e ON true
+LEFT JOIN method m ON true;
 
 -- insert_payment --
 -- Record a pending manual payment, its allocations to installments and its pending charge
