@@ -138,8 +138,11 @@ async def serve(
                 async for signum in signals:
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     stop.set()
+                    # The portal takes no new request from now on: the requests in flight
+                    # finish while the pass drains, within the same grace, not one after the
+                    # other (a payment taken now would be charged after the signal).
+                    stop_serving.set()
                     break
             # Claims stop at once; what was claimed is charged and recorded, within the grace.
             work.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
-        stop_serving.set()
     log.info("daemon_stopped")

@@ -280,14 +280,6 @@ async def test_sigkill_with_manual_payments_in_flight_resolves_each_exactly_once
     await assert_gateway_matches_ledger(pool, await sandbox_record(pool), gateways=SANDBOX)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h-edge: after SIGTERM the daemon's portal goes on taking and charging new manual"
-    " payments until the pass has drained (its post-pass audit included), and only then"
-    " stops serving, draining HTTP for up to another full grace (serve_api's"
-    " timeout_graceful_shutdown): the exit can pass COLLECTOR_SHUTDOWN_GRACE_S (15.9 s with"
-    " a 15 s grace, long form, COLLECTOR_CHAOS_SEED=1609462003)",
-)
 async def test_after_sigterm_the_portal_takes_no_new_manual_payment(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, rng: random.Random
 ) -> None:
