@@ -10,7 +10,7 @@ from datetime import date
 import asyncpg
 
 from collector.db.money import Ending
-from collector.db.pool import Executor
+from collector.db.pool import Executor, fetch_planned
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
 from collector.policy import Decision
@@ -80,7 +80,8 @@ async def claim_due(
     deadline_s: int,
 ) -> list[ClaimedCharge]:
     """Claim and record pending attempts for up to ``limit`` due installments, in one commit."""
-    rows = await db.fetch(
+    rows = await fetch_planned(
+        db,
         QUERIES["attempts.claim_due"],
         as_of,
         cursor.after_on,
@@ -125,7 +126,7 @@ async def record_outcomes(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    rows = await db.fetch(QUERIES["attempts.record_outcomes"], *columns, as_of, source)
+    rows = await fetch_planned(db, QUERIES["attempts.record_outcomes"], *columns, as_of, source)
     return {row["attempt_id"] for row in rows}
 
 
@@ -148,7 +149,8 @@ async def claim_unresolved(
     deadline_s: int,
 ) -> list[UnresolvedAttempt]:
     """Take over up to ``limit`` pending attempts of dead passes and in-doubt attempts."""
-    rows = await db.fetch(
+    rows = await fetch_planned(
+        db,
         QUERIES["attempts.claim_unresolved"],
         after_id,
         list(gateways),
@@ -173,8 +175,8 @@ async def card_declines_30d(
     """Declined attempts per card instrument in the 30 days before ``as_of`` (recorded ones)."""
     if not instrument_keys:
         return {}
-    rows = await db.fetch(
-        QUERIES["attempts.card_declines_30d"], sorted(set(instrument_keys)), as_of
+    rows = await fetch_planned(
+        db, QUERIES["attempts.card_declines_30d"], sorted(set(instrument_keys)), as_of
     )
     return {row["instrument_key"]: row["declines"] for row in rows}
 

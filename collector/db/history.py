@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from collector.db.pool import Executor
+from collector.db.pool import Executor, fetch_planned
 from collector.db.queries import QUERIES
 from collector.eligibility import InstrumentHistory, MoneyLine, NsfHistory, nsf_history
 from collector.policy import DEAD_ACCOUNT_RETURNS, NEVER_RETRY_ADVICE
@@ -36,7 +36,8 @@ async def histories(
     ``as_of``."""
     if not subjects:
         return {}
-    rows = await db.fetch(
+    rows = await fetch_planned(
+        db,
         QUERIES["eligibility.history"],
         [s.attempt_id for s in subjects],
         [s.installment_id for s in subjects],

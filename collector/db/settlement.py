@@ -8,7 +8,7 @@ from datetime import date
 
 import asyncpg
 
-from collector.db.pool import Executor
+from collector.db.pool import Executor, fetch_planned
 from collector.db.queries import QUERIES
 
 
@@ -55,8 +55,8 @@ async def debits_in_flight(
     db: Executor, *, after_id: int, gateways: Sequence[str], limit: int
 ) -> list[DebitInFlight]:
     """The next ``limit`` debits still processing, in id order."""
-    rows = await db.fetch(
-        QUERIES["settlement.processing_attempts"], after_id, list(gateways), limit
+    rows = await fetch_planned(
+        db, QUERIES["settlement.processing_attempts"], after_id, list(gateways), limit
     )
     return [_debit(row) for row in rows]
 
@@ -74,8 +74,8 @@ async def settle_attempts(
     statement; return the ids that changed."""
     if not attempt_ids:
         return []
-    rows = await db.fetch(
-        QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
+    rows = await fetch_planned(
+        db, QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
     )
     return [row["attempt_id"] for row in rows]
 
