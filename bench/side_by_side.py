@@ -10,7 +10,8 @@ and its migrations (each side seeds its own database from its own migrations).
 
 The last line is machine-readable:
 
-    before_per_s=<median> after_per_s=<median> after_vs_before=<ratio> rounds=<n>
+    before_per_s=<median> after_per_s=<median> after_vs_before=<ratio>
+    cpu_before_vs_after=<ratio of the medians of CPU per charge> rounds=<n>
 """
 
 from __future__ import annotations
@@ -50,16 +51,19 @@ def last_line_fields(output: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in line.split())
 
 
-def one_run(tree: Path, label: str, collect_args: list[str]) -> float:
+def one_run(tree: Path, label: str, collect_args: list[str]) -> tuple[float, float]:
+    """One collect.py run: (charges per second, CPU per charge in us, engine + PostgreSQL)."""
     command = ["uv", "run", "python", "bench/collect.py", *collect_args]
     print(f"[{label}] cd {tree} && {' '.join(command)}", flush=True)
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"{label}: bench/collect.py failed with exit {done.returncode}")
-    per_s = float(last_line_fields(done.stdout)["charges_per_s"])
-    print(f"[{label}] charges_per_s={per_s:.0f}", flush=True)
-    return per_s
+    fields = last_line_fields(done.stdout)
+    per_s = float(fields["charges_per_s"])
+    cpu_us = float(fields["engine_cpu_us_per_charge"]) + float(fields["pg_cpu_us_per_charge"])
+    print(f"[{label}] charges_per_s={per_s:.0f} cpu_us_per_charge={cpu_us:.0f}", flush=True)
+    return per_s, cpu_us
 
 
 def main() -> int:
@@ -76,22 +80,35 @@ def main() -> int:
 
     before: list[float] = []
     after: list[float] = []
+    before_cpu: list[float] = []
+    after_cpu: list[float] = []
     for round_number in range(1, args.rounds + 1):
-        before.append(one_run(before_tree, f"round {round_number} before", collect_args))
-        after.append(one_run(ROOT, f"round {round_number} after", collect_args))
+        rate, cpu = one_run(before_tree, f"round {round_number} before", collect_args)
+        before.append(rate)
+        before_cpu.append(cpu)
+        rate, cpu = one_run(ROOT, f"round {round_number} after", collect_args)
+        after.append(rate)
+        after_cpu.append(cpu)
         print(f"round {round_number}: after/before = {after[-1] / before[-1]:.3f}", flush=True)
 
     before_median = statistics.median(before)
     after_median = statistics.median(after)
     ratios = ", ".join(f"{a / b:.3f}" for a, b in zip(after, before, strict=True))
     print(f"per-round ratios: {ratios}")
+    # CPU per charge moves much less than a rate when other work shares the cores.
+    cpu_ratio = statistics.median(before_cpu) / statistics.median(after_cpu)
+    print(
+        f"CPU per charge, engine + PostgreSQL, medians: before {statistics.median(before_cpu):.0f}"
+        f" us, after {statistics.median(after_cpu):.0f} us (before/after = {cpu_ratio:.3f})"
+    )
     print(
         "command: uv run python bench/side_by_side.py"
         f" --before {args.before} --rounds {args.rounds} -- {' '.join(collect_args)}"
     )
     print(
         f"before_per_s={before_median:.0f} after_per_s={after_median:.0f}"
-        f" after_vs_before={after_median / before_median:.3f} rounds={args.rounds}"
+        f" after_vs_before={after_median / before_median:.3f}"
+        f" cpu_before_vs_after={cpu_ratio:.3f} rounds={args.rounds}"
     )
     return 0
 
