@@ -159,7 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # drown it. Every other command logs JSON lines for machines.
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
     try:
-        settings = load_settings()
+        try:
+            settings = load_settings()
+        except ConfigError:
+            if args.command == "run" and not args.dry_run:
+                _count_unconfigured_run()
+            raise
         now = check_in_range(today(settings), what="today's date")  # a clock decades off
         try:
             _check_dates(args, now, settings.timezone)
@@ -189,6 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc, file=sys.stderr)
         # The audit's 1 means "violations found"; it could not run is 2.
         return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
+
+
+def _count_unconfigured_run() -> None:
+    """A run refused for its settings is a failed pass too: count it and leave it in the
+    textfile when that one setting is usable, or the alerts see the last good run's file."""
+    PASSES.labels(status="failed").inc()
+    textfile = os.environ.get("COLLECTOR_METRICS_TEXTFILE", "")
+    if textfile.endswith(".prom"):
+        try:
+            export_pass_metrics(textfile=Path(textfile), pushgateway=None, job="collector")
+        except OSError as exc:
+            structlog.get_logger().error("metrics_export_failed", error=describe(exc))
 
 
 def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
@@ -51,6 +51,7 @@ from collector.metrics import (
     CHARGES,
     CHARGES_IN_FLIGHT,
     GATEWAY_LATENCY,
+    IN_DOUBT_RESOLVED,
 )
 from collector.policy import (
     DEFAULT_CARD_RULES,
@@ -238,6 +239,18 @@ def count_charge(claimed: ClaimedCharge, status: AttemptStatus) -> None:
         _charged_cents(claimed.gateway, kind).inc(claimed.amount_cents)
 
 
+def count_resolution(claimed: ClaimedCharge, status: AttemptStatus) -> None:
+    """Count what a lookup found of an attempt whose first answer (in doubt) was counted
+    already: collector_charges_total counts each attempt's first answer once, and an attempt
+    still in doubt is not counted again on every pass that asks."""
+    if status is AttemptStatus.IN_DOUBT:
+        return
+    kind = claimed.method_kind.value
+    IN_DOUBT_RESOLVED.labels(gateway=claimed.gateway, method_kind=kind, outcome=status.value).inc()
+    if status is AttemptStatus.SUCCEEDED:
+        _charged_cents(claimed.gateway, kind).inc(claimed.amount_cents)
+
+
 @dataclass(frozen=True, slots=True)
 class NotTaken:
     """The answer of a lookup that found no charge under an in-doubt attempt's key."""
@@ -419,6 +432,13 @@ class Recorder:
         self._retry_days = retry_days
         self._batch_size = batch_size
         self._progress = progress
+        # Attempts whose first answer (in doubt) an earlier pass already counted: a lookup's
+        # answer is their resolution, not a second answer.
+        self._answered_before: set[int] = set()
+
+    def answered_before(self, attempt_ids: Iterable[int]) -> None:
+        """Note attempts already answered (in doubt) and counted by an earlier pass."""
+        self._answered_before.update(attempt_ids)
 
     async def decide(
         self, answers: Sequence[tuple[ClaimedCharge, Answer]], *, db: Executor | None = None
@@ -463,7 +483,10 @@ class Recorder:
             if claimed.attempt_id not in changed:
                 continue
             status = d.attempt_status
-            count_charge(claimed, status)
+            if claimed.attempt_id in self._answered_before:
+                count_resolution(claimed, status)
+            else:
+                count_charge(claimed, status)
             if status is AttemptStatus.SUCCEEDED:
                 counts.succeeded += 1
                 counts.charged_cents += claimed.amount_cents
