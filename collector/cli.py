@@ -288,7 +288,12 @@ async def _database(settings: Settings) -> AsyncIterator[tuple[str, asyncpg.Pool
         await _ensure_database(url)
     async with connect(url) as conn:
         await migrate(conn)  # cheap when nothing is pending
-    async with open_pool(url, size=settings.pool_size) as pool:
+    async with open_pool(
+        url,
+        size=settings.pool_size,
+        statement_timeout_s=settings.statement_timeout_s,
+        lock_timeout_s=settings.lock_timeout_s,
+    ) as pool:
         yield url, pool
 
 
@@ -603,7 +608,21 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the web stack is the daemon's alone, and a cron pass starts faster
     # and smaller without it.
     from collector.daemon import serve
+    from collector.startup import wait_for_database
 
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+
+    async def ready() -> None:
+        url = database_url(settings)
+        if settings.database_url is None:
+            await _ensure_database(url)
+        async with connect(url) as conn:
+            await migrate(conn)
+
+    # A database that is not there yet (rebooting, upgraded) is waited for, not a failure:
+    # systemd would stop restarting a daemon that exits for it after a few tries.
+    if not await wait_for_database(ready, settings, host=host, port=port):
+        return 0
     async with (
         _database(settings) as (url, pool),
         open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways,
@@ -612,8 +631,8 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
             pool,
             gateways,
             settings,
-            host=args.host or settings.api_host,
-            port=args.port or settings.api_port,
+            host=host,
+            port=port,
             schedule=not args.no_schedule,
             clock=lambda: datetime.now(UTC),
         )
