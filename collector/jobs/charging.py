@@ -36,6 +36,7 @@ from collector.domain import (
     ending_of,
 )
 from collector.eligibility import Refused
+from collector.failures import describe_failure
 from collector.gateways.base import (
     ChargeRequest,
     Declined,
@@ -207,7 +208,7 @@ class Charger:
                 operation=operation,
                 attempt_id=claimed.attempt_id,
                 gateway=claimed.gateway,
-                error=type(exc).__name__,
+                error=describe_failure(exc),
             )
             return InDoubt(reason=_ERROR_REASON[operation])
         finally:
@@ -503,14 +504,25 @@ class Recorder:
                 counts.refused += 1
             else:
                 counts.failed += 1
+            # Everything an operator needs to act on it without the database: which charge
+            # (the key to search the gateway by), which try, on what, and what the network
+            # said (its message is masked as the answer was built).
             log.warning(
                 "charge_failed",
                 attempt_id=claimed.attempt_id,
+                idempotency_key=claimed.idempotency_key,
+                attempt_no=claimed.attempt_no,
                 installment_id=claimed.installment_id,
                 lease_id=claimed.lease_id,
+                customer_id=claimed.customer_id,
+                payment_method_id=claimed.payment_method_id,
+                method_kind=claimed.method_kind.value,
+                source=claimed.source.value,
                 gateway=claimed.gateway,
                 outcome=status.value,
                 decline_code=d.code,
+                decline_message=d.message,
+                network_advice=d.network_advice,
                 amount_cents=claimed.amount_cents,
                 next_attempt_on=d.next_attempt_on.isoformat() if d.next_attempt_on else None,
                 method_disabled=d.disable_method,

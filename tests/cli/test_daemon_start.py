@@ -44,7 +44,9 @@ async def test_a_daemon_waits_for_its_database_and_says_why_it_is_not_ready(
     name = f"collector_late_{os.getpid()}"
     port = _free_port()
     env = env_for(
-        database_url_of(server_url, name), COLLECTOR_API_TOKENS=TOKEN, COLLECTOR_SCHEDULE_TIME="23:59"
+        database_url_of(server_url, name),
+        COLLECTOR_API_TOKENS=TOKEN,
+        COLLECTOR_SCHEDULE_TIME="23:59",
     )
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log_file:

@@ -138,3 +138,19 @@ async def test_an_attempt_in_doubt_is_counted_once_and_its_resolution_apart(
     assert _sample("collector_in_doubt_resolved_total", outcome="succeeded", **labels) == (
         resolved + 1
     )
+
+
+async def test_a_failed_charge_line_holds_everything_needed_to_act_on_it(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_card_insufficient_funds", due_dates=[TODAY])
+    with capture_logs() as logs:
+        await run_pass(pool, gateways, settings, as_of=TODAY)
+    [line] = [e for e in logs if e["event"] == "charge_failed"]
+    assert line["idempotency_key"].startswith("collector-inst-")
+    assert line["attempt_no"] == 1 and line["source"] == "batch"
+    assert line["method_kind"] == "card" and line["payment_method_id"] > 0
+    assert line["lease_id"] == lease.lease_id and line["customer_id"] > 0
+    assert line["decline_code"] == "insufficient_funds" and line["outcome"] == "declined"
+    assert {"decline_message", "network_advice", "next_attempt_on"} <= set(line)
