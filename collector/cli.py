@@ -559,15 +559,23 @@ async def _dry_run(args: argparse.Namespace, settings: Settings, pool: asyncpg.P
 
 
 def _try_export_metrics(settings: Settings) -> str | None:
-    """Export the metrics; the reason when it failed, else None."""
+    """Export the metrics; the reason when the textfile could not be written, else None.
+
+    A textfile that cannot be written fails the run: node_exporter keeps serving the old one,
+    and only CollectorTextfileStale would tell, a day later. A Pushgateway that cannot be
+    reached is logged only: it is a service of its own, whose push_time_seconds shows it.
+    """
     try:
-        export_pass_metrics(
-            textfile=settings.metrics_textfile,
-            pushgateway=settings.pushgateway_url,
-            job="collector",
-        )
+        export_pass_metrics(textfile=settings.metrics_textfile, pushgateway=None, job="collector")
     except OSError as exc:
         return describe(exc)
+    if settings.pushgateway_url is not None:
+        try:
+            export_pass_metrics(
+                textfile=None, pushgateway=settings.pushgateway_url, job="collector"
+            )
+        except OSError as exc:
+            structlog.get_logger().error("metrics_export_failed", error=describe(exc))
     return None
 
 
