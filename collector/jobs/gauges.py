@@ -11,6 +11,7 @@ stopped growing.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -87,14 +88,17 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, *, now: datetim
 
 
 async def refresh_forever(
-    pool: asyncpg.Pool, settings: Settings, *, clock: Clock, interval_s: float | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    clock: Clock,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> None:
     """Refresh the gauges every ``COLLECTOR_METRICS_REFRESH_S`` until cancelled; a refresh
     that fails (the database away) is logged and the gauges keep their last values."""
-    interval = interval_s if interval_s is not None else settings.metrics_refresh_s
     while True:
         try:
             await refresh_gauges(pool, settings, now=clock())
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             log.warning("gauges_refresh_failed", error=describe_failure(exc))
-        await anyio.sleep(interval)
+        await sleep(settings.metrics_refresh_s)
