@@ -119,6 +119,11 @@ async def run_pass(
         PASS_RUNNING_SINCE.set(time.time())
         log.info("pass_started", host=socket.gethostname(), pid=os.getpid())
         try:
+            # The gauges as of the start: a run's textfile, written next, must say when the
+            # day's pass is due and when the last one succeeded while this one runs (or hangs).
+            # (The refresh reads this pass's start from its run row, or an older pass's still
+            # running; without the database the time set above stays.)
+            await _refresh_gauges(pool, settings, clock)
             if on_started is not None:
                 await on_started(run_id)
             async with watching(
@@ -156,16 +161,23 @@ async def run_pass(
     duration_s = time.monotonic() - started
     PASSES.labels(status="completed").inc()
     PASS_DURATION.observe(duration_s)
-    try:
-        await refresh_gauges(pool, settings, now=clock())
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        # The pass is done and recorded; the gauges keep their values until the next refresh.
-        log.error("gauges_refresh_failed", error=describe_failure(exc))
+    await _refresh_gauges(pool, settings, clock)
     log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
     if settings.audit_after_pass:
         await _audit(pool, settings)
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
     return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)
+
+
+async def _refresh_gauges(
+    pool: asyncpg.Pool, settings: Settings, clock: Callable[[], datetime]
+) -> None:
+    try:
+        await refresh_gauges(pool, settings, now=clock())
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # The pass goes on (or is done and recorded); the gauges keep their values until the
+        # next refresh.
+        log.error("gauges_refresh_failed", error=describe_failure(exc))
 
 
 @asynccontextmanager

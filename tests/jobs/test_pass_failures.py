@@ -154,3 +154,22 @@ async def test_a_failed_charge_line_holds_everything_needed_to_act_on_it(
     assert line["lease_id"] == lease.lease_id and line["customer_id"] > 0
     assert line["decline_code"] == "insufficient_funds" and line["outcome"] == "declined"
     assert {"decline_message", "network_advice", "next_attempt_on"} <= set(line)
+
+
+async def test_while_a_pass_runs_its_gauges_say_so_and_when_the_days_pass_is_due(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    # What a run's textfile holds when written at the start: if the pass then hangs or is
+    # killed, CollectorPassRunningTooLong and CollectorDailyPassMissing read these values.
+    seen: dict[str, float] = {}
+
+    async def started(_run_id: int) -> None:
+        seen["running_since"] = _sample("collector_pass_running_since_timestamp_seconds")
+        seen["due_by"] = _sample("collector_next_pass_due_by_timestamp_seconds")
+
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    await run_pass(pool, gateways, settings, as_of=TODAY, on_started=started, clock=lambda: now)
+    started_at = await pool.fetchval("SELECT started_at FROM collection_runs")
+    assert seen["running_since"] == started_at.timestamp()
+    assert seen["due_by"] == datetime(2026, 11, 26, 15, 0, tzinfo=UTC).timestamp()
+    assert _sample("collector_pass_running_since_timestamp_seconds") == 0
