@@ -63,3 +63,24 @@ def test_a_nacha_trace_number_is_logged_as_it_is_and_a_card_number_is_not(
     assert line["trace"] == 21000021234567
     assert line["note"] == "returned 021000021234567 R01; card [redacted-pan]"
     assert line["token"] == "[redacted]"
+
+
+def test_uvicorn_configured_its_own_handlers_and_its_lines_are_still_json() -> None:
+    # Anything in the process that builds a uvicorn.Config with its default log_config gives
+    # uvicorn's loggers plain-text handlers of their own; configure_logging takes them back.
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    logging.config.dictConfig(LOGGING_CONFIG)
+    out = io.StringIO()
+    configure_logging(json=True, stream=out)
+    try:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        [line] = _lines(out)
+        assert line["event"] == "Exception in ASGI application" and "boom" in str(line["exception"])
+    finally:
+        configure_logging(json=True)
