@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import socket
 import sys
 import time
 import traceback
@@ -38,6 +40,7 @@ from collector.db.embedded import DATABASE_NAME, database_url_of, start_embedded
 from collector.db.migrate import migrate
 from collector.db.pool import CANNOT_CONNECT, connect, describe, open_pool
 from collector.db.preview import Preview, preview
+from collector.db.runs import mark_failed, record_failed_start
 from collector.domain import PassCounts, format_cents
 from collector.exceptions import CollectorError, ConfigError, DatabaseError, DateOutOfRange
 from collector.failures import describe_failure, is_interrupt
@@ -46,7 +49,7 @@ from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
 from collector.jobs.presentment import would_refuse
 from collector.logs import configure_logging
-from collector.metrics import export_pass_metrics
+from collector.metrics import PASSES, export_pass_metrics
 from collector.seed import seed_demo
 
 
@@ -156,7 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # drown it. Every other command logs JSON lines for machines.
     configure_logging(json=True, level=logging.ERROR if args.command == "demo" else logging.INFO)
     try:
-        settings = load_settings()
+        try:
+            settings = load_settings()
+        except ConfigError:
+            if args.command == "run" and not args.dry_run:
+                _count_unconfigured_run()
+            raise
         now = check_in_range(today(settings), what="today's date")  # a clock decades off
         try:
             _check_dates(args, now, settings.timezone)
@@ -187,6 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The audit's 1 means "violations found"; it could not run is 2.
         return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
 
+
+def _count_unconfigured_run() -> None:
+    """A run refused for its settings is a failed pass too: count it and leave it in the
+    textfile when that one setting is usable, or the alerts see the last good run's file."""
+    PASSES.labels(status="failed").inc()
+    textfile = os.environ.get("COLLECTOR_METRICS_TEXTFILE", "")
+    if textfile.endswith(".prom"):
+        try:
+            export_pass_metrics(textfile=Path(textfile), pushgateway=None, job="collector")
+        except OSError as exc:
+            structlog.get_logger().error("metrics_export_failed", error=describe(exc))
 
 
 def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
@@ -269,7 +288,12 @@ async def _database(settings: Settings) -> AsyncIterator[tuple[str, asyncpg.Pool
         await _ensure_database(url)
     async with connect(url) as conn:
         await migrate(conn)  # cheap when nothing is pending
-    async with open_pool(url, size=settings.pool_size) as pool:
+    async with open_pool(
+        url,
+        size=settings.pool_size,
+        statement_timeout_s=settings.statement_timeout_s,
+        lock_timeout_s=settings.lock_timeout_s,
+    ) as pool:
         yield url, pool
 
 
@@ -420,55 +444,146 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     as_of: date = args.as_of
-    async with _database(settings) as (url, pool):
-        if args.dry_run:
-            report = await preview(pool, as_of=as_of, gateways=settings.gateways)
-            report = dataclasses.replace(
-                report,
-                refused=await would_refuse(
-                    pool,
-                    as_of=as_of,
-                    gateways=settings.gateways,
-                    batch_size=settings.batch_size,
-                    card_rules=settings.card_rules,
-                ),
+    if args.dry_run:
+        async with _database(settings) as (_url, pool):
+            await _dry_run(args, settings, pool)
+        return 0
+    # Whatever fails, at start or mid-pass, is counted and left in the textfile: a run that
+    # fails before its pass begins (database unreachable, a gateway that will not open) is a
+    # failed pass to the alerts, not a textfile of zeros.
+    state = _RunState()
+    try:
+        result = await _collect_once(settings, as_of, state)
+    except BaseException as exc:
+        if not state.pass_entered and isinstance(exc, Exception):
+            PASSES.labels(status="failed").inc()
+            structlog.get_logger().error(
+                "pass_failed", step="start", as_of=as_of.isoformat(), error=describe_failure(exc)
             )
-            _print_preview(report, as_json=args.json)
-            return 0
-        try:
-            async with open_gateways(
-                settings.gateways, _gateway_context(settings, url)
-            ) as gateways:
-                with _progress("charging") as progress:
-                    result = await run_pass(
-                        pool, gateways, settings, as_of=as_of, progress=progress
-                    )
-                if "nacha" in gateways:
-                    # Imported only where the NACHA gateway is in use.
-                    from collector.jobs.ach_files import export_after_pass
-
-                    for path in await export_after_pass(
-                        pool, gateways, as_of=as_of, now=datetime.now(UTC)
-                    ):
-                        print(f"wrote {path}")
-        finally:
-            # A cron-run pass cannot be scraped: leave its figures, a failure's included,
-            # where Prometheus will find them.
-            _export_metrics(settings)
+        await anyio.to_thread.run_sync(_export_metrics, settings)
+        raise
+    for path in state.written:
+        print(f"wrote {path}")
+    if state.export_error is not None:
+        # The pass is recorded, but monitoring cannot see it: that is a failure too.
+        print(f"collector: error: {state.export_error}", file=sys.stderr)
+        return 1
     _print_summary(result, as_json=args.json)
     return 0
 
 
-def _export_metrics(settings: Settings) -> None:
+@dataclasses.dataclass(slots=True)
+class _RunState:
+    """What ``collector run`` knows of its pass while it runs."""
+
+    pass_entered: bool = False
+    written: list[Path] = dataclasses.field(default_factory=list)
+    export_error: str | None = None
+
+
+async def _collect_once(settings: Settings, as_of: date, state: _RunState) -> PassResult:
+    async with _database(settings) as (url, pool):
+        try:
+            async with open_gateways(
+                settings.gateways, _gateway_context(settings, url)
+            ) as gateways:
+
+                async def export_files() -> None:
+                    if "nacha" in gateways:
+                        # Imported only where the NACHA gateway is in use.
+                        from collector.jobs.ach_files import export_after_pass
+
+                        state.written += await export_after_pass(
+                            pool, gateways, as_of=as_of, now=datetime.now(UTC)
+                        )
+
+                async def started(_run_id: int) -> None:
+                    # The textfile says a pass is running (and since when) while it runs: a
+                    # pass that hangs or is killed shows, not only one that finishes.
+                    await anyio.to_thread.run_sync(_export_metrics, settings)
+
+                state.pass_entered = True
+                with _progress("charging") as progress:
+                    result = await run_pass(
+                        pool,
+                        gateways,
+                        settings,
+                        as_of=as_of,
+                        progress=progress,
+                        on_started=started,
+                        finish=[export_files],
+                    )
+        except Exception as exc:
+            if not state.pass_entered:
+                await _record_failed_start(pool, as_of, exc)
+            raise
+        error = await anyio.to_thread.run_sync(_try_export_metrics, settings)
+        if error is not None:
+            state.export_error = f"metrics export failed: {error}"
+            PASSES.labels(status="failed").inc()
+            structlog.get_logger().error(
+                "pass_failed", step="metrics_export", error=state.export_error
+            )
+            await mark_failed(pool, result.run_id, error=state.export_error)
+        return result
+
+
+async def _record_failed_start(pool: asyncpg.Pool, as_of: date, exc: Exception) -> None:
+    """Leave a failed run row for a pass that never began (its gateways would not open)."""
     try:
-        export_pass_metrics(
-            textfile=settings.metrics_textfile,
-            pushgateway=settings.pushgateway_url,
-            job="collector",
+        await record_failed_start(
+            pool,
+            as_of=as_of,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            error=describe_failure(exc),
         )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as record_exc:
+        structlog.get_logger().error("run_record_failed", error=describe_failure(record_exc))
+
+
+async def _dry_run(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> None:
+    as_of: date = args.as_of
+    report = await preview(pool, as_of=as_of, gateways=settings.gateways)
+    report = dataclasses.replace(
+        report,
+        refused=await would_refuse(
+            pool,
+            as_of=as_of,
+            gateways=settings.gateways,
+            batch_size=settings.batch_size,
+            card_rules=settings.card_rules,
+        ),
+    )
+    _print_preview(report, as_json=args.json)
+
+
+def _try_export_metrics(settings: Settings) -> str | None:
+    """Export the metrics; the reason when the textfile could not be written, else None.
+
+    A textfile that cannot be written fails the run: node_exporter keeps serving the old one,
+    and only CollectorTextfileStale would tell, a day later. A Pushgateway that cannot be
+    reached is logged only: it is a service of its own, whose push_time_seconds shows it.
+    """
+    try:
+        export_pass_metrics(textfile=settings.metrics_textfile, pushgateway=None, job="collector")
     except OSError as exc:
-        # The pass itself is done and recorded; a lost export shows up as a stale metric.
-        structlog.get_logger().error("metrics_export_failed", error=describe(exc))
+        return describe(exc)
+    if settings.pushgateway_url is not None:
+        try:
+            export_pass_metrics(
+                textfile=None, pushgateway=settings.pushgateway_url, job="collector"
+            )
+        except OSError as exc:
+            structlog.get_logger().error("metrics_export_failed", error=describe(exc))
+    return None
+
+
+def _export_metrics(settings: Settings) -> None:
+    error = _try_export_metrics(settings)
+    if error is not None:
+        # Logged; at the end of a completed pass, _collect_once fails the run for it.
+        structlog.get_logger().error("metrics_export_failed", error=error)
 
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
@@ -501,7 +616,21 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the web stack is the daemon's alone, and a cron pass starts faster
     # and smaller without it.
     from collector.daemon import serve
+    from collector.startup import wait_for_database
 
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+
+    async def ready() -> None:
+        url = database_url(settings)
+        if settings.database_url is None:
+            await _ensure_database(url)
+        async with connect(url) as conn:
+            await migrate(conn)
+
+    # A database that is not there yet (rebooting, upgraded) is waited for, not a failure:
+    # systemd would stop restarting a daemon that exits for it after a few tries.
+    if not await wait_for_database(ready, settings, host=host, port=port):
+        return 0
     async with (
         _database(settings) as (url, pool),
         open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways,
@@ -510,8 +639,8 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
             pool,
             gateways,
             settings,
-            host=args.host or settings.api_host,
-            port=args.port or settings.api_port,
+            host=host,
+            port=port,
             schedule=not args.no_schedule,
             clock=lambda: datetime.now(UTC),
         )

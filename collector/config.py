@@ -176,6 +176,35 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=30.0, gt=0, le=3600, description="Time SIGTERM allows in-flight charges."
     )
+    pass_deadline_time: str = Field(
+        default="10:00",
+        description="Local time (HH:MM) by which a pass for the day must have completed"
+        " (collector_next_pass_due_by_timestamp_seconds, CollectorDailyPassMissing).",
+    )
+    metrics_refresh_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Seconds between the daemon's gauge refreshes."
+    )
+    statement_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Longest a statement of the engine may run before the database cancels it.",
+    )
+    lock_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="Longest a statement of the engine may wait for a lock.",
+    )
+    progress_interval_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Seconds between a pass's pass_progress lines."
+    )
+    watchdog_stall_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="A pass with no progress for this long is reported stalled.",
+    )
 
     # The NACHA file gateway ("nacha"): checked when the gateway opens, not here.
     nacha_vault_file: Path | None = Field(
@@ -283,7 +312,7 @@ class Settings(BaseSettings):
             raise ValueError("every API token must be at least 16 characters")
         return value
 
-    @field_validator("schedule_time")
+    @field_validator("schedule_time", "pass_deadline_time")
     @classmethod
     def _clock_time(cls, value: str) -> str:
         # A local wall-clock time: time.fromisoformat alone would take "06:00+02:00", whose

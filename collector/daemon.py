@@ -25,37 +25,21 @@ import asyncpg
 from collector.api.app import create_app
 from collector.api.server import Listening, serve_api
 from collector.config import Settings
-from collector.db.stats import snapshot
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.ach_files import export_after_pass
 from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
+from collector.jobs.gauges import refresh_forever, refresh_gauges
 from collector.logs import get_logger
-from collector.metrics import set_gauges
+from collector.schedule import DailySchedule, next_pass_at, run_schedule
+
+# next_pass_at lives in collector.schedule; kept importable from here for its callers.
+__all__ = ["next_pass_at", "serve"]
 
 log = get_logger()
 
 Clock = Callable[[], datetime]
-
-
-def next_pass_at(
-    now: datetime, *, daily: time, retry_interval: timedelta, last_pass: datetime | None
-) -> datetime:
-    """When the next pass should start, in ``now``'s zone.
-
-    Before today's daily time: at it. After it: at once if no pass ran since, else one retry
-    interval after the last pass, unless that falls on the next day: then the next daily time.
-    """
-    today_at = datetime.combine(now.date(), daily, tzinfo=now.tzinfo)
-    if now < today_at:
-        return today_at
-    if last_pass is None or last_pass < today_at:
-        return now
-    retry_at = last_pass + retry_interval
-    if retry_at.date() == now.date():
-        return max(retry_at, now)
-    return datetime.combine(now.date() + timedelta(days=1), daily, tzinfo=now.tzinfo)
 
 
 async def _schedule_passes(
@@ -67,29 +51,34 @@ async def _schedule_passes(
     clock: Clock,
     charger: Charger,
 ) -> None:
-    zone = ZoneInfo(settings.timezone)
-    daily = time.fromisoformat(settings.schedule_time)
-    interval = timedelta(seconds=settings.retry_interval_s)
-    last_pass: datetime | None = None
-    while not stop.is_set():
-        now = clock().astimezone(zone)
-        at = next_pass_at(now, daily=daily, retry_interval=interval, last_pass=last_pass)
-        wait_s = (at - now).total_seconds()
-        if wait_s > 0:
-            with anyio.move_on_after(wait_s):
-                await stop.wait()
-            continue
-        as_of: date = now.date()
-        last_pass = now
-        try:
-            await run_pass(pool, gateways, settings, as_of=as_of, stop=stop, charger=charger)
+    schedule = DailySchedule(
+        zone=ZoneInfo(settings.timezone),
+        daily=time.fromisoformat(settings.schedule_time),
+        retry_interval=timedelta(seconds=settings.retry_interval_s),
+    )
+
+    async def one_pass(as_of: date) -> None:
+        async def export_files() -> None:
             await export_after_pass(pool, gateways, as_of=as_of, now=clock())
+
+        try:
+            await run_pass(
+                pool,
+                gateways,
+                settings,
+                as_of=as_of,
+                stop=stop,
+                charger=charger,
+                finish=[export_files],
+                clock=clock,
+            )
         except Exception as exc:
             # One failed pass must not end the daemon: the next one retries, and
-            # collector_passes_total{status="failed"} pages someone.
-            log.exception(
-                "scheduled_pass_failed", as_of=as_of.isoformat(), error=describe_failure(exc)
-            )
+            # collector_passes_total{status="failed"} pages someone (run_pass counted it,
+            # whatever step failed, and logged pass_failed with the reason).
+            log.error("scheduled_pass_failed", as_of=as_of.isoformat(), error=describe_failure(exc))
+
+    await run_schedule(schedule, one_pass, clock=clock, stop=stop)
 
 
 async def serve(
@@ -104,7 +93,7 @@ async def serve(
 ) -> None:
     """Serve and collect until SIGTERM/SIGINT, then stop within the grace period."""
     # The gauges start from the database, not from zero: a restart must not look like a stall.
-    set_gauges(await snapshot(pool, as_of=clock().astimezone(ZoneInfo(settings.timezone)).date()))
+    await refresh_gauges(pool, settings, now=clock())
     # One charger for the API's manual payments and the scheduled passes: each gateway's rate
     # limit is the process's, not one per path.
     charger = Charger.for_settings(gateways, settings)
@@ -118,6 +107,14 @@ async def serve(
         listening: Listening = await tg.start(
             partial(serve_api, app, settings, host=host, port=port, stop=stop_serving)
         )
+        # The gauges stay true between passes: after midnight, and for passes of other hosts.
+        refreshing = anyio.CancelScope()
+
+        async def refresh() -> None:
+            with refreshing:
+                await refresh_forever(pool, settings, clock=clock)
+
+        tg.start_soon(refresh)
         log.info(
             "daemon_started",
             host=host,
@@ -145,4 +142,5 @@ async def serve(
                     break
             # Claims stop at once; what was claimed is charged and recorded, within the grace.
             work.cancel_scope.deadline = anyio.current_time() + settings.shutdown_grace_s
+        refreshing.cancel()
     log.info("daemon_stopped")

@@ -165,6 +165,18 @@ def configure_logging(
     for old in [h for h in root.handlers if isinstance(h, StdlibHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # A library that set up its own handlers (uvicorn does, when anything in the process built
+    # a uvicorn.Config with its default log_config) would print its tracebacks as plain text
+    # beside our JSON: its records go through the one handler above instead.
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        for own in list(library.handlers):
+            library.removeHandler(own)
+        library.propagate = True
+        library.disabled = False
+
+
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncpg")
 
 
 def get_logger(**initial: Any) -> Any:

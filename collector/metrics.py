@@ -8,7 +8,9 @@ Pushgateway when configured (see :func:`export_pass_metrics`).
 
 from __future__ import annotations
 
+import math
 import os
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import (
@@ -82,16 +84,132 @@ INSTALLMENTS_CENTS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
-OLDEST_IN_DOUBT = Gauge(
-    "collector_oldest_in_doubt_age_seconds",
-    "Age of the oldest attempt whose outcome is unknown (0 when there is none).",
+# Times, not ages: a gauge holds its value between refreshes (a textfile until the next run),
+# so an age would stand still while the rules' time() moves on. The rules compute the ages.
+OLDEST_IN_DOUBT_SINCE = Gauge(
+    "collector_oldest_in_doubt_since_timestamp_seconds",
+    "Unix time at which the oldest attempt whose outcome is unknown was made (0: none).",
     registry=REGISTRY,
 )
 COLLECTED_RATIO = Gauge(
     "collector_due_today_collected_ratio",
-    "Share of today's due amount collected so far (the collection service level).",
+    "Share of the amount due on today's business date (lessor's zone) collected and settled;"
+    " NaN until a pass for that date has completed.",
     registry=REGISTRY,
 )
+PENDING_RATIO = Gauge(
+    "collector_due_today_pending_ratio",
+    "Share of the amount due on today's business date sent as bank debits not settled yet;"
+    " NaN until a pass for that date has completed.",
+    registry=REGISTRY,
+)
+DUE_TODAY_CENTS = Gauge(
+    "collector_due_today_cents",
+    "Amount due on today's business date, by part: due (all of it), collected (settled),"
+    " pending (bank debits in flight). From the database: true for any source, any window.",
+    ["part"],
+    registry=REGISTRY,
+)
+PASS_RUNNING_SINCE = Gauge(
+    "collector_pass_running_since_timestamp_seconds",
+    "Unix time at which the oldest collection pass still running started (0: none running).",
+    registry=REGISTRY,
+)
+PASS_LAST_PROGRESS = Gauge(
+    "collector_pass_last_progress_timestamp_seconds",
+    "Unix time of the running pass's last progress (a claim, a recorded batch, a step); 0"
+    " when no pass runs in this process.",
+    registry=REGISTRY,
+)
+PASS_STALLED = Gauge(
+    "collector_pass_stalled",
+    "1 while this process's running pass has made no progress for COLLECTOR_WATCHDOG_STALL_S.",
+    registry=REGISTRY,
+)
+LAST_PASS_STARTED = Gauge(
+    "collector_last_pass_started_timestamp_seconds",
+    "Unix time at which the last collection pass (any outcome, any host) started.",
+    registry=REGISTRY,
+)
+LAST_PASS_FINISHED = Gauge(
+    "collector_last_pass_finished_timestamp_seconds",
+    "Unix time at which the last collection pass (any outcome, any host) ended.",
+    registry=REGISTRY,
+)
+NEXT_PASS_DUE_BY = Gauge(
+    "collector_next_pass_due_by_timestamp_seconds",
+    "Unix time by which a pass for the business date after the last completed one must have"
+    " completed (that date at COLLECTOR_PASS_DEADLINE_TIME, lessor's zone).",
+    registry=REGISTRY,
+)
+ACH_UNFILED = Gauge(
+    "collector_ach_unfiled_entries",
+    "Bank debits accepted and due at the bank by the next banking day that are in no NACHA"
+    " file written to the outbox yet.",
+    registry=REGISTRY,
+)
+ACH_UNFILED_SINCE = Gauge(
+    "collector_ach_unfiled_since_timestamp_seconds",
+    "Unix time at which the oldest of those unfiled debits was accepted (0: none).",
+    registry=REGISTRY,
+)
+ACH_OUTBOX_FILES = Gauge(
+    "collector_ach_outbox_files",
+    "NACHA files in COLLECTOR_NACHA_OUTBOX that the bank has not collected yet.",
+    registry=REGISTRY,
+)
+ACH_OUTBOX_OLDEST = Gauge(
+    "collector_ach_outbox_oldest_file_timestamp_seconds",
+    "Modification time of the oldest NACHA file still in the outbox (0: the outbox is empty).",
+    registry=REGISTRY,
+)
+IN_DOUBT_RESOLVED = Counter(
+    "collector_in_doubt_resolved_total",
+    "In-doubt attempts whose outcome a lookup found, by gateway, method kind and the outcome"
+    " (collector_charges_total counts each attempt's first answer once).",
+    ["gateway", "method_kind", "outcome"],
+    registry=REGISTRY,
+)
+ACH_SETTLED = Counter(
+    "collector_ach_settled_total",
+    "Bank debits that settled (the money is the lessor's), by gateway.",
+    ["gateway"],
+    registry=REGISTRY,
+)
+ACH_SETTLED_CENTS = Counter(
+    "collector_ach_settled_cents_total",
+    "Money of bank debits that settled, in cents, by gateway.",
+    ["gateway"],
+    registry=REGISTRY,
+)
+ACH_RETURNED = Counter(
+    "collector_ach_returned_total",
+    "Bank debits that came back (a return, or a dispute), by gateway.",
+    ["gateway"],
+    registry=REGISTRY,
+)
+ACH_RETURNED_CENTS = Counter(
+    "collector_ach_returned_cents_total",
+    "Money of bank debits that came back, in cents, by gateway.",
+    ["gateway"],
+    registry=REGISTRY,
+)
+SETTLEMENT_FAILURES = Counter(
+    "collector_settlement_failures_total",
+    "Settlement lookups that failed (the gateway could not be asked where a debit stands),"
+    " by gateway; the debit is asked again by the next pass.",
+    ["gateway"],
+    registry=REGISTRY,
+)
+API_RESPONSES = Counter(
+    "collector_api_responses_total",
+    "Answers of the daemon's HTTP application (portal API, webhooks, probes), by status code;"
+    " counted outermost, so an unhandled error's 500 is counted too.",
+    ["code"],
+    registry=REGISTRY,
+)
+for _code in ("200", "500", "503"):
+    API_RESPONSES.labels(code=_code)
 MANUAL_PAY_REQUESTS = Counter(
     "collector_manual_pay_requests_total",
     "Manual-pay API requests, by HTTP status code.",
@@ -118,13 +236,31 @@ def set_gauges(snapshot: Snapshot) -> None:
             count, cents = snapshot.in_doubt
         INSTALLMENTS.labels(state=state).set(count)
         INSTALLMENTS_CENTS.labels(state=state).set(cents)
-    OLDEST_IN_DOUBT.set(snapshot.oldest_in_doubt_age_s)
+    OLDEST_IN_DOUBT_SINCE.set(_stamp(snapshot.oldest_in_doubt_at))
     if snapshot.last_success_at is not None:
         # From the database, so a new process (each cron run, a restarted daemon) reports the
         # true age of the last completed pass, not "never".
         LAST_SUCCESS.set(snapshot.last_success_at.timestamp())
+    LAST_PASS_STARTED.set(_stamp(snapshot.last_started_at))
+    LAST_PASS_FINISHED.set(_stamp(snapshot.last_finished_at))
     due = snapshot.due_today_cents
-    COLLECTED_RATIO.set(snapshot.collected_today_cents / due if due else 1.0)
+    DUE_TODAY_CENTS.labels(part="due").set(due)
+    DUE_TODAY_CENTS.labels(part="collected").set(snapshot.collected_today_cents)
+    DUE_TODAY_CENTS.labels(part="pending").set(snapshot.pending_today_cents)
+    if not snapshot.today_completed:
+        # Before the day's pass nothing due today has been asked for: a ratio of 0 would say
+        # collection failed (a false ticket after every restart before the daily time).
+        COLLECTED_RATIO.set(math.nan)
+        PENDING_RATIO.set(math.nan)
+    else:
+        COLLECTED_RATIO.set(snapshot.collected_today_cents / due if due else 1.0)
+        PENDING_RATIO.set(snapshot.pending_today_cents / due if due else 0.0)
+    ACH_UNFILED.set(snapshot.ach_unfiled)
+    ACH_UNFILED_SINCE.set(_stamp(snapshot.ach_unfiled_since))
+
+
+def _stamp(at: datetime | None) -> float:
+    return at.timestamp() if at is not None else 0.0
 
 
 def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: str) -> None:
@@ -134,6 +270,7 @@ def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: 
         write_to_textfile(os.fspath(textfile), REGISTRY)
     if pushgateway is not None:
         push_to_gateway(pushgateway, job=job, registry=REGISTRY)
+
 
 NEEDS_ATTENTION = Counter(
     "collector_needs_attention_total",

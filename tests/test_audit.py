@@ -22,7 +22,9 @@ from collector.metrics import REGISTRY
 from collector.policy import CardRetryRules
 from tests.factories import LeaseRef, make_lease
 
-pytestmark = pytest.mark.ledger_left_dirty("each test corrupts the ledger to show a check reports it")
+pytestmark = pytest.mark.ledger_left_dirty(
+    "each test corrupts the ledger to show a check reports it"
+)
 
 
 DAY = date(2026, 11, 2)
@@ -234,7 +236,9 @@ async def build_book(conn: Conn) -> Book:
     reinitiation = await new_attempt(
         conn, ach, installment_id=reinitiated, source="retry", as_of=DAY + timedelta(days=6)
     )
-    await answer(conn, reinitiation, "processing", MovementKind.ACCEPTED, as_of=DAY + timedelta(days=6))
+    await answer(
+        conn, reinitiation, "processing", MovementKind.ACCEPTED, as_of=DAY + timedelta(days=6)
+    )
 
     portal = await make_lease(conn, due_dates=[DAY - timedelta(days=30), DAY])
     paid_payment, _ = await manual_payment(conn, portal, "succeeded", MovementKind.SETTLED)

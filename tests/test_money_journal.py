@@ -59,7 +59,9 @@ async def test_the_journal_refuses_updates_and_deletes(pool: asyncpg.Pool) -> No
         assert await conn.fetchval("SELECT count(*) FROM money_movements") == 2
 
 
-@pytest.mark.ledger_left_dirty("an over-presentment is written behind the journal's functions to show the CHECK")
+@pytest.mark.ledger_left_dirty(
+    "an over-presentment is written behind the journal's functions to show the CHECK"
+)
 async def test_taken_money_never_exceeds_the_amount(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         lease = await make_lease(conn, due_dates=[TODAY], amount_cents=5_000)

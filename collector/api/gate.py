@@ -5,18 +5,38 @@ through an extra task and memory streams: two of them cost manual pay ~50 ms at 
   or validates a parameter: an unauthenticated caller learns nothing, not even which inputs
   would have been refused. (The routes' ``require_token`` dependency stays, and documents the
   scheme in the OpenAPI document.)
-- Every manual-pay answer is counted by status code.
+- Every answer is counted by status code (``collector_api_responses_total``; manual pay's
+  also in ``collector_manual_pay_requests_total``), here, outermost: an error no handler
+  caught is answered here, in JSON like every other answer (503 when the database cannot be
+  reached, else 500), logged with its cause chain, and counted. Starlette's own last-resort
+  handler, outside every middleware, answered it in plain text, uncounted.
 """
 
 from __future__ import annotations
 
 import re
 
+import asyncpg
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collector.api.auth import authorized
-from collector.metrics import MANUAL_PAY_REQUESTS
+from collector.failures import cause_of, describe_failure
+from collector.logs import get_logger
+from collector.metrics import API_RESPONSES, MANUAL_PAY_REQUESTS
+
+log = get_logger()
+
+# What a request fails of when the database is away: no session to be had, or one lost.
+_DATABASE_AWAY = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InterfaceError,
+)
 
 _MANUAL_PAY_PATH = re.compile(r"/v1/leases/[^/]+/payments")
 
@@ -42,18 +62,43 @@ class PortalGate:
             response = JSONResponse(
                 {"detail": "missing or invalid bearer token"}, status_code=401, headers=headers
             )
+            API_RESPONSES.labels(code="401").inc()
             await response(scope, receive, send)
             return
-        if scope["method"] == "POST" and _MANUAL_PAY_PATH.fullmatch(path):
+        manual_pay = scope["method"] == "POST" and _MANUAL_PAY_PATH.fullmatch(path) is not None
+        started = False
 
-            async def counting_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    MANUAL_PAY_REQUESTS.labels(code=str(message["status"])).inc()
-                await send(message)
+        async def counting_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                code = str(message["status"])
+                API_RESPONSES.labels(code=code).inc()
+                if manual_pay:
+                    MANUAL_PAY_REQUESTS.labels(code=code).inc()
+            await send(message)
 
+        try:
             await self.app(scope, receive, counting_send)
-            return
-        await self.app(scope, receive, send)
+        except Exception as exc:
+            away = isinstance(cause_of(exc), _DATABASE_AWAY)
+            log.exception(
+                "api_request_failed",
+                method=scope["method"],
+                path=path,
+                error=describe_failure(exc),
+            )
+            if started:
+                raise  # the answer has begun: nothing left to do but cut the connection
+            response = JSONResponse(
+                {
+                    "detail": "the database cannot be reached" if away else "internal error",
+                    "code": "database_unavailable" if away else "internal_error",
+                },
+                status_code=503 if away else 500,
+                headers={"Retry-After": "5"} if away else None,
+            )
+            await response(scope, receive, counting_send)
 
 
 def _authorization(scope: Scope) -> str | None:

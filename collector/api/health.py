@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.api.deps import PoolDep
 from collector.db.migrate import pending_migrations
+from collector.db.pool import describe
 from collector.metrics import REGISTRY
 
 router = APIRouter(tags=["operations"])
@@ -28,8 +29,9 @@ async def readyz(pool: PoolDep) -> JSONResponse:
         async with pool.acquire(timeout=2) as conn:
             pending = await pending_migrations(conn)
     except Exception as exc:
+        # Why, in one line: the cause named and its message (the URL and secrets masked).
         return JSONResponse(
-            {"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status_code=503
+            {"status": "unavailable", "detail": f"database: {describe(exc)}"}, status_code=503
         )
     if pending:
         return JSONResponse(

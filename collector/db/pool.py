@@ -32,18 +32,34 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def open_pool(url: str, *, size: int = 10) -> AsyncIterator[asyncpg.Pool]:
-    """A pool of ``size`` connections; raise DatabaseError when the server cannot be reached."""
+async def open_pool(
+    url: str,
+    *,
+    size: int = 10,
+    statement_timeout_s: float | None = None,
+    lock_timeout_s: float | None = None,
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of ``size`` connections; raise DatabaseError when the server cannot be reached.
+
+    ``statement_timeout_s`` and ``lock_timeout_s`` (COLLECTOR_STATEMENT_TIMEOUT_S,
+    COLLECTOR_LOCK_TIMEOUT_S) bound every statement of the pool's sessions: a statement
+    blocked behind someone's lock fails with that reason instead of hanging the pass.
+    """
+    # plan_cache_mode stays PostgreSQL's own (auto): the batch statements whose plan depends
+    # on their values are planned per call by fetch_planned (not by a session setting, which
+    # re-planned every foreign-key check too).
+    server_settings = {"application_name": APPLICATION_NAME}
+    if statement_timeout_s is not None:
+        server_settings["statement_timeout"] = f"{round(statement_timeout_s * 1000)}ms"
+    if lock_timeout_s is not None:
+        server_settings["lock_timeout"] = f"{round(lock_timeout_s * 1000)}ms"
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=1,
             max_size=size,
             init=_init_connection,
-            # plan_cache_mode stays PostgreSQL's own (auto): the batch statements whose plan
-            # depends on their values are planned per call by fetch_planned (not by a session
-            # setting, which re-planned every foreign-key check too).
-            server_settings={"application_name": APPLICATION_NAME},
+            server_settings=server_settings,
             timeout=10,
         )
     except CANNOT_CONNECT as exc:

@@ -159,3 +159,20 @@ async def ensure_statistics(pool: asyncpg.Pool) -> bool:
             return False
         await conn.execute(QUERIES["runs.analyze"])
     return True
+
+
+async def record_failed_start(
+    pool: asyncpg.Pool, *, as_of: date, host: str, pid: int, error: str
+) -> int:
+    """Record a pass that failed before it began (its gateways would not open), closed as
+    failed with ``error``; return its id."""
+    async with pool.acquire() as conn:
+        run_id: int = await conn.fetchval(QUERIES["runs.failed_start"], as_of, host, pid, error)
+    return run_id
+
+
+async def mark_failed(pool: asyncpg.Pool, run_id: int, *, error: str) -> None:
+    """Close completed run ``run_id`` as failed after all, with ``error`` (its metrics could
+    not be exported: monitoring is blind to it)."""
+    async with pool.acquire() as conn:
+        await conn.execute(QUERIES["runs.mark_failed"], run_id, error)

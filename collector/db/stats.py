@@ -1,24 +1,43 @@
-"""Aggregates behind the dashboards' gauges: one snapshot, three small queries."""
+"""Aggregates behind the dashboards' gauges: one snapshot, a few small queries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from collector.calendar import next_banking_day
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
-    """Installments by state (count, unpaid cents), unknown outcomes, and today's collection."""
+    """Installments by state (count, unpaid cents), unknown outcomes, the business date's
+    collection, the passes' times and the bank debits not filed yet."""
 
+    as_of: date | None = None
     states: dict[str, tuple[int, int]] = field(default_factory=dict)
     in_doubt: tuple[int, int] = (0, 0)
-    oldest_in_doubt_age_s: float = 0.0
+    oldest_in_doubt_at: datetime | None = None
     due_today_cents: int = 0
     collected_today_cents: int = 0
+    pending_today_cents: int = 0
     last_success_at: datetime | None = None
+    last_started_at: datetime | None = None
+    last_finished_at: datetime | None = None
+    last_completed_as_of: date | None = None
+    running_since: datetime | None = None
+    ach_unfiled: int = 0
+    ach_unfiled_since: datetime | None = None
+
+    @property
+    def today_completed(self) -> bool:
+        """Whether a pass has completed for the snapshot's business date (or a later one)."""
+        return (
+            self.as_of is not None
+            and self.last_completed_as_of is not None
+            and self.last_completed_as_of >= self.as_of
+        )
 
 
 async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
@@ -30,12 +49,22 @@ async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
     doubt = await db.fetchrow(QUERIES["stats.in_doubt"])
     today = await db.fetchrow(QUERIES["stats.due_today_collected"], as_of)
     last_success_at = await db.fetchval(QUERIES["stats.last_success"])
-    assert doubt is not None and today is not None
+    runs = await db.fetchrow(QUERIES["stats.runs"])
+    unfiled = await db.fetchrow(QUERIES["stats.ach_unfiled"], next_banking_day(as_of))
+    assert doubt is not None and today is not None and runs is not None and unfiled is not None
     return Snapshot(
+        as_of=as_of,
         states=states,
         in_doubt=(doubt["attempts"], doubt["cents"]),
-        oldest_in_doubt_age_s=doubt["oldest_age_s"],
+        oldest_in_doubt_at=doubt["oldest_at"],
         due_today_cents=today["due_cents"],
         collected_today_cents=today["paid_cents"],
+        pending_today_cents=today["in_flight_cents"],
         last_success_at=last_success_at,
+        last_started_at=runs["last_started_at"],
+        last_finished_at=runs["last_finished_at"],
+        last_completed_as_of=runs["last_completed_as_of"],
+        running_since=runs["running_since"],
+        ach_unfiled=unfiled["entries"],
+        ach_unfiled_since=unfiled["oldest_at"],
     )

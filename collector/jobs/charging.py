@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
@@ -36,6 +36,7 @@ from collector.domain import (
     ending_of,
 )
 from collector.eligibility import Refused
+from collector.failures import describe_failure
 from collector.gateways.base import (
     ChargeRequest,
     Declined,
@@ -51,6 +52,7 @@ from collector.metrics import (
     CHARGES,
     CHARGES_IN_FLIGHT,
     GATEWAY_LATENCY,
+    IN_DOUBT_RESOLVED,
 )
 from collector.policy import (
     DEFAULT_CARD_RULES,
@@ -206,7 +208,7 @@ class Charger:
                 operation=operation,
                 attempt_id=claimed.attempt_id,
                 gateway=claimed.gateway,
-                error=type(exc).__name__,
+                error=describe_failure(exc),
             )
             return InDoubt(reason=_ERROR_REASON[operation])
         finally:
@@ -234,6 +236,18 @@ def count_charge(claimed: ClaimedCharge, status: AttemptStatus) -> None:
     """Count one recorded answer on the dashboards' counters."""
     kind = claimed.method_kind.value
     _charges(claimed.gateway, kind, status.value).inc()
+    if status is AttemptStatus.SUCCEEDED:
+        _charged_cents(claimed.gateway, kind).inc(claimed.amount_cents)
+
+
+def count_resolution(claimed: ClaimedCharge, status: AttemptStatus) -> None:
+    """Count what a lookup found of an attempt whose first answer (in doubt) was counted
+    already: collector_charges_total counts each attempt's first answer once, and an attempt
+    still in doubt is not counted again on every pass that asks."""
+    if status is AttemptStatus.IN_DOUBT:
+        return
+    kind = claimed.method_kind.value
+    IN_DOUBT_RESOLVED.labels(gateway=claimed.gateway, method_kind=kind, outcome=status.value).inc()
     if status is AttemptStatus.SUCCEEDED:
         _charged_cents(claimed.gateway, kind).inc(claimed.amount_cents)
 
@@ -419,6 +433,13 @@ class Recorder:
         self._retry_days = retry_days
         self._batch_size = batch_size
         self._progress = progress
+        # Attempts whose first answer (in doubt) an earlier pass already counted: a lookup's
+        # answer is their resolution, not a second answer.
+        self._answered_before: set[int] = set()
+
+    def answered_before(self, attempt_ids: Iterable[int]) -> None:
+        """Note attempts already answered (in doubt) and counted by an earlier pass."""
+        self._answered_before.update(attempt_ids)
 
     async def decide(
         self, answers: Sequence[tuple[ClaimedCharge, Answer]], *, db: Executor | None = None
@@ -463,7 +484,10 @@ class Recorder:
             if claimed.attempt_id not in changed:
                 continue
             status = d.attempt_status
-            count_charge(claimed, status)
+            if claimed.attempt_id in self._answered_before:
+                count_resolution(claimed, status)
+            else:
+                count_charge(claimed, status)
             if status is AttemptStatus.SUCCEEDED:
                 counts.succeeded += 1
                 counts.charged_cents += claimed.amount_cents
@@ -480,14 +504,25 @@ class Recorder:
                 counts.refused += 1
             else:
                 counts.failed += 1
+            # Everything an operator needs to act on it without the database: which charge
+            # (the key to search the gateway by), which try, on what, and what the network
+            # said (its message is masked as the answer was built).
             log.warning(
                 "charge_failed",
                 attempt_id=claimed.attempt_id,
+                idempotency_key=claimed.idempotency_key,
+                attempt_no=claimed.attempt_no,
                 installment_id=claimed.installment_id,
                 lease_id=claimed.lease_id,
+                customer_id=claimed.customer_id,
+                payment_method_id=claimed.payment_method_id,
+                method_kind=claimed.method_kind.value,
+                source=claimed.source.value,
                 gateway=claimed.gateway,
                 outcome=status.value,
                 decline_code=d.code,
+                decline_message=d.message,
+                network_advice=d.network_advice,
                 amount_cents=claimed.amount_cents,
                 next_attempt_on=d.next_attempt_on.isoformat() if d.next_attempt_on else None,
                 method_disabled=d.disable_method,

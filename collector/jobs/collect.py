@@ -17,9 +17,10 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 import anyio
 import asyncpg
@@ -38,19 +39,24 @@ from collector.db.runs import (
     finish_run,
     open_run,
 )
-from collector.db.stats import snapshot
 from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
+from collector.jobs.gauges import refresh_gauges
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
 from collector.logs import get_logger
-from collector.metrics import PASS_DURATION, PASSES, set_gauges
+from collector.metrics import PASS_DURATION, PASS_RUNNING_SINCE, PASSES
+from collector.watchdog import PassProgress, watching
 
 log = get_logger()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,64 +78,72 @@ async def run_pass(
     progress: Callable[[int], None] | None = None,
     stop: anyio.Event | None = None,
     charger: Charger | None = None,
+    on_started: Callable[[int], Awaitable[object]] | None = None,
+    finish: Sequence[Callable[[], Awaitable[object]]] = (),
+    clock: Callable[[], datetime] = _utcnow,
 ) -> PassResult:
     """Run one complete pass for business date ``as_of``; raise only if it could not run.
 
     ``charger``: the process's one Charger, when it has one (the daemon shares it with the
     API, so each gateway's rate limit holds for the process, not per path); else a new one.
+    ``on_started(run_id)``: called once the run row is open (the CLI leaves its textfile
+    saying a pass runs). ``finish``: steps that belong to the pass after its charges (the
+    NACHA export): one that fails fails the pass, with its run row closed and counted.
+
+    A pass that fails at any step, before its run row exists too, counts in
+    ``collector_passes_total{status="failed"}`` and logs ``pass_failed`` with its reason.
     """
     # The entry points refuse such a date first, with the flag that allows it; this is the
     # backstop of every caller, before anything is written (DateOutOfRange).
     check_in_range(as_of)
     started = time.monotonic()
-    if await ensure_statistics(pool):
-        log.info("statistics_refreshed")
     counts = PassCounts()
-    async with open_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid()) as run:
+    try:
+        if await ensure_statistics(pool):
+            log.info("statistics_refreshed")
+        run_cm = open_run(pool, as_of=as_of, host=socket.gethostname(), pid=os.getpid())
+        run = await run_cm.__aenter__()
+    except BaseException as exc:
+        # No run row to close: the database refused the start (or is gone). Counted all the
+        # same, or a daemon whose every pass fails at start looks merely idle.
+        PASSES.labels(status="failed").inc()
+        if isinstance(exc, Exception):
+            log.error(
+                "pass_failed", step="start", as_of=as_of.isoformat(), error=describe_failure(exc)
+            )
+        raise
+    async with _entered(run_cm, run):
         run_id = run.run_id
         structlog.contextvars.bind_contextvars(run_id=run_id, as_of=as_of.isoformat())
+        watch = PassProgress(counts)
+        PASS_RUNNING_SINCE.set(time.time())
+        log.info("pass_started", host=socket.gethostname(), pid=os.getpid())
         try:
-            for dead in await abandon_dead_runs(pool):
-                log.warning(
-                    "run_abandoned",
-                    abandoned_run_id=dead.run_id,
-                    host=dead.host,
-                    pid=dead.pid,
-                    started_at=dead.started_at.isoformat(),
+            # The gauges as of the start: a run's textfile, written next, must say when the
+            # day's pass is due and when the last one succeeded while this one runs (or hangs).
+            # (The refresh reads this pass's start from its run row, or an older pass's still
+            # running; without the database the time set above stays.)
+            await _refresh_gauges(pool, settings, clock)
+            if on_started is not None:
+                await on_started(run_id)
+            async with watching(
+                watch,
+                interval_s=settings.progress_interval_s,
+                stall_s=settings.watchdog_stall_s,
+            ):
+                await _steps(
+                    pool,
+                    gateways,
+                    settings,
+                    counts,
+                    watch,
+                    as_of,
+                    run_id,
+                    stop,
+                    charger,
+                    progress,
+                    finish,
                 )
-            charger = charger or Charger.for_settings(gateways, settings)
-            recorder = Recorder(
-                pool,
-                counts,
-                as_of=as_of,
-                retry_days=settings.soft_retry_days,
-                batch_size=settings.batch_size,
-                progress=progress,
-                card_rules=settings.card_rules,
-            )
-            counts.reconciled = await reconcile(
-                pool,
-                charger,
-                recorder,
-                gateways=list(gateways),
-                run_id=run_id,
-                batch_size=settings.batch_size,
-                concurrency=settings.concurrency,
-                deadline_s=settings.claim_deadline_s,
-                card_rules=settings.card_rules,
-            )
-            settled = await settle(
-                pool,
-                gateways,
-                as_of=as_of,
-                retry_days=settings.soft_retry_days,
-                batch_size=settings.batch_size,
-                concurrency=settings.concurrency,
-            )
-            counts.settled, counts.returned = settled.settled, settled.returned
-            await _collect_due(
-                pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
-            )
             # Closed while its liveness lock is still held: no other pass sees it in between.
             await finish_run(pool, run_id, counts=counts)
         except BaseException as exc:
@@ -137,20 +151,110 @@ async def run_pass(
             reason = describe_failure(failure or exc)
             await _record_failure(pool, run_id, counts, reason)
             PASSES.labels(status="failed").inc()
-            log.error("pass_failed", error=reason, **_fields(counts))
+            PASS_RUNNING_SINCE.set(0)
+            log.error("pass_failed", step=watch.step, error=reason, **_fields(counts))
             structlog.contextvars.unbind_contextvars("run_id", "as_of")
             if failure is not None:
                 raise failure from exc
             raise
+    PASS_RUNNING_SINCE.set(0)
     duration_s = time.monotonic() - started
     PASSES.labels(status="completed").inc()
     PASS_DURATION.observe(duration_s)
-    set_gauges(await snapshot(pool, as_of=as_of))
+    await _refresh_gauges(pool, settings, clock)
     log.info("pass_finished", duration_ms=round(duration_s * 1000), **_fields(counts))
     if settings.audit_after_pass:
         await _audit(pool, settings)
     structlog.contextvars.unbind_contextvars("run_id", "as_of")
     return PassResult(run_id=run_id, as_of=as_of, counts=counts, duration_s=duration_s)
+
+
+async def _refresh_gauges(
+    pool: asyncpg.Pool, settings: Settings, clock: Callable[[], datetime]
+) -> None:
+    try:
+        await refresh_gauges(pool, settings, now=clock())
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # The pass goes on (or is done and recorded); the gauges keep their values until the
+        # next refresh.
+        log.error("gauges_refresh_failed", error=describe_failure(exc))
+
+
+@asynccontextmanager
+async def _entered(
+    manager: AbstractAsyncContextManager[OpenRun], run: OpenRun
+) -> AsyncIterator[None]:
+    """Leave ``manager`` (already entered, as ``run``) when the block ends, as ``async with``
+    would have: the run's entry is outside the block so that a failed start is told apart."""
+    try:
+        yield
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await manager.__aexit__(None, None, None)
+
+
+async def _steps(
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    counts: PassCounts,
+    watch: PassProgress,
+    as_of: date,
+    run_id: int,
+    stop: anyio.Event | None,
+    charger: Charger | None,
+    progress: Callable[[int], None] | None,
+    finish: Sequence[Callable[[], Awaitable[object]]],
+) -> None:
+    """The pass's work, step by step; the watchdog reads ``watch.step``."""
+    watch.enter("abandon_dead_runs")
+    for dead in await abandon_dead_runs(pool):
+        log.warning(
+            "run_abandoned",
+            abandoned_run_id=dead.run_id,
+            host=dead.host,
+            pid=dead.pid,
+            started_at=dead.started_at.isoformat(),
+        )
+    charger = charger or Charger.for_settings(gateways, settings)
+    recorder = Recorder(
+        pool,
+        counts,
+        as_of=as_of,
+        retry_days=settings.soft_retry_days,
+        batch_size=settings.batch_size,
+        progress=progress,
+        card_rules=settings.card_rules,
+    )
+    watch.enter("reconcile")
+    counts.reconciled = await reconcile(
+        pool,
+        charger,
+        recorder,
+        gateways=list(gateways),
+        run_id=run_id,
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+        deadline_s=settings.claim_deadline_s,
+        card_rules=settings.card_rules,
+    )
+    watch.enter("settle")
+    settled = await settle(
+        pool,
+        gateways,
+        as_of=as_of,
+        retry_days=settings.soft_retry_days,
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+    )
+    counts.settled, counts.returned = settled.settled, settled.returned
+    watch.enter("collect")
+    await _collect_due(pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop)
+    for step in finish:
+        watch.enter("export")
+        await step()
 
 
 async def _lost_session(run: OpenRun, exc: BaseException) -> DatabaseError | None:
@@ -167,8 +271,7 @@ async def _lost_session(run: OpenRun, exc: BaseException) -> DatabaseError | Non
         if await run.lock_held():
             return None
     return DatabaseError(
-        "lost the database connection mid-pass (the pass's session and its liveness lock are"
-        " gone)"
+        "lost the database connection mid-pass (the pass's session and its liveness lock are gone)"
     )
 
 

@@ -61,6 +61,9 @@ async def reconcile(
             return taken
         taken += len(batch)
         after_id = batch[-1].charge.attempt_id
+        recorder.answered_before(
+            item.charge.attempt_id for item in batch if item.status is AttemptStatus.IN_DOUBT
+        )
         answers: list[tuple[ClaimedCharge, Answer]] = []
         async with anyio.create_task_group() as tg:
             for item in batch:

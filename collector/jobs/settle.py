@@ -35,6 +35,7 @@ from collector.db.settlement import (
     settle_attempts,
 )
 from collector.domain import MovementKind
+from collector.failures import describe_failure
 from collector.gateways.base import (
     Declined,
     Gateway,
@@ -45,7 +46,14 @@ from collector.gateways.base import (
     settlement_poll_after,
 )
 from collector.logs import get_logger
-from collector.metrics import ACH_RETURN_RATE
+from collector.metrics import (
+    ACH_RETURN_RATE,
+    ACH_RETURNED,
+    ACH_RETURNED_CENTS,
+    ACH_SETTLED,
+    ACH_SETTLED_CENTS,
+    SETTLEMENT_FAILURES,
+)
 from collector.policy import decide, decide_return
 
 log = get_logger()
@@ -77,10 +85,16 @@ async def apply_settlements(
         async with pool.acquire() as conn:
 
             async def settle_batch(db: Executor, debits: Sequence[DebitInFlight]) -> None:
-                ids = await settle_attempts(
-                    db, [d.attempt_id for d in debits], as_of=as_of, source=source
+                ids = set(
+                    await settle_attempts(
+                        db, [d.attempt_id for d in debits], as_of=as_of, source=source
+                    )
                 )
                 counts.settled += len(ids)
+                for debit in debits:
+                    if debit.attempt_id in ids:
+                        ACH_SETTLED.labels(gateway=debit.gateway).inc()
+                        ACH_SETTLED_CENTS.labels(gateway=debit.gateway).inc(debit.amount_cents)
 
             await apply_isolated(conn, settled, settle_batch, _set_aside_fact("settlement"))
             for debit, fact in items:
@@ -192,6 +206,8 @@ async def _apply_return(
     )
     if reversed_paid is None:
         return False
+    ACH_RETURNED.labels(gateway=debit.gateway).inc()
+    ACH_RETURNED_CENTS.labels(gateway=debit.gateway).inc(debit.amount_cents)
     retry_on = _retry_with_new_primary(debit, decision.next_attempt_on, as_of)
     await money.follow(
         db,
@@ -318,6 +334,14 @@ async def settle(
     total = SettleCounts()
     after_id = 0
     limiter = anyio.CapacityLimiter(concurrency)
+    for name in sources:
+        # Each settling gateway's series exists from its first pass, at 0: the first failure
+        # is then an increase that rate() and increase() can see.
+        SETTLEMENT_FAILURES.labels(gateway=name)
+        ACH_SETTLED.labels(gateway=name)
+        ACH_SETTLED_CENTS.labels(gateway=name)
+        ACH_RETURNED.labels(gateway=name)
+        ACH_RETURNED_CENTS.labels(gateway=name)
     while sources:
         debits = await debits_in_flight(
             pool, after_id=after_id, gateways=list(sources), limit=batch_size
@@ -355,11 +379,12 @@ async def _ask(
             fact = await source.settlement(debit.idempotency_key, as_of=as_of)
         except Exception as exc:
             # Unknown for now; the next run asks again. Never a return by default.
+            SETTLEMENT_FAILURES.labels(gateway=debit.gateway).inc()
             log.exception(
                 "settlement_lookup_failed",
                 attempt_id=debit.attempt_id,
                 gateway=debit.gateway,
-                error=type(exc).__name__,
+                error=describe_failure(exc),
             )
             fact = None
         facts.append((debit, fact))

@@ -62,3 +62,15 @@ WHERE relname IN ('customers', 'payment_methods', 'leases', 'installments', 'cha
 -- analyze --
 -- Give the planner statistics for the tables the claim reads
 ANALYZE customers, payment_methods, leases, installments, charge_attempts;
+
+-- failed_start --
+-- Record a pass for business date $1 on host $2, process $3 that failed before it could
+-- begin (its gateways would not open), closed at once as failed with error $4
+INSERT INTO collection_runs (as_of, host, pid, status, finished_at, error)
+VALUES ($1, $2, $3, 'failed', now(), $4)
+RETURNING id;
+
+-- mark_failed --
+-- A completed pass $1 whose last step, outside the pass (its metrics export), failed: failed,
+-- with that reason $2, so that it no longer counts as the day's completed pass
+UPDATE collection_runs SET status = 'failed', error = $2 WHERE id = $1;

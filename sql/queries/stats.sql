@@ -23,19 +23,39 @@ WHERE s.state IS NOT NULL
 GROUP BY s.state;
 
 -- in_doubt --
--- Attempts whose outcome is unknown: how many, how much, and the age of the oldest in seconds
+-- Attempts whose outcome is unknown: how many, how much, and when the oldest was made (a
+-- time, not an age: the rules compute the age, so it grows between refreshes too)
 SELECT count(*) AS attempts, coalesce(sum(amount_cents), 0)::bigint AS cents,
-       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+       min(created_at) AS oldest_at
 FROM charge_attempts
 WHERE status = 'in_doubt';
 
 -- due_today_collected --
--- Cents due on business date $1 and cents of it collected so far
+-- Cents due on business date $1, cents of it collected (settled) so far, and cents in flight
+-- (bank debits not settled yet, charges waiting for their answer)
 SELECT coalesce(sum(amount_cents), 0)::bigint AS due_cents,
-       coalesce(sum(paid_cents), 0)::bigint AS paid_cents
+       coalesce(sum(paid_cents), 0)::bigint AS paid_cents,
+       coalesce(sum(in_flight_cents), 0)::bigint AS in_flight_cents
 FROM installments
 WHERE due_on = $1 AND status <> 'cancelled';
 
 -- last_success --
 -- When the last collection pass completed
 SELECT max(finished_at) FROM collection_runs WHERE status = 'completed';
+
+-- runs --
+-- The passes' times over every host: the last start and end (any outcome), the latest
+-- business date a pass completed for, and the start of the oldest pass still running
+SELECT max(started_at) AS last_started_at, max(finished_at) AS last_finished_at,
+       max(as_of) FILTER (WHERE status = 'completed') AS last_completed_as_of,
+       min(started_at) FILTER (WHERE status = 'running') AS running_since
+FROM collection_runs;
+
+-- ach_unfiled --
+-- Bank debits requested for $1 (the next banking day) or earlier that are in no file written
+-- to the outbox: how many, and when the oldest was accepted
+SELECT count(*) AS entries, min(e.created_at) AS oldest_at
+FROM ach_entries e
+LEFT JOIN ach_files f ON f.file_name = e.file_name
+WHERE (e.file_name IS NULL OR f.written_at IS NULL)
+  AND coalesce(e.requested_on, e.effective_on) <= $1;

@@ -112,7 +112,9 @@ async def test_a_number_is_refused_first_even_beside_other_mistakes(
     assert_refused_unechoed(response, "bank_name", "4111.1111.1111.1111")
 
 
-@pytest.mark.parametrize("key", ["4111-1111-1111-1111", "091000019:12345678901", "pay-4111x1111x1111x1111"])
+@pytest.mark.parametrize(
+    "key", ["4111-1111-1111-1111", "091000019:12345678901", "pay-4111x1111x1111x1111"]
+)
 async def test_a_number_as_idempotency_key_is_refused_and_nothing_charged(
     client: httpx.AsyncClient, pool: asyncpg.Pool, json_logs: io.StringIO, key: str
 ) -> None:
@@ -134,7 +136,12 @@ async def test_a_number_as_idempotency_key_is_refused_and_nothing_charged(
     "change",
     [
         {"brand": "Visa", "bank_name": None},
-        {"kind": "ach", "gateway": "sandbox_ach", "bank_name": "Bank of America, N.A.", "brand": None},
+        {
+            "kind": "ach",
+            "gateway": "sandbox_ach",
+            "bank_name": "Bank of America, N.A.",
+            "brand": None,
+        },
         {"token": "cus_NffrFeUfNV2Hib:pm_1MqLiJLkdIwHu7ixUEgbFdYF"},
         {"token": "9b2e7f3c-1d4a-4c8e-9f6b-2a7d5e3c1b0f"},
         {"token": "12345678-1234-1234-1234-123456789abc", "brand": "My card (ending 4242)"},

@@ -207,7 +207,9 @@ async def test_requests_that_cannot_be_done_are_4xx_and_charge_nothing(
     async with pool.acquire() as conn:
         assert await _sandbox_taken(conn) == (0, 0)
         assert await conn.fetchval("SELECT count(*) FROM payments") == 0
-        assert await conn.fetchval("SELECT count(*) FROM charge_attempts WHERE source = 'manual'") == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM charge_attempts WHERE source = 'manual'") == 0
+        )
 
 
 async def test_a_batch_charging_the_installment_now_is_409(

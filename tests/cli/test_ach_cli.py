@@ -97,7 +97,9 @@ async def test_export_then_import_returns_through_the_command(
     assert "returns applied: 0, already applied: 0, unknown: 1" in imported.stdout
 
 
-@pytest.mark.ledger_left_dirty("a malformed return entry is set aside and stays open for an operator")
+@pytest.mark.ledger_left_dirty(
+    "a malformed return entry is set aside and stays open for an operator"
+)
 async def test_a_return_file_with_changes_and_a_bad_entry_is_imported_by_the_command(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:

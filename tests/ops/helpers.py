@@ -185,10 +185,12 @@ def timespan_s(text: str) -> float:
     return total
 
 
-def run_tool(argv: Sequence[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    argv: Sequence[str], *, cwd: Path | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run an outside checker (promtool, systemd-analyze) and capture what it says."""
     return subprocess.run(
-        list(argv), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
     )
 
 

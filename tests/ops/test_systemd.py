@@ -179,3 +179,50 @@ def test_the_services_exposure_stays_low(tmp_path: Path) -> None:
     if "--offline" in result.stderr and "unrecognized" in result.stderr:
         pytest.skip("systemd-analyze security --offline needs systemd 250")
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def _example_paths() -> dict[str, Path]:
+    """The paths the settings example gives for what the engine writes."""
+    from tests.ops.test_env_example import EXAMPLE, assignments
+
+    values = {k: v for k, (_on, v) in assignments(EXAMPLE.read_text()).items() if v}
+    return {
+        "outbox": Path(values["COLLECTOR_NACHA_OUTBOX"]),
+        "textfile": Path(values["COLLECTOR_METRICS_TEXTFILE"]).parent,
+    }
+
+
+def _writable(service: dict[str, list[str]]) -> list[Path]:
+    paths = [Path(p.lstrip("-")) for p in service.get("ReadWritePaths", [])]
+    paths += [Path("/var/lib") / d for d in service.get("StateDirectory", [])]
+    return paths
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+@pytest.mark.parametrize(
+    ("name", "writes"),
+    [
+        # The daemon's passes export NACHA files; the run's too, and it writes the textfile.
+        ("collector-daemon.service", ("outbox",)),
+        ("collector-run.service", ("outbox", "textfile")),
+    ],
+)
+def test_every_path_the_engine_writes_is_writable_under_protect_system_strict(
+    name: str, writes: tuple[str, ...]
+) -> None:
+    service = unit(name)["Service"]
+    assert one(unit(name), "Service", "ProtectSystem") == "strict"
+    writable = _writable(service)
+    paths = _example_paths()
+    for what in writes:
+        assert _under(paths[what], writable), f"{name}: {what} {paths[what]} is read-only"
+    # The embedded server's home, when used, is the state directory (the working directory).
+    assert Path(one(unit(name), "Service", "WorkingDirectory")) in writable
+
+
+def test_the_writable_check_catches_a_missing_outbox() -> None:
+    service = {"ReadWritePaths": ["-/var/lib/node_exporter/textfile_collector"]}
+    assert not _under(_example_paths()["outbox"], _writable(service))

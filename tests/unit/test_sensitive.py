@@ -191,7 +191,9 @@ def test_real_routing_numbers_pass_the_check_digit(routing: str) -> None:
     assert is_routing_number(routing)
 
 
-@pytest.mark.parametrize("routing", ["091000018", "000000000", "123456789", "990000001", "09100001"])
+@pytest.mark.parametrize(
+    "routing", ["091000018", "000000000", "123456789", "990000001", "09100001"]
+)
 def test_a_wrong_check_digit_or_prefix_is_no_routing_number(routing: str) -> None:
     assert not is_routing_number(routing)
 
@@ -413,8 +415,10 @@ def _no_digit_in(ch: str) -> bool:
 NON_ALPHANUMERIC = st.characters(
     exclude_categories=("Nd", "Nl", "No", "Lu", "Ll", "Lt", "Lm", "Lo", "Cs")
 ).filter(
-    lambda ch: _no_digit_in(ch)
-    and not any(unicodedata.category(c)[0] == "L" for c in unicodedata.normalize("NFKC", ch))
+    lambda ch: (
+        _no_digit_in(ch)
+        and not any(unicodedata.category(c)[0] == "L" for c in unicodedata.normalize("NFKC", ch))
+    )
 )
 NON_DIGIT = st.characters(exclude_categories=("Nd", "Nl", "No", "Cs")).filter(_no_digit_in)
 LETTERS = st.characters(categories=("Lu", "Ll", "Lo")).filter(_no_digit_in)
