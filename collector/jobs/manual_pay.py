@@ -36,6 +36,7 @@ from collector.jobs.charging import (
     RECORD_SHIELD_S,
     Charger,
     count_charge,
+    count_resolution,
     decide_answers,
     ending,
 )
@@ -282,11 +283,20 @@ async def record_payment_answer(
 
 
 async def record_reconciled_payment(
-    pool: asyncpg.Pool, charge: ClaimedCharge, decision: Decision, *, as_of: date
+    pool: asyncpg.Pool,
+    charge: ClaimedCharge,
+    decision: Decision,
+    *,
+    as_of: date,
+    answered_before: bool,
 ) -> bool:
     """Apply a reconciled answer to a manual payment (its first reply to the portal stays,
-    and a repeat of its key replays the final state once it is known)."""
+    and a repeat of its key replays the final state once it is known). ``answered_before``:
+    its first answer (in doubt) was counted already, so this one counts as a resolution."""
     changed = await record_payment_answer(pool, charge, decision, as_of=as_of, source="reconcile")
     if changed:
-        count_charge(charge, decision.attempt_status)
+        if answered_before:
+            count_resolution(charge, decision.attempt_status)
+        else:
+            count_charge(charge, decision.attempt_status)
     return changed

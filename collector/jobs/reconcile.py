@@ -61,9 +61,10 @@ async def reconcile(
             return taken
         taken += len(batch)
         after_id = batch[-1].charge.attempt_id
-        recorder.answered_before(
+        in_doubt = {
             item.charge.attempt_id for item in batch if item.status is AttemptStatus.IN_DOUBT
-        )
+        }
+        recorder.answered_before(in_doubt)
         answers: list[tuple[ClaimedCharge, Answer]] = []
         async with anyio.create_task_group() as tg:
             for item in batch:
@@ -75,7 +76,13 @@ async def reconcile(
             # Manual payments are few; each is applied to the installments it covers.
             payments = await recorder.decide([(c, a) for c, a in answers if c.payment_id])
             for charge, decision in payments:
-                await record_reconciled_payment(pool, charge, decision, as_of=recorder.as_of)
+                await record_reconciled_payment(
+                    pool,
+                    charge,
+                    decision,
+                    as_of=recorder.as_of,
+                    answered_before=charge.attempt_id in in_doubt,
+                )
 
 
 async def _resolve_into(

@@ -14,7 +14,10 @@ from structlog.testing import capture_logs
 from collector.config import Settings
 from collector.db.pool import open_pool
 from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Succeeded
+from collector.db.payments import PaymentRequest
+from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
+from collector.jobs.manual_pay import pay_now
 from collector.jobs.gauges import refresh_gauges
 from collector.metrics import REGISTRY
 from tests.factories import make_lease
@@ -133,6 +136,44 @@ async def test_an_attempt_in_doubt_is_counted_once_and_its_resolution_apart(
     assert _sample("collector_charges_total", outcome="in_doubt", **labels) == in_doubt + 1
     gateway.found = True
     await run_pass(pool, gws, settings, as_of=TODAY)  # type: ignore[arg-type]
+    assert _sample("collector_charges_total", outcome="in_doubt", **labels) == in_doubt + 1
+    assert _sample("collector_charges_total", outcome="succeeded", **labels) == succeeded
+    assert _sample("collector_in_doubt_resolved_total", outcome="succeeded", **labels) == (
+        resolved + 1
+    )
+
+
+async def test_a_manual_payment_in_doubt_is_counted_once_and_its_resolution_apart(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY - timedelta(days=3)])
+    gateway = _InDoubtThenFound()
+    gws = {"sandbox_card": gateway}
+    labels = {"gateway": "sandbox_card", "method_kind": "card"}
+    in_doubt = _sample("collector_charges_total", outcome="in_doubt", **labels)
+    succeeded = _sample("collector_charges_total", outcome="succeeded", **labels)
+    resolved = _sample("collector_in_doubt_resolved_total", outcome="succeeded", **labels)
+    answer = await pay_now(
+        pool,
+        Charger.for_settings(gws, settings),  # type: ignore[arg-type]
+        PaymentRequest(
+            lease_id=lease.lease_id,
+            request_key="portal-1",
+            request_hash="h",
+            amount_cents=None,
+            payment_method_id=None,
+            as_of=TODAY,
+            gateways=["sandbox_card"],
+            deadline_s=60,
+        ),
+        retry_days=settings.soft_retry_days,
+    )
+    assert answer.status_code == 202
+    gateway.found = True
+    # The in-doubt attempt is due for a lookup at once: reconciliation resolves it.
+    await run_pass(pool, gws, settings, as_of=TODAY)  # type: ignore[arg-type]
+    assert await pool.fetchval("SELECT status FROM payments") == "succeeded"
     assert _sample("collector_charges_total", outcome="in_doubt", **labels) == in_doubt + 1
     assert _sample("collector_charges_total", outcome="succeeded", **labels) == succeeded
     assert _sample("collector_in_doubt_resolved_total", outcome="succeeded", **labels) == (
