@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
 
 import anyio
 from fastapi import APIRouter, Request, status
@@ -16,6 +15,7 @@ from collector.db import portal
 from collector.exceptions import GatewayError, Unprocessable
 from collector.gateways.base import Fingerprinting, method_kinds
 from collector.logs import get_logger
+from collector.policy import primary_change_warning
 
 log = get_logger()
 
@@ -118,21 +118,14 @@ async def add_method(
         fingerprint=await _fingerprint(request.app.state.gateways.get(body.gateway), body.token),
     )
     method = await portal.add_method(
-        pool, customer_id, new, make_primary=body.make_primary, today=today
+        pool,
+        customer_id,
+        new,
+        make_primary=body.make_primary,
+        today=today,
+        notice_days=settings.primary_change_notice_days,
     )
     return _display(method)
-
-
-def primary_change_warning(
-    next_due_on: date | None, *, today: date, notice_days: int
-) -> str | None:
-    """The warning for a primary change made less than ``notice_days`` days before a due date."""
-    if next_due_on is None or (next_due_on - today).days >= notice_days:
-        return None
-    return (
-        f"The collection due on {next_due_on.isoformat()} is less than {notice_days} days away"
-        " and may still be taken from the previous payment method."
-    )
 
 
 @router.put(
@@ -153,7 +146,13 @@ async def change_primary(
 ) -> PrimaryChanged:
     """Make an active method of the customer the primary one; overdue installments that waited
     for a new method get an attempt today."""
-    change = await portal.change_primary(pool, customer_id, body.payment_method_id, today=today)
+    change = await portal.change_primary(
+        pool,
+        customer_id,
+        body.payment_method_id,
+        today=today,
+        notice_days=settings.primary_change_notice_days,
+    )
     return PrimaryChanged(
         customer_id=change.customer_id,
         primary_payment_method=_display(change.method),
