@@ -188,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return AUDIT_COULD_NOT_RUN if args.command == "audit" else 1
 
 
-
 def _check_dates(args: argparse.Namespace, local_today: date, zone: str) -> None:
     """Refuse, with DateOutOfRange, a date argument the engine may not work for, and resolve
     every command's business date (``args.as_of``; ``args.due_date`` for seed)."""

@@ -135,6 +135,7 @@ def export_pass_metrics(*, textfile: Path | None, pushgateway: str | None, job: 
     if pushgateway is not None:
         push_to_gateway(pushgateway, job=job, registry=REGISTRY)
 
+
 NEEDS_ATTENTION = Counter(
     "collector_needs_attention_total",
     "Rows set aside for an operator because a batch statement could not apply them, by"
@@ -196,5 +197,32 @@ WEBHOOKS_REJECTED = Counter(
     "Webhook deliveries refused with nothing applied (bad signature, malformed event, an event"
     " that does not match the attempt it names), by gateway and reason.",
     ["gateway", "reason"],
+    registry=REGISTRY,
+)
+
+# The outbox's deliveries (collector/jobs/deliver.py). Endpoint names come from
+# COLLECTOR_WEBHOOK_ENDPOINTS: a closed set.
+DELIVERY_OUTCOMES = ("delivered", "failed", "timeout", "dead_lettered")
+EVENTS_PENDING = Gauge(
+    "collector_events_pending",
+    "Event deliveries waiting to be made (and events not fanned out to endpoints yet).",
+    registry=REGISTRY,
+)
+EVENTS_OLDEST_UNDELIVERED = Gauge(
+    "collector_events_oldest_undelivered_age_seconds",
+    "Age of the oldest event not yet delivered to every endpoint (0 when none waits).",
+    registry=REGISTRY,
+)
+EVENT_DELIVERIES = Counter(
+    "collector_event_deliveries_total",
+    "Webhook delivery attempts, by endpoint and outcome (delivered: a 2xx answer; failed:"
+    " another answer or a network error; timeout; dead_lettered: the last one allowed failed).",
+    ["endpoint", "outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_CIRCUIT_OPEN = Gauge(
+    "collector_webhook_circuit_open",
+    "1 while an endpoint's circuit breaker holds its deliveries back, else 0.",
+    ["endpoint"],
     registry=REGISTRY,
 )

@@ -74,9 +74,7 @@ async def settle_attempts(
     statement; return the ids that changed."""
     if not attempt_ids:
         return []
-    rows = await db.fetch(
-        QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
-    )
+    rows = await db.fetch(QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source)
     return [row["attempt_id"] for row in rows]
 
 

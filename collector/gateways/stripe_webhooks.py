@@ -121,9 +121,7 @@ class EventPaymentIntent(StripePaymentIntent):
     amount: Annotated[int, Field(ge=0, le=10**15)]
     currency: Annotated[str, Field(pattern=r"^[a-z]{3}$")]
     metadata: _Metadata = Field(default_factory=dict)
-    payment_method_types: Annotated[list[_Code], Field(max_length=20)] = Field(
-        default_factory=list
-    )
+    payment_method_types: Annotated[list[_Code], Field(max_length=20)] = Field(default_factory=list)
     last_payment_error: EventPaymentError | None = None
     cancellation_reason: _Code | None = None
     latest_charge: StripeId | dict[str, Any] | None = None
@@ -135,7 +133,6 @@ class EventPaymentIntent(StripePaymentIntent):
         if key is not None and not _ATTEMPT_KEY.fullmatch(key):
             raise ValueError(f"{ATTEMPT_KEY} is not an attempt key")
         return metadata
-
 
 
 class _EventData(BaseModel):

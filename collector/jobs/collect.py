@@ -167,8 +167,7 @@ async def _lost_session(run: OpenRun, exc: BaseException) -> DatabaseError | Non
         if await run.lock_held():
             return None
     return DatabaseError(
-        "lost the database connection mid-pass (the pass's session and its liveness lock are"
-        " gone)"
+        "lost the database connection mid-pass (the pass's session and its liveness lock are gone)"
     )
 
 

@@ -105,7 +105,7 @@ WITH e AS (
     FROM outbox_events o
     LEFT JOIN event_deliveries d ON d.customer_id = o.customer_id AND d.event_id = o.id
     WHERE $2::text IS NULL OR o.type = $2
-    GROUP BY o.id
+    GROUP BY o.customer_id, o.id
 ), s AS (
     SELECT e.*, CASE
         WHEN e.dead > 0 THEN 'dead'
