@@ -429,7 +429,7 @@ async def _deliver(args: argparse.Namespace, settings: Settings) -> int:
         try:
             counts = await Deliverer(pool, settings, client=client).deliver_once()
         finally:
-            _export_metrics(settings)
+            _export_delivery_metrics(settings)
     print(
         f"delivered: {counts.delivered}, failed (to retry): {counts.failed},"
         f" dead-lettered: {counts.dead_lettered}, still pending: {counts.pending},"
@@ -440,6 +440,17 @@ async def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(asdict(counts), sort_keys=True))
     return 0
+
+
+def _export_delivery_metrics(settings: Settings) -> None:
+    from collector.metrics import export_delivery_metrics
+
+    try:
+        export_delivery_metrics(
+            textfile=settings.metrics_textfile, pushgateway=settings.pushgateway_url
+        )
+    except OSError as exc:
+        structlog.get_logger().error("metrics_export_failed", error=describe(exc))
 
 
 async def _events(args: argparse.Namespace, settings: Settings) -> int:

@@ -166,13 +166,17 @@ CREATE CONSTRAINT TRIGGER money_movements_outbox AFTER INSERT ON money_movements
           AND NEW.kind IN ('accepted', 'released', 'settled', 'returned', 'reversed'))
     EXECUTE FUNCTION outbox_money_event_v1();
 
--- A method disabled, by whatever statement (a hard decline, a return, a dispute).
+-- A method disabled, by whatever statement (a hard decline, a return, a dispute). Deferred
+-- too, so that its business date is that of the money movement behind it (the decline's or
+-- the return's, written in the same statement), the latest of its card or account.
 CREATE FUNCTION outbox_method_disabled_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO outbox_events (customer_id, ordering_key, type, as_of, body, dedupe_key)
     VALUES (NEW.customer_id, 'customer:' || NEW.customer_id, 'method.disabled',
-            current_date,
+            coalesce((SELECT max(m.as_of)
+                      FROM charge_attempts a JOIN money_movements m ON m.attempt_id = a.id
+                      WHERE a.instrument_key = NEW.instrument_key), current_date),
             jsonb_strip_nulls(jsonb_build_object(
                 'method', jsonb_build_object('id', NEW.id, 'kind', NEW.kind,
                                              'brand', NEW.brand, 'bank_name', NEW.bank_name,
@@ -185,6 +189,8 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER payment_methods_outbox_disabled AFTER UPDATE OF status ON payment_methods
+CREATE CONSTRAINT TRIGGER payment_methods_outbox_disabled
+    AFTER UPDATE OF status ON payment_methods
+    DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW WHEN (OLD.status = 'active' AND NEW.status = 'disabled')
     EXECUTE FUNCTION outbox_method_disabled_v1();

@@ -268,15 +268,19 @@ async def redeliver_dead(db: Executor) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backlog:
+    endpoint: str
     pending: int
     oldest_age_s: float
 
 
-async def backlog(db: Executor) -> Backlog:
-    """How many deliveries wait, and the age of the oldest event not yet delivered."""
-    row = await db.fetchrow(QUERIES["outbox.backlog"])
-    assert row is not None
-    return Backlog(pending=row["pending"], oldest_age_s=row["oldest_age_s"])
+async def backlog(db: Executor, endpoints: Sequence[str]) -> list[Backlog]:
+    """For each endpoint: how many deliveries wait, and the age of the oldest event it has
+    not been sent yet."""
+    rows = await db.fetch(QUERIES["outbox.backlog"], list(endpoints))
+    return [
+        Backlog(endpoint=r["endpoint"], pending=r["pending"], oldest_age_s=r["oldest_age_s"])
+        for r in rows
+    ]
 
 
 def canonical_json(value: Any) -> bytes:

@@ -38,6 +38,7 @@ from collector.db.outbox import ClaimedDelivery, EventType
 from collector.failures import describe_failure
 from collector.logs import get_logger
 from collector.metrics import (
+    DELIVERY_RESULTS,
     EVENT_DELIVERIES,
     EVENTS_OLDEST_UNDELIVERED,
     EVENTS_PENDING,
@@ -174,8 +175,8 @@ class Deliverer:
         }
         for e in self._endpoints:
             WEBHOOK_CIRCUIT_OPEN.labels(endpoint=e.name).set(0)
-            for outcome in ("delivered", "failed", "timeout", "dead_lettered"):
-                EVENT_DELIVERIES.labels(endpoint=e.name, outcome=outcome)
+            for result in DELIVERY_RESULTS:
+                EVENT_DELIVERIES.labels(endpoint=e.name, result=result)
 
     async def deliver_once(self) -> DeliveryCounts:
         """Fan out new events, then deliver everything due now, endpoint by endpoint, until
@@ -191,10 +192,11 @@ class Deliverer:
             WEBHOOK_CIRCUIT_OPEN.labels(endpoint=endpoint.name).set(1 if open_now else 0)
             if open_now:
                 counts.circuits_open.append(endpoint.name)
-        waiting = await outbox.backlog(self._pool)
-        EVENTS_PENDING.set(waiting.pending)
-        EVENTS_OLDEST_UNDELIVERED.set(waiting.oldest_age_s)
-        counts.pending, counts.oldest_age_s = waiting.pending, waiting.oldest_age_s
+        for waiting in await outbox.backlog(self._pool, names):
+            EVENTS_PENDING.labels(endpoint=waiting.endpoint).set(waiting.pending)
+            EVENTS_OLDEST_UNDELIVERED.labels(endpoint=waiting.endpoint).set(waiting.oldest_age_s)
+            counts.pending = max(counts.pending, waiting.pending)
+            counts.oldest_age_s = max(counts.oldest_age_s, waiting.oldest_age_s)
         return counts
 
     async def _deliver_endpoint(self, endpoint: WebhookEndpoint, counts: DeliveryCounts) -> None:
@@ -268,7 +270,7 @@ class Deliverer:
         await outbox.mark_delivered(self._pool, endpoint.name, delivered)
         for _ in delivered:
             breaker.succeeded()
-        EVENT_DELIVERIES.labels(endpoint=endpoint.name, outcome="delivered").inc(len(delivered))
+        EVENT_DELIVERIES.labels(endpoint=endpoint.name, result="delivered").inc(len(delivered))
         counts.delivered += len(delivered)
         for answer in answers:
             if answer.error is None:
@@ -292,8 +294,8 @@ class Deliverer:
             )
             if not answer.refused:
                 breaker.failed()
-            outcome = "dead_lettered" if dead else ("timeout" if answer.timeout else "failed")
-            EVENT_DELIVERIES.labels(endpoint=endpoint.name, outcome=outcome).inc()
+            result = "dead_lettered" if dead else ("timeout" if answer.timeout else "failed")
+            EVENT_DELIVERIES.labels(endpoint=endpoint.name, result=result).inc()
             if dead:
                 counts.dead_lettered += 1
             else:

@@ -136,13 +136,18 @@ WHERE status = 'dead'
 RETURNING event_id;
 
 -- backlog --
--- What waits to be delivered: deliveries pending plus events not fanned out yet, and the age
--- in seconds of the oldest of them (0 when none)
-SELECT (SELECT count(*) FROM event_deliveries WHERE status = 'pending')
-         + (SELECT count(*) FROM outbox_events WHERE NOT dispatched) AS pending,
+-- What waits for each endpoint of $1: its pending deliveries plus the events not fanned out
+-- yet, and the age in seconds of the oldest of them (0 when none)
+WITH undispatched AS (
+    SELECT count(*) AS n, min(created_at) AS oldest FROM outbox_events WHERE NOT dispatched
+)
+SELECT e.endpoint,
+       u.n + (SELECT count(*) FROM event_deliveries d
+              WHERE d.endpoint = e.endpoint AND d.status = 'pending') AS pending,
        coalesce(extract(epoch FROM now() - least(
+           u.oldest,
            (SELECT min(o.created_at) FROM event_deliveries d
             JOIN outbox_events o ON o.customer_id = d.customer_id AND o.id = d.event_id
-            WHERE d.status = 'pending'),
-           (SELECT min(created_at) FROM outbox_events WHERE NOT dispatched))), 0)::float8
-         AS oldest_age_s;
+            WHERE d.endpoint = e.endpoint AND d.status = 'pending'))), 0)::float8
+         AS oldest_age_s
+FROM unnest($1::text[]) AS e(endpoint), undispatched u;

@@ -137,8 +137,29 @@ async def test_events_list_and_redeliver_by_hand(
 ) -> None:
     ids = await events_on(pool, leases=1, per_lease=2)
     async with receiver(lambda _: Reply(status=500)) as rec:
-        env = hooks_env(database_url, rec.url, COLLECTOR_WEBHOOK_MAX_ATTEMPTS="1")
+        env = hooks_env(
+            database_url,
+            rec.url,
+            COLLECTOR_WEBHOOK_MAX_ATTEMPTS="1",
+            COLLECTOR_METRICS_TEXTFILE=str(tmp_path / "collector.prom"),
+        )
         await run_collector(["deliver"], env, tmp_path)
+        # Its metrics go beside a pass's textfile, never over it, and hold only its own.
+        assert not (tmp_path / "collector.prom").exists()
+        samples = [
+            line
+            for line in (tmp_path / "collector-deliver.prom").read_text().splitlines()
+            if not line.startswith("#")
+        ]
+        assert (
+            'collector_event_deliveries_total{endpoint="portal",result="dead_lettered"} 2.0'
+            in samples
+        )
+        assert 'collector_events_pending{endpoint="portal"} 0.0' in samples
+        assert all(
+            line.startswith(("collector_event", "collector_webhook_circuit_open"))
+            for line in samples
+        ), samples
         listed = await run_collector(["events", "list", "--status", "dead"], env, tmp_path)
         lines = listed.stdout().splitlines()
         assert [int(line.split()[0]) for line in lines] == ids[::-1], listed.stderr()

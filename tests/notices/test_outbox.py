@@ -76,6 +76,7 @@ async def test_a_hard_decline_disables_the_method_and_says_so(
     assert disabled["ordering_key"] == f"customer:{lease.customer_id}"
     assert disabled["body"]["method"]["id"] == lease.method_id
     assert disabled["body"]["was_primary"] is True
+    assert disabled["as_of"] == DAY  # the decline's business date, not the server's
 
 
 async def test_an_ach_debit_is_pending_then_returned(
