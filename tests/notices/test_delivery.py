@@ -83,10 +83,13 @@ async def deliveries(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch("SELECT * FROM event_deliveries ORDER BY event_id")
 
 
-def by_lease(requests: list[Request]) -> dict[int, list[int]]:
-    seen: dict[int, list[int]] = defaultdict(list)
+def by_lease(requests: list[Request]) -> dict[str, list[int]]:
+    """Event ids as sent, per ordering key: the lease, or the customer for events of none."""
+    seen: dict[str, list[int]] = defaultdict(list)
     for r in requests:
-        seen[r.event["lease_id"]].append(r.event["id"])
+        e = r.event
+        key = f"lease:{e['lease_id']}" if e["lease_id"] else f"customer:{e['customer_id']}"
+        seen[key].append(e["id"])
     return seen
 
 
