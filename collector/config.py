@@ -349,6 +349,13 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(
         default=5.0, gt=0, le=3600, description="The daemon's pause between delivery rounds."
     )
+    card_expiry_notice_days: int = Field(
+        default=14,
+        ge=0,
+        le=60,
+        description="method.expiring goes out this many days before a collection on a card"
+        " that expires first (0: none).",
+    )
     portal_link_template: str = Field(
         default="https://portal.example.com/leases/{lease_id}/pay",
         description="Link to pay in the portal, sent with payment.failed and ach.returned.",

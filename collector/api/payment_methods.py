@@ -49,6 +49,10 @@ def _check_new_method(
             f"gateway {body.gateway} charges {charged} methods, not {body.kind}; send the kind"
             " of the method the token is for"
         )
+    if (body.exp_month is None) != (body.exp_year is None):
+        raise Unprocessable("exp_month and exp_year go together: give both or neither")
+    if body.exp_month is not None and body.kind != "card":
+        raise Unprocessable("only a card has an expiry (exp_month, exp_year)")
     _check_text("token", body.token)
     _check_text("brand", body.brand)
     _check_text("bank_name", body.bank_name)
@@ -115,6 +119,8 @@ async def add_method(
         brand=body.brand,
         bank_name=body.bank_name,
         last4=body.last4,
+        exp_month=body.exp_month,
+        exp_year=body.exp_year,
         fingerprint=await _fingerprint(request.app.state.gateways.get(body.gateway), body.token),
     )
     method = await portal.add_method(

@@ -36,6 +36,9 @@ class MethodView:
     last4: str | None
     status: str
     is_primary: bool
+    # A card's expiry, display only (never used to charge); None for bank accounts.
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +96,8 @@ class NewMethod:
     last4: str | None = None
     # The gateway's name for the card or account behind the token, where it has one.
     fingerprint: str | None = field(default=None, repr=False)
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +121,8 @@ def _method(row: asyncpg.Record) -> MethodView:
         last4=row["last4"],
         status=row["status"],
         is_primary=row["is_primary"],
+        exp_month=row.get("exp_month"),
+        exp_year=row.get("exp_year"),
     )
 
 
@@ -207,6 +214,8 @@ async def insert_method(db: Executor, customer_id: int, new: NewMethod) -> Metho
         new.bank_name,
         new.last4,
         new.fingerprint,
+        new.exp_month,
+        new.exp_year,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return _method(row)

@@ -44,6 +44,7 @@ from collector.exceptions import DatabaseError
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
+from collector.jobs.notices import write_due_notices
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
@@ -127,6 +128,8 @@ async def run_pass(
                 concurrency=settings.concurrency,
             )
             counts.settled, counts.returned = settled.settled, settled.returned
+            # Notices owed ahead of collections (the outbox), before anything is claimed.
+            await write_due_notices(pool, settings, as_of=as_of)
             await _collect_due(
                 pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
             )
