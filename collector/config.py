@@ -349,6 +349,13 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(
         default=5.0, gt=0, le=3600, description="The daemon's pause between delivery rounds."
     )
+    debit_notice_days: int = Field(
+        default=3,
+        ge=0,
+        le=30,
+        description="debit.upcoming goes out this many days before each automatic collection"
+        " (a varying amount: at least 10, Regulation E).",
+    )
     card_expiry_notice_days: int = Field(
         default=14,
         ge=0,
