@@ -9,17 +9,8 @@ from datetime import date, timedelta
 import asyncpg
 
 from collector.config import Settings
-from collector.domain import MethodKind
 from collector.eligibility import (
     DEBIT_NOTICE_REQUIRED,
-    Eligible,
-    InstrumentHistory,
-    NoticeFacts,
-    Presentation,
-    Refused,
-    check,
-    debit_varies,
-    notice_required,
 )
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
@@ -27,50 +18,6 @@ from collector.jobs.presentment import would_refuse
 from tests.factories import attempts_of, installment, make_lease, put_state
 
 DAY = date(2026, 11, 2)
-
-
-def facts(**kw: object) -> NoticeFacts:
-    values: dict[str, object] = {"scheduled_cents": 5_000, "previous_cents": 5_000}
-    values.update(kw)
-    return NoticeFacts(**values)  # type: ignore[arg-type]
-
-
-def verdict(amount: int, notice: NoticeFacts | None, *, on: date = DAY):  # type: ignore[no-untyped-def]
-    return check(
-        Presentation(
-            attempt_id=1,
-            installment_id=1,
-            method_kind=MethodKind.CARD,
-            brand="Visa",
-            amount_cents=amount,
-            as_of=on,
-        ),
-        instrument=InstrumentHistory(),
-        notice=notice,
-    )
-
-
-def test_a_debit_varies_from_the_previous_or_else_the_scheduled_amount() -> None:
-    assert not debit_varies(5_000, facts())
-    assert debit_varies(4_000, facts())
-    assert not debit_varies(5_000, facts(previous_cents=None))
-    assert debit_varies(5_500, facts(previous_cents=None))
-    # Notice only outside the customer's range, both ends included.
-    ranged = facts(range_min_cents=4_000, range_max_cents=6_000)
-    assert not notice_required(4_000, ranged) and not notice_required(6_000, ranged)
-    assert notice_required(6_001, ranged) and notice_required(3_999, ranged)
-    assert not notice_required(5_000, facts())
-
-
-def test_a_varying_debit_goes_only_ten_days_after_its_notice() -> None:
-    assert verdict(4_000, facts()) == Refused(DEBIT_NOTICE_REQUIRED, retry_on=DAY + timedelta(10))
-    notified = facts(notified_on=DAY - timedelta(days=9))
-    assert verdict(4_000, notified) == Refused(
-        DEBIT_NOTICE_REQUIRED, retry_on=DAY + timedelta(days=1)
-    )
-    assert verdict(4_000, facts(notified_on=DAY - timedelta(days=10))) == Eligible()
-    assert verdict(5_000, facts()) == Eligible()  # the same amount: no notice needed
-    assert verdict(4_000, None) == Eligible()  # the customer's own payment
 
 
 async def _notices(pool: asyncpg.Pool) -> list[asyncpg.Record]:
