@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Self
@@ -380,8 +381,6 @@ class Settings(BaseSettings):
     @field_validator("portal_link_template")
     @classmethod
     def _link_template(cls, value: str) -> str:
-        import string
-
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
         except ValueError as exc:

@@ -93,30 +93,29 @@ WHERE d.customer_id = r.customer_id AND d.event_id = r.event_id AND d.endpoint =
 -- list --
 -- Events, newest first, at most $3: of type $2 (NULL: any), whose status is $1 (NULL: any):
 -- pending (not yet delivered everywhere), delivered (everywhere), dead (dead-lettered
--- somewhere)
-WITH e AS (
-    SELECT o.id, o.type, o.customer_id, o.lease_id, o.as_of, o.created_at, o.dispatched,
-           count(d.*) AS endpoints,
-           count(d.*) FILTER (WHERE d.status = 'delivered') AS delivered,
-           count(d.*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(max(d.attempts), 0) AS attempts,
-           (array_agg(d.last_error ORDER BY d.attempts DESC)
-               FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
-    FROM outbox_events o
-    LEFT JOIN event_deliveries d ON d.customer_id = o.customer_id AND d.event_id = o.id
-    WHERE $2::text IS NULL OR o.type = $2
-    GROUP BY o.customer_id, o.id
-), s AS (
-    SELECT e.*, CASE
-        WHEN e.dead > 0 THEN 'dead'
-        WHEN e.dispatched AND e.delivered = e.endpoints AND e.endpoints > 0 THEN 'delivered'
+-- somewhere). Walks the events newest first and stops at $3: it never aggregates the book.
+SELECT o.id, o.type, o.customer_id, o.lease_id, o.as_of, o.created_at, d.endpoints,
+       d.delivered, d.attempts, d.last_error, st.status
+FROM outbox_events o
+CROSS JOIN LATERAL (
+    SELECT count(*) AS endpoints,
+           count(*) FILTER (WHERE x.status = 'delivered') AS delivered,
+           count(*) FILTER (WHERE x.status = 'dead') AS dead,
+           coalesce(max(x.attempts), 0) AS attempts,
+           (array_agg(x.last_error ORDER BY x.attempts DESC)
+               FILTER (WHERE x.last_error IS NOT NULL))[1] AS last_error
+    FROM event_deliveries x
+    WHERE x.customer_id = o.customer_id AND x.event_id = o.id
+) d
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN d.dead > 0 THEN 'dead'
+        WHEN o.dispatched AND d.endpoints > 0 AND d.delivered = d.endpoints THEN 'delivered'
         ELSE 'pending'
     END AS status
-    FROM e
-)
-SELECT * FROM s
-WHERE $1::text IS NULL OR s.status = $1
-ORDER BY s.id DESC
+) st
+WHERE ($2::text IS NULL OR o.type = $2) AND ($1::text IS NULL OR st.status = $1)
+ORDER BY o.id DESC
 LIMIT $3;
 
 -- redeliver --
