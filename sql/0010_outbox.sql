@@ -82,9 +82,11 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- One event per attempt and kind of answer; the rows of a manual payment over several
--- installments make one event.
+-- installments make one event. A generic plan serves every call: its statements look rows
+-- up by key, whatever the values, and the engine's connections force custom plans, which
+-- re-planned each statement on every row (the pass took 2.5 times as long).
 CREATE FUNCTION outbox_money_event_v1() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_type text := CASE NEW.kind
         WHEN 'accepted' THEN 'payment.pending_settlement'
@@ -170,7 +172,7 @@ CREATE CONSTRAINT TRIGGER money_movements_outbox AFTER INSERT ON money_movements
 -- too, so that its business date is that of the money movement behind it (the decline's or
 -- the return's, written in the same statement), the latest of its card or account.
 CREATE FUNCTION outbox_method_disabled_v1() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     INSERT INTO outbox_events (customer_id, ordering_key, type, as_of, body, dedupe_key)
     VALUES (NEW.customer_id, 'customer:' || NEW.customer_id, 'method.disabled',

@@ -29,6 +29,7 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
     rows = await pool.fetch("SELECT type, lease_id, body FROM outbox_events ORDER BY id")
     types = Counter(r["type"] for r in rows)
     assert set(types) == {
+        "debit.upcoming",
         "payment.succeeded",
         "payment.failed",
         "payment.pending_settlement",
@@ -36,12 +37,14 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
         "method.disabled",
         "lease.paid_off",
     }, types
-    # Once each: one event per attempt and kind, as many as the ledger's answers.
+    # Once each: one event per attempt and kind (a notice per installment and date), as many
+    # as the ledger's answers.
     subject = Counter(
         (
             r["type"],
             r["body"].get("attempt_id") or r["body"].get("method", {}).get("id"),
             r["lease_id"],
+            r["body"].get("collection_on"),  # a notice: once per installment and date
         )
         for r in rows
     )
