@@ -144,7 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the ledger's invariants; exit 0 clean, 1 violations found, 2 could not run",
     )
     audit.add_argument("--json", action="store_true", help="print a JSON report as the last line")
+    _add_event_commands(commands)
     return parser
+
+
+def _add_event_commands(commands: Any) -> None:
+    # The outbox (issue 10): deliver once for cron, list, redeliver.
+    from collector.db.outbox import EventStatus, EventType
+
+    deliver = commands.add_parser(
+        "deliver", help="deliver the outbox's events due now to the webhook endpoints, once"
+    )
+    deliver.add_argument("--json", action="store_true", help="print a JSON summary last")
+    events = commands.add_parser("events", help="the outbox's events: list, redeliver")
+    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="events, newest first, with their delivery status")
+    listing.add_argument("--status", choices=[s.value for s in EventStatus])
+    listing.add_argument("--type", choices=[t.value for t in EventType])
+    listing.add_argument("--limit", type=_positive, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    again = actions.add_parser("redeliver", help="send an event again, or every dead one")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=_positive, help="the event's id")
+    which.add_argument("--dead", action="store_true", help="every dead-lettered delivery")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,6 +278,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "daemon": _daemon,
         "ach": _ach,
         "audit": _audit,
+        "deliver": _deliver,
+        "events": _events,
     }[args.command]
     result: int = await command(args, settings)
     return result
@@ -418,6 +442,79 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
         f" unknown: {result.unknown}, deferred: {result.deferred},"
         f" changes recorded: {result.changes}, set aside: {result.set_aside}"
     )
+    return 0
+
+
+async def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from collector.jobs.deliver import Deliverer, open_client
+
+    if not settings.webhook_endpoints:
+        raise ConfigError("COLLECTOR_WEBHOOK_ENDPOINTS: no endpoint to deliver to")
+    async with _database(settings) as (_url, pool), open_client(settings) as client:
+        try:
+            counts = await Deliverer(pool, settings, client=client).deliver_once()
+        finally:
+            _export_delivery_metrics(settings)
+    print(
+        f"delivered: {counts.delivered}, failed (to retry): {counts.failed},"
+        f" dead-lettered: {counts.dead_lettered}, still pending: {counts.pending},"
+        f" oldest undelivered: {counts.oldest_age_s:.0f}s"
+    )
+    for name in counts.circuits_open:
+        print(f"circuit open for endpoint {name}: its deliveries wait")
+    if args.json:
+        print(json.dumps(asdict(counts), sort_keys=True))
+    return 0
+
+
+def _export_delivery_metrics(settings: Settings) -> None:
+    from collector.metrics import export_delivery_metrics
+
+    try:
+        export_delivery_metrics(
+            textfile=settings.metrics_textfile, pushgateway=settings.pushgateway_url
+        )
+    except OSError as exc:
+        structlog.get_logger().error("metrics_export_failed", error=describe(exc))
+
+
+async def _events(args: argparse.Namespace, settings: Settings) -> int:
+    from collector.db import outbox
+
+    async with _database(settings) as (_url, pool):
+        if args.events_command == "list":
+            lines = await outbox.list_events(
+                pool,
+                status=outbox.EventStatus(args.status) if args.status else None,
+                type=outbox.EventType(args.type) if args.type else None,
+                limit=args.limit,
+            )
+            for line in lines:
+                if args.json:
+                    print(json.dumps(asdict(line), sort_keys=True, default=str))
+                    continue
+                lease = f"lease {line.lease_id}" if line.lease_id else "-"
+                error = f"  last error: {line.last_error}" if line.last_error else ""
+                print(
+                    f"{line.id:>8}  {line.type:<27} {line.status:<9}"
+                    f" customer {line.customer_id}  {lease}  {line.as_of.isoformat()}"
+                    f"  delivered {line.delivered}/{line.endpoints}"
+                    f"  attempts {line.attempts}{error}"
+                )
+            return 0
+        if args.dead:
+            count = await outbox.redeliver_dead(pool)
+            print(f"{count} dead-lettered deliveries will be sent again")
+            return 0
+        endpoints = await outbox.redeliver(pool, args.id)
+        if not endpoints:
+            print(
+                f"collector: error: event {args.id} has no delivery (no such event,"
+                " or not fanned out to an endpoint yet)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"event {args.id} will be sent again to {', '.join(sorted(endpoints))}")
     return 0
 
 

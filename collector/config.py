@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from collector.business_dates import MAX_RETRY_DAYS
@@ -70,6 +79,45 @@ def _check_url(value: str, *, schemes: tuple[str, ...], default_scheme: str = ""
             port = host.rpartition(":")[2] if ":" in host else ""
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"port {port!r} is not a port number (1-65535)")
+
+
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# What a portal link template may name (str.format fields).
+PORTAL_LINK_FIELDS = frozenset({"lease_id", "customer_id", "event_id"})
+
+
+class WebhookEndpoint(BaseModel):
+    """One receiver of the outbox's events: a name (the metrics' label), its URL, and the
+    secrets its deliveries are signed with (two while the receiver rotates: each delivery
+    carries a signature under each)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    url: str
+    secrets: list[SecretStr] = Field(min_length=1, max_length=2)
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not _ENDPOINT_NAME.match(value):
+            raise ValueError("a name is 1-32 of a-z, 0-9, '_' and '-', starting alphanumeric")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        _check_url(value, schemes=("https", "http"))
+        if not urlsplit(value).hostname:
+            raise ValueError("names no host")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _long_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(secret.get_secret_value()) < 16 for secret in value):
+            raise ValueError("every webhook secret must be at least 16 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -298,6 +346,81 @@ class Settings(BaseSettings):
         default=60, gt=0, le=86_400, description="The window of the manual-pay rate limit."
     )
 
+    # The outbox's deliveries (collector/jobs/deliver.py): signed webhooks, at least once.
+    webhook_endpoints: list[WebhookEndpoint] = Field(
+        default_factory=list,
+        description='JSON list of receivers: [{"name": "portal", "url": "https://...",'
+        ' "secrets": ["..."]}]; none: events wait in the outbox.',
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Longest wait for a receiver's answer."
+    )
+    webhook_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Deliveries of an event before it is dead-lettered."
+    )
+    webhook_backoff_base_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Wait before the first retry; doubles each time."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=3600.0, gt=0, le=86_400, description="Longest wait between two retries."
+    )
+    webhook_breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="Failures in a row that open an endpoint's circuit."
+    )
+    webhook_breaker_cooldown_s: float = Field(
+        default=60.0, gt=0, le=3600, description="How long an open circuit waits before a probe."
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Deliveries in flight at once, per endpoint."
+    )
+    webhook_batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Deliveries claimed per round."
+    )
+    webhook_poll_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="The daemon's pause between delivery rounds."
+    )
+    debit_notice_days: int = Field(
+        default=3,
+        ge=0,
+        le=30,
+        description="debit.upcoming goes out this many days before each automatic collection"
+        " (a varying amount: at least 10, Regulation E).",
+    )
+    card_expiry_notice_days: int = Field(
+        default=14,
+        ge=0,
+        le=60,
+        description="method.expiring goes out this many days before a collection on a card"
+        " that expires first (0: none).",
+    )
+    portal_link_template: str = Field(
+        default="https://portal.example.com/leases/{lease_id}/pay",
+        description="Link to pay in the portal, sent with payment.failed and ach.returned.",
+    )
+
+    @field_validator("webhook_endpoints")
+    @classmethod
+    def _distinct_endpoints(cls, value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [endpoint.name for endpoint in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"endpoint {', '.join(map(repr, twice))} is listed twice")
+        return value
+
+    @field_validator("portal_link_template")
+    @classmethod
+    def _link_template(cls, value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a template ({exc})") from None
+        unknown = sorted(fields - PORTAL_LINK_FIELDS)
+        if unknown:
+            known = ", ".join("{" + f + "}" for f in sorted(PORTAL_LINK_FIELDS))
+            raise ValueError(f"names {', '.join(unknown)}; a link may name {known}")
+        _check_url(value, schemes=("https", "http"))
+        return value
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -443,6 +566,11 @@ class Settings(BaseSettings):
                 f" {self.claimers} claim loop(s) (COLLECTOR_CLAIMERS), which needs at least"
                 f" {self.claimers + PASS_OWN_CONNECTIONS}: one per claim loop, its liveness"
                 " lock's and the recorder's"
+            )
+        if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
+            raise ValueError(
+                f"COLLECTOR_WEBHOOK_BACKOFF_MAX_S: {self.webhook_backoff_max_s:g} s is shorter"
+                f" than COLLECTOR_WEBHOOK_BACKOFF_BASE_S ({self.webhook_backoff_base_s:g} s)"
             )
         if self.claim_deadline_s <= self.gateway_timeout_s:
             raise ValueError(

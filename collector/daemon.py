@@ -30,6 +30,7 @@ from collector.gateways.base import Gateway
 from collector.jobs.ach_files import export_after_pass
 from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
+from collector.jobs.deliver import deliver_forever
 from collector.jobs.gauges import refresh_forever, refresh_gauges
 from collector.logs import get_logger
 from collector.schedule import DailySchedule, next_pass_at, run_schedule
@@ -131,6 +132,9 @@ async def serve(
                         pool, gateways, settings, stop=stop, clock=clock, charger=charger
                     )
                 )
+            if settings.webhook_endpoints:
+                # The outbox's webhooks, continuously (collector/jobs/deliver.py).
+                work.start_soon(partial(deliver_forever, pool, settings, stop=stop))
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)

@@ -15,6 +15,10 @@ and add again.
 - Card networks: at most N declined attempts per card in 30 days (Visa 15, Mastercard 35,
   configurable), counting the card's other presentments still without an answer; never again
   after advice never to try again.
+- Regulation E (12 CFR 1005.10(d)): an automatic debit whose amount differs from the previous
+  one is made only when a notice of that amount went out at least 10 days before, unless the
+  lease's customer chose notice only outside a range and the amount is within it. Held back,
+  it is planned again for the day the notice becomes timely.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ REINITIATION_WINDOW_PASSED = "reinitiation_window_passed"
 REINITIATION_AMOUNT_DIFFERS = "reinitiation_amount_differs"
 CARD_NEVER_RETRY = "card_never_retry"
 CARD_RETRY_CAP = "card_retry_cap"
+DEBIT_NOTICE_REQUIRED = "debit_notice_required"
+# Regulation E 1005.10(d)(1): notice of a varying debit at least 10 days before it is made.
+VARYING_DEBIT_NOTICE_DAYS = 10
 
 REFUSAL_REASONS = frozenset(
     {
@@ -50,6 +57,7 @@ REFUSAL_REASONS = frozenset(
         REINITIATION_AMOUNT_DIFFERS,
         CARD_NEVER_RETRY,
         CARD_RETRY_CAP,
+        DEBIT_NOTICE_REQUIRED,
     }
 )
 
@@ -100,6 +108,34 @@ class NsfHistory:
     reinitiations: int  # presentments made since the first NSF return
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeFacts:
+    """What Regulation E's notice rule needs to know of an automatic debit's amount."""
+
+    scheduled_cents: int  # the installment's amount, as the agreement scheduled it
+    previous_cents: int | None  # the lease's previous automatic debit, if any
+    range_min_cents: int | None = None  # the customer's range: notice only outside it
+    range_max_cents: int | None = None
+    notified_on: date | None = None  # the earliest notice of this amount for this money
+
+
+def debit_varies(amount_cents: int, facts: NoticeFacts) -> bool:
+    """Does this debit's amount differ from the previous one (or, for the first, from the
+    scheduled amount)?"""
+    previous = facts.previous_cents if facts.previous_cents is not None else facts.scheduled_cents
+    return amount_cents != previous
+
+
+def notice_required(amount_cents: int, facts: NoticeFacts) -> bool:
+    """Must a notice of this amount go out 10 days ahead: it varies, and is not within the
+    range the customer chose to hear of only when outside it."""
+    if not debit_varies(amount_cents, facts):
+        return False
+    if facts.range_min_cents is not None and facts.range_max_cents is not None:
+        return not facts.range_min_cents <= amount_cents <= facts.range_max_cents
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Eligible:
     """Present it; ``reinitiation``: it is a NACHA reinitiation ("RETRY PYMT")."""
@@ -109,9 +145,11 @@ class Eligible:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """Do not present it, for ``reason`` (one of REFUSAL_REASONS)."""
+    """Do not present it, for ``reason`` (one of REFUSAL_REASONS); ``retry_on``: the date it
+    may be presented after all (a notice held it back), else no automatic attempt."""
 
     reason: str
+    retry_on: date | None = None
 
 
 Verdict = Eligible | Refused
@@ -141,8 +179,16 @@ def check(
     instrument: InstrumentHistory,
     nsf: NsfHistory | None = None,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+    notice: NoticeFacts | None = None,
 ) -> Verdict:
-    """May this money be presented to this instrument on its business date?"""
+    """May this money be presented to this instrument on its business date? ``notice``: the
+    facts of an automatic debit's notice (None: a payment the customer makes now)."""
+    if notice is not None and notice_required(presentation.amount_cents, notice):
+        timely_from = (notice.notified_on or presentation.as_of) + timedelta(
+            days=VARYING_DEBIT_NOTICE_DAYS
+        )
+        if presentation.as_of < timely_from:
+            return Refused(DEBIT_NOTICE_REQUIRED, retry_on=timely_from)
     if presentation.method_kind is MethodKind.ACH:
         return _check_debit(presentation, instrument=instrument, nsf=nsf)
     if instrument.never_retry:
@@ -186,11 +232,14 @@ __all__ = [
     "Eligible",
     "InstrumentHistory",
     "MoneyLine",
+    "NoticeFacts",
     "NsfHistory",
     "Presentation",
     "Refused",
     "Verdict",
     "check",
     "combine",
+    "debit_varies",
+    "notice_required",
     "nsf_history",
 ]

@@ -12,6 +12,7 @@ import math
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -335,3 +336,59 @@ WEBHOOKS_REJECTED = Counter(
     ["gateway", "reason"],
     registry=REGISTRY,
 )
+
+# The outbox's deliveries (collector/jobs/deliver.py). Endpoint names come from
+# COLLECTOR_WEBHOOK_ENDPOINTS: a closed set. Every one is labelled by endpoint, so a process
+# that delivers nothing (`collector run`) exports none of their samples, and the textfile
+# `collector deliver` writes beside the pass's holds only these (no series in two files).
+DELIVERY_RESULTS = ("delivered", "failed", "timeout", "dead_lettered")
+EVENTS_PENDING = Gauge(
+    "collector_events_pending",
+    "Event deliveries waiting to be made to each endpoint (events not fanned out yet count"
+    " for every endpoint).",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+EVENTS_OLDEST_UNDELIVERED = Gauge(
+    "collector_events_oldest_undelivered_age_seconds",
+    "Age of the oldest event not yet delivered to the endpoint (0 when none waits).",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+EVENT_DELIVERIES = Counter(
+    "collector_event_deliveries_total",
+    "Webhook delivery attempts, by endpoint and result (delivered: a 2xx answer; failed:"
+    " another answer or a network error; timeout; dead_lettered: the last one allowed failed,"
+    " or the body was refused).",
+    ["endpoint", "result"],
+    registry=REGISTRY,
+)
+WEBHOOK_CIRCUIT_OPEN = Gauge(
+    "collector_webhook_circuit_open",
+    "1 while an endpoint's circuit breaker holds its deliveries back, else 0.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+DELIVERY_SAMPLES = (
+    "collector_events_pending",
+    "collector_events_oldest_undelivered_age_seconds",
+    "collector_event_deliveries_total",
+    "collector_event_deliveries_created",
+    "collector_webhook_circuit_open",
+)
+
+
+def delivery_textfile(pass_textfile: Path) -> Path:
+    """Where `collector deliver` leaves its metrics: beside the pass's textfile."""
+    return pass_textfile.with_name(f"{pass_textfile.stem}-deliver.prom")
+
+
+def export_delivery_metrics(*, textfile: Path | None, pushgateway: str | None) -> None:
+    """Write the delivery metrics alone beside the pass's textfile (``<name>-deliver.prom``)
+    and/or push them to a Pushgateway under their own job, so that neither replaces what a
+    pass left."""
+    only = cast(CollectorRegistry, REGISTRY.restricted_registry(DELIVERY_SAMPLES))
+    if textfile is not None:
+        write_to_textfile(os.fspath(delivery_textfile(textfile)), only)
+    if pushgateway is not None:
+        push_to_gateway(pushgateway, job="collector-deliver", registry=only)

@@ -240,3 +240,15 @@ def decide_return(
     # it later: the eligibility check refuses them by instrument. Stop payment and the rest
     # wait for the customer, who may authorize the account again.
     return ReturnDecision(category=category, next_attempt_on=None, disable_method=True)
+
+
+def primary_change_warning(
+    next_due_on: date | None, *, today: date, notice_days: int
+) -> str | None:
+    """The warning for a primary change made less than ``notice_days`` days before a due date."""
+    if next_due_on is None or (next_due_on - today).days >= notice_days:
+        return None
+    return (
+        f"The collection due on {next_due_on.isoformat()} is less than {notice_days} days away"
+        " and may still be taken from the previous payment method."
+    )

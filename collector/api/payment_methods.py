@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
 
 import anyio
 from fastapi import APIRouter, Request, status
@@ -16,6 +15,7 @@ from collector.db import portal
 from collector.exceptions import GatewayError, Unprocessable
 from collector.gateways.base import Fingerprinting, method_kinds
 from collector.logs import get_logger
+from collector.policy import primary_change_warning
 
 log = get_logger()
 
@@ -49,6 +49,10 @@ def _check_new_method(
             f"gateway {body.gateway} charges {charged} methods, not {body.kind}; send the kind"
             " of the method the token is for"
         )
+    if (body.exp_month is None) != (body.exp_year is None):
+        raise Unprocessable("exp_month and exp_year go together: give both or neither")
+    if body.exp_month is not None and body.kind != "card":
+        raise Unprocessable("only a card has an expiry (exp_month, exp_year)")
     _check_text("token", body.token)
     _check_text("brand", body.brand)
     _check_text("bank_name", body.bank_name)
@@ -115,24 +119,19 @@ async def add_method(
         brand=body.brand,
         bank_name=body.bank_name,
         last4=body.last4,
+        exp_month=body.exp_month,
+        exp_year=body.exp_year,
         fingerprint=await _fingerprint(request.app.state.gateways.get(body.gateway), body.token),
     )
     method = await portal.add_method(
-        pool, customer_id, new, make_primary=body.make_primary, today=today
+        pool,
+        customer_id,
+        new,
+        make_primary=body.make_primary,
+        today=today,
+        notice_days=settings.primary_change_notice_days,
     )
     return _display(method)
-
-
-def primary_change_warning(
-    next_due_on: date | None, *, today: date, notice_days: int
-) -> str | None:
-    """The warning for a primary change made less than ``notice_days`` days before a due date."""
-    if next_due_on is None or (next_due_on - today).days >= notice_days:
-        return None
-    return (
-        f"The collection due on {next_due_on.isoformat()} is less than {notice_days} days away"
-        " and may still be taken from the previous payment method."
-    )
 
 
 @router.put(
@@ -153,7 +152,13 @@ async def change_primary(
 ) -> PrimaryChanged:
     """Make an active method of the customer the primary one; overdue installments that waited
     for a new method get an attempt today."""
-    change = await portal.change_primary(pool, customer_id, body.payment_method_id, today=today)
+    change = await portal.change_primary(
+        pool,
+        customer_id,
+        body.payment_method_id,
+        today=today,
+        notice_days=settings.primary_change_notice_days,
+    )
     return PrimaryChanged(
         customer_id=change.customer_id,
         primary_payment_method=_display(change.method),

@@ -73,6 +73,8 @@ class MethodDisplay(BaseModel):
     last4: str | None
     status: Literal["active", "disabled"]
     is_primary: bool
+    exp_month: int | None = Field(default=None, description="A card's expiry month (display).")
+    exp_year: int | None = Field(default=None, description="A card's expiry year (display).")
 
 
 class LeaseLine(BaseModel):
@@ -132,6 +134,9 @@ class NewPaymentMethod(StrictBody):
     brand: Annotated[str, Field(max_length=64)] | None = None
     bank_name: Annotated[str, Field(max_length=128)] | None = None
     last4: Annotated[str, Field(pattern=r"^[0-9]{4}$")] | None = None
+    # A card's expiry as printed on it, for display and expiry notices only; both or neither.
+    exp_month: Annotated[int, Field(ge=1, le=12)] | None = None
+    exp_year: Annotated[int, Field(ge=2000, le=2099)] | None = None
     make_primary: bool = False
 
 

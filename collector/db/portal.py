@@ -13,11 +13,15 @@ from typing import Any
 
 import asyncpg
 
-from collector.db import money
+from collector.db import money, outbox
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
 from collector.exceptions import NotFound, Unprocessable
+from collector.policy import primary_change_warning
+
+# COLLECTOR_PRIMARY_CHANGE_NOTICE_DAYS's default, for callers without settings (tests).
+DEFAULT_NOTICE_DAYS = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +36,9 @@ class MethodView:
     last4: str | None
     status: str
     is_primary: bool
+    # A card's expiry, display only (never used to charge); None for bank accounts.
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +96,8 @@ class NewMethod:
     last4: str | None = None
     # The gateway's name for the card or account behind the token, where it has one.
     fingerprint: str | None = field(default=None, repr=False)
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +121,8 @@ def _method(row: asyncpg.Record) -> MethodView:
         last4=row["last4"],
         status=row["status"],
         is_primary=row["is_primary"],
+        exp_month=row.get("exp_month"),
+        exp_year=row.get("exp_year"),
     )
 
 
@@ -203,6 +214,8 @@ async def insert_method(db: Executor, customer_id: int, new: NewMethod) -> Metho
         new.bank_name,
         new.last4,
         new.fingerprint,
+        new.exp_month,
+        new.exp_year,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return _method(row)
@@ -272,34 +285,84 @@ async def read_customer_methods(pool: asyncpg.Pool, customer_id: int) -> list[Me
         return await customer_methods(conn, customer_id)
 
 
-async def _make_primary(conn: Executor, customer_id: int, method_id: int, *, today: date) -> int:
+async def _make_primary(
+    conn: Executor,
+    customer_id: int,
+    method: MethodView,
+    *,
+    previous_id: int | None,
+    today: date,
+    notice_days: int,
+) -> int:
     # Called with the customer and their methods locked, inside the caller's transaction.
     await clear_primary(conn, customer_id)
-    if not await set_primary(conn, customer_id, method_id):
+    if not await set_primary(conn, customer_id, method.id):
         # The caller checked the method under lock; reaching this is a bug, not a bad request.
-        raise AssertionError(f"method {method_id} could not be made primary")
-    return await reopen_retries(conn, customer_id, today=today)
+        raise AssertionError(f"method {method.id} could not be made primary")
+    reopened = await reopen_retries(conn, customer_id, today=today)
+    # The event is written in the change's own transaction (the outbox, issue 10).
+    next_due_on = await customer_next_due(conn, customer_id, today=today)
+    await outbox.write_event(
+        conn,
+        type=outbox.EventType.PRIMARY_CHANGED,
+        customer_id=customer_id,
+        lease_id=None,
+        as_of=today,
+        body={
+            "method": {
+                "id": method.id,
+                "kind": method.kind,
+                "brand": method.brand,
+                "bank_name": method.bank_name,
+                "last4": method.last4,
+            },
+            "previous_method_id": previous_id,
+            "next_due_on": next_due_on.isoformat() if next_due_on else None,
+            "warning": primary_change_warning(next_due_on, today=today, notice_days=notice_days),
+        },
+    )
+    return reopened
 
 
 async def add_method(
-    pool: asyncpg.Pool, customer_id: int, new: NewMethod, *, make_primary: bool, today: date
+    pool: asyncpg.Pool,
+    customer_id: int,
+    new: NewMethod,
+    *,
+    make_primary: bool,
+    today: date,
+    notice_days: int = DEFAULT_NOTICE_DAYS,
 ) -> MethodView:
     """Register a method of the customer, made primary if asked, in one transaction; raise
     NotFound when there is no such customer."""
     async with pool.acquire() as conn, conn.transaction():
         if not await lock_customer(conn, customer_id):
             raise NotFound("no such customer")
+        previous_id = None
         if make_primary:
-            await lock_customer_methods(conn, customer_id)
+            methods = await lock_customer_methods(conn, customer_id)
+            previous_id = next((m.id for m in methods if m.is_primary), None)
         method = await insert_method(conn, customer_id, new)
         if make_primary:
-            await _make_primary(conn, customer_id, method.id, today=today)
+            await _make_primary(
+                conn,
+                customer_id,
+                method,
+                previous_id=previous_id,
+                today=today,
+                notice_days=notice_days,
+            )
             method = replace(method, is_primary=True)
     return method
 
 
 async def change_primary(
-    pool: asyncpg.Pool, customer_id: int, method_id: int, *, today: date
+    pool: asyncpg.Pool,
+    customer_id: int,
+    method_id: int,
+    *,
+    today: date,
+    notice_days: int = DEFAULT_NOTICE_DAYS,
 ) -> PrimaryChange:
     """Make an active method of the customer their primary one and give the installments that
     waited for a new method an attempt on ``today``, in one transaction; raise NotFound for an
@@ -323,7 +386,14 @@ async def change_primary(
             # Only a different method reopens retries: re-selecting the method that just failed
             # would present the same card or account again, past the networks' and NACHA's
             # reattempt limits that made the engine stop.
-            reopened = await _make_primary(conn, customer_id, method_id, today=today)
+            reopened = await _make_primary(
+                conn,
+                customer_id,
+                chosen,
+                previous_id=next((m.id for m in methods if m.is_primary), None),
+                today=today,
+                notice_days=notice_days,
+            )
         next_due_on = await customer_next_due(conn, customer_id, today=today)
     return PrimaryChange(
         customer_id=customer_id,

@@ -45,6 +45,7 @@ from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.gauges import refresh_gauges
+from collector.jobs.notices import write_due_notices
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
@@ -250,6 +251,9 @@ async def _steps(
         concurrency=settings.concurrency,
     )
     counts.settled, counts.returned = settled.settled, settled.returned
+    # Notices owed ahead of collections (the outbox), before anything is claimed.
+    watch.enter("notices")
+    await write_due_notices(pool, settings, as_of=as_of)
     watch.enter("collect")
     await _collect_due(pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop)
     for step in finish:

@@ -20,6 +20,7 @@ from collector.db import money
 from collector.db.attempts import ClaimCursor, claim_due, next_candidate
 from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
+from collector.db.notices import notice_facts
 from collector.db.pool import Executor
 from collector.db.preview import SkippedGroup, due_claims
 from collector.domain import ClaimedCharge, MovementKind
@@ -52,6 +53,17 @@ async def judge(
         for installment_id, _ in claimed.presents
     ]
     found = await histories(db, subjects, as_of=as_of)
+    # Regulation E's notice rule is about automatic debits only: a manual payment is the
+    # customer's own, made now.
+    notices = await notice_facts(
+        db,
+        [
+            (claimed.attempt_id, installment_id, claimed.amount_cents)
+            for claimed in claims
+            if claimed.payment_id is None
+            for installment_id, _ in claimed.presents
+        ],
+    )
     verdicts: dict[int, Verdict] = {}
     for claimed in claims:
         each = []
@@ -73,6 +85,7 @@ async def judge(
                     instrument=history.instrument,
                     nsf=history.nsf,
                     card_rules=card_rules,
+                    notice=notices.get((claimed.attempt_id, installment_id)),
                 )
             )
         verdicts[claimed.attempt_id] = combine(each)
@@ -95,7 +108,7 @@ async def refuse(
                 attempt_id=c.attempt_id,
                 kind=MovementKind.RELEASED,
                 sets_plan=c.payment_id is None,
-                retry_on=None,
+                retry_on=r.retry_on,
                 reason=r.reason,
             )
             for c, r in refused

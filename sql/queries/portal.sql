@@ -48,7 +48,7 @@ ORDER BY i.seq;
 
 -- customer_methods --
 -- The payment methods of customer $1 (display fields, never the token), primary first
-SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary
+SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary, exp_month, exp_year
 FROM payment_methods
 WHERE customer_id = $1
 ORDER BY is_primary DESC, id;
@@ -65,7 +65,7 @@ SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE;
 -- One order everywhere, so two lockers cannot deadlock. NO KEY UPDATE conflicts with itself, so
 -- primary changes still serialize, but not with the KEY SHARE lock that inserting a charge
 -- attempt or a payment referencing a method takes: a pass claiming work is never held up.
-SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary
+SELECT id, kind, gateway, brand, bank_name, last4, status, is_primary, exp_month, exp_year
 FROM payment_methods
 WHERE customer_id = $1
 ORDER BY id
@@ -73,11 +73,13 @@ FOR NO KEY UPDATE;
 
 -- insert_method --
 -- Register a gateway token for customer $1, not primary, with the gateway's fingerprint $8 of
--- the card or account (NULL: none; the token names it); returns its display fields
+-- the card or account (NULL: none; the token names it) and a card's expiry $9/$10 (display
+-- only); returns its display fields
 INSERT INTO payment_methods
-    (customer_id, kind, gateway, token, brand, bank_name, last4, fingerprint)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, kind, gateway, brand, bank_name, last4, status, is_primary;
+    (customer_id, kind, gateway, token, brand, bank_name, last4, fingerprint, exp_month,
+     exp_year)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING id, kind, gateway, brand, bank_name, last4, status, is_primary, exp_month, exp_year;
 
 -- clear_primary --
 -- Customer $1 has no primary method any more

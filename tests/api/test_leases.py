@@ -181,6 +181,8 @@ async def test_lease_detail_has_amounts_order_and_primary_method_without_token(
             "last4": "4242",
             "status": "active",
             "is_primary": True,
+            "exp_month": None,
+            "exp_year": None,
         },
     }
     assert "sandbox_card_ok" not in response.text

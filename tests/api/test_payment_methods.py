@@ -85,6 +85,8 @@ async def test_methods_are_listed_primary_first_without_tokens(
         "last4": "1111",
         "status": "active",
         "is_primary": False,
+        "exp_month": None,
+        "exp_year": None,
     }
     assert "sandbox_card_ok" not in response.text
     assert "sandbox_ach_ok" not in response.text
@@ -132,6 +134,8 @@ async def test_a_gateway_token_is_registered_not_primary_and_never_sent_back(
         "last4": "4242",
         "status": "active",
         "is_primary": False,
+        "exp_month": None,
+        "exp_year": None,
     }
     assert NEW_CARD["token"] not in response.text
     async with pool.acquire() as conn:
@@ -365,6 +369,8 @@ async def test_primary_change_the_day_before_a_due_date_warns(
         "last4": "1111",
         "status": "active",
         "is_primary": True,
+        "exp_month": None,
+        "exp_year": None,
     }
     async with pool.acquire() as conn:
         assert await primary_of(conn, lease.customer_id) == [new]

@@ -176,6 +176,15 @@ async def _overdue(pool: asyncpg.Pool, token: str, *, amount_cents: int = 10_000
         await put_state(
             conn, lease.installment_ids[0], status="overdue", attempts=1, next_attempt_on=retry_on
         )
+        # The customer chose notice only outside 0 to the amount (Regulation E 1005.10(d)(2)):
+        # a retry of what a partial payment left goes without the 10-day notice these tests
+        # are not about (tests/notices/test_debit_notices.py is).
+        await conn.execute(
+            "UPDATE leases SET notice_range_min_cents = 0, notice_range_max_cents = $2"
+            " WHERE id = $1",
+            lease.lease_id,
+            amount_cents,
+        )
     return lease
 
 

@@ -12,13 +12,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from collector.config import Settings
+from collector.db.payments import PaymentRequest
 from collector.db.pool import open_pool
 from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Succeeded
-from collector.db.payments import PaymentRequest
 from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
-from collector.jobs.manual_pay import pay_now
 from collector.jobs.gauges import refresh_gauges
+from collector.jobs.manual_pay import pay_now
 from collector.metrics import REGISTRY
 from tests.factories import make_lease
 

@@ -15,6 +15,7 @@ from collector.eligibility import (
     CARD_NEVER_RETRY,
     CARD_RETRY_CAP,
     DEAD_ACCOUNT_RETURNS,
+    DEBIT_NOTICE_REQUIRED,
     REFUSAL_REASONS,
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
@@ -22,11 +23,14 @@ from collector.eligibility import (
     Eligible,
     InstrumentHistory,
     MoneyLine,
+    NoticeFacts,
     NsfHistory,
     Presentation,
     Refused,
     check,
     combine,
+    debit_varies,
+    notice_required,
     nsf_history,
 )
 from collector.policy import NSF_RETURNS, UNAUTHORIZED_RETURNS, CardRetryRules
@@ -205,6 +209,7 @@ def test_every_refusal_reason_is_in_the_closed_set() -> None:
         REINITIATION_AMOUNT_DIFFERS,
         CARD_NEVER_RETRY,
         CARD_RETRY_CAP,
+        DEBIT_NOTICE_REQUIRED,
     } == REFUSAL_REASONS
 
 
@@ -300,3 +305,57 @@ def test_a_dead_account_is_one_returned_closed_missing_invalid_frozen_or_non_tra
     assert frozenset({"R02", "R03", "R04", "R16", "R20"}) == DEAD_ACCOUNT_RETURNS
     # Neither an NSF return (reinitiated) nor an unauthorized one (its own refusal) is one.
     assert not DEAD_ACCOUNT_RETURNS & (NSF_RETURNS | UNAUTHORIZED_RETURNS)
+
+
+# -- Regulation E: notice of a varying debit ------------------------------------------------------
+
+NOTICE_DAY = date(2026, 11, 2)
+
+
+def notice_facts(**kw: object) -> NoticeFacts:
+    values: dict[str, object] = {"scheduled_cents": 5_000, "previous_cents": 5_000}
+    values.update(kw)
+    return NoticeFacts(**values)  # type: ignore[arg-type]
+
+
+def notice_verdict(amount: int, notice: NoticeFacts | None, *, on: date = NOTICE_DAY):  # type: ignore[no-untyped-def]
+    return check(
+        Presentation(
+            attempt_id=1,
+            installment_id=1,
+            method_kind=MethodKind.CARD,
+            brand="Visa",
+            amount_cents=amount,
+            as_of=on,
+        ),
+        instrument=InstrumentHistory(),
+        notice=notice,
+    )
+
+
+def test_a_debit_varies_from_the_previous_or_else_the_scheduled_amount() -> None:
+    assert not debit_varies(5_000, notice_facts())
+    assert debit_varies(4_000, notice_facts())
+    assert not debit_varies(5_000, notice_facts(previous_cents=None))
+    assert debit_varies(5_500, notice_facts(previous_cents=None))
+    # Notice only outside the customer's range, both ends included.
+    ranged = notice_facts(range_min_cents=4_000, range_max_cents=6_000)
+    assert not notice_required(4_000, ranged) and not notice_required(6_000, ranged)
+    assert notice_required(6_001, ranged) and notice_required(3_999, ranged)
+    assert not notice_required(5_000, notice_facts())
+
+
+def test_a_varying_debit_goes_only_ten_days_after_its_notice() -> None:
+    assert notice_verdict(4_000, notice_facts()) == Refused(
+        DEBIT_NOTICE_REQUIRED, retry_on=NOTICE_DAY + timedelta(10)
+    )
+    notified = notice_facts(notified_on=NOTICE_DAY - timedelta(days=9))
+    assert notice_verdict(4_000, notified) == Refused(
+        DEBIT_NOTICE_REQUIRED, retry_on=NOTICE_DAY + timedelta(days=1)
+    )
+    assert (
+        notice_verdict(4_000, notice_facts(notified_on=NOTICE_DAY - timedelta(days=10)))
+        == Eligible()
+    )
+    assert notice_verdict(5_000, notice_facts()) == Eligible()  # the same amount: no notice needed
+    assert notice_verdict(4_000, None) == Eligible()  # the customer's own payment

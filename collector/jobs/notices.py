@@ -1,0 +1,52 @@
+"""Notices the engine owes customers ahead of a collection (issue 10), written to the outbox
+by every pass before it claims anything:
+
+- ``debit.upcoming`` (Regulation E, 12 CFR 1005.10(d)) for each automatic collection,
+  ``COLLECTOR_DEBIT_NOTICE_DAYS`` (3) before it, and 10 days before when its amount differs
+  from the previous debit and the customer's range does not cover it; once per installment,
+  date and amount. The eligibility check holds back a varying debit whose notice was late;
+- ``method.expiring`` when the primary card expires before the next collection date,
+  ``COLLECTOR_CARD_EXPIRY_NOTICE_DAYS`` ahead, once per card and date.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import asyncpg
+
+from collector.config import Settings
+from collector.db.notices import UpcomingDebit, upcoming_debits, write_debit_notices
+from collector.db.queries import QUERIES
+from collector.eligibility import VARYING_DEBIT_NOTICE_DAYS, debit_varies, notice_required
+from collector.logs import get_logger
+
+log = get_logger()
+
+
+async def write_due_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date) -> int:
+    """Write the notices due on business date ``as_of``; how many were new."""
+    written = await _debit_notices(pool, settings, as_of=as_of)
+    rows = await pool.fetch(
+        QUERIES["notices.expiring_cards"], as_of, settings.card_expiry_notice_days
+    )
+    if rows:
+        log.info("notices_written", type="method.expiring", count=len(rows))
+    return written + len(rows)
+
+
+async def _debit_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date) -> int:
+    horizon = max(settings.debit_notice_days, VARYING_DEBIT_NOTICE_DAYS)
+    due: list[tuple[UpcomingDebit, bool]] = []
+    for debit in await upcoming_debits(pool, as_of=as_of, days=horizon):
+        ahead = (
+            VARYING_DEBIT_NOTICE_DAYS
+            if notice_required(debit.amount_cents, debit.facts)
+            else settings.debit_notice_days
+        )
+        if (debit.collection_on - as_of).days <= ahead:
+            due.append((debit, debit_varies(debit.amount_cents, debit.facts)))
+    written = await write_debit_notices(pool, due, as_of=as_of)
+    if written:
+        log.info("notices_written", type="debit.upcoming", count=written)
+    return written
