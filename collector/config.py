@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     other_card_max_declines_30d: int = Field(
         default=15, ge=1, le=35, description="The cap for other card brands."
     )
+    # The two-strike stop (CFPB payment rule for covered loans, 12 CFR 1041.8): after this many
+    # consecutive failed automatic presentments of a lease's money to one card or account, no
+    # automatic attempt on it until the customer authorizes it again in the portal.
+    two_strike_limit: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Consecutive failed automatic presentments per lease and method before"
+        " the engine waits for a new authorization (0: off).",
+    )
     stripe_api_key: SecretStr | None = Field(
         default=None, description="Stripe secret key (sk_live_... or sk_test_...)."
     )
@@ -430,6 +440,7 @@ class Settings(BaseSettings):
             visa_max_declines_30d=self.visa_max_declines_30d,
             mastercard_max_declines_30d=self.mastercard_max_declines_30d,
             other_max_declines_30d=self.other_card_max_declines_30d,
+            two_strike_limit=self.two_strike_limit,
         )
 
     @property

@@ -111,6 +111,12 @@ class ScheduleLine(BaseModel):
     status: ScheduleStatus = Field(
         description="'pending': a bank debit was sent and has not settled; it is not paid yet."
     )
+    collection_stopped: str | None = Field(
+        default=None,
+        description="Why no automatic attempt is planned for this overdue installment, e.g."
+        " 'two_strike_stop' (two automatic attempts on the method failed in a row: choose it"
+        " again as the primary method, or another one, to authorize a new attempt).",
+    )
 
 
 class Schedule(BaseModel):

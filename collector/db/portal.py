@@ -74,6 +74,7 @@ class ScheduleItem:
     amount_cents: int
     paid_cents: int
     status: str
+    collection_stopped: str | None = None  # why no automatic attempt is planned
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +219,24 @@ async def set_primary(db: Executor, customer_id: int, method_id: int) -> bool:
     return await db.fetchval(QUERIES["portal.set_primary"], customer_id, method_id) is not None
 
 
+async def authorize(db: Executor, customer_id: int, method_id: int, *, source: str) -> None:
+    """Record the customer's authorization of the method now ('added' or 'primary')."""
+    await db.execute(QUERIES["portal.authorize"], customer_id, method_id, source)
+
+
+async def reopen_authorized(db: Executor, customer_id: int, *, today: date) -> int:
+    """Plan an attempt on ``today`` for the customer's overdue installments that the
+    two-strike stop ended, now that the customer authorized the method again."""
+    ids = [
+        row["id"]
+        for row in await db.fetch(QUERIES["portal.waiting_for_authorization"], customer_id)
+    ]
+    await money.replan(
+        db, ids, retry_on=today, as_of=today, source="portal", reason="method_reauthorized"
+    )
+    return len(ids)
+
+
 async def reopen_retries(db: Executor, customer_id: int, *, today: date) -> int:
     """Plan an attempt on ``today`` for the customer's overdue installments that have none
     (a journal line: the plan is derived like the money). The eligibility check still judges
@@ -278,6 +297,7 @@ async def _make_primary(conn: Executor, customer_id: int, method_id: int, *, tod
     if not await set_primary(conn, customer_id, method_id):
         # The caller checked the method under lock; reaching this is a bug, not a bad request.
         raise AssertionError(f"method {method_id} could not be made primary")
+    await authorize(conn, customer_id, method_id, source="primary")
     return await reopen_retries(conn, customer_id, today=today)
 
 
@@ -292,6 +312,7 @@ async def add_method(
         if make_primary:
             await lock_customer_methods(conn, customer_id)
         method = await insert_method(conn, customer_id, new)
+        await authorize(conn, customer_id, method.id, source="added")
         if make_primary:
             await _make_primary(conn, customer_id, method.id, today=today)
             method = replace(method, is_primary=True)
@@ -324,6 +345,12 @@ async def change_primary(
             # would present the same card or account again, past the networks' and NACHA's
             # reattempt limits that made the engine stop.
             reopened = await _make_primary(conn, customer_id, method_id, today=today)
+        else:
+            # Choosing the primary method again is the customer's new authorization of it
+            # (the two-strike stop waits for one); only what that stop ended is reopened, the
+            # networks' and NACHA's limits still hold for the rest.
+            await authorize(conn, customer_id, method_id, source="primary")
+            reopened = await reopen_authorized(conn, customer_id, today=today)
         next_due_on = await customer_next_due(conn, customer_id, today=today)
     return PrimaryChange(
         customer_id=customer_id,

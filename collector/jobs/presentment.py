@@ -22,7 +22,7 @@ from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.pool import Executor
 from collector.db.preview import SkippedGroup, due_claims
-from collector.domain import ClaimedCharge, MovementKind
+from collector.domain import AttemptSource, ClaimedCharge, MovementKind
 from collector.eligibility import Eligible, Presentation, Refused, Verdict, check, combine
 from collector.logs import get_logger
 from collector.metrics import PRESENTMENTS_REFUSED
@@ -51,7 +51,7 @@ async def judge(
         for claimed in claims
         for installment_id, _ in claimed.presents
     ]
-    found = await histories(db, subjects, as_of=as_of)
+    found = await histories(db, subjects, as_of=as_of, strike_limit=card_rules.two_strike_limit)
     verdicts: dict[int, Verdict] = {}
     for claimed in claims:
         each = []
@@ -69,6 +69,7 @@ async def judge(
                         # two debits of their shares (nor one share as a larger debit).
                         amount_cents=claimed.amount_cents,
                         as_of=as_of,
+                        automatic=claimed.source is not AttemptSource.MANUAL,
                     ),
                     instrument=history.instrument,
                     nsf=history.nsf,

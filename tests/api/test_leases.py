@@ -233,6 +233,7 @@ async def test_schedule_shows_an_unsettled_debit_as_pending_never_paid(
         "amount_cents": 5_000,
         "paid_cents": 0,
         "status": "pending",
+        "collection_stopped": None,
     }
 
 
