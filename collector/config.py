@@ -12,6 +12,7 @@ line naming the setting: :func:`load_settings` raises :class:`ConfigError`.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from datetime import time
 from pathlib import Path
@@ -146,6 +147,31 @@ class Settings(BaseSettings):
         le=10,
         description="Consecutive failed automatic presentments per lease and method before"
         " the engine waits for a new authorization (0: off).",
+    )
+    # Delinquency aging (collector/aging.py): the upper edges of the delinquent buckets in days
+    # past due (30,60,90: 1-30, 31-60, 61-90, 90+), the charge-off age, the roll-rate span.
+    delinquency_bucket_days: Annotated[list[int], NoDecode] = Field(
+        default=[30, 60, 90],
+        min_length=1,
+        max_length=10,
+        description="Upper edges of the delinquency buckets in days past due, increasing.",
+    )
+    delinquency_snapshots: bool = Field(
+        default=True,
+        description="Write the delinquency snapshot of each business date at the end of a pass.",
+    )
+    charge_off_days: int = Field(
+        default=120,
+        ge=0,
+        le=3650,
+        description="A lease more than this many days past due is charged off by the pass"
+        " (0: never).",
+    )
+    roll_rate_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="How far back the report's roll-rate matrix compares (a month: 30).",
     )
     stripe_api_key: SecretStr | None = Field(
         default=None, description="Stripe secret key (sk_live_... or sk_test_...)."
@@ -334,6 +360,23 @@ class Settings(BaseSettings):
             known = ", ".join(sorted(_registered_gateways()))
             names = ", ".join(repr(name) for name in unknown)
             raise ValueError(f"no gateway adapter is registered as {names}; known: {known}")
+        return value
+
+    @field_validator("delinquency_bucket_days", mode="before")
+    @classmethod
+    def _split_edges(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"not a comma-separated list of days: {value!r}") from None
+        return value
+
+    @field_validator("delinquency_bucket_days")
+    @classmethod
+    def _increasing_edges(cls, value: list[int]) -> list[int]:
+        if value[0] < 1 or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("bucket edges must be increasing whole numbers of days, from 1")
         return value
 
     @field_validator("soft_retry_days", mode="before")

@@ -40,6 +40,7 @@ CHECKS: tuple[str, ...] = (
     "reinitiation_cap",
     "card_cap",
     "two_strike_stop",
+    "charge_offs",
     "sandbox_matches_ledger",
     "open_needs_attention",
 )

@@ -62,6 +62,7 @@ class LeaseView:
     next_due_on: date | None
     next_due_cents: int | None
     primary_payment_method: MethodView | None
+    days_past_due: int = 0  # of its oldest installment with money past due
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +167,7 @@ async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView
         next_due_on=row["next_due_on"],
         next_due_cents=row["next_due_cents"],
         primary_payment_method=method,
+        days_past_due=row["days_past_due"],
     )
 
 

@@ -43,6 +43,7 @@ from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
+from collector.jobs import aging
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
@@ -127,9 +128,11 @@ async def run_pass(
                 concurrency=settings.concurrency,
             )
             counts.settled, counts.returned = settled.settled, settled.returned
+            await aging.charge_off(pool, settings, as_of=as_of)
             await _collect_due(
                 pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop
             )
+            await aging.snapshot(pool, settings, as_of=as_of)
             # Closed while its liveness lock is still held: no other pass sees it in between.
             await finish_run(pool, run_id, counts=counts)
         except BaseException as exc:

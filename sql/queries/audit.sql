@@ -549,6 +549,45 @@ FROM bad b
 ORDER BY b.id
 LIMIT $1;
 
+-- charge_offs --
+-- Charge-offs that do not hold: a lease with charge-off rows in the journal whose status is
+-- not charged_off; a charge-off row for more than its installment's amount; an automatic
+-- (batch or retry) attempt on a lease's money made after its charge-off. At most $1
+WITH co AS (
+    SELECT i.lease_id, min(m.created_at) AS charged_off_at, min(m.as_of) AS charged_off_on,
+           array_agg(i.id ORDER BY i.id) AS installment_ids,
+           bool_or(m.amount_cents > i.amount_cents) AS over_amount
+    FROM money_movements m
+    JOIN installments i ON i.id = m.installment_id
+    WHERE m.kind = 'charged_off'
+    GROUP BY i.lease_id
+), bad AS (
+    SELECT co.*, l.customer_id, l.status,
+           ARRAY(SELECT a.id FROM charge_attempts a JOIN installments ai ON ai.id = a.installment_id
+                 WHERE ai.lease_id = co.lease_id AND a.source IN ('batch', 'retry')
+                   AND a.created_at > co.charged_off_at
+                 ORDER BY a.id) AS after_ids
+    FROM co JOIN leases l ON l.id = co.lease_id
+)
+SELECT count(*) OVER () AS total,
+       format('lease %s of customer %s, charged off on %s: %s', b.lease_id, b.customer_id,
+              b.charged_off_on,
+              concat_ws('; ',
+                  CASE WHEN b.status <> 'charged_off' THEN 'its status is ' || b.status END,
+                  CASE WHEN b.over_amount THEN 'a charge-off row exceeds its installment' END,
+                  CASE WHEN cardinality(b.after_ids) > 0
+                       THEN cardinality(b.after_ids) || ' automatic attempt(s) after it' END))
+           AS message,
+       b.installment_ids, b.after_ids AS attempt_ids, ARRAY[]::bigint[] AS payment_ids,
+       ARRAY[b.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('lease_id', b.lease_id, 'status', b.status,
+                          'charged_off_on', b.charged_off_on) AS facts
+FROM bad b
+WHERE b.status <> 'charged_off' OR b.over_amount OR cardinality(b.after_ids) > 0
+ORDER BY b.lease_id
+LIMIT $1;
+
 -- open_needs_attention --
 -- Rows set aside for an operator and not yet resolved, oldest first, at most $1 (their
 -- detail is not shown: it is the writer's, and the audit prints ids and amounts only)

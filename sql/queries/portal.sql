@@ -20,9 +20,16 @@ WHERE l.customer_id = $1
 ORDER BY l.id;
 
 -- lease_detail --
--- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only)
+-- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only),
+-- and its days past due: those of its oldest installment with money neither paid nor in
+-- flight due before $2 (0: none; the definition of sql/queries/delinquency.sql)
 SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
        b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents,
+       coalesce((SELECT ($2::date - min(i.due_on))::integer FROM installments i
+                 WHERE i.lease_id = l.id AND i.due_on < $2::date
+                   AND i.status IN ('scheduled', 'overdue')
+                   AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0), 0)
+           AS days_past_due,
        pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
        pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
        pm.status AS method_status

@@ -182,6 +182,10 @@ async def test_lease_detail_has_amounts_order_and_primary_method_without_token(
             "status": "active",
             "is_primary": True,
         },
+        # The oldest money neither paid nor in flight is seq 2's (2026-10-26); seq 4 and 5
+        # are in flight, not past due.
+        "days_past_due": 31,
+        "delinquency_bucket": "31-60",
     }
     assert "sandbox_card_ok" not in response.text
     assert "token" not in response.text
