@@ -3,6 +3,7 @@ pass without it, side by side on copies of one seeded database.
 
     uv run python bench/aging.py --leases 100000
     uv run python bench/aging.py --leases 100000 --rounds 2
+    uv run python bench/aging.py --leases 100000 --what two-strike
 
 Seeds N customers, each with one lease, one card and one installment due on a past business
 date; a fifth of them (``--delinquent-share``) also have an installment 45 days older and a
@@ -10,7 +11,9 @@ card that declines (``sandbox_card_insufficient_funds``), so the snapshot has le
 due to write. Each round runs ``collector run --json`` on two fresh copies of that database:
 one with ``COLLECTOR_DELINQUENCY_SNAPSHOTS=false COLLECTOR_CHARGE_OFF_DAYS=0`` (without), one
 with the defaults (the charge-off before claiming, the snapshot after recording); rounds
-alternate the order (off/on, then on/off). The after-pass audit is off in both. Late fees
+alternate the order (off/on, then on/off). The after-pass audit is off in both. With
+``--what two-strike`` both passes skip aging and the first turns the two-strike stop off
+(``COLLECTOR_TWO_STRIKE_LIMIT=0``): the cost of counting strikes in the eligibility check. Late fees
 (issue 9, part 2) are not built yet, so they are not in the figure. The last line is
 machine-readable:
 
@@ -45,6 +48,11 @@ TEMPLATE = "bench_aging_template"
 COPIES = {"without": "bench_aging_without", "with": "bench_aging_with"}
 # The pass without aging: no snapshot, no charge-off.
 WITHOUT = {"delinquency_snapshots": False, "charge_off_days": 0}
+# What each variant sets, by what is compared.
+VARIANTS: dict[str, dict[str, dict[str, object]]] = {
+    "aging": {"without": WITHOUT, "with": {}},
+    "two-strike": {"without": {**WITHOUT, "two_strike_limit": 0}, "with": WITHOUT},
+}
 
 
 async def seed(server_url: str, leases: int, share: float) -> None:
@@ -86,11 +94,11 @@ async def seed(server_url: str, leases: int, share: float) -> None:
     )
 
 
-async def one_pass(server: Server, variant: str) -> tuple[float, int, int]:
+async def one_pass(server: Server, variant: str, what: str) -> tuple[float, int, int]:
     """(pass seconds, charges, snapshot rows) of one pass on a fresh copy."""
     name = COPIES[variant]
     url = await copy_database(server.url, TEMPLATE, name)
-    settings = WITHOUT if variant == "without" else {}
+    settings = VARIANTS[what][variant]
     env = engine_env(url, gateway="sandbox", latency_ms=0, audit_after_pass=False, **settings)
     run = await run_engine(server, url, name, env, as_of=AS_OF, count_statements=False)
     conn = await asyncpg.connect(url)
@@ -108,10 +116,10 @@ async def bench(args: argparse.Namespace, server: Server) -> dict[str, list[floa
     for n in range(args.rounds):
         order = ("without", "with") if n % 2 == 0 else ("with", "without")
         for variant in order:
-            pass_s, due, rows = await one_pass(server, variant)
+            pass_s, due, rows = await one_pass(server, variant, args.what)
             times[variant].append(pass_s)
             print(
-                f"round {n + 1} {variant:>7} aging: pass {pass_s:.2f}s, {due:,} presented,"
+                f"round {n + 1} {variant:>7} {args.what}: pass {pass_s:.2f}s, {due:,} presented,"
                 f" {rows:,} snapshot rows"
             )
     await drop_database(server.url, TEMPLATE)
@@ -123,6 +131,7 @@ def main() -> int:
     parser.add_argument("--leases", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--delinquent-share", type=float, default=0.2)
+    parser.add_argument("--what", choices=sorted(VARIANTS), default="aging")
     args = parser.parse_args()
     if args.leases < 1 or args.rounds < 1 or not 0 <= args.delinquent_share <= 1:
         parser.error("--leases and --rounds at least 1, --delinquent-share from 0 to 1")
@@ -133,14 +142,14 @@ def main() -> int:
     overhead = (with_ - without) / without * 100
     print(
         f"command: uv run python bench/aging.py --leases {args.leases} --rounds {args.rounds}"
-        f" --delinquent-share {args.delinquent_share:g}"
+        f" --delinquent-share {args.delinquent_share:g} --what {args.what}"
     )
     print(
         f"overhead_pct={overhead:.1f} without_s={without:.2f} with_s={with_:.2f}"
-        f" leases={args.leases} rounds={args.rounds}"
+        f" leases={args.leases} rounds={args.rounds} what={args.what}"
     )
     if overhead > 15:
-        print("ERROR: the pass with aging is more than 15% slower", file=sys.stderr)
+        print(f"ERROR: the pass with {args.what} is more than 15% slower", file=sys.stderr)
         return 1
     return 0
 
