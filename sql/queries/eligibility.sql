@@ -55,9 +55,10 @@ LEFT JOIN LATERAL (
         FROM installments pi
         JOIN installments bi ON bi.lease_id = pi.lease_id
         JOIN charge_attempts b ON b.installment_id = bi.id
-        -- An instrument that never failed has no strikes: skipped before any lookup (most
-        -- presentments of a pass; the count doubled the query's time when it ran for all).
-        WHERE $8::integer > 0 AND h.failures > 0
+        -- An instrument with fewer failures in all than the limit cannot have that many in a
+        -- row on one lease: skipped before any lookup (most presentments of a pass; the
+        -- count doubled the query's time when it ran for every one).
+        WHERE $8::integer > 0 AND h.failures >= $8::integer
           AND pi.id = p.installment_id
           AND b.instrument_key = p.instrument_key
           AND b.source IN ('batch', 'retry')
