@@ -145,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--json", action="store_true", help="print a JSON report as the last line")
     _add_event_commands(commands)
+
+    report = commands.add_parser("report", help="collections reports")
+    reports = report.add_subparsers(dest="report", required=True, metavar="REPORT")
+    delinquency = reports.add_parser(
+        "delinquency", help="past-due buckets and the roll-rate matrix, from the snapshots"
+    )
+    delinquency.add_argument(
+        "--date",
+        type=_date,
+        help="business date (default: today): the latest snapshot on or before it",
+    )
+    delinquency.add_argument("--json", action="store_true", help="print JSON as the last line")
+    delinquency.add_argument("--allow-future-date", action="store_true", help=_FUTURE_HELP)
     return parser
 
 
@@ -280,6 +293,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "audit": _audit,
         "deliver": _deliver,
         "events": _events,
+        "report": _report,
     }[args.command]
     result: int = await command(args, settings)
     return result
@@ -537,6 +551,20 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report_dict(report), sort_keys=True, default=str))
     return 0 if report.clean else 1
+
+
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, like the audit's: only this command renders reports.
+    from collector.delinquency_report import render_text, report_dict
+    from collector.jobs.aging import report
+
+    async with _database(settings) as (_url, pool):
+        found = await report(pool, settings, day=args.as_of)
+    for line in render_text(found):
+        print(line)
+    if args.json:
+        print(json.dumps(report_dict(found), sort_keys=True))
+    return 0
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

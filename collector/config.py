@@ -12,6 +12,7 @@ line naming the setting: :func:`load_settings` raises :class:`ConfigError`.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import string
 from datetime import time
@@ -184,6 +185,41 @@ class Settings(BaseSettings):
     )
     other_card_max_declines_30d: int = Field(
         default=15, ge=1, le=35, description="The cap for other card brands."
+    )
+    # The two-strike stop (CFPB payment rule for covered loans, 12 CFR 1041.8): after this many
+    # consecutive failed automatic presentments of a lease's money to one card or account, no
+    # automatic attempt on it until the customer authorizes it again in the portal.
+    two_strike_limit: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Consecutive failed automatic presentments per lease and method before"
+        " the engine waits for a new authorization (0: off).",
+    )
+    # Delinquency aging (collector/aging.py): the upper edges of the delinquent buckets in days
+    # past due (30,60,90: 1-30, 31-60, 61-90, 90+), the charge-off age, the roll-rate span.
+    delinquency_bucket_days: Annotated[list[int], NoDecode] = Field(
+        default=[30, 60, 90],
+        min_length=1,
+        max_length=10,
+        description="Upper edges of the delinquency buckets in days past due, increasing.",
+    )
+    delinquency_snapshots: bool = Field(
+        default=True,
+        description="Write the delinquency snapshot of each business date at the end of a pass.",
+    )
+    charge_off_days: int = Field(
+        default=120,
+        ge=0,
+        le=3650,
+        description="A lease more than this many days past due is charged off by the pass"
+        " (0: never).",
+    )
+    roll_rate_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="How far back the report's roll-rate matrix compares (a month: 30).",
     )
     stripe_api_key: SecretStr | None = Field(
         default=None, description="Stripe secret key (sk_live_... or sk_test_...)."
@@ -478,6 +514,23 @@ class Settings(BaseSettings):
             raise ValueError(f"no gateway adapter is registered as {names}; known: {known}")
         return value
 
+    @field_validator("delinquency_bucket_days", mode="before")
+    @classmethod
+    def _split_edges(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"not a comma-separated list of days: {value!r}") from None
+        return value
+
+    @field_validator("delinquency_bucket_days")
+    @classmethod
+    def _increasing_edges(cls, value: list[int]) -> list[int]:
+        if value[0] < 1 or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("bucket edges must be increasing whole numbers of days, from 1")
+        return value
+
     @field_validator("soft_retry_days", mode="before")
     @classmethod
     def _split_days(cls, value: object) -> object:
@@ -587,6 +640,7 @@ class Settings(BaseSettings):
             visa_max_declines_30d=self.visa_max_declines_30d,
             mastercard_max_declines_30d=self.mastercard_max_declines_30d,
             other_max_declines_30d=self.other_card_max_declines_30d,
+            two_strike_limit=self.two_strike_limit,
         )
 
     @property

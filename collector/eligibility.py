@@ -19,6 +19,11 @@ and add again.
   one is made only when a notice of that amount went out at least 10 days before, unless the
   lease's customer chose notice only outside a range and the amount is within it. Held back,
   it is planned again for the day the notice becomes timely.
+- The two-strike stop (CFPB payment rule for covered loans, 12 CFR 1041.7-1041.8, which many
+  lessors apply as good practice): after N (default 2) consecutive failed automatic
+  presentments of a lease's money to one card or account, no automatic presentment to it
+  until the customer authorizes it again through the portal. Manual payments are the
+  customer's own request and are not stopped.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ CARD_RETRY_CAP = "card_retry_cap"
 DEBIT_NOTICE_REQUIRED = "debit_notice_required"
 # Regulation E 1005.10(d)(1): notice of a varying debit at least 10 days before it is made.
 VARYING_DEBIT_NOTICE_DAYS = 10
+TWO_STRIKE_STOP = "two_strike_stop"
 
 REFUSAL_REASONS = frozenset(
     {
@@ -58,6 +64,7 @@ REFUSAL_REASONS = frozenset(
         CARD_NEVER_RETRY,
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
+        TWO_STRIKE_STOP,
     }
 )
 
@@ -72,6 +79,7 @@ class Presentation:
     brand: str | None
     amount_cents: int  # the whole entry's: a manual payment's one debit may cover several
     as_of: date  # the business date of the presentment
+    automatic: bool = False  # a batch or retry presentment (not a customer's manual payment)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +91,9 @@ class InstrumentHistory:
     never_retry: bool = False  # a decline carried advice never to try again
     unauthorized_return: bool = False
     dead_account_return: bool = False
+    # Consecutive failed automatic presentments of this lease's money to it since its latest
+    # authorization (counted up to the stop's limit).
+    strikes: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,22 +201,39 @@ def check(
         if presentation.as_of < timely_from:
             return Refused(DEBIT_NOTICE_REQUIRED, retry_on=timely_from)
     if presentation.method_kind is MethodKind.ACH:
-        return _check_debit(presentation, instrument=instrument, nsf=nsf)
+        return _check_debit(
+            presentation,
+            instrument=instrument,
+            nsf=nsf,
+            strike_limit=card_rules.two_strike_limit,
+        )
     if instrument.never_retry:
         return Refused(CARD_NEVER_RETRY)
+    if _struck_out(presentation, instrument, card_rules.two_strike_limit):
+        return Refused(TWO_STRIKE_STOP)
     recent = instrument.declines_30d + instrument.unresolved_before
     if recent >= card_rules.cap(presentation.brand):
         return Refused(CARD_RETRY_CAP)
     return Eligible()
 
 
+def _struck_out(presentation: Presentation, instrument: InstrumentHistory, limit: int) -> bool:
+    return presentation.automatic and limit > 0 and instrument.strikes >= limit
+
+
 def _check_debit(
-    presentation: Presentation, *, instrument: InstrumentHistory, nsf: NsfHistory | None
+    presentation: Presentation,
+    *,
+    instrument: InstrumentHistory,
+    nsf: NsfHistory | None,
+    strike_limit: int = 0,
 ) -> Verdict:
     if instrument.unauthorized_return:
         return Refused(AUTHORIZATION_REVOKED)
     if instrument.dead_account_return:
         return Refused(ACCOUNT_CLOSED)
+    if _struck_out(presentation, instrument, strike_limit):
+        return Refused(TWO_STRIKE_STOP)
     if nsf is None:
         return Eligible()
     if nsf.reinitiations >= MAX_REINITIATIONS:

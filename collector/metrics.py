@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -23,6 +24,7 @@ from prometheus_client import (
     write_to_textfile,
 )
 
+from collector.aging import BucketTotal
 from collector.db.stats import Snapshot
 from collector.eligibility import REFUSAL_REASONS
 
@@ -227,6 +229,39 @@ ACH_RETURN_RATE = Gauge(
 )
 
 STATES = ("due_today", "overdue", "in_doubt", "pending_settlement")
+
+
+DELINQUENCY_LEASES = Gauge(
+    "collector_delinquency_leases",
+    "Leases by delinquency bucket (current, 1-30, 31-60, 61-90, 90+ days past due; the"
+    " configured edges), from the snapshot of the pass's business date.",
+    ["bucket"],
+    registry=REGISTRY,
+)
+DELINQUENCY_CENTS = Gauge(
+    "collector_delinquency_cents",
+    "Past-due cents by delinquency bucket (neither paid nor in flight), from the snapshot of"
+    " the pass's business date.",
+    ["bucket"],
+    registry=REGISTRY,
+)
+CHARGED_OFF_LEASES = Counter(
+    "collector_charged_off_leases_total",
+    "Leases the pass charged off (past the configured days past due).",
+    registry=REGISTRY,
+)
+CHARGED_OFF_CENTS = Counter(
+    "collector_charged_off_cents_total",
+    "Cents written off by charge-offs (what was neither paid nor in flight).",
+    registry=REGISTRY,
+)
+
+
+def set_delinquency_gauges(totals: Sequence[BucketTotal]) -> None:
+    """Show a delinquency snapshot's bucket totals on the gauges."""
+    for total in totals:
+        DELINQUENCY_LEASES.labels(bucket=total.bucket).set(total.leases)
+        DELINQUENCY_CENTS.labels(bucket=total.bucket).set(total.cents)
 
 
 def set_gauges(snapshot: Snapshot) -> None:

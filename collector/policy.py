@@ -43,6 +43,11 @@ class CardRetryRules:
     mastercard_max_declines_30d: int = 35
     # Other brands: hold them to Visa's, the stricter cap.
     other_max_declines_30d: int = 15
+    # The two-strike stop (CFPB payment rule, 12 CFR 1041.8): consecutive failed automatic
+    # presentments of a lease's money to one card or account before the engine waits for a
+    # new authorization; 0 turns it off. It holds for bank accounts too: this is the rule set
+    # every presentment path is handed, so it travels with the networks' caps.
+    two_strike_limit: int = 2
 
     def cap(self, brand: str | None) -> int:
         """The 30-day cap of declined attempts for a card of this brand."""

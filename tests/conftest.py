@@ -96,7 +96,8 @@ async def pool(database_url: str, request: pytest.FixtureRequest) -> AsyncIterat
             " OR paid_cents <> 0 OR in_flight_cents <> 0"
             " OR next_attempt_on IS DISTINCT FROM due_on)"
         ):
-            report = await run_audit(pool)
+            rules = request.node.get_closest_marker("audit_rules")
+            report = await run_audit(pool, **({"card_rules": rules.args[0]} if rules else {}))
             assert report.clean, "the ledger audit is not clean after the test: " + "; ".join(
                 v.message for found in report.violations.values() for v in found
             )

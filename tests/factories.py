@@ -147,6 +147,17 @@ async def put_state(
             attempt_id,
             row["due_on"],
         )
+        if row["method_id"] is not None:
+            # The customer authorized the method again after each: a history of declines in a
+            # row that the two-strike stop allows, however many.
+            await conn.execute(
+                "INSERT INTO method_authorizations"
+                " (customer_id, payment_method_id, instrument_key, source)"
+                " VALUES ($1, $2, $3, 'primary')",
+                row["customer_id"],
+                row["method_id"],
+                row["instrument_key"],
+            )
     if status in ("processing", "pending_settlement"):
         attempt_status = "pending" if status == "processing" else "processing"
         attempt_id = await _attempt(

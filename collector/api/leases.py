@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from collector.api.deps import PoolDep, TodayDep
+from collector.aging import bucket_of
+from collector.api.deps import PoolDep, SettingsDep, TodayDep
 from collector.api.errors import CustomerId, LeaseId, error_responses
 from collector.api.schemas import LeaseDetail, LeaseLine, Schedule, ScheduleLine
 from collector.db import portal
@@ -28,10 +29,15 @@ async def list_leases(customer_id: CustomerId, pool: PoolDep, today: TodayDep) -
     summary="One lease: status, order, amounts, primary payment method",
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
-async def get_lease(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> LeaseDetail:
-    """The lease with its overdue, pending and next due amounts and the primary method."""
+async def get_lease(
+    lease_id: LeaseId, pool: PoolDep, today: TodayDep, settings: SettingsDep
+) -> LeaseDetail:
+    """The lease with its overdue, pending and next due amounts, the primary method, and how
+    far past due it is."""
     lease = await portal.read_lease(pool, lease_id, today=today)
-    return LeaseDetail.model_validate(lease, from_attributes=True)
+    detail = LeaseDetail.model_validate(lease, from_attributes=True)
+    detail.delinquency_bucket = bucket_of(lease.days_past_due, settings.delinquency_bucket_days)
+    return detail
 
 
 @router.get(

@@ -99,6 +99,15 @@ class LeaseDetail(BaseModel):
     next_due_on: date | None
     next_due_cents: Cents | None
     primary_payment_method: MethodDisplay | None
+    days_past_due: int = Field(
+        default=0,
+        description="Days since the due date of the oldest installment with money neither"
+        " paid nor in flight (a bank debit awaiting settlement is not past due); 0: none.",
+    )
+    delinquency_bucket: str = Field(
+        default="current",
+        description="current, 1-30, 31-60, 61-90 or 90+ (the configured edges).",
+    )
 
 
 ScheduleStatus = Literal["scheduled", "processing", "pending", "paid", "overdue", "cancelled"]
@@ -112,6 +121,12 @@ class ScheduleLine(BaseModel):
     paid_cents: Cents
     status: ScheduleStatus = Field(
         description="'pending': a bank debit was sent and has not settled; it is not paid yet."
+    )
+    collection_stopped: str | None = Field(
+        default=None,
+        description="Why no automatic attempt is planned for this overdue installment, e.g."
+        " 'two_strike_stop' (two automatic attempts on the method failed in a row: choose it"
+        " again as the primary method, or another one, to authorize a new attempt).",
     )
 
 

@@ -39,6 +39,8 @@ CHECKS: tuple[str, ...] = (
     "attempt_money_consistency",
     "reinitiation_cap",
     "card_cap",
+    "two_strike_stop",
+    "charge_offs",
     "sandbox_matches_ledger",
     "open_needs_attention",
 )
@@ -126,6 +128,7 @@ async def _run_checks(
             card_rules.mastercard_max_declines_30d,
             card_rules.other_max_declines_30d,
         ),
+        "two_strike_stop": (card_rules.two_strike_limit,),
         "sandbox_matches_ledger": (list(sandbox_gateways),),
     }
     violations: dict[str, tuple[Violation, ...]] = {}

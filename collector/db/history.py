@@ -30,10 +30,10 @@ class History:
 
 
 async def histories(
-    db: Executor, subjects: Sequence[Subject], *, as_of: date
+    db: Executor, subjects: Sequence[Subject], *, as_of: date, strike_limit: int = 0
 ) -> dict[tuple[int, int], History]:
     """The history of each (attempt, installment) presentment, read as of business date
-    ``as_of``."""
+    ``as_of``; its strikes counted up to ``strike_limit`` (0: not counted)."""
     if not subjects:
         return {}
     rows = await fetch_planned(
@@ -46,6 +46,7 @@ async def histories(
         as_of,
         sorted(NEVER_RETRY_ADVICE),
         sorted(DEAD_ACCOUNT_RETURNS),
+        strike_limit,
     )
     found: dict[tuple[int, int], History] = {}
     for row in rows:
@@ -80,6 +81,7 @@ async def histories(
                 never_retry=row["never_retry"],
                 unauthorized_return=row["unauthorized_return"],
                 dead_account_return=row["dead_account_return"],
+                strikes=row["strikes"],
             ),
             nsf=nsf_history(lines),
         )

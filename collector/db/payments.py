@@ -128,12 +128,13 @@ async def start_payment(
                 ),
             )
 
-        if lease["status"] != LeaseStatus.ACTIVE:
-            # The batch collects active leases only; a lease paid off, closed or charged off
-            # takes no payment through the portal either (a replay above still answers).
+        if lease["status"] not in (LeaseStatus.ACTIVE, LeaseStatus.CHARGED_OFF):
+            # The batch collects active leases only; a lease paid off or closed takes no
+            # payment through the portal either (a replay above still answers). A charged-off
+            # lease does: the customer's payment is a recovery (the report counts it).
             raise Unprocessable(
                 f"lease {req.lease_id} is {lease['status'].replace('_', ' ')}:"
-                " only an active lease can be paid"
+                " only an active or charged-off lease can be paid"
             )
         if req.rate_limit is not None and view["wait_s"] is not None:
             raise RateLimited(

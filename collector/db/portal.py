@@ -69,6 +69,7 @@ class LeaseView:
     next_due_on: date | None
     next_due_cents: int | None
     primary_payment_method: MethodView | None
+    days_past_due: int = 0  # of its oldest installment with money past due
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +82,7 @@ class ScheduleItem:
     amount_cents: int
     paid_cents: int
     status: str
+    collection_stopped: str | None = None  # why no automatic attempt is planned
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +178,7 @@ async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView
         next_due_on=row["next_due_on"],
         next_due_cents=row["next_due_cents"],
         primary_payment_method=method,
+        days_past_due=row["days_past_due"],
     )
 
 
@@ -229,6 +232,24 @@ async def clear_primary(db: Executor, customer_id: int) -> None:
 async def set_primary(db: Executor, customer_id: int, method_id: int) -> bool:
     """Make the customer's active method the primary one; False when it is not such a method."""
     return await db.fetchval(QUERIES["portal.set_primary"], customer_id, method_id) is not None
+
+
+async def authorize(db: Executor, customer_id: int, method_id: int, *, source: str) -> None:
+    """Record the customer's authorization of the method now ('added' or 'primary')."""
+    await db.execute(QUERIES["portal.authorize"], customer_id, method_id, source)
+
+
+async def reopen_authorized(db: Executor, customer_id: int, *, today: date) -> int:
+    """Plan an attempt on ``today`` for the customer's overdue installments that the
+    two-strike stop ended, now that the customer authorized the method again."""
+    ids = [
+        row["id"]
+        for row in await db.fetch(QUERIES["portal.waiting_for_authorization"], customer_id)
+    ]
+    await money.replan(
+        db, ids, retry_on=today, as_of=today, source="portal", reason="method_reauthorized"
+    )
+    return len(ids)
 
 
 async def reopen_retries(db: Executor, customer_id: int, *, today: date) -> int:
@@ -299,6 +320,7 @@ async def _make_primary(
     if not await set_primary(conn, customer_id, method.id):
         # The caller checked the method under lock; reaching this is a bug, not a bad request.
         raise AssertionError(f"method {method.id} could not be made primary")
+    await authorize(conn, customer_id, method.id, source="primary")
     reopened = await reopen_retries(conn, customer_id, today=today)
     # The event is written in the change's own transaction (the outbox, issue 10).
     next_due_on = await customer_next_due(conn, customer_id, today=today)
@@ -343,6 +365,7 @@ async def add_method(
             methods = await lock_customer_methods(conn, customer_id)
             previous_id = next((m.id for m in methods if m.is_primary), None)
         method = await insert_method(conn, customer_id, new)
+        await authorize(conn, customer_id, method.id, source="added")
         if make_primary:
             await _make_primary(
                 conn,
@@ -394,6 +417,12 @@ async def change_primary(
                 today=today,
                 notice_days=notice_days,
             )
+        else:
+            # Choosing the primary method again is the customer's new authorization of it
+            # (the two-strike stop waits for one); only what that stop ended is reopened, the
+            # networks' and NACHA's limits still hold for the rest.
+            await authorize(conn, customer_id, method_id, source="primary")
+            reopened = await reopen_authorized(conn, customer_id, today=today)
         next_due_on = await customer_next_due(conn, customer_id, today=today)
     return PrimaryChange(
         customer_id=customer_id,

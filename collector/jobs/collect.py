@@ -43,6 +43,7 @@ from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
+from collector.jobs import aging
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.gauges import refresh_gauges
 from collector.jobs.notices import write_due_notices
@@ -251,11 +252,17 @@ async def _steps(
         concurrency=settings.concurrency,
     )
     counts.settled, counts.returned = settled.settled, settled.returned
+    # Leases past the charge-off age are never charged again automatically: before the claim.
+    watch.enter("charge_off")
+    await aging.charge_off(pool, settings, as_of=as_of)
     # Notices owed ahead of collections (the outbox), before anything is claimed.
     watch.enter("notices")
     await write_due_notices(pool, settings, as_of=as_of)
     watch.enter("collect")
     await _collect_due(pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop)
+    # The day's delinquency snapshot, once its collections are recorded.
+    watch.enter("aging")
+    await aging.snapshot(pool, settings, as_of=as_of)
     for step in finish:
         watch.enter("export")
         await step()

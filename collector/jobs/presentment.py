@@ -23,7 +23,7 @@ from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.notices import notice_facts
 from collector.db.pool import Executor
 from collector.db.preview import SkippedGroup, due_claims
-from collector.domain import ClaimedCharge, MovementKind
+from collector.domain import AttemptSource, ClaimedCharge, MovementKind
 from collector.eligibility import Eligible, Presentation, Refused, Verdict, check, combine
 from collector.logs import get_logger
 from collector.metrics import PRESENTMENTS_REFUSED
@@ -52,7 +52,7 @@ async def judge(
         for claimed in claims
         for installment_id, _ in claimed.presents
     ]
-    found = await histories(db, subjects, as_of=as_of)
+    found = await histories(db, subjects, as_of=as_of, strike_limit=card_rules.two_strike_limit)
     # Regulation E's notice rule is about automatic debits only: a manual payment is the
     # customer's own, made now.
     notices = await notice_facts(
@@ -81,6 +81,7 @@ async def judge(
                         # two debits of their shares (nor one share as a larger debit).
                         amount_cents=claimed.amount_cents,
                         as_of=as_of,
+                        automatic=claimed.source is not AttemptSource.MANUAL,
                     ),
                     instrument=history.instrument,
                     nsf=history.nsf,

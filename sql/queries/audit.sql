@@ -500,6 +500,94 @@ FROM worst v
 ORDER BY v.customer_id, v.payment_method_id
 LIMIT $1;
 
+-- two_strike_stop --
+-- Automatic presentments sent (not refused) after $2 consecutive failed automatic presentments
+-- of the same lease's money to the same card or account (declined or returned, each known
+-- before the presentment was claimed), with no authorization of that instrument between the
+-- failures and it (the two-strike stop; $2 = 0: off). At most $1
+WITH auto AS (
+    SELECT a.id, a.customer_id, a.instrument_key, a.status, a.created_at, i.lease_id,
+           CASE WHEN a.status = 'returned' THEN r.received_at
+                ELSE coalesce(a.resolved_at, a.updated_at) END AS failed_at
+    FROM charge_attempts a
+    JOIN installments i ON i.id = a.installment_id
+    LEFT JOIN charge_returns r ON r.attempt_id = a.id
+    WHERE a.source IN ('batch', 'retry')
+), bad AS (
+    SELECT s.*, run.failures
+    FROM auto s
+    CROSS JOIN LATERAL (
+        SELECT array_agg(d.id ORDER BY d.id) AS failures
+        FROM (
+            SELECT d.id, d.status
+            FROM auto d
+            WHERE d.lease_id = s.lease_id AND d.instrument_key = s.instrument_key
+              AND d.id < s.id
+              AND (d.status = 'succeeded'
+                   OR (d.status IN ('declined', 'returned') AND d.failed_at <= s.created_at))
+              AND d.created_at > coalesce(
+                  (SELECT max(z.authorized_at) FROM method_authorizations z
+                   WHERE z.instrument_key = s.instrument_key
+                     AND z.authorized_at < s.created_at), '-infinity'::timestamptz)
+            ORDER BY d.id DESC
+            LIMIT $2::integer
+        ) d
+        HAVING count(*) = $2::integer AND bool_and(d.status <> 'succeeded')
+    ) run
+    WHERE $2::integer > 0 AND s.status <> 'refused'
+)
+SELECT count(*) OVER () AS total,
+       format('attempt %s on lease %s of customer %s was presented automatically after %s'
+              ' failed attempts in a row on the same method (%s) with no new authorization',
+              b.id, b.lease_id, b.customer_id, $2::integer, array_to_string(b.failures, ', '))
+           AS message,
+       ARRAY[]::bigint[] AS installment_ids, ARRAY[b.id] || b.failures AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[b.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('lease_id', b.lease_id, 'failures', b.failures) AS facts
+FROM bad b
+ORDER BY b.id
+LIMIT $1;
+
+-- charge_offs --
+-- Charge-offs that do not hold: a lease with charge-off rows in the journal whose status is
+-- not charged_off; a charge-off row for more than its installment's amount; an automatic
+-- (batch or retry) attempt on a lease's money made after its charge-off. At most $1
+WITH co AS (
+    SELECT i.lease_id, min(m.created_at) AS charged_off_at, min(m.as_of) AS charged_off_on,
+           array_agg(i.id ORDER BY i.id) AS installment_ids,
+           bool_or(m.amount_cents > i.amount_cents) AS over_amount
+    FROM money_movements m
+    JOIN installments i ON i.id = m.installment_id
+    WHERE m.kind = 'charged_off'
+    GROUP BY i.lease_id
+), bad AS (
+    SELECT co.*, l.customer_id, l.status,
+           ARRAY(SELECT a.id FROM charge_attempts a JOIN installments ai ON ai.id = a.installment_id
+                 WHERE ai.lease_id = co.lease_id AND a.source IN ('batch', 'retry')
+                   AND a.created_at > co.charged_off_at
+                 ORDER BY a.id) AS after_ids
+    FROM co JOIN leases l ON l.id = co.lease_id
+)
+SELECT count(*) OVER () AS total,
+       format('lease %s of customer %s, charged off on %s: %s', b.lease_id, b.customer_id,
+              b.charged_off_on,
+              concat_ws('; ',
+                  CASE WHEN b.status <> 'charged_off' THEN 'its status is ' || b.status END,
+                  CASE WHEN b.over_amount THEN 'a charge-off row exceeds its installment' END,
+                  CASE WHEN cardinality(b.after_ids) > 0
+                       THEN cardinality(b.after_ids) || ' automatic attempt(s) after it' END))
+           AS message,
+       b.installment_ids, b.after_ids AS attempt_ids, ARRAY[]::bigint[] AS payment_ids,
+       ARRAY[b.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('lease_id', b.lease_id, 'status', b.status,
+                          'charged_off_on', b.charged_off_on) AS facts
+FROM bad b
+WHERE b.status <> 'charged_off' OR b.over_amount OR cardinality(b.after_ids) > 0
+ORDER BY b.lease_id
+LIMIT $1;
+
 -- open_needs_attention --
 -- Rows set aside for an operator and not yet resolved, oldest first, at most $1 (their
 -- detail is not shown: it is the writer's, and the audit prints ids and amounts only)

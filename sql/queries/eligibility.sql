@@ -8,6 +8,9 @@
 -- the amount of its entry (the attempt's whole amount, not this installment's share), since
 -- NACHA asks a reinitiation for the identical amount of the returned entry. Cards skip the
 -- lines (a one-time filter on p.kind), so the hot path reads one index range per card.
+-- The two-strike stop ($8 failures; 0: off): per presentment, how many of its lease's latest
+-- automatic presentments on its instrument failed in a row (declined or returned, newest
+-- first, up to the first that succeeded) since the instrument's latest authorization.
 WITH p AS (
     SELECT *
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
@@ -24,7 +27,8 @@ WITH p AS (
                         '{}'::bigint[]) AS unresolved_ids,
                coalesce(bool_or(a.network_advice = ANY ($6::text[])), false) AS never_retry,
                coalesce(bool_or(r.category = 'unauthorized'), false) AS unauthorized_return,
-               coalesce(bool_or(r.return_code = ANY ($7::text[])), false) AS dead_account_return
+               coalesce(bool_or(r.return_code = ANY ($7::text[])), false) AS dead_account_return,
+               count(*) FILTER (WHERE a.status IN ('declined', 'returned')) AS failures
         FROM charge_attempts a
         LEFT JOIN charge_returns r ON r.attempt_id = a.id
         WHERE a.instrument_key = k.instrument_key
@@ -37,9 +41,36 @@ SELECT p.attempt_id, p.installment_id,
        coalesce(h.unauthorized_return, false) AS unauthorized_return,
        coalesce(h.dead_account_return, false) AS dead_account_return,
        m.line_ids, m.line_attempts, m.line_returned, m.line_nsf, m.line_cents, m.line_on,
-       m.line_sent
+       m.line_sent,
+       coalesce(st.strikes, 0) AS strikes
 FROM p
 LEFT JOIN instruments h ON h.instrument_key = p.instrument_key
+LEFT JOIN LATERAL (
+    -- Attempts that neither failed nor succeeded (pending, in doubt, processing, refused, a
+    -- gateway error) neither count nor break the run; a new authorization starts it afresh.
+    SELECT coalesce(min(s.n) FILTER (WHERE s.status = 'succeeded') - 1, count(*))::integer
+               AS strikes
+    FROM (
+        SELECT b.status, row_number() OVER (ORDER BY b.id DESC) AS n
+        FROM installments pi
+        JOIN installments bi ON bi.lease_id = pi.lease_id
+        JOIN charge_attempts b ON b.installment_id = bi.id
+        -- An instrument with fewer failures in all than the limit cannot have that many in a
+        -- row on one lease: skipped before any lookup (most presentments of a pass; the
+        -- count doubled the query's time when it ran for every one).
+        WHERE $8::integer > 0 AND h.failures >= $8::integer
+          AND pi.id = p.installment_id
+          AND b.instrument_key = p.instrument_key
+          AND b.source IN ('batch', 'retry')
+          AND b.id < p.attempt_id
+          AND b.status IN ('succeeded', 'declined', 'returned')
+          AND b.created_at > coalesce(
+              (SELECT max(z.authorized_at) FROM method_authorizations z
+               WHERE z.instrument_key = p.instrument_key), '-infinity'::timestamptz)
+        ORDER BY b.id DESC
+        LIMIT $8::integer
+    ) s
+) st ON true
 LEFT JOIN LATERAL (
     SELECT array_agg(j.id ORDER BY j.id) AS line_ids,
            array_agg(j.attempt_id ORDER BY j.id) AS line_attempts,

@@ -20,9 +20,16 @@ WHERE l.customer_id = $1
 ORDER BY l.id;
 
 -- lease_detail --
--- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only)
+-- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only),
+-- and its days past due: those of its oldest installment with money neither paid nor in
+-- flight due before $2 (0: none; the definition of sql/queries/delinquency.sql)
 SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
        b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents,
+       coalesce((SELECT ($2::date - min(i.due_on))::integer FROM installments i
+                 WHERE i.lease_id = l.id AND i.due_on < $2::date
+                   AND i.status IN ('scheduled', 'overdue')
+                   AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0), 0)
+           AS days_past_due,
        pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
        pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
        pm.status AS method_status
@@ -35,14 +42,23 @@ WHERE l.id = $1;
 -- Every installment of lease $1 in seq order, with the status the portal shows on date $2
 -- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
 -- even before the pass that will try to collect it (a missed cron day) has run.
+-- An overdue installment with no automatic attempt planned says why (collection_stopped: the
+-- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap).
 SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
        CASE
            WHEN i.status = 'pending_settlement' THEN 'pending'
            WHEN i.status IN ('scheduled', 'overdue') AND i.due_on < $2
                 AND i.paid_cents < i.amount_cents THEN 'overdue'
            ELSE i.status
-       END AS status
+       END AS status,
+       CASE WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN plan.reason END
+           AS collection_stopped
 FROM installments i
+LEFT JOIN LATERAL (
+    SELECT m.reason FROM money_movements m
+    WHERE m.installment_id = i.id AND m.sets_plan
+    ORDER BY m.id DESC LIMIT 1
+) plan ON i.status = 'overdue' AND i.next_attempt_on IS NULL
 WHERE i.lease_id = $1
 ORDER BY i.seq;
 
@@ -95,6 +111,33 @@ UPDATE payment_methods
 SET is_primary = true, updated_at = now()
 WHERE id = $2 AND customer_id = $1 AND status = 'active'
 RETURNING id;
+
+-- authorize --
+-- Record that customer $1 authorized method $2 ($3: 'added' or 'primary') now: the
+-- two-strike stop counts a lease's failures on the method's card or account since the latest
+-- authorization (history, never overwritten; `collector audit` reads it)
+INSERT INTO method_authorizations (customer_id, payment_method_id, instrument_key, source)
+SELECT customer_id, id, instrument_key, $3
+FROM payment_methods
+WHERE id = $2 AND customer_id = $1
+RETURNING id;
+
+-- waiting_for_authorization --
+-- Customer $1's overdue installments on active leases whose automatic collection the
+-- two-strike stop ended (their latest plan line's reason): choosing the same method again
+-- authorizes it again, and they deserve a try
+SELECT i.id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id
+CROSS JOIN LATERAL (
+    SELECT m.reason FROM money_movements m
+    WHERE m.installment_id = i.id AND m.sets_plan
+    ORDER BY m.id DESC LIMIT 1
+) plan
+WHERE l.customer_id = $1 AND l.status = 'active'
+  AND i.status = 'overdue' AND i.next_attempt_on IS NULL
+  AND plan.reason = 'two_strike_stop'
+ORDER BY i.due_on, i.id;
 
 -- waiting_for_method --
 -- Customer $1's overdue installments on active leases with no automatic attempt planned (a

@@ -184,6 +184,10 @@ async def test_lease_detail_has_amounts_order_and_primary_method_without_token(
             "exp_month": None,
             "exp_year": None,
         },
+        # The oldest money neither paid nor in flight is seq 2's (2026-10-26); seq 4 and 5
+        # are in flight, not past due.
+        "days_past_due": 31,
+        "delinquency_bucket": "31-60",
     }
     assert "sandbox_card_ok" not in response.text
     assert "token" not in response.text
@@ -235,6 +239,7 @@ async def test_schedule_shows_an_unsettled_debit_as_pending_never_paid(
         "amount_cents": 5_000,
         "paid_cents": 0,
         "status": "pending",
+        "collection_stopped": None,
     }
 
 

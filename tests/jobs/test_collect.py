@@ -13,6 +13,7 @@ from collector.gateways.base import Gateway
 from collector.gateways.registry import open_gateways
 from collector.gateways.sandbox import sandbox_charge_counts
 from collector.jobs.collect import run_pass
+from collector.policy import CardRetryRules
 from collector.seed import seed_demo
 from tests.conftest import gateway_context
 from tests.factories import attempts_of, installment, make_lease
@@ -124,9 +125,12 @@ async def test_soft_decline_makes_overdue_with_a_retry_date(
         assert attempts[1]["idempotency_key"].endswith("-2")
 
 
+# Every retry declined on one card: the two-strike stop would end them first.
+@pytest.mark.audit_rules(CardRetryRules(two_strike_limit=0))
 async def test_soft_retries_stop_after_the_configured_number(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
+    settings = settings.model_copy(update={"two_strike_limit": 0})
     async with pool.acquire() as conn:
         lease = await make_lease(conn, token="sandbox_card_do_not_honor", due_dates=[TODAY])
     day = TODAY

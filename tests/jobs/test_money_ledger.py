@@ -35,6 +35,7 @@ from collector.jobs.manual_pay import PaymentAnswer, pay_now
 from collector.jobs.presentment import claim, screen
 from collector.jobs.settle import SettleCounts, apply_by_key
 from collector.metrics import NEEDS_ATTENTION
+from collector.policy import CardRetryRules
 from tests.factories import attempts_of, installment, make_lease, put_state
 
 # A Monday. ACH debits made for a banking day settle two banking days later; 2026-11-11
@@ -42,6 +43,8 @@ from tests.factories import attempts_of, installment, make_lease, put_state
 MON = date(2026, 11, 2)
 LONG_AGO = date(2026, 10, 1)
 GATEWAYS = ["sandbox_card", "sandbox_ach"]
+# The rules with the two-strike stop off, for the tests of the limits it would preempt.
+NO_STOP = CardRetryRules(two_strike_limit=0)
 
 
 # -- Driving the engine ----------------------------------------------------------------------
@@ -159,8 +162,8 @@ async def _assert_never_over_taken(pool: asyncpg.Pool) -> None:
     assert not over
 
 
-async def _assert_clean(pool: asyncpg.Pool) -> None:
-    report = await run_audit(pool)
+async def _assert_clean(pool: asyncpg.Pool, card_rules: CardRetryRules | None = None) -> None:
+    report = await run_audit(pool, **({"card_rules": card_rules} if card_rules else {}))
     assert report.clean, [v.message for found in report.violations.values() for v in found]
 
 
@@ -323,10 +326,13 @@ async def _three_nsf_returns(
     return lease, day
 
 
+# NACHA's own cap, tested with the two-strike stop (which comes first) off.
+@pytest.mark.audit_rules(NO_STOP)
 @pytest.mark.parametrize("back_to_account", ["toggle", "same_token_new_row"])
 async def test_changing_methods_and_back_does_not_present_an_nsf_debit_a_fourth_time(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings, back_to_account: str
 ) -> None:
+    settings = settings.model_copy(update={"two_strike_limit": 0})
     lease, day = await _three_nsf_returns(pool, gateways, settings)
     iid = lease.installment_ids[0]
     await _add_method(pool, lease.customer_id, "sandbox_card_ok", primary=True, today=day)
@@ -357,7 +363,7 @@ async def test_changing_methods_and_back_does_not_present_an_nsf_debit_a_fourth_
     await _days(pool, gws, settings, day + timedelta(days=1), day + timedelta(days=5))  # type: ignore[arg-type]
     assert (await _money(pool, iid))[:2] == ("paid", 5_000)
     await _assert_never_over_taken(pool)
-    await _assert_clean(pool)
+    await _assert_clean(pool, NO_STOP)
 
 
 # -- Ways out: installments ------------------------------------------------------------------
@@ -633,9 +639,12 @@ async def test_a_succeeded_debit_moves_only_by_a_late_return(
     await _assert_clean(pool)
 
 
+# Every retry of the policy, so the two-strike stop (which would end them first) is off.
+@pytest.mark.audit_rules(NO_STOP)
 async def test_a_declined_attempt_is_final_and_its_retry_is_a_new_attempt(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
+    settings = settings.model_copy(update={"two_strike_limit": 0})
     async with pool.acquire() as conn:
         lease = await make_lease(conn, token="sandbox_card_insufficient_funds", due_dates=[MON])
     iid = lease.installment_ids[0]
@@ -652,7 +661,7 @@ async def test_a_declined_attempt_is_final_and_its_retry_is_a_new_attempt(
     )
     await run_pass(pool, gateways, settings, as_of=MON + timedelta(days=17))
     assert await _money(pool, iid) == ("paid", 5_000, 0, None)
-    await _assert_clean(pool)
+    await _assert_clean(pool, NO_STOP)
 
 
 async def _revoked_account(pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from collector.gateways.base import ChargeRequest, Gateway, Processing, Returned
 from collector.jobs.collect import run_pass
 from collector.jobs.settle import apply_by_key, settle
 from collector.metrics import ACH_RETURN_RATE
+from collector.policy import CardRetryRules
 from tests.factories import attempts_of, installment, make_lease
 
 # Thanksgiving: no banking day. A debit made for it takes effect Friday 11-27 and settles two
@@ -42,9 +43,12 @@ async def test_an_ach_debit_is_pending_until_it_settles_then_paid(
         assert attempt["status"] == "succeeded"
 
 
+# NACHA's own cap, tested with the two-strike stop (which comes first) off.
+@pytest.mark.audit_rules(CardRetryRules(two_strike_limit=0))
 async def test_nsf_returns_are_reinitiated_at_most_twice(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
+    settings = settings.model_copy(update={"two_strike_limit": 0})
     async with pool.acquire() as conn:
         lease = await make_lease(conn, token="sandbox_ach_return_R01", due_dates=[THANKSGIVING])
     iid = lease.installment_ids[0]

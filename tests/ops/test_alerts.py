@@ -16,6 +16,8 @@ from tests.ops.helpers import OPS, promql_problems, run_tool, tool
 
 RULES = OPS / "prometheus" / "alerts.yml"
 RULE_TESTS = OPS / "prometheus" / "alerts_test.yml"
+# The day-over-day rules' tests, on a coarser evaluation step (see the file).
+DAILY_RULE_TESTS = OPS / "prometheus" / "alerts_daily_test.yml"
 README = OPS / "README.md"
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 RULE_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
@@ -164,9 +166,10 @@ def test_the_rules_fire_as_their_unit_tests_expect(tmp_path: Path) -> None:
     assert PROMTOOL is not None
     # promtool resolves rule_files relative to the test file: run on copies so that a
     # test can never pick up stray files.
-    for source in (RULES, RULE_TESTS):
+    for source in (RULES, RULE_TESTS, DAILY_RULE_TESTS):
         shutil.copy(source, tmp_path / source.name)
     # promtool evaluates every rule each minute of each case, up to 27 hours: about 40 s of
     # CPU, longer on a shared machine.
-    result = run_tool([PROMTOOL, "test", "rules", RULE_TESTS.name], cwd=tmp_path, timeout_s=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for tests in (RULE_TESTS, DAILY_RULE_TESTS):
+        result = run_tool([PROMTOOL, "test", "rules", tests.name], cwd=tmp_path, timeout_s=600)
+        assert result.returncode == 0, result.stdout + result.stderr

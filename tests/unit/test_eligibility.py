@@ -20,6 +20,7 @@ from collector.eligibility import (
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
     REINITIATIONS_EXHAUSTED,
+    TWO_STRIKE_STOP,
     Eligible,
     InstrumentHistory,
     MoneyLine,
@@ -210,6 +211,7 @@ def test_every_refusal_reason_is_in_the_closed_set() -> None:
         CARD_NEVER_RETRY,
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
+        TWO_STRIKE_STOP,
     } == REFUSAL_REASONS
 
 
@@ -359,3 +361,62 @@ def test_a_varying_debit_goes_only_ten_days_after_its_notice() -> None:
     )
     assert notice_verdict(5_000, notice_facts()) == Eligible()  # the same amount: no notice needed
     assert notice_verdict(4_000, None) == Eligible()  # the customer's own payment
+
+
+# -- the two-strike stop -----------------------------------------------------------------------
+
+
+def _card(*, automatic: bool) -> Presentation:
+    return Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=MethodKind.CARD,
+        brand="visa",
+        amount_cents=5_000,
+        as_of=ORIGINAL_ON,
+        automatic=automatic,
+    )
+
+
+@pytest.mark.parametrize("kind", [MethodKind.CARD, MethodKind.ACH])
+def test_two_failures_in_a_row_stop_automatic_presentments_only(kind: MethodKind) -> None:
+    rules = CardRetryRules(two_strike_limit=2)
+    auto = Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=kind,
+        brand=None,
+        amount_cents=5_000,
+        as_of=ORIGINAL_ON,
+        automatic=True,
+    )
+    one, two = InstrumentHistory(strikes=1), InstrumentHistory(strikes=2)
+    assert check(auto, instrument=one, card_rules=rules) == Eligible()
+    assert check(auto, instrument=two, card_rules=rules) == Refused(TWO_STRIKE_STOP)
+    manual = Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=kind,
+        brand=None,
+        amount_cents=5_000,
+        as_of=ORIGINAL_ON,
+    )
+    assert check(manual, instrument=two, card_rules=rules) == Eligible()
+    off = CardRetryRules(two_strike_limit=0)
+    assert check(auto, instrument=InstrumentHistory(strikes=9), card_rules=off) == Eligible()
+
+
+def test_a_revoked_authorization_or_never_retry_advice_is_named_before_the_stop() -> None:
+    struck = InstrumentHistory(strikes=2, never_retry=True)
+    assert check(_card(automatic=True), instrument=struck) == Refused(CARD_NEVER_RETRY)
+    revoked = InstrumentHistory(strikes=2, unauthorized_return=True)
+    auto_debit = Presentation(
+        attempt_id=9,
+        installment_id=1,
+        method_kind=MethodKind.ACH,
+        brand=None,
+        amount_cents=5_000,
+        as_of=ORIGINAL_ON,
+        automatic=True,
+    )
+    assert check(auto_debit, instrument=revoked) == Refused(AUTHORIZATION_REVOKED)
