@@ -5,16 +5,11 @@ view, and charge-off (never charged again automatically, recoveries by manual pa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from collections.abc import Mapping
+from datetime import date, timedelta
 
 import asyncpg
-import httpx
-import pytest
-from pydantic import SecretStr
 
-from collector.api.app import create_app
 from collector.config import Settings
 from collector.db.audit import run_audit
 from collector.gateways.base import Gateway
@@ -23,35 +18,9 @@ from collector.metrics import REGISTRY
 from tests.cli.commands import collector as run_cli
 from tests.cli.commands import env_for
 from tests.factories import attempts_of, installment, make_lease
+from tests.jobs.portal import Portal
 
 TODAY = date(2026, 11, 26)
-API_TOKEN = "test-token-0123456789abcdef"
-
-
-class Portal:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.today = TODAY
-
-    def clock(self) -> datetime:
-        noon = datetime.combine(self.today, time(12), tzinfo=ZoneInfo("America/New_York"))
-        return noon.astimezone(UTC)
-
-
-@pytest.fixture
-async def portal(
-    settings: Settings, pool: asyncpg.Pool, gateways: Mapping[str, Gateway]
-) -> AsyncIterator[Portal]:
-    api_settings = settings.model_copy(update={"api_tokens": [SecretStr(API_TOKEN)]})
-    holder: list[Portal] = []
-    app = create_app(api_settings, pool, gateways, clock=lambda: holder[0].clock())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://portal.test",
-        headers={"Authorization": f"Bearer {API_TOKEN}"},
-    ) as http:
-        holder.append(Portal(http))
-        yield holder[0]
 
 
 def _gauge(name: str, bucket: str) -> float | None:

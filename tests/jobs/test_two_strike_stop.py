@@ -4,54 +4,21 @@ authorizes it again through the portal; the dry run and the schedule say why."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 import asyncpg
-import httpx
-import pytest
-from pydantic import SecretStr
 
-from collector.api.app import create_app
 from collector.config import Settings
 from collector.db.audit import run_audit
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from collector.jobs.presentment import would_refuse
 from tests.factories import attempts_of, installment, make_lease
+from tests.jobs.portal import Portal
 
 TODAY = date(2026, 11, 26)
-API_TOKEN = "test-token-0123456789abcdef"
-
-
-class Portal:
-    """The portal API on the test's database, its clock on a business date the test sets."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.today = TODAY
-
-    def clock(self) -> datetime:
-        noon = datetime.combine(self.today, time(12), tzinfo=ZoneInfo("America/New_York"))
-        return noon.astimezone(UTC)
-
-
-@pytest.fixture
-async def portal(
-    settings: Settings, pool: asyncpg.Pool, gateways: Mapping[str, Gateway]
-) -> AsyncIterator[Portal]:
-    api_settings = settings.model_copy(update={"api_tokens": [SecretStr(API_TOKEN)]})
-    holder: list[Portal] = []
-    app = create_app(api_settings, pool, gateways, clock=lambda: holder[0].clock())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://portal.test",
-        headers={"Authorization": f"Bearer {API_TOKEN}"},
-    ) as http:
-        holder.append(Portal(http))
-        yield holder[0]
 
 
 async def _statuses(pool: asyncpg.Pool, installment_id: int) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,5 @@
+"""Fixtures of the pass tests."""
+
+from tests.jobs.portal import portal
+
+__all__ = ["portal"]
