@@ -174,20 +174,17 @@ class Server:
 
     async def log_statements(self, database: str) -> None:
         """Log every statement executed in ``database`` (new sessions), without parameters."""
-        conn = await asyncpg.connect(self.url)
-        try:
-            # The name is one of the benchmarks' own constants, never input.
-            await conn.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
-            await conn.execute(f'ALTER DATABASE "{database}" SET log_parameter_max_length = 0')
-        finally:
-            await conn.close()
+        await self._log_on(database, "log_statement = 'all'")
 
     async def log_durations(self, database: str) -> None:
         """Log every statement executed in ``database`` (new sessions) with its duration."""
+        await self._log_on(database, "log_min_duration_statement = 0")
+
+    async def _log_on(self, database: str, setting: str) -> None:
         conn = await asyncpg.connect(self.url)
         try:
-            # The name is one of the benchmarks' own constants, never input.
-            await conn.execute(f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')
+            # The name and the setting are the benchmarks' own constants, never input.
+            await conn.execute(f'ALTER DATABASE "{database}" SET {setting}')
             await conn.execute(f'ALTER DATABASE "{database}" SET log_parameter_max_length = 0')
         finally:
             await conn.close()
