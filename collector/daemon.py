@@ -139,9 +139,11 @@ async def serve(
                 async for signum in signals:
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     stop.set()
-                    # The portal takes no new request from now on: the requests in flight
-                    # finish while the pass drains, within the same grace, not one after the
-                    # other (a payment taken now would be charged after the signal).
+                    # The portal takes no new request from now on (answered 503 until the
+                    # listener closes): the requests in flight finish while the pass drains,
+                    # within the same grace, not one after the other (a payment taken now
+                    # would be charged after the signal).
+                    app.state.drain.start()
                     stop_serving.set()
                     break
             # Claims stop at once; what was claimed is charged and recorded, within the grace.

@@ -15,7 +15,7 @@ from collector import __version__
 from collector.api import health, leases, payment_methods, payments, webhooks
 from collector.api.auth import require_token
 from collector.api.errors import invalid_request
-from collector.api.gate import PortalGate
+from collector.api.gate import Drain, PortalGate
 from collector.api.limits import BodyLimits
 from collector.config import Settings
 from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
@@ -56,7 +56,9 @@ def create_app(
         max_webhook_body_bytes=settings.http_max_webhook_body_bytes,
         body_timeout_s=settings.http_body_timeout_s,
     )
-    app.add_middleware(PortalGate, tokens=app.state.api_tokens)
+    # The daemon starts the drain at its signal: from then on nothing new is taken.
+    app.state.drain = Drain()
+    app.add_middleware(PortalGate, tokens=app.state.api_tokens, drain=app.state.drain)
 
     app.include_router(health.router)
     app.include_router(webhooks.router)

@@ -10,6 +10,10 @@ through an extra task and memory streams: two of them cost manual pay ~50 ms at 
   caught is answered here, in JSON like every other answer (503 when the database cannot be
   reached, else 500), logged with its cause chain, and counted. Starlette's own last-resort
   handler, outside every middleware, answered it in plain text, uncounted.
+- Once the daemon is stopping (:class:`Drain`), every request but /healthz and /metrics is
+  answered 503 ``shutting_down`` before it reaches a handler, so nothing is taken after the
+  signal: the listener closes at the server's next tick, and a request that arrives in that
+  tick, or on a connection kept alive, would otherwise still be served.
 """
 
 from __future__ import annotations
@@ -39,20 +43,42 @@ _DATABASE_AWAY = (
 )
 
 _MANUAL_PAY_PATH = re.compile(r"/v1/leases/[^/]+/payments")
+# What a stopping daemon still answers: the process is up, and its counters can be read.
+_ANSWERED_WHILE_STOPPING = frozenset({"/healthz", "/metrics"})
+
+
+class Drain:
+    """Whether the daemon has begun to stop (set once, at its signal)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
 
 
 class PortalGate:
-    """Authenticate /v1 first; count manual-pay answers."""
+    """Refuse work once stopping; authenticate /v1 first; count every answer."""
 
-    def __init__(self, app: ASGIApp, *, tokens: list[bytes]) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: list[bytes], drain: Drain) -> None:
         self.app = app
         self.tokens = tokens
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if self.drain.started and path not in _ANSWERED_WHILE_STOPPING:
+            response = JSONResponse(
+                {"detail": "the daemon is stopping; try again shortly", "code": "shutting_down"},
+                status_code=503,
+                headers={"Retry-After": "5", "Connection": "close"},
+            )
+            API_RESPONSES.labels(code="503").inc()
+            await response(scope, receive, send)
+            return
         if path.startswith("/v1/") and not authorized(_authorization(scope), self.tokens):
             headers = {"WWW-Authenticate": "Bearer"}
             if _has_body(scope):

@@ -194,3 +194,30 @@ async def test_an_unauthenticated_call_is_401_before_its_body_is_read(
     )
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_once_the_daemon_is_stopping_nothing_new_is_taken(
+    api_settings: Settings, pool: asyncpg.Pool, gateways: Mapping[str, Gateway]
+) -> None:
+    # The listener closes at the server's next tick: a request that arrives in that tick, or
+    # on a connection kept alive, is answered 503 without reaching a handler.
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[date(2026, 11, 1)])
+    app = create_app(api_settings, pool, gateways)
+    app.state.drain.start()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://portal.test",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as http:
+        paid = await http.post(
+            f"/v1/leases/{lease.lease_id}/payments", json={}, headers={"Idempotency-Key": "k-1"}
+        )
+        assert paid.status_code == 503
+        assert paid.json()["code"] == "shutting_down"
+        assert paid.headers["Retry-After"] == "5"
+        assert (await http.get("/readyz")).status_code == 503
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 200
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 0
+    assert await pool.fetchval("SELECT count(*) FROM charge_attempts") == 0
