@@ -130,12 +130,12 @@ def test_the_rule_tests_cover_failure_and_staleness() -> None:
 def test_every_alert_has_a_test_that_fires_it_and_one_where_it_stays_quiet() -> None:
     # "Each shipped alert has a promtool test that fires it from the failure it names" (and
     # one that shows it quiet otherwise, so that an expression always true would fail).
-    document = yaml.safe_load(RULE_TESTS.read_text())
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in document["tests"]:
-        for check in case["alert_rule_test"]:
-            (firing if check["exp_alerts"] else quiet).add(check["alertname"])
+    for tests in (RULE_TESTS, DAILY_RULE_TESTS):
+        for case in yaml.safe_load(tests.read_text())["tests"]:
+            for check in case["alert_rule_test"]:
+                (firing if check["exp_alerts"] else quiet).add(check["alertname"])
     names = {rule["alert"] for rule in rules()}
     assert sorted(names - firing) == [], "alerts no test fires"
     assert sorted(names - quiet) == [], "alerts no test shows quiet"
