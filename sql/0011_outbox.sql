@@ -171,8 +171,9 @@ CREATE CONSTRAINT TRIGGER money_movements_outbox AFTER INSERT ON money_movements
 -- A method disabled, by whatever statement (a hard decline, a return, a dispute). Deferred
 -- too, so that its business date is that of the money movement behind it (the decline's or
 -- the return's, written in the same statement), the latest of its card or account.
--- The journal is read through its partial indexes by kind (attempt_id leads each), never
--- whole: a method disabled per hard decline must not scan the book.
+-- The journal is read through its partial indexes by kind (attempt_id leads each; together
+-- they cover every kind a row under an attempt can have), never whole: a method disabled per
+-- hard decline must not scan the book.
 CREATE FUNCTION outbox_method_disabled_v1() RETURNS trigger
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 BEGIN
@@ -181,6 +182,12 @@ BEGIN
             coalesce((SELECT max(m.as_of)
                       FROM charge_attempts a
                       CROSS JOIN LATERAL (
+                          SELECT p.as_of FROM money_movements p
+                          WHERE p.attempt_id = a.id AND p.kind = 'presented'
+                          UNION ALL
+                          SELECT c.as_of FROM money_movements c
+                          WHERE c.attempt_id = a.id AND c.kind = 'accepted'
+                          UNION ALL
                           SELECT e.as_of FROM money_movements e
                           WHERE e.attempt_id = a.id
                             AND e.kind IN ('released', 'settled', 'returned')
