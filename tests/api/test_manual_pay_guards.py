@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from typing import Any
 
+import anyio
 import asyncpg
 import httpx
 import pytest
@@ -145,6 +146,51 @@ async def test_a_customer_starting_too_many_payments_is_answered_429_with_retry_
         # A replay charges nothing, so it is answered as ever.
         replay = await _pay(http, lease.lease_id, "pay-0", {"amount_cents": 100})
         assert replay.status_code == 201
+
+
+async def test_a_payment_committed_while_a_request_waits_for_the_customer_counts(
+    portal: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    # The customer's lock is taken, and only then the window counted, in a statement of its
+    # own: counted in the locking statement, a request that waited for the lock would read a
+    # snapshot from before the payment committed meanwhile, and pass the limit.
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[LAST_MONTH], amount_cents=100_000)
+    async with pool.acquire() as other, portal(manual_pay_max_attempts=1) as http:
+        holding = other.transaction()
+        await holding.start()
+        # Another request of the customer's, mid-claim: the customer locked, its payment
+        # written, not yet committed.
+        await other.execute(
+            "SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE", lease.customer_id
+        )
+        await other.execute(
+            "INSERT INTO payments (lease_id, customer_id, payment_method_id, amount_cents,"
+            " request_key, request_hash, as_of) VALUES ($1, $2, $3, 100, 'first', 'h', $4)",
+            lease.lease_id,
+            lease.customer_id,
+            lease.method_id,
+            LAST_MONTH,
+        )
+        answers: list[httpx.Response] = []
+
+        async def pay() -> None:
+            answers.append(await _pay(http, lease.lease_id, "second", {"amount_cents": 100}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pay)
+            # Until the request waits for the customer's lock: the server's own view (polled,
+            # nothing here could set an Event).
+            with anyio.fail_after(10):
+                while not await pool.fetchval(  # noqa: ASYNC110
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+                ):
+                    await anyio.sleep(0.01)
+            await holding.commit()
+    [answer] = answers
+    assert answer.status_code == 429, answer.text
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 1
+    assert await pool.fetchval("SELECT count(*) FROM sandbox.charges") == 0
 
 
 @pytest.mark.parametrize(
