@@ -10,7 +10,8 @@ from datetime import date
 import asyncpg
 
 from collector.db.money import Ending
-from collector.db.pool import Executor, fetch_planned
+from collector.db.outbox import write_money_events
+from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
 from collector.policy import Decision
@@ -106,8 +107,8 @@ async def record_outcomes(
     source: str,
 ) -> set[int]:
     """Store many (attempt id, decision, what it does to the money) in one statement, the
-    money applied through the journal; return the attempt ids that changed (an attempt
-    already resolved elsewhere is left as it is)."""
+    money applied through the journal, and their outbox events; return the attempt ids that
+    changed (an attempt already resolved elsewhere is left as it is)."""
     if not decisions:
         return set()
     columns: tuple[list[object], ...] = tuple([] for _ in range(10))
@@ -126,8 +127,15 @@ async def record_outcomes(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    rows = await fetch_planned(db, QUERIES["attempts.record_outcomes"], *columns, as_of, source)
-    return {row["attempt_id"] for row in rows}
+    # The answers and their outbox events in one transaction: the events, a batch at a time,
+    # read the attempts' new state, which only a statement after the recorder's can see.
+    async with transaction(db) as conn:
+        rows = await fetch_planned(
+            conn, QUERIES["attempts.record_outcomes"], *columns, as_of, source
+        )
+        changed = sorted(row["attempt_id"] for row in rows)
+        await write_money_events(conn, changed)
+    return set(changed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,9 @@ An event is written in the transaction of the change it reports. Money events (a
 that succeeded, failed, is pending settlement, an ACH return, a lease paid off) come from the
 money journal itself: a deferred trigger on ``money_movements`` writes them when the
 transaction that moved the money commits (``sql/0011_outbox.sql``), so every path that moves
-money reports it and none can forget to. ``method.disabled`` comes from a trigger on
+money reports it and none can forget to. The batch paths write their attempts' events
+themselves, a batch at a time (:func:`write_money_events`, ``sql/0016``), in the transaction
+of the answers; the trigger then finds each one written. ``method.disabled`` comes from a trigger on
 ``payment_methods``. The others are written here, by :func:`write_event`, with the caller's
 connection inside its transaction.
 
@@ -111,6 +113,16 @@ async def write_event(
         dedupe_key,
     )
     return event_id
+
+
+async def write_money_events(db: Executor, attempt_ids: Sequence[int]) -> int:
+    """Write the events of these attempts' answers now, in one statement (call it in the
+    transaction that recorded the answers, after the statement that did); how many were
+    written. What is not written here the journal's trigger writes at commit, one by one."""
+    if not attempt_ids:
+        return 0
+    written = await db.fetchval(QUERIES["outbox.money_events"], list(attempt_ids))
+    return int(written or 0)
 
 
 async def dispatch(pool: Pool, endpoints: Sequence[str], *, limit: int) -> int:

@@ -88,6 +88,18 @@ async def fetch_planned(db: Executor, query: str, *args: object) -> list[asyncpg
 
 
 @asynccontextmanager
+async def transaction(db: Executor) -> AsyncIterator[Connection | PoolConnectionProxy]:
+    """A transaction on ``db``: on one of the pool's connections, or on the caller's
+    connection (a savepoint when it is in a transaction already)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
+
+
+@asynccontextmanager
 async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
     """One connection outside the pool (migrations, liveness locks)."""
     try:

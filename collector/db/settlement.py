@@ -8,7 +8,8 @@ from datetime import date
 
 import asyncpg
 
-from collector.db.pool import Executor, fetch_planned
+from collector.db.outbox import write_money_events
+from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
 
 
@@ -71,13 +72,16 @@ async def settle_attempts(
     db: Executor, attempt_ids: Sequence[int], *, as_of: date, source: str
 ) -> list[int]:
     """Mark these debits settled (and their manual payments) and settle their money, in one
-    statement; return the ids that changed."""
+    statement, and their outbox events; return the ids that changed."""
     if not attempt_ids:
         return []
-    rows = await fetch_planned(
-        db, QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
-    )
-    return [row["attempt_id"] for row in rows]
+    async with transaction(db) as conn:
+        rows = await fetch_planned(
+            conn, QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
+        )
+        changed = [row["attempt_id"] for row in rows]
+        await write_money_events(conn, changed)
+    return changed
 
 
 async def decline_processing(

@@ -7,6 +7,10 @@ VALUES ($1::bigint, $2::bigint, $3::text, $4::text, $5::date, $6::jsonb,
 ON CONFLICT (customer_id, dedupe_key) DO NOTHING
 RETURNING id;
 
+-- money_events --
+-- Write the events of the answers of attempts $1 not written yet (sql/0016); how many
+SELECT outbox_money_events_v1($1::bigint[]) AS written;
+
 -- dispatch_lock --
 -- One dispatcher at a time, for the rest of this transaction (the key spells "colloutb"; the
 -- one-key form never meets the passes' two-key liveness locks)

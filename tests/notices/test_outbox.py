@@ -193,3 +193,50 @@ async def test_a_primary_change_close_to_a_due_date_carries_the_warning(
     assert body["previous_method_id"] == lease.method_id
     assert body["next_due_on"] == (DAY + timedelta(days=1)).isoformat()
     assert "less than 2 days away" in body["warning"]
+
+
+async def test_an_answer_recorded_by_any_statement_gets_the_batch_paths_event(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    """The batch paths write their events themselves; any other writer of the journal gets
+    the same event from the trigger at commit (here a settlement recorded by hand, through
+    the journal's own function, as a path added later might)."""
+    async with pool.acquire() as conn:
+        by_batch = await make_lease(conn, token="sandbox_ach_ok", due_dates=[DAY])
+        by_hand = await make_lease(conn, token="sandbox_ach_ok", due_dates=[DAY])
+    await run_pass(pool, gateways, settings, as_of=DAY)
+    settled_on = DAY + timedelta(days=7)
+    async with pool.acquire() as conn, conn.transaction():
+        attempt_id = await conn.fetchval(
+            "UPDATE charge_attempts SET status = 'succeeded', resolved_at = now()"
+            " WHERE installment_id = $1 RETURNING id",
+            by_hand.installment_ids[0],
+        )
+        await conn.execute(
+            "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['settled'], ARRAY[false],"
+            " ARRAY[NULL::date], ARRAY[NULL::text], $2, 'settlement')",
+            attempt_id,
+            settled_on,
+        )
+        # Not yet: the trigger writes it when the transaction commits.
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM outbox_events WHERE dedupe_key = $1",
+            f"payment.succeeded:{attempt_id}",
+        )
+    await run_pass(pool, gateways, settings, as_of=settled_on)  # settles the other one
+
+    def shape(lease_id: int) -> list[tuple[str, dict[str, object]]]:
+        ids = {"attempt_id", "installment_ids", "method"}
+        return [
+            (r["type"], {k: v for k, v in r["body"].items() if k not in ids})
+            for r in rows
+            if r["lease_id"] == lease_id
+        ]
+
+    rows = await events(pool)
+    assert [t for t, _ in shape(by_batch.lease_id)] == [
+        "payment.pending_settlement",
+        "payment.succeeded",
+        "lease.paid_off",
+    ]
+    assert shape(by_hand.lease_id) == shape(by_batch.lease_id)
