@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -25,6 +26,51 @@ APPLICATION_NAME = "collector"
 # ClientConfigurationError, an InterfaceError, from its DSN parser: a port that is no number,
 # an unknown sslmode).
 CANNOT_CONNECT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError)
+
+
+class SessionConnection(asyncpg.Connection):
+    """A connection of the engine's pool, which knows whether it holds a session-level
+    advisory lock (a pass's liveness lock) that must not outlive its user."""
+
+    __slots__ = ("_holds_session_lock",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holds_session_lock = False
+
+    def took_session_lock(self) -> None:
+        self._holds_session_lock = True
+
+    @property
+    def holds_session_lock(self) -> bool:
+        return self._holds_session_lock
+
+    def released_session_locks(self) -> None:
+        self._holds_session_lock = False
+
+
+def took_session_lock(conn: Connection | PoolConnectionProxy) -> None:
+    """Note that ``conn`` now holds a session-level advisory lock, so that the pool frees it
+    when the connection comes back, whatever its user managed to release."""
+    # A connection of open_pool's is a SessionConnection (its proxy forwards the call); any
+    # other (a pool with asyncpg's own reset, a connection of its own) needs no note.
+    note = getattr(conn, "took_session_lock", None)
+    if note is not None:
+        note()
+
+
+# What the pool runs on a connection that comes back holding a session lock. asyncpg's own
+# reset (advisory unlock, CLOSE ALL, UNLISTEN *, RESET ALL) is one more round trip on every
+# release: three per manual payment. The engine leaves no other session state behind (no
+# session SET, cursor WITH HOLD, LISTEN or temporary table; asyncpg still rolls back an open
+# transaction and drops listeners itself), so the others come back as they are.
+_UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    if isinstance(conn, SessionConnection) and conn.holds_session_lock:
+        await conn.execute(_UNLOCK_ALL)
+        conn.released_session_locks()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -59,6 +105,8 @@ async def open_pool(
             min_size=1,
             max_size=size,
             init=_init_connection,
+            reset=_reset_connection,
+            connection_class=SessionConnection,
             server_settings=server_settings,
             timeout=10,
         )

@@ -17,6 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from collector.db.attempts import LIVENESS_NAMESPACE
+from collector.db.pool import took_session_lock
 from collector.db.queries import QUERIES
 from collector.domain import PassCounts, RunStatus
 
@@ -71,6 +72,7 @@ async def liveness_lock(pool: asyncpg.Pool, run_id: int) -> AsyncIterator[None]:
     # (one row per pass), and claim_unresolved compares the same value.
     async with pool.acquire() as conn:
         await conn.execute(QUERIES["runs.take_liveness_lock"], LIVENESS_NAMESPACE, run_id)
+        took_session_lock(conn)
         try:
             yield
         finally:
@@ -111,6 +113,7 @@ async def open_run(
         run_id: int = await conn.fetchval(
             QUERIES["runs.open"], as_of, host, pid, LIVENESS_NAMESPACE
         )
+        took_session_lock(conn)
         try:
             yield OpenRun(run_id, conn)
         finally:
