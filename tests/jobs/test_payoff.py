@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from datetime import date
 
 import asyncpg
+import pytest
 
 from collector.config import Settings
+from collector.db.audit import AuditReport, run_audit
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from tests.factories import LeaseRef, make_lease, set_terms
@@ -269,3 +271,46 @@ async def test_a_returned_ach_payoff_is_undone_and_the_installments_are_collecta
         lease.lease_id,
     )
     assert [r["seq"] for r in presented] == [1, 2, 3]
+
+
+@pytest.mark.ledger_left_dirty("payoffs are broken behind the engine's back to show the audit")
+async def test_the_audit_reports_payoffs_that_do_not_hold(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings, portal: Portal
+) -> None:
+    lease = await _lease(pool)
+    portal.today = date(2026, 10, 20)
+    paid = await portal.http.post(
+        f"/v1/leases/{lease.lease_id}/payments",
+        json={"payoff": True},
+        headers={"Idempotency-Key": "payoff-audit"},
+    )
+    assert paid.status_code == 201, paid.text
+    payment_id = paid.json()["payment_id"]
+    assert (await run_audit(pool)).clean
+
+    # Cancellations under a payment that is no payoff.
+    await pool.execute("UPDATE payments SET payoff = false WHERE id = $1", payment_id)
+    messages = _only(await run_audit(pool), "payoffs")
+    assert len(messages) == 5 and all("which is no payoff" in m for m in messages), messages
+    await pool.execute("UPDATE payments SET payoff = true WHERE id = $1", payment_id)
+
+    # A succeeded payoff whose lease is not paid off.
+    await pool.execute("UPDATE leases SET status = 'active' WHERE id = $1", lease.lease_id)
+    assert _only(await run_audit(pool), "payoffs") == [
+        f"payoff payment {payment_id} of lease {lease.lease_id} is succeeded: its lease is active"
+    ]
+    await pool.execute("UPDATE leases SET status = 'paid_off' WHERE id = $1", lease.lease_id)
+
+    # A lease paid off with an installment neither paid nor cancelled.
+    async with pool.acquire() as conn:
+        other = await make_lease(conn, due_dates=DUE_DATES[:2], lease_status="paid_off")
+    assert _only(await run_audit(pool), "payoffs") == [
+        f"lease {other.lease_id} is paid off but installment(s)"
+        f" {other.installment_ids[0]}, {other.installment_ids[1]} are neither paid nor cancelled"
+    ]
+
+
+def _only(report: AuditReport, check: str) -> list[str]:
+    others = {c: n for c, n in report.counts.items() if n and c != check}
+    assert others == {}, [v.message for c in others for v in report.violations[c]]
+    return [v.message for v in report.violations[check]]
