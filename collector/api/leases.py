@@ -77,7 +77,7 @@ async def get_payoff(
         lease_id=quote.lease_id,
         as_of=quote.as_of,
         amount_cents=quote.amount_cents,
-        rule=quote.rule,  # type: ignore[arg-type]
+        rule=quote.rule,
         components=[PayoffComponentLine(kind=c.kind, cents=c.cents) for c in quote.components],
         valid_until=quote.valid_until,
         remaining_rent_cents=quote.remaining_rent_cents,

@@ -14,6 +14,7 @@ from collector.config import Settings
 from collector.db.audit import AuditReport, run_audit
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
+from collector.seed import seed_demo
 from tests.factories import LeaseRef, make_lease, set_terms
 from tests.jobs.portal import Portal
 
@@ -314,3 +315,23 @@ def _only(report: AuditReport, check: str) -> list[str]:
     others = {c: n for c, n in report.counts.items() if n and c != check}
     assert others == {}, [v.message for c in others for v in report.violations[c]]
     return [v.message for v in report.violations[check]]
+
+
+async def test_seeded_leases_have_terms_and_a_quote(pool: asyncpg.Pool, portal: Portal) -> None:
+    await seed_demo(pool, customers=3, due_on=date(2026, 12, 1), installments=12)
+    leases = await pool.fetch(
+        "SELECT id, cash_price_cents, total_of_payments_cents, delivered_on, epo_window_days,"
+        " epo_window_fee_cents, epo_after_bps FROM leases ORDER BY id"
+    )
+    assert len(leases) == 3
+    for lease in leases:
+        total = await pool.fetchval(
+            "SELECT sum(amount_cents) FROM installments WHERE lease_id = $1", lease["id"]
+        )
+        assert lease["total_of_payments_cents"] == total
+        assert lease["cash_price_cents"] == total * 6 // 10
+        assert lease["delivered_on"] == date(2026, 11, 1)
+        assert (lease["epo_window_days"], lease["epo_after_bps"]) == (90, 5_000)
+        quote = (await portal.http.get(f"/v1/leases/{lease['id']}/payoff")).json()
+        assert quote["rule"] == "within_window"
+        assert quote["amount_cents"] == lease["cash_price_cents"] + lease["epo_window_fee_cents"]
