@@ -604,7 +604,7 @@ LIMIT $1;
 -- failed, refused, returned) with cancellations still standing; a payoff whose money came
 -- in or is in flight (succeeded, processing, pending, in doubt) with money of its lease still
 -- collectable, or no cancellation of what its allocations left; a succeeded payoff whose
--- lease is not paid_off. At most $1
+-- lease is not paid_off; a lease whose total of payments is not its schedule's sum. At most $1
 WITH per_payment AS (
     SELECT m.payment_id, m.installment_id,
            sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS standing,
@@ -655,6 +655,16 @@ WITH per_payment AS (
     WHERE (o.status IN ('declined', 'failed', 'refused', 'returned') AND o.standing > 0)
        OR (o.status IN ('succeeded', 'processing', 'pending', 'in_doubt') AND o.collectable)
        OR (o.status = 'succeeded' AND o.lease_status <> 'paid_off')
+    UNION ALL
+    SELECT format('lease %s: its total of payments %s is not its schedule''s sum %s',
+                  l.id, l.total_of_payments_cents, t.total),
+           ARRAY[]::bigint[], ARRAY[]::bigint[], l.customer_id, l.id, 3
+    FROM leases l
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(i.amount_cents), 0) AS total
+        FROM installments i WHERE i.lease_id = l.id
+    ) t
+    WHERE l.total_of_payments_cents IS NOT NULL AND l.total_of_payments_cents <> t.total
 )
 SELECT count(*) OVER () AS total, b.message, b.installment_ids,
        ARRAY[]::bigint[] AS attempt_ids, b.payment_ids,

@@ -309,6 +309,15 @@ async def test_the_audit_reports_payoffs_that_do_not_hold(
         f"lease {other.lease_id} is paid off but installment(s)"
         f" {other.installment_ids[0]}, {other.installment_ids[1]} are neither paid nor cancelled"
     ]
+    await pool.execute("UPDATE leases SET status = 'active' WHERE id = $1", other.lease_id)
+
+    # Terms whose total of payments is not the schedule's.
+    await pool.execute(
+        "UPDATE leases SET total_of_payments_cents = 200000 WHERE id = $1", lease.lease_id
+    )
+    assert _only(await run_audit(pool), "payoffs") == [
+        f"lease {lease.lease_id}: its total of payments 200000 is not its schedule's sum 120000"
+    ]
 
 
 def _only(report: AuditReport, check: str) -> list[str]:
