@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         description="Consecutive failed automatic presentments per lease and method before"
         " the engine waits for a new authorization (0: off).",
     )
+    payoff_quote_days: int = Field(
+        default=10,
+        ge=1,
+        le=60,
+        description="A payoff quote holds for at most this many days, today included (and"
+        " never past the day before the lease's next due date, or its early-purchase window).",
+    )
     # Delinquency aging (collector/aging.py): the upper edges of the delinquent buckets in days
     # past due (30,60,90: 1-30, 31-60, 61-90, 90+), the charge-off age, the roll-rate span.
     delinquency_bucket_days: Annotated[list[int], NoDecode] = Field(

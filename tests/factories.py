@@ -224,3 +224,27 @@ async def _attempt(
         row["due_on"],
     )
     return attempt_id
+
+
+async def set_terms(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    lease_id: int,
+    *,
+    cash_price_cents: int,
+    delivered_on: date,
+    window_days: int = 90,
+    window_fee_cents: int = 2_500,
+    after_bps: int = 5_000,
+) -> None:
+    """Give a lease its terms (sql/0016): the total of payments is its schedule's sum."""
+    await conn.execute(
+        "UPDATE leases SET cash_price_cents = $2, delivered_on = $3, epo_window_days = $4,"
+        " epo_window_fee_cents = $5, epo_after_bps = $6, total_of_payments_cents ="
+        " (SELECT sum(amount_cents) FROM installments WHERE lease_id = $1) WHERE id = $1",
+        lease_id,
+        cash_price_cents,
+        delivered_on,
+        window_days,
+        window_fee_cents,
+        after_bps,
+    )

@@ -15,8 +15,16 @@ from tests.factories import make_lease, put_state
 TODAY = date(2026, 11, 26)
 
 # The columns only installments_derive_v1 may write.
-DERIVED = ("paid_cents", "in_flight_cents", "status", "attempts", "next_attempt_on")
+DERIVED = (
+    "paid_cents",
+    "in_flight_cents",
+    "cancelled_cents",
+    "status",
+    "attempts",
+    "next_attempt_on",
+)
 _UPDATE_INSTALLMENTS = re.compile(r"\bUPDATE\s+installments\b", re.IGNORECASE)
+_CREATE_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION")
 
 
 def test_no_named_query_writes_an_installments_money_state() -> None:
@@ -38,11 +46,17 @@ def test_only_the_derivation_updates_installments_in_the_functions() -> None:
     owners = []
     for name, at in updates:
         text = Path(sql_dir() / name).read_text(encoding="utf-8")
-        owners.append(text[text.rfind("CREATE FUNCTION", 0, at) :].split("(")[0])
-    assert owners == [
-        "CREATE FUNCTION money_apply_v1",
-        "CREATE FUNCTION installments_derive_v1",
-    ]
+        # The nearest function definition before the UPDATE (0016 replaces both).
+        start = max(m.start() for m in _CREATE_FUNCTION.finditer(text, 0, at))
+        owners.append(_CREATE_FUNCTION.sub("CREATE FUNCTION", text[start:].split("(")[0]))
+    assert (
+        owners
+        == [
+            "CREATE FUNCTION money_apply_v1",
+            "CREATE FUNCTION installments_derive_v1",
+        ]
+        * 2
+    )
 
 
 async def test_the_journal_refuses_updates_and_deletes(pool: asyncpg.Pool) -> None:

@@ -7,8 +7,16 @@ from fastapi import APIRouter
 from collector.aging import bucket_of
 from collector.api.deps import PoolDep, SettingsDep, TodayDep
 from collector.api.errors import CustomerId, LeaseId, error_responses
-from collector.api.schemas import LeaseDetail, LeaseLine, Schedule, ScheduleLine
+from collector.api.schemas import (
+    LeaseDetail,
+    LeaseLine,
+    PayoffComponentLine,
+    PayoffQuote,
+    Schedule,
+    ScheduleLine,
+)
 from collector.db import portal
+from collector.db.payoff import read_payoff
 
 router = APIRouter(tags=["leases"])
 
@@ -51,4 +59,31 @@ async def get_schedule(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> Sch
     return Schedule(
         lease_id=lease_id,
         installments=[ScheduleLine.model_validate(item, from_attributes=True) for item in items],
+    )
+
+
+@router.get(
+    "/leases/{lease_id}/payoff",
+    summary="What owning the goods costs today, what makes it, and until when it holds",
+    responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
+)
+async def get_payoff(
+    lease_id: LeaseId, pool: PoolDep, today: TodayDep, settings: SettingsDep
+) -> PayoffQuote:
+    """The lease's payoff quote on today's business date (lease_payoff_v1: the one
+    computation, which a payment with ``payoff`` pays)."""
+    quote = await read_payoff(pool, lease_id, as_of=today, quote_days=settings.payoff_quote_days)
+    return PayoffQuote(
+        lease_id=quote.lease_id,
+        as_of=quote.as_of,
+        amount_cents=quote.amount_cents,
+        rule=quote.rule,
+        components=[PayoffComponentLine(kind=c.kind, cents=c.cents) for c in quote.components],
+        valid_until=quote.valid_until,
+        remaining_rent_cents=quote.remaining_rent_cents,
+        rent_paid_cents=quote.rent_paid_cents,
+        pending_cents=quote.in_flight_cents,
+        payable=quote.payable,
+        window_ends_on=quote.window_ends_on,
+        next_due_on=quote.next_due_on,
     )

@@ -33,7 +33,12 @@ def _no_account_number(key: str) -> str:
 
 def request_hash(body: ManualPayment) -> str:
     """A digest of what was asked, to tell a replay from a reuse of the key for another ask."""
-    canonical = json.dumps(body.model_dump(), sort_keys=True, separators=(",", ":"))
+    asked = body.model_dump()
+    if not asked["payoff"]:
+        # A payment that is no payoff hashes as it did before the field existed, so a repeat
+        # of a key first used before it still replays.
+        del asked["payoff"]
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -50,7 +55,11 @@ def request_hash(body: ManualPayment) -> str:
         ),
         202: {"model": PaymentResult, "description": "Sent; the gateway's answer is not known yet"},
         402: {"model": Problem, "description": "Declined; `code` is the gateway's reason"},
-        409: {"model": Problem, "description": "A payment for these installments is in progress"},
+        409: {
+            "model": Problem,
+            "description": "A payment for these installments is in progress; for a payoff,"
+            " money of the lease is in flight or amount_cents is not today's quote",
+        },
         429: {
             "model": Problem,
             "description": "The customer started too many payments just now; see Retry-After",
@@ -78,7 +87,7 @@ async def manual_pay(
     body: Annotated[ManualPayment | None, Body()] = None,
 ) -> JSONResponse:
     """Charge the overdue amount (or part of it), oldest installments first, exactly once per
-    Idempotency-Key."""
+    Idempotency-Key; with ``payoff``, exactly the lease's payoff quote, which pays it off."""
     body = body or ManualPayment()
     charger: Charger = request.app.state.charger
     answer = await pay_now(
@@ -98,6 +107,8 @@ async def manual_pay(
                 max_attempts=settings.manual_pay_max_attempts,
                 window_s=settings.manual_pay_window_s,
             ),
+            payoff=body.payoff,
+            payoff_quote_days=settings.payoff_quote_days,
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -174,6 +174,11 @@ class ManualPayment(StrictBody):
         default=None, description="Default: the whole overdue amount."
     )
     payment_method_id: Id | None = Field(default=None, description="Default: the primary method.")
+    payoff: bool = Field(
+        default=False,
+        description="Pay the lease off: exactly today's payoff quote (GET"
+        " /v1/leases/{id}/payoff); amount_cents may be left out, and when given must be it.",
+    )
 
 
 class Allocation(BaseModel):
@@ -189,3 +194,29 @@ class PaymentResult(BaseModel):
     status: Literal["succeeded", "processing", "in_doubt"]
     allocations: list[Allocation]
     created_at: datetime
+    payoff: bool = Field(default=False, description="A payoff of the lease.")
+
+
+class PayoffComponentLine(BaseModel):
+    kind: str = Field(
+        description="cash_price, rent_paid, early_purchase_fee, past_due_rent,"
+        " rent_not_yet_due, early_purchase_discount, capped_at_remaining_rent"
+    )
+    cents: int = Field(description="Signed: a credit or discount is negative.")
+
+
+class PayoffQuote(BaseModel):
+    lease_id: int
+    as_of: date = Field(description="The business date of the quote (the lessor's zone).")
+    amount_cents: Cents = Field(description="What owning the goods costs today.")
+    rule: Literal["within_window", "after_window", "no_terms"]
+    components: list[PayoffComponentLine] = Field(description="They add up to amount_cents.")
+    valid_until: date = Field(description="The last business date the quote holds.")
+    remaining_rent_cents: Cents = Field(description="What paying the lease out would cost.")
+    rent_paid_cents: Cents = Field(description="Settled rent; money in flight is not counted.")
+    pending_cents: Cents = Field(description="Money in flight, counted neither paid nor owed.")
+    payable: bool = Field(
+        description="False while money is in flight (pay once it settles) or nothing is left."
+    )
+    window_ends_on: date | None = Field(description="The early-purchase window's last day.")
+    next_due_on: date | None

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from collector.db.payoff import read_payoff
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, ClaimedCharge, LeaseStatus, MethodKind
@@ -43,6 +44,10 @@ class PaymentRequest:
     gateway_kinds: Mapping[str, frozenset[MethodKind] | None] = field(default_factory=dict)
     # None: no limit (the engine's own callers); the API passes the configured one.
     rate_limit: RateLimit | None = None
+    # A payoff: pay exactly the lease's payoff quote today (amount_cents, when given, must
+    # be that) and cancel what is left of its installments (sql/0016).
+    payoff: bool = False
+    payoff_quote_days: int = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +65,7 @@ class Earlier:
     payment_method_id: int
     created_at: datetime
     allocations: list[tuple[int, int]]
+    payoff: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,8 +132,14 @@ async def start_payment(
                 allocations=list(
                     zip(view["allocation_ids"], view["allocation_cents"], strict=True)
                 ),
+                payoff=bool(view["earlier_payoff"]),
             )
 
+        if req.payoff and lease["status"] == LeaseStatus.CHARGED_OFF:
+            raise Unprocessable(
+                f"lease {req.lease_id} is charged off: only an active lease can be paid off"
+                " (a payment without payoff is accepted as a recovery)"
+            )
         if lease["status"] not in (LeaseStatus.ACTIVE, LeaseStatus.CHARGED_OFF):
             # The batch collects active leases only; a lease paid off or closed takes no
             # payment through the portal either (a replay above still answers). A charged-off
@@ -144,19 +156,22 @@ async def start_payment(
             )
         if view["any_processing"]:
             raise Conflict("a payment is in progress for this lease; try again shortly")
-        owed = [
-            (iid, cents)
-            for iid, cents in zip(view["unpaid_ids"], view["unpaid_cents"], strict=True)
-            if cents
-        ]
-        overdue_cents = sum(cents for _, cents in owed)
-        if overdue_cents == 0:
-            raise Unprocessable("nothing is overdue on this lease")
-        amount = req.amount_cents if req.amount_cents is not None else overdue_cents
-        if amount > overdue_cents:
-            raise Unprocessable(
-                f"amount_cents {amount} is more than the overdue amount {overdue_cents}"
-            )
+        if req.payoff:
+            owed, amount = await _payoff_claim(conn, req)
+        else:
+            owed = [
+                (iid, cents)
+                for iid, cents in zip(view["unpaid_ids"], view["unpaid_cents"], strict=True)
+                if cents
+            ]
+            overdue_cents = sum(cents for _, cents in owed)
+            if overdue_cents == 0:
+                raise Unprocessable("nothing is overdue on this lease")
+            amount = req.amount_cents if req.amount_cents is not None else overdue_cents
+            if amount > overdue_cents:
+                raise Unprocessable(
+                    f"amount_cents {amount} is more than the overdue amount {overdue_cents}"
+                )
         if view["method_id"] is None:
             raise Unprocessable(
                 "no active primary payment method on file"
@@ -196,8 +211,21 @@ async def start_payment(
             req.deadline_s,
             [iid for iid, _ in allocations],
             [cents for _, cents in allocations],
+            req.payoff,
         )
         assert row is not None
+        if req.payoff:
+            # What the payoff's money does not cover is forgiven now, so that nothing of the
+            # lease is collectable while that money is in flight; the payment's ending keeps
+            # or undoes it (money_payoff_follow_v1).
+            await conn.fetchval(
+                QUERIES["payments.cancel_remaining"],
+                row["payment_id"],
+                row["attempt_id"],
+                req.lease_id,
+                req.as_of,
+                AttemptSource.MANUAL.value,
+            )
         charge = ClaimedCharge(
             attempt_id=row["attempt_id"],
             installment_id=None,
@@ -227,6 +255,36 @@ async def start_payment(
         allocations=allocations,
         refused=refused,
     )
+
+
+async def _payoff_claim(
+    conn: asyncpg.pool.PoolConnectionProxy, req: PaymentRequest
+) -> tuple[list[tuple[int, int]], int]:
+    """Lock the lease's installments with money left and return them (id, cents left, oldest
+    first) with the payoff amount; raises Conflict while money of the lease is in flight or
+    when the request names another amount than today's quote, Unprocessable when nothing
+    is left to pay."""
+    locked = await conn.fetchrow(QUERIES["payments.lock_open_installments"], req.lease_id)
+    assert locked is not None
+    if locked["any_in_flight"]:
+        # Counting it as paid would give the goods away if it comes back; counting it as
+        # owed would take it twice if it settles: the payoff waits for it (README).
+        raise Conflict(
+            "money of this lease is in flight (a bank debit awaiting settlement): the payoff"
+            " can be paid once it has settled"
+        )
+    quote = await read_payoff(conn, req.lease_id, as_of=req.as_of, quote_days=req.payoff_quote_days)
+    if quote.amount_cents == 0:
+        raise Unprocessable("nothing is left to pay on this lease")
+    if req.amount_cents is not None and req.amount_cents != quote.amount_cents:
+        raise Conflict(
+            f"the payoff of lease {req.lease_id} is {quote.amount_cents} cents today, not"
+            f" {req.amount_cents}: ask for the quote again"
+        )
+    owed = [
+        (iid, cents) for iid, cents in zip(locked["ids"], locked["cents"], strict=True) if cents
+    ]
+    return owed, quote.amount_cents
 
 
 def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[int, int]]:

@@ -68,6 +68,7 @@ async def insert_customers(
             [c.first_due_on for c in customers],
             [c.installment_cents for c in customers],
         )
+        await conn.execute(QUERIES["seed.set_terms"], [lease_of[cid] for cid in customer_ids])
 
 
 async def analyze_seeded(db: Executor) -> None:

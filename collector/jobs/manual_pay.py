@@ -91,6 +91,7 @@ class _Shown:
     amount_cents: int
     allocations: Sequence[tuple[int, int]]
     created_at: datetime
+    payoff: bool = False
 
 
 def _answer(shown: _Shown, payment_status: str, code: str | None) -> PaymentAnswer:
@@ -119,6 +120,8 @@ def _answer(shown: _Shown, payment_status: str, code: str | None) -> PaymentAnsw
                 {"installment_id": iid, "amount_cents": cents} for iid, cents in shown.allocations
             ],
             "created_at": shown.created_at.isoformat(),
+            # Only a payoff says so: every other answer keeps the shape it had.
+            **({"payoff": True} if shown.payoff else {}),
         }
     )
     # In doubt (or not answered yet): accepted, not yet known; reconciliation settles it by
@@ -145,12 +148,14 @@ def replay(earlier: Earlier, *, lease_id: int) -> PaymentAnswer:
         amount_cents=earlier.amount_cents,
         allocations=earlier.allocations,
         created_at=earlier.created_at,
+        payoff=earlier.payoff,
     )
     return _answer(shown, earlier.payment_status, earlier.outcome_code)
 
 
-def _shown(claimed: ClaimedPayment) -> _Shown:
+def _shown(claimed: ClaimedPayment, *, payoff: bool) -> _Shown:
     return _Shown(
+        payoff=payoff,
         payment_id=claimed.payment_id,
         lease_id=claimed.charge.lease_id,
         payment_method_id=claimed.charge.payment_method_id,
@@ -190,6 +195,7 @@ async def pay_now(
                 amount_cents=charge.amount_cents,
                 allocations=charge.presents,
                 created_at=datetime.min,
+                payoff=request.payoff,
             ),
             "refused",
             reason,
@@ -214,7 +220,7 @@ async def pay_now(
             decline_code=claimed.refused,
             amount_cents=claimed.charge.amount_cents,
         )
-        return _answer(_shown(claimed), "refused", claimed.refused)
+        return _answer(_shown(claimed, payoff=request.payoff), "refused", claimed.refused)
     outcome = await charger.charge(claimed.charge)
     [(_, decision)] = await decide_answers(
         pool,
@@ -223,7 +229,11 @@ async def pay_now(
         retry_days=retry_days,
         card_rules=card_rules,
     )
-    answer = _answer(_shown(claimed), _PAYMENT_STATUS[decision.attempt_status], decision.code)
+    answer = _answer(
+        _shown(claimed, payoff=request.payoff),
+        _PAYMENT_STATUS[decision.attempt_status],
+        decision.code,
+    )
     # Shielded: a client that hangs up must not lose an answer the gateway already gave.
     with anyio.CancelScope(shield=True), anyio.fail_after(RECORD_SHIELD_S):
         if await record_payment_answer(

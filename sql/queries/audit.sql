@@ -11,11 +11,12 @@
 -- journal_matches_installments --
 -- Installments whose paid, in-flight, attempts, awaiting answers, status or next collection
 -- date differ from what their journal gives (recomputed here whole, with the one definition
--- of status and plan: installment_status_v1, installment_next_attempt_v1), at most $1
+-- of status and plan: installment_status_v2, installment_next_attempt_v1), at most $1
 WITH sums AS (
     SELECT m.installment_id,
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
            sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
+           sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled,
            count(*) FILTER (
                WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
                AS attempts,
@@ -27,14 +28,16 @@ WITH sums AS (
     GROUP BY m.installment_id
 ), derived AS (
     SELECT i.id, i.lease_id, i.due_on, i.amount_cents, i.paid_cents, i.in_flight_cents,
-           i.attempts, i.awaiting_answers, i.status, i.next_attempt_on,
+           i.cancelled_cents, i.attempts, i.awaiting_answers, i.status, i.next_attempt_on,
            coalesce(s.paid, 0) AS d_paid,
            coalesce(s.in_flight, 0) AS d_in_flight,
+           coalesce(s.cancelled, 0) AS d_cancelled,
            coalesce(s.attempts, 0) AS d_attempts,
            coalesce(s.awaiting, 0) AS d_awaiting,
-           installment_status_v1(i.status, i.amount_cents, coalesce(s.paid, 0),
-                                 coalesce(s.in_flight, 0), coalesce(s.awaiting, 0),
-                                 coalesce(s.attempts, 0), coalesce(s.planned, false))
+           installment_status_v2(i.status, i.amount_cents, coalesce(s.paid, 0),
+                                 coalesce(s.in_flight, 0), coalesce(s.cancelled, 0),
+                                 coalesce(s.awaiting, 0), coalesce(s.attempts, 0),
+                                 coalesce(s.planned, false))
                AS d_status,
            coalesce(s.planned, false) AS planned, s.plan_on
     FROM installments i
@@ -47,8 +50,10 @@ WITH sums AS (
     SELECT c.*, l.customer_id
     FROM checked c
     JOIN leases l ON l.id = c.lease_id
-    WHERE (c.paid_cents, c.in_flight_cents, c.attempts, c.awaiting_answers, c.status)
-              IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_attempts, c.d_awaiting, c.d_status)
+    WHERE (c.paid_cents, c.in_flight_cents, c.cancelled_cents, c.attempts, c.awaiting_answers,
+           c.status)
+              IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_cancelled, c.d_attempts,
+                                c.d_awaiting, c.d_status)
        OR c.next_attempt_on IS DISTINCT FROM c.d_next
 )
 SELECT count(*) OVER () AS total,
@@ -64,6 +69,7 @@ SELECT count(*) OVER () AS total,
            'amount_cents', v.amount_cents,
            'paid_cents', v.paid_cents, 'journal_paid_cents', v.d_paid,
            'in_flight_cents', v.in_flight_cents, 'journal_in_flight_cents', v.d_in_flight,
+           'cancelled_cents', v.cancelled_cents, 'journal_cancelled_cents', v.d_cancelled,
            'attempts', v.attempts, 'journal_attempts', v.d_attempts,
            'status', v.status, 'journal_status', v.d_status,
            'next_attempt_on', v.next_attempt_on, 'journal_next_attempt_on', v.d_next) AS facts
@@ -91,7 +97,8 @@ WITH attempt AS (
            coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'returned'), 0) AS returned,
            coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'reversed'), 0) AS reversed
     FROM money_movements m
-    WHERE m.payment_id IS NOT NULL
+    -- A payoff's cancellations move no money: the payoffs check judges them.
+    WHERE m.payment_id IS NOT NULL AND m.kind NOT IN ('cancelled', 'reinstated')
     GROUP BY m.payment_id, m.installment_id
 ), line AS (
     SELECT coalesce(pa.payment_id, j.payment_id) AS payment_id,
@@ -219,24 +226,26 @@ ORDER BY r.part, r.sort_id
 LIMIT $1;
 
 -- over_taken --
--- Installments whose journal has taken more than their amount (settled + in flight), or
--- counts a negative paid or in-flight sum, at most $1
+-- Installments whose journal has taken (settled + in flight) and cancelled more than their
+-- amount, or counts a negative paid, in-flight or cancelled sum, at most $1
 WITH sums AS (
     SELECT m.installment_id,
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
-           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight
+           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
+           sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled
     FROM money_movements m
     GROUP BY m.installment_id
 ), violations AS (
-    SELECT i.id, i.amount_cents, l.customer_id, s.paid, s.in_flight
+    SELECT i.id, i.amount_cents, l.customer_id, s.paid, s.in_flight, s.cancelled
     FROM sums s
     JOIN installments i ON i.id = s.installment_id
     JOIN leases l ON l.id = i.lease_id
-    WHERE s.paid + s.in_flight > i.amount_cents OR s.paid < 0 OR s.in_flight < 0
+    WHERE s.paid + s.in_flight + s.cancelled > i.amount_cents
+       OR s.paid < 0 OR s.in_flight < 0 OR s.cancelled < 0
 )
 SELECT count(*) OVER () AS total,
-       format('installment %s of %s cents: its journal has paid %s and %s in flight',
-              v.id, v.amount_cents, v.paid, v.in_flight) AS message,
+       format('installment %s of %s cents: its journal has paid %s, %s in flight and %s'
+              ' cancelled', v.id, v.amount_cents, v.paid, v.in_flight, v.cancelled) AS message,
        ARRAY[v.id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
        ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
        ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
@@ -586,6 +595,83 @@ SELECT count(*) OVER () AS total,
 FROM bad b
 WHERE b.status <> 'charged_off' OR b.over_amount OR cardinality(b.after_ids) > 0
 ORDER BY b.lease_id
+LIMIT $1;
+
+-- payoffs --
+-- Payoffs that do not hold (sql/0016): a paid_off lease with an installment neither paid nor
+-- cancelled; a cancellation (or reinstatement) under no payoff payment, or a reinstatement
+-- of more than was cancelled; a payoff whose money ended without coming in (declined,
+-- failed, refused, returned) with cancellations still standing; a payoff whose money came
+-- in or is in flight (succeeded, processing, pending, in doubt) with money of its lease still
+-- collectable, or no cancellation of what its allocations left; a succeeded payoff whose
+-- lease is not paid_off; a lease whose total of payments is not its schedule's sum. At most $1
+WITH per_payment AS (
+    SELECT m.payment_id, m.installment_id,
+           sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS standing,
+           bool_or(m.kind = 'reinstated') AS reinstated
+    FROM money_movements m
+    WHERE m.kind IN ('cancelled', 'reinstated')
+    GROUP BY m.payment_id, m.installment_id
+), payoff AS (
+    SELECT p.id, p.lease_id, p.customer_id, p.status, l.status AS lease_status,
+           coalesce((SELECT sum(pp.standing) FROM per_payment pp WHERE pp.payment_id = p.id),
+                    0) AS standing,
+           EXISTS (SELECT 1 FROM installments i
+                   WHERE i.lease_id = p.lease_id AND i.status IN ('scheduled', 'overdue')
+                     AND i.amount_cents - i.paid_cents - i.in_flight_cents
+                         - i.cancelled_cents > 0) AS collectable
+    FROM payments p JOIN leases l ON l.id = p.lease_id
+    WHERE p.payoff
+), bad AS (
+    SELECT format('lease %s is paid off but installment(s) %s are neither paid nor cancelled',
+                  l.id, string_agg(i.id::text, ', ' ORDER BY i.id)) AS message,
+           array_agg(i.id ORDER BY i.id) AS installment_ids, ARRAY[]::bigint[] AS payment_ids,
+           l.customer_id, l.id AS lease_id, 0 AS part
+    FROM leases l JOIN installments i ON i.lease_id = l.id
+    WHERE l.status = 'paid_off' AND i.status NOT IN ('paid', 'cancelled')
+    GROUP BY l.id, l.customer_id
+    UNION ALL
+    SELECT format('installment %s: %s', pp.installment_id,
+                  CASE WHEN p.id IS NULL OR NOT p.payoff
+                       THEN format('cancelled under payment %s, which is no payoff',
+                                   pp.payment_id)
+                       ELSE 'reinstated more than was cancelled' END),
+           ARRAY[pp.installment_id], ARRAY[pp.payment_id], p.customer_id, p.lease_id, 1
+    FROM per_payment pp LEFT JOIN payments p ON p.id = pp.payment_id
+    WHERE p.id IS NULL OR NOT p.payoff OR pp.standing < 0
+    UNION ALL
+    SELECT format('payoff payment %s of lease %s is %s: %s', o.id, o.lease_id, o.status,
+                  concat_ws('; ',
+                      CASE WHEN o.status IN ('declined', 'failed', 'refused', 'returned')
+                                AND o.standing > 0
+                           THEN o.standing || ' cents still cancelled' END,
+                      CASE WHEN o.status IN ('succeeded', 'processing', 'pending', 'in_doubt')
+                                AND o.collectable
+                           THEN 'money of its lease is still collectable' END,
+                      CASE WHEN o.status = 'succeeded' AND o.lease_status <> 'paid_off'
+                           THEN 'its lease is ' || o.lease_status END)),
+           ARRAY[]::bigint[], ARRAY[o.id], o.customer_id, o.lease_id, 2
+    FROM payoff o
+    WHERE (o.status IN ('declined', 'failed', 'refused', 'returned') AND o.standing > 0)
+       OR (o.status IN ('succeeded', 'processing', 'pending', 'in_doubt') AND o.collectable)
+       OR (o.status = 'succeeded' AND o.lease_status <> 'paid_off')
+    UNION ALL
+    SELECT format('lease %s: its total of payments %s is not its schedule''s sum %s',
+                  l.id, l.total_of_payments_cents, t.total),
+           ARRAY[]::bigint[], ARRAY[]::bigint[], l.customer_id, l.id, 3
+    FROM leases l
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(i.amount_cents), 0) AS total
+        FROM installments i WHERE i.lease_id = l.id
+    ) t
+    WHERE l.total_of_payments_cents IS NOT NULL AND l.total_of_payments_cents <> t.total
+)
+SELECT count(*) OVER () AS total, b.message, b.installment_ids,
+       ARRAY[]::bigint[] AS attempt_ids, b.payment_ids,
+       ARRAY[b.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys, jsonb_build_object('lease_id', b.lease_id) AS facts
+FROM bad b
+ORDER BY b.part, b.lease_id
 LIMIT $1;
 
 -- open_needs_attention --

@@ -21,7 +21,8 @@ FOR UPDATE OF l FOR NO KEY UPDATE OF c;
 -- most recent one of the window leaves it; NULL while under the limit).
 WITH earlier AS (
     SELECT p.id, p.request_hash, p.response_status, p.response_body, p.status,
-           p.amount_cents, p.payment_method_id, p.created_at, a.status AS attempt_status,
+           p.amount_cents, p.payment_method_id, p.created_at, p.payoff,
+           a.status AS attempt_status,
            a.outcome_code,
            ARRAY(SELECT pa.installment_id FROM payment_allocations pa
                  JOIN installments i ON i.id = pa.installment_id
@@ -49,6 +50,7 @@ SELECT e.id AS earlier_id, e.request_hash, e.response_status, e.response_body,
        e.status AS earlier_status, e.amount_cents AS earlier_amount_cents,
        e.payment_method_id AS earlier_method_id, e.created_at AS earlier_created_at,
        e.attempt_status, e.outcome_code, e.allocation_ids, e.allocation_cents,
+       e.payoff AS earlier_payoff,
        (SELECT coalesce(array_agg(u.id ORDER BY u.due_on, u.id), '{}') FROM unpaid u)
            AS unpaid_ids,
        (SELECT coalesce(array_agg(u.collectable_cents ORDER BY u.due_on, u.id), '{}')
@@ -73,12 +75,12 @@ LEFT JOIN method m ON true;
 -- Record a pending manual payment, its allocations to installments and its pending charge
 -- attempt (key derived from the payment id, deadline $9 seconds away), in one statement.
 -- Allocations come as parallel arrays ($10 ids, $11 amounts); their money is presented in
--- the journal (money_present_v1), which marks what it covers as in flight.
+-- the journal (money_present_v1), which marks what it covers as in flight. $12: a payoff.
 WITH payment AS (
     INSERT INTO payments
         (lease_id, customer_id, payment_method_id, amount_cents, request_key, request_hash,
-         as_of)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+         as_of, payoff)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $12)
     RETURNING id, created_at
 ), allocation AS (
     SELECT a.installment_id, a.amount_cents, i.status AS prev_status,
@@ -170,3 +172,36 @@ ORDER BY i.due_on, i.id;
 -- Keep the answer given for manual payment $1, replayed for a repeat of its Idempotency-Key
 UPDATE payments SET response_status = $2, response_body = $3, updated_at = now()
 WHERE id = $1 AND response_status IS NULL;
+
+-- lock_open_installments --
+-- For a payoff of lease $1 (under lock_lease's locks): lock every installment of the lease
+-- with money not yet paid, oldest first (the one lock order: due date, then id), with what is
+-- left to take of each (amount - paid - in flight - cancelled) and whether any money of the
+-- lease is in flight
+WITH open AS (
+    SELECT id, due_on, amount_cents - paid_cents - in_flight_cents - cancelled_cents
+               AS collectable_cents,
+           in_flight_cents
+    FROM installments
+    WHERE lease_id = $1 AND status NOT IN ('paid', 'cancelled')
+    ORDER BY due_on, id
+    FOR UPDATE
+)
+SELECT coalesce(array_agg(o.id ORDER BY o.due_on, o.id), '{}') AS ids,
+       coalesce(array_agg(o.collectable_cents ORDER BY o.due_on, o.id), '{}') AS cents,
+       coalesce(bool_or(o.in_flight_cents > 0), false) AS any_in_flight
+FROM open o;
+
+-- payoff_quote --
+-- What it takes to own the goods of lease $1 on business date $2, holding at most $3 days
+-- (lease_payoff_v1, the one computation of a payoff); no row when there is no such lease
+SELECT q.lease_id, q.rule, q.amount_cents, q.components, q.remaining_rent_cents,
+       q.rent_paid_cents, q.in_flight_cents, q.payable, q.window_ends_on, q.next_due_on,
+       q.valid_until
+FROM lease_payoff_v1($1, $2, $3) q;
+
+-- cancel_remaining --
+-- Payoff payment $1 (attempt $2) of lease $3: cancel what is left of each installment after
+-- its own money was presented, on business date $4, source $5 (money_cancel_v1)
+SELECT money_cancel_v1($1, $2, $3, $4, $5);
+

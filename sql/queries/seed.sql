@@ -24,6 +24,23 @@ SELECT s.lease_id, n, (s.first_due_on + make_interval(months => n - 1))::date, s
 FROM unnest($1::bigint[], $3::date[], $4::bigint[]) AS s(lease_id, first_due_on, amount_cents)
 CROSS JOIN generate_series(1, $2::int) AS n;
 
+-- set_terms --
+-- Give leases $1 their terms from their schedules: the total of payments is the schedule's
+-- sum, the cash price 60 % of it, delivered a month before the first due date, an
+-- early-purchase window of 90 days with a $25.00 fee, and 50 % of the rent not yet due
+-- after it
+UPDATE leases l
+SET total_of_payments_cents = s.total, cash_price_cents = s.total * 6 / 10,
+    delivered_on = (s.first_due_on - interval '1 month')::date, epo_window_days = 90,
+    epo_window_fee_cents = least(2500, s.total * 6 / 10), epo_after_bps = 5000
+FROM (
+    SELECT i.lease_id, sum(i.amount_cents)::bigint AS total, min(i.due_on) AS first_due_on
+    FROM installments i
+    WHERE i.lease_id = ANY ($1::bigint[])
+    GROUP BY i.lease_id
+) s
+WHERE l.id = s.lease_id;
+
 -- analyze --
 -- Refresh the planner's statistics after a bulk load: with none, the claim query was planned
 -- from payment_methods outwards and took seconds a batch at 240,000 installments

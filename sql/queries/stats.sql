@@ -14,7 +14,8 @@ FROM (
            CASE WHEN i.status <> 'pending_settlement' AND i.due_on < $1
                      AND i.status IN ('scheduled', 'overdue')
                 THEN i.amount_cents - i.paid_cents - i.in_flight_cents
-                ELSE i.amount_cents - i.paid_cents END AS unpaid_cents
+                -- What a payoff forgave is no one's to pay (sql/0016).
+                ELSE i.amount_cents - i.paid_cents - i.cancelled_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')

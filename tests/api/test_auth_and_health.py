@@ -21,6 +21,7 @@ V1_OPERATIONS = [
     ("GET", "/v1/customers/{customer_id}/leases", None),
     ("GET", "/v1/leases/{lease_id}", None),
     ("GET", "/v1/leases/{lease_id}/schedule", None),
+    ("GET", "/v1/leases/{lease_id}/payoff", None),
     ("GET", "/v1/customers/{customer_id}/payment-methods", None),
     (
         "POST",
