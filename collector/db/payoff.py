@@ -1,5 +1,5 @@
 """Payoff quotes: what a customer must pay today to own a lease's goods. The amount is
-computed in one place, ``lease_payoff_v1`` (sql/0016_payoff_early_purchase.sql); this module
+computed in one place, ``lease_payoff_v1`` (sql/0017_payoff_early_purchase.sql); this module
 reads it (sql/queries/payments.sql, ``payoff_quote``) for the quote endpoint and for the
 payoff payment's claim."""
 
