@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from collector.db import money, outbox
+from collector.db import money, outbox, prenotes
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
@@ -98,6 +98,8 @@ class NewMethod:
     last4: str | None = None
     # The gateway's name for the card or account behind the token, where it has one.
     fingerprint: str | None = field(default=None, repr=False)
+    # The adapter says the bank account is validated already (no NACHA prenote needed).
+    account_validated: bool = False
     exp_month: int | None = None
     exp_year: int | None = None
 
@@ -376,6 +378,11 @@ async def add_method(
                 notice_days=notice_days,
             )
             method = replace(method, is_primary=True)
+        if new.account_validated:
+            await prenotes.mark_validated(conn, method.id)
+        # An account a prenote found closed stays closed under a new row (by its fingerprint).
+        if await prenotes.close_if_closed(conn, method.id):
+            method = replace(method, status="disabled")
     return method
 
 
