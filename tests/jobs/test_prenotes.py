@@ -5,11 +5,13 @@ notifications of change that change what the next file holds."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -24,7 +26,12 @@ from collector.jobs.ach_files import export_files, import_returns
 from collector.jobs.collect import run_pass
 from collector.jobs.presentment import would_refuse
 from tests.factories import installment, make_lease
-from tests.gateways.test_nacha_adapter import build_return_file, nacha_options, write_vault
+from tests.gateways.test_nacha_adapter import (
+    ODFI,
+    build_return_file,
+    nacha_options,
+    write_vault,
+)
 
 MON = date(2026, 11, 30)
 TUE = date(2026, 12, 1)
@@ -159,6 +166,17 @@ async def test_a_new_account_is_prenoted_and_its_first_debit_waits_three_banking
         installment_id,
     )
     assert tuple(refusal) == ("refused", PRENOTE_PENDING)
+    lease_id = await pool.fetchval(
+        "SELECT lease_id FROM installments WHERE id = $1", installment_id
+    )
+    async with pool.acquire() as conn:
+        [line] = await portal.lease_schedule(conn, lease_id, today=WED)
+    # Attempted and not paid on its due date: overdue, with why it waits and until when.
+    assert (line.status, line.collection_held, line.held_until) == (
+        "overdue",
+        PRENOTE_PENDING,
+        NEXT_MON,
+    )
     plan = await pool.fetchval(
         "SELECT reason FROM money_movements WHERE installment_id = $1 AND sets_plan"
         " ORDER BY id DESC LIMIT 1",
@@ -361,3 +379,48 @@ async def test_prenotes_are_off_for_ppd_and_when_disabled(
     assert off.card_rules.prenote_gateways == frozenset()
     ppd = Settings(database_url=database_url, gateways=["nacha"])  # type: ignore[arg-type]
     assert ppd.card_rules.prenote_gateways == frozenset()
+
+
+# The reference Go library's reader (tools/achcheck, built on moov-io/ach; README, "Account
+# validation (prenotes)"): an independent check that the files read cleanly.
+ACHCHECK = os.environ.get("COLLECTOR_ACHCHECK", "")
+
+
+@pytest.mark.skipif(
+    not (ACHCHECK and os.access(ACHCHECK, os.X_OK)),
+    reason="COLLECTOR_ACHCHECK names no achcheck binary (tools/achcheck/build.sh)",
+)
+async def test_moov_ach_reads_the_prenote_files_and_a_cor_return_file_cleanly(
+    web: NachaGateway, pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    customer_id, _ = await new_lease(pool, WED)
+    await add_method(pool, web, customer_id, "tok_new", today=TUE)
+    other, _ = await new_lease(pool, WED)
+    await add_method(pool, web, other, "tok_verified", today=TUE)
+    _, _, [prenote_file] = await day(pool, web, settings, TUE)
+    _, _, [debit_file] = await day(pool, web, settings, WED)
+    _, _, [held_debit_file] = await day(pool, web, settings, NEXT_MON)
+    [trace] = [
+        e.trace_number for b in parse_file(prenote_file.read_text()).batches for e in b.entries
+    ]
+    returns = tmp_path / "returns.ach"
+    returns.write_text(
+        build_return_file(
+            [("26", "55554444", "VERA VERIFIED", 5_000, "R01", ODFI + "0000002", " " * 6, "99")],
+            changes=[
+                ("26", "12345678901", "NORA NEW", 0, "C01", trace, "", "98"),
+                ("26", "12345678901", "NORA NEW", 0, "C05", trace, "", "98"),
+            ],
+            corrected=["98765432109", "37"],
+        )
+    )
+    paths = [prenote_file, debit_file, held_debit_file, returns]
+    done = await anyio.run_process([ACHCHECK, *map(str, paths)], check=False)
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 0, lines
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "OK batches=1 entries=1 prenotes=1 changes=0 returns=0",
+        "OK batches=1 entries=1 prenotes=0 changes=0 returns=0",
+        "OK batches=1 entries=1 prenotes=0 changes=0 returns=0",
+        "OK batches=2 entries=3 prenotes=0 changes=2 returns=1",
+    ]
