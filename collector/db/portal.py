@@ -14,10 +14,10 @@ from typing import Any
 import asyncpg
 
 from collector.db import money, outbox, prenotes
-from collector.eligibility import DEBIT_NOTICE_REQUIRED, PRENOTE_PENDING
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
+from collector.eligibility import DEBIT_NOTICE_REQUIRED, PRENOTE_PENDING
 from collector.exceptions import NotFound, Unprocessable
 from collector.policy import primary_change_warning
 

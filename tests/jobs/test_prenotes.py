@@ -205,7 +205,7 @@ async def test_a_new_account_is_prenoted_and_its_first_debit_waits_three_banking
 async def test_the_same_account_added_again_is_not_prenoted_again(
     web: NachaGateway, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    customer_id, installment_id = await new_lease(pool, NEXT_MON)
+    customer_id, _ = await new_lease(pool, NEXT_MON)
     first = await add_method(pool, web, customer_id, "tok_new", today=MON)
     await day(pool, web, settings, MON)
     # Removed and added again under another row (the same fingerprint): the open prenote is
@@ -224,7 +224,7 @@ async def test_the_same_account_added_again_is_not_prenoted_again(
 async def test_an_account_the_adapter_validated_is_debited_without_a_prenote(
     web: NachaGateway, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    customer_id, installment_id = await new_lease(pool, WED)
+    customer_id, _ = await new_lease(pool, WED)
     await add_method(pool, web, customer_id, "tok_verified", today=TUE)
     assert await pool.fetchval("SELECT bool_and(account_validated) FROM payment_methods")
     assert await day(pool, web, settings, TUE) == (0, 0, [])
@@ -270,6 +270,10 @@ async def test_a_prenote_returned_r03_disables_the_method_and_no_debit_is_ever_p
         )
         == 0
     )
+    async with pool.acquire() as conn:
+        row = await installment(conn, installment_id)
+    # Never claimed: its customer has no active method left (a new one reopens it).
+    assert (row["status"], row["attempts"], row["paid_cents"]) == ("scheduled", 0, 0)
     # Added again (another row, the same account): disabled at once, never prenoted again.
     again_id = await add_method(pool, web, customer_id, "tok_new", today=NEXT_WED)
     assert await pool.fetchval("SELECT status FROM payment_methods WHERE id = $1", again_id) == (
@@ -284,7 +288,7 @@ async def test_a_prenote_returned_r03_disables_the_method_and_no_debit_is_ever_p
 async def test_a_prenote_returned_for_another_reason_is_sent_again_once(
     web: NachaGateway, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    customer_id, installment_id = await new_lease(pool, date(2026, 12, 21))
+    customer_id, _ = await new_lease(pool, date(2026, 12, 21))
     await add_method(pool, web, customer_id, "tok_new", today=MON)
     traces = []
     # Sent Monday, returned R13 (an RDFI problem) Tuesday; sent again Wednesday, returned
@@ -315,7 +319,7 @@ async def test_a_prenote_returned_for_another_reason_is_sent_again_once(
 async def test_notifications_of_change_correct_the_vault_and_the_next_file(
     web: NachaGateway, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    customer_id, installment_id = await new_lease(pool, NEXT_MON)
+    customer_id, _ = await new_lease(pool, NEXT_MON)
     method_id = await add_method(pool, web, customer_id, "tok_new", today=MON)
     await pool.execute("UPDATE payment_methods SET last4 = '8901' WHERE id = $1", method_id)
     _, _, [prenote_file] = await day(pool, web, settings, MON)
@@ -424,3 +428,24 @@ async def test_moov_ach_reads_the_prenote_files_and_a_cor_return_file_cleanly(
         "OK batches=1 entries=1 prenotes=0 changes=0 returns=0",
         "OK batches=2 entries=3 prenotes=0 changes=2 returns=1",
     ]
+
+
+@pytest.mark.ledger_left_dirty("the test makes the audit find a debit sent before its prenote")
+async def test_the_audit_finds_a_live_debit_sent_before_its_prenote_was_old_enough(
+    web: NachaGateway, pool: asyncpg.Pool, settings: Settings, database_url: str
+) -> None:
+    customer_id, _ = await new_lease(pool, WED)
+    await add_method(pool, web, customer_id, "tok_new", today=MON)
+    await day(pool, web, settings, MON)  # the prenote, effective Tuesday
+    # Prenotes switched off meanwhile: the eligibility check no longer holds the debit.
+    off = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        gateways=["nacha"],
+        nacha_sec_code="WEB",
+        prenotes=False,
+    )
+    assert (await day(pool, web, off, WED))[0] == 1
+    report = await run_audit(pool)
+    [violation] = report.violations["prenote_before_live"]
+    assert "before it validated it" in violation.message
+    assert report.counts["prenote_before_live"] == 1
