@@ -17,10 +17,10 @@ import pytest
 
 from collector.ach.nacha import parse_file, validate
 from collector.config import Settings
-from collector.db import portal
+from collector.db import portal as portal_db
 from collector.db.audit import run_audit
 from collector.eligibility import PRENOTE_PENDING
-from collector.gateways.base import GatewayContext
+from collector.gateways.base import Gateway, GatewayContext
 from collector.gateways.nacha_files import AccountVault, NachaGateway, open_nacha
 from collector.jobs.ach_files import export_files, import_returns
 from collector.jobs.collect import run_pass
@@ -32,6 +32,7 @@ from tests.gateways.test_nacha_adapter import (
     nacha_options,
     write_vault,
 )
+from tests.jobs.portal import Portal
 
 MON = date(2026, 11, 30)
 TUE = date(2026, 12, 1)
@@ -87,10 +88,10 @@ async def add_method(
     pool: asyncpg.Pool, gateway: NachaGateway, customer_id: int, token: str, *, today: date
 ) -> int:
     """Add the method the way the portal does: the adapter's fingerprint and validation."""
-    method = await portal.add_method(
+    method = await portal_db.add_method(
         pool,
         customer_id,
-        portal.NewMethod(
+        portal_db.NewMethod(
             kind="ach",
             gateway="nacha",
             token=token,
@@ -170,7 +171,7 @@ async def test_a_new_account_is_prenoted_and_its_first_debit_waits_three_banking
         "SELECT lease_id FROM installments WHERE id = $1", installment_id
     )
     async with pool.acquire() as conn:
-        [line] = await portal.lease_schedule(conn, lease_id, today=WED)
+        [line] = await portal_db.lease_schedule(conn, lease_id, today=WED)
     # Attempted and not paid on its due date: overdue, with why it waits and until when.
     assert (line.status, line.collection_held, line.held_until) == (
         "overdue",
@@ -449,3 +450,34 @@ async def test_the_audit_finds_a_live_debit_sent_before_its_prenote_was_old_enou
     [violation] = report.violations["prenote_before_live"]
     assert "before it validated it" in violation.message
     assert report.counts["prenote_before_live"] == 1
+
+
+@pytest.fixture
+def gateways(web: NachaGateway) -> dict[str, Gateway]:
+    return {"nacha": web}
+
+
+async def test_the_portal_sends_the_prenote_when_an_account_becomes_primary(
+    web: NachaGateway, pool: asyncpg.Pool, portal: Portal
+) -> None:
+    portal.today = TUE
+    customer_id, _ = await new_lease(pool, WED)
+    other, _ = await new_lease(pool, WED)
+    added = await portal.http.post(
+        f"/v1/customers/{customer_id}/payment-methods",
+        json={"kind": "ach", "gateway": "nacha", "token": "tok_new", "make_primary": True},
+    )
+    assert added.status_code == 201, added.text
+    # At once, not at the next pass: the prenote is accepted for today's file.
+    [row] = await pool.fetch("SELECT payment_method_id, requested_on FROM ach_prenotes")
+    assert (row["payment_method_id"], row["requested_on"]) == (added.json()["id"], TUE)
+    # An account the vault marks validated: recorded so, no prenote.
+    verified = await portal.http.post(
+        f"/v1/customers/{other}/payment-methods",
+        json={"kind": "ach", "gateway": "nacha", "token": "tok_verified", "make_primary": True},
+    )
+    assert verified.status_code == 201, verified.text
+    assert await pool.fetchval(
+        "SELECT account_validated FROM payment_methods WHERE id = $1", verified.json()["id"]
+    )
+    assert await pool.fetchval("SELECT count(*) FROM ach_prenotes") == 1
