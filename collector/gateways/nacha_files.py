@@ -20,9 +20,17 @@ setting at export time.
 
 The database holds payment method TOKENS only. The account behind a token (routing and account
 number, account type, holder's name) comes from an account vault outside the database: a JSON
-file, ``{"<token>": {"routing_number", "account_number", "account_type", "name"}}``, readable
-by its owner only. Account numbers never reach logs, exception messages or reprs: at most their
-last four characters do. This module logs nothing.
+file, ``{"<token>": {"routing_number", "account_number", "account_type", "name"}}`` (and an
+optional ``"validated": true`` for an account validated by other means: no prenote), readable
+by its owner only; notifications of change rewrite it (:meth:`AccountVault.correct`).
+
+With SEC code WEB and prenotes on, :meth:`NachaGateway.prenote` accepts the zero-dollar
+prenote (transaction code 28/38) that precedes a new account's first live debit
+(:mod:`collector.jobs.prenotes`); its fingerprint of an account (routing and account number,
+digested) keys the account's history whatever token names it.
+
+Account numbers never reach logs, exception messages or reprs: at most their last four
+characters do. This module logs nothing.
 
 Its options (``GatewayContext.options``, filled from the ``COLLECTOR_NACHA_*`` settings) are
 the keys of :data:`OPTION_SETTINGS`.
