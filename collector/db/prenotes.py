@@ -201,3 +201,11 @@ async def close_if_closed(db: Executor, method_id: int) -> bool:
     before; True when it did."""
     row = await db.fetchrow(QUERIES["prenotes.close_if_closed"], method_id, _CLOSING)
     return row is not None
+
+
+async def change_applied(db: Executor, method_id: int, *, code: str, original_trace: str) -> bool:
+    """Whether this notification of change was applied to the method already."""
+    applied: bool = await db.fetchval(
+        QUERIES["prenotes.change_applied"], method_id, code, original_trace
+    )
+    return applied

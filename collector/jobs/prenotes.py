@@ -184,6 +184,12 @@ async def apply_change(
     method = await prenotes.method_of_entry(db, idempotency_key)
     if method is None:
         return 0
+    if await prenotes.change_applied(
+        db, method.id, code=change.change_code, original_trace=change.original_trace
+    ):
+        # Applied by an earlier import: the vault is not touched again, so an old file
+        # imported after a newer correction cannot bring the old data back.
+        return 0
     fixes = _corrections(change)
     changed: dict[str, Any] = {}
     if "routing_number" in fixes:

@@ -142,3 +142,10 @@ FROM (SELECT p.return_code FROM ach_prenotes p
       ORDER BY p.id LIMIT 1) r
 WHERE pm.id = $1 AND pm.status = 'active'
 RETURNING pm.id;
+
+-- change_applied --
+-- Whether notification of change $2 of the entry with trace $3 was applied to method $1
+SELECT EXISTS (
+    SELECT 1 FROM payment_method_changes
+    WHERE payment_method_id = $1 AND source = 'notification_of_change' AND code = $2
+      AND original_trace = $3);

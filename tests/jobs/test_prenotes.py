@@ -360,6 +360,12 @@ async def test_notifications_of_change_correct_the_vault_and_the_next_file(
     )
     assert (again.changes, again.changes_already) == (0, 2)
     assert await pool.fetchval("SELECT count(*) FROM payment_method_changes") == 2
+    # The account is corrected once more (by hand, or a later notice); the old file imported
+    # again does not bring the older number back.
+    await vault.correct("tok_new", account_number="98765432110")
+    await import_returns(pool, text, as_of=TUE, retry_days=settings.soft_retry_days, vault=vault)
+    assert json.loads(vault.path.read_text())["tok_new"]["account_number"] == "98765432110"
+    await vault.correct("tok_new", account_number="98765432109")
 
     # The next file carries the corrected account as a savings debit (37).
     processing, refused, [debit_file] = await day(pool, web, settings, NEXT_MON)
