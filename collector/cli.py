@@ -398,6 +398,8 @@ def nacha_options(settings: Settings) -> dict[str, str]:
         "timezone": settings.timezone,
         "prenotes": "true" if settings.prenotes else "false",
     }
+    if settings.nacha_fingerprint_key is not None:
+        options["fingerprint_key"] = settings.nacha_fingerprint_key.get_secret_value()
     if settings.nacha_vault_file is not None:
         options["vault_file"] = str(settings.nacha_vault_file)
     if settings.nacha_outbox is not None:

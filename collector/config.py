@@ -312,6 +312,11 @@ class Settings(BaseSettings):
         default="", description="First 8 digits of the ODFI's routing number (trace prefix)."
     )
     nacha_sec_code: str = Field(default="PPD", description="Standard Entry Class: PPD or WEB.")
+    nacha_fingerprint_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC that names a vault account (routing and account number)"
+        " in the database; set it once, before methods are added.",
+    )
     nacha_entry_description: str = Field(
         default="LEASE PMT", description="Company Entry Description (10 characters)."
     )

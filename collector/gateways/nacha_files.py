@@ -39,6 +39,7 @@ the keys of :data:`OPTION_SETTINGS`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import stat
@@ -100,6 +101,7 @@ OPTION_SETTINGS: Final[dict[str, str]] = {
     "entry_description": "COLLECTOR_NACHA_ENTRY_DESCRIPTION",
     "timezone": "COLLECTOR_TIMEZONE",
     "prenotes": "COLLECTOR_PRENOTES",
+    "fingerprint_key": "COLLECTOR_NACHA_FINGERPRINT_KEY",
 }
 """Each option key of the adapter and the setting it comes from."""
 
@@ -159,6 +161,9 @@ class NachaConfig:
     """The lessor's time zone: a file's creation date and time, and the day it is written."""
     prenotes: bool = True
     """Send a prenote before the first WEB debit of a new account (COLLECTOR_PRENOTES)."""
+    fingerprint_key: bytes = field(default=b"", repr=False)
+    """The HMAC key of account fingerprints (COLLECTOR_NACHA_FINGERPRINT_KEY); empty: a plain
+    digest, which a reader of the database could match against guessed account numbers."""
 
     @property
     def requires_prenotes(self) -> bool:
@@ -221,6 +226,7 @@ class NachaConfig:
             originator=originator,
             zone=zone,
             prenotes=prenotes == "true",
+            fingerprint_key=options.get("fingerprint_key", "").encode(),
         )
 
 
@@ -241,15 +247,15 @@ class VaultAccount:
         """The last four characters of the account number."""
         return self.account_number[-4:] if len(self.account_number) > 4 else "****"
 
-    @property
-    def fingerprint(self) -> str:
+    def fingerprint(self, key: bytes = b"") -> str:
         """A name of the account (routing and account number) that the same account gets
-        under any token: the engine keys its NACHA history and its prenote by it. A digest,
-        never the number; it is kept in the database like a token."""
-        digest = hashlib.sha256(
-            f"nacha-account:{self.routing_number}:{self.account_number}".encode()
-        ).hexdigest()
-        return f"nacha:{digest[:32]}"
+        under any token: the engine keys its NACHA history and its prenote by it. An HMAC
+        under ``key`` (a plain digest without one), never the number; it is kept in the
+        database like a token."""
+        message = f"nacha-account:{self.routing_number}:{self.account_number}".encode()
+        if key:
+            return f"nacha:k:{hmac.new(key, message, hashlib.sha256).hexdigest()[:32]}"
+        return f"nacha:{hashlib.sha256(message).hexdigest()[:32]}"
 
 
 def _vault_error(path: Path, problem: str) -> GatewayConfigError:
@@ -513,7 +519,7 @@ class NachaGateway:
         under any token; None for a token the vault does not hold."""
         await self.vault.refresh()
         account = self.vault.get(token)
-        return account.fingerprint if account is not None else None
+        return account.fingerprint(self.config.fingerprint_key) if account is not None else None
 
     async def account_validated(self, token: str) -> bool:
         """Whether the vault marks the account as validated already (no prenote needed)."""

@@ -487,3 +487,18 @@ async def test_the_portal_sends_the_prenote_when_an_account_becomes_primary(
         "SELECT account_validated FROM payment_methods WHERE id = $1", verified.json()["id"]
     )
     assert await pool.fetchval("SELECT count(*) FROM ach_prenotes") == 1
+
+
+def test_an_accounts_fingerprint_is_the_same_under_any_token_and_keyed_when_configured(
+    tmp_path: Path,
+) -> None:
+    accounts = {"a": ACCOUNTS["tok_new"], "b": ACCOUNTS["tok_new"], "c": ACCOUNTS["tok_verified"]}
+    vault = AccountVault(write_vault(tmp_path / "v.json", accounts))
+    a, b, c = (vault.get(token) for token in "abc")
+    assert a is not None and b is not None and c is not None
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    keyed = a.fingerprint(b"k" * 32)
+    assert keyed == b.fingerprint(b"k" * 32) != a.fingerprint()
+    assert keyed != a.fingerprint(b"j" * 32)
+    for name in (a.fingerprint(), keyed):
+        assert "12345678901" not in name and name.startswith("nacha:")
