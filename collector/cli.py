@@ -396,7 +396,10 @@ def nacha_options(settings: Settings) -> dict[str, str]:
         "sec_code": settings.nacha_sec_code,
         "entry_description": settings.nacha_entry_description,
         "timezone": settings.timezone,
+        "prenotes": "true" if settings.prenotes else "false",
     }
+    if settings.nacha_fingerprint_key is not None:
+        options["fingerprint_key"] = settings.nacha_fingerprint_key.get_secret_value()
     if settings.nacha_vault_file is not None:
         options["vault_file"] = str(settings.nacha_vault_file)
     if settings.nacha_outbox is not None:
@@ -449,8 +452,18 @@ async def _ach_import_returns(args: argparse.Namespace, settings: Settings) -> i
         print(f"collector: error: cannot import {path}: {reason}", file=sys.stderr)
         print("nothing was applied", file=sys.stderr)
         return 1
+    from collector.gateways.nacha_files import AccountVault
+
+    # Notifications of change correct the account in the vault, when there is one.
+    vault = (
+        await AccountVault.open(settings.nacha_vault_file)
+        if settings.nacha_vault_file is not None
+        else None
+    )
     async with _database(settings) as (_url, pool):
-        result = await import_returns(pool, text, as_of=as_of, retry_days=settings.soft_retry_days)
+        result = await import_returns(
+            pool, text, as_of=as_of, retry_days=settings.soft_retry_days, vault=vault
+        )
     print(
         f"returns applied: {result.applied}, already applied: {result.already_applied},"
         f" unknown: {result.unknown}, deferred: {result.deferred},"

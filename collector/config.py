@@ -319,8 +319,26 @@ class Settings(BaseSettings):
         default="", description="First 8 digits of the ODFI's routing number (trace prefix)."
     )
     nacha_sec_code: str = Field(default="PPD", description="Standard Entry Class: PPD or WEB.")
+    nacha_fingerprint_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC that names a vault account (routing and account number)"
+        " in the database; set it once, before methods are added.",
+    )
     nacha_entry_description: str = Field(
         default="LEASE PMT", description="Company Entry Description (10 characters)."
+    )
+    # NACHA account validation: a prenote before the first WEB debit of a new bank account.
+    prenotes: bool = Field(
+        default=True,
+        description="Send a prenote (zero-dollar entry) before the first WEB debit of a new"
+        " account, and hold that debit until it is old enough (NACHA gateway, SEC code WEB).",
+    )
+    prenote_wait_days: int = Field(
+        default=3,
+        ge=3,
+        le=30,
+        description="Banking days from a prenote's effective entry date to the first live"
+        " debit (NACHA: at least 3).",
     )
 
     # The daemon's HTTP server: what any client, before it authenticates, may hold of it
@@ -648,6 +666,12 @@ class Settings(BaseSettings):
             mastercard_max_declines_30d=self.mastercard_max_declines_30d,
             other_max_declines_30d=self.other_card_max_declines_30d,
             two_strike_limit=self.two_strike_limit,
+            prenote_gateways=frozenset(
+                name
+                for name in self.gateways
+                if name == "nacha" and self.prenotes and self.nacha_sec_code.upper() == "WEB"
+            ),
+            prenote_wait_days=self.prenote_wait_days,
         )
 
     @property

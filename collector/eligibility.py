@@ -19,6 +19,12 @@ and add again.
   one is made only when a notice of that amount went out at least 10 days before, unless the
   lease's customer chose notice only outside a range and the amount is within it. Held back,
   it is planned again for the day the notice becomes timely.
+- NACHA account validation (Rules 2.5.17.4, WEB debits): the first live debit of a new bank
+  account through a gateway that sends prenotes waits until the account's prenote was filed
+  and ``prenote_wait_days`` banking days (at least 3) passed after its effective entry date;
+  never when a prenote came back for a closed account or a revoked authorization; not at all
+  when the adapter validated the account or the account was debited live before. Held back,
+  it is planned again for the day the prenote is old enough.
 - The two-strike stop (CFPB payment rule for covered loans, 12 CFR 1041.7-1041.8, which many
   lessors apply as good practice): after N (default 2) consecutive failed automatic
   presentments of a lease's money to one card or account, no automatic presentment to it
@@ -32,12 +38,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from collector.calendar import ach_effective_date, add_banking_days, next_banking_day
 from collector.domain import MethodKind
 from collector.policy import (
     DEAD_ACCOUNT_RETURNS,
     DEFAULT_CARD_RULES,
+    MAX_PRENOTES,
     MAX_REINITIATIONS,
     REINITIATION_WINDOW_DAYS,
+    UNAUTHORIZED_RETURNS,
     CardRetryRules,
 )
 
@@ -53,9 +62,13 @@ DEBIT_NOTICE_REQUIRED = "debit_notice_required"
 # Regulation E 1005.10(d)(1): notice of a varying debit at least 10 days before it is made.
 VARYING_DEBIT_NOTICE_DAYS = 10
 TWO_STRIKE_STOP = "two_strike_stop"
+PRENOTE_PENDING = "prenote_pending"
+PRENOTE_RETURNED = "prenote_returned"
 
 REFUSAL_REASONS = frozenset(
     {
+        PRENOTE_PENDING,
+        PRENOTE_RETURNED,
         AUTHORIZATION_REVOKED,
         ACCOUNT_CLOSED,
         REINITIATIONS_EXHAUSTED,
@@ -130,6 +143,47 @@ class NoticeFacts:
     notified_on: date | None = None  # the earliest notice of this amount for this money
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrenoteFacts:
+    """What NACHA's account validation needs to know of a bank debit's account, for a gateway
+    that sends prenotes."""
+
+    validated: bool = False  # the adapter said so when the method was added
+    debited_before: bool = False  # a live entry of another attempt reached the bank
+    closed_code: str | None = None  # a prenote came back for a closed account or no authority
+    returned: int = 0  # prenotes returned for any reason
+    requested_on: date | None = None  # the open prenote's business date (None: none open)
+    effective_on: date | None = None  # its file's effective entry date, once filed
+    written: bool = False  # its file is in the outbox
+
+
+def prenote_refusal(as_of: date, facts: PrenoteFacts, *, wait_days: int) -> Refused | None:
+    """Why a live debit of this account may not be presented on ``as_of`` yet (with the day
+    it may), or None when its account is validated."""
+    if facts.closed_code is not None:
+        if facts.closed_code in UNAUTHORIZED_RETURNS:
+            return Refused(AUTHORIZATION_REVOKED)
+        return Refused(ACCOUNT_CLOSED)
+    if facts.validated or facts.debited_before:
+        return None
+    if facts.requested_on is None:
+        if facts.returned >= MAX_PRENOTES:
+            return Refused(PRENOTE_RETURNED)
+        # The pass sends one today: its file takes effect on the next banking day at best.
+        return Refused(
+            PRENOTE_PENDING, retry_on=add_banking_days(next_banking_day(as_of), wait_days)
+        )
+    if facts.written and facts.effective_on is not None:
+        effective = facts.effective_on
+    else:
+        # Not in a written file yet: the earliest date its file can carry.
+        effective = max(ach_effective_date(facts.requested_on), next_banking_day(as_of))
+    ready_on = add_banking_days(effective, wait_days)
+    if not facts.written or as_of < ready_on:
+        return Refused(PRENOTE_PENDING, retry_on=ready_on)
+    return None
+
+
 def debit_varies(amount_cents: int, facts: NoticeFacts) -> bool:
     """Does this debit's amount differ from the previous one (or, for the first, from the
     scheduled amount)?"""
@@ -191,9 +245,11 @@ def check(
     nsf: NsfHistory | None = None,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
     notice: NoticeFacts | None = None,
+    prenote: PrenoteFacts | None = None,
 ) -> Verdict:
     """May this money be presented to this instrument on its business date? ``notice``: the
-    facts of an automatic debit's notice (None: a payment the customer makes now)."""
+    facts of an automatic debit's notice (None: a payment the customer makes now);
+    ``prenote``: the account's validation facts (None: its gateway sends no prenotes)."""
     if notice is not None and notice_required(presentation.amount_cents, notice):
         timely_from = (notice.notified_on or presentation.as_of) + timedelta(
             days=VARYING_DEBIT_NOTICE_DAYS
@@ -201,6 +257,12 @@ def check(
         if presentation.as_of < timely_from:
             return Refused(DEBIT_NOTICE_REQUIRED, retry_on=timely_from)
     if presentation.method_kind is MethodKind.ACH:
+        if prenote is not None:
+            held = prenote_refusal(
+                presentation.as_of, prenote, wait_days=card_rules.prenote_wait_days
+            )
+            if held is not None:
+                return held
         return _check_debit(
             presentation,
             instrument=instrument,
@@ -262,6 +324,7 @@ __all__ = [
     "MoneyLine",
     "NoticeFacts",
     "NsfHistory",
+    "PrenoteFacts",
     "Presentation",
     "Refused",
     "Verdict",
@@ -270,4 +333,5 @@ __all__ = [
     "debit_varies",
     "notice_required",
     "nsf_history",
+    "prenote_refusal",
 ]

@@ -48,6 +48,12 @@ class CardRetryRules:
     # new authorization; 0 turns it off. It holds for bank accounts too: this is the rule set
     # every presentment path is handed, so it travels with the networks' caps.
     two_strike_limit: int = 2
+    # NACHA account validation (Rules 2.5.17.4 for WEB debits): the gateways whose new bank
+    # accounts get a prenote, and the banking days from its effective entry date to the first
+    # live debit (at least 3). Here for the same reason as the two-strike stop: every
+    # presentment path is handed this rule set.
+    prenote_gateways: frozenset[str] = frozenset()
+    prenote_wait_days: int = 3
 
     def cap(self, brand: str | None) -> int:
         """The 30-day cap of declined attempts for a card of this brand."""
@@ -194,6 +200,13 @@ DEAD_ACCOUNT_RETURNS = ADMINISTRATIVE_RETURNS | {"R16", "R20"}
 # behind the debit is void: never debit the account again under it (Subsection 2.12.4 forbids
 # reinitiating them).
 UNAUTHORIZED_RETURNS = frozenset({"R05", "R07", "R10", "R11", "R29", "R51"})
+# A prenote returned with one of these ends debits of the account before any live one: a
+# closed, missing or invalid account (R02, R03, R04; also frozen R16, non-transaction R20), or
+# the customer's word that the debits are not authorized. Any other code (an RDFI or routing
+# problem, R13, R28 ...) leaves the account unvalidated: the next pass sends a new prenote, up
+# to MAX_PRENOTES in all, and an operator sees each such return (needs_attention).
+PRENOTE_CLOSING_RETURNS = DEAD_ACCOUNT_RETURNS | UNAUTHORIZED_RETURNS
+MAX_PRENOTES = 2
 MAX_REINITIATIONS = 2
 REINITIATION_WINDOW_DAYS = 180
 

@@ -83,6 +83,8 @@ _SERVICE_CLASS_DEBITS: Final = 225
 _SERVICE_CLASSES: Final = frozenset({200, 220, 225})
 # Transaction Codes (Entry Detail field 2): 27 demand (checking) debit, 37 savings debit.
 _DEBIT_TRANSACTION_CODES: Final[dict[str, int]] = {"checking": 27, "savings": 37}
+# 28 demand (checking) debit prenotification, 38 savings debit prenotification.
+_PRENOTE_TRANSACTION_CODES: Final[dict[str, int]] = {"checking": 28, "savings": 38}
 MAX_BATCH_ENTRIES: Final = 999_999
 """The most entries a batch (and so a file of this module) holds: Entry/Addenda Count, 6 digits."""
 MAX_BATCH_TOTAL_CENTS: Final = 10**12 - 1
@@ -147,6 +149,9 @@ class DebitEntry:
     individual_name: str
     recurring: bool = True
     """WEB only: Payment Type Code "R" (recurring) or, when False, "S" (single entry)."""
+    prenote: bool = False
+    """A prenotification (zero dollars, transaction code 28 checking or 38 savings) that
+    validates the account before its first live debit (Rules 2.6)."""
 
     @property
     def account_last4(self) -> str:
@@ -322,6 +327,18 @@ class ChangeNotice:
     corrected_transaction_code: str | None = None
     corrected_text: str = ""
     """Other corrected data (C04 a name, C09 an identification number...), never an account."""
+    corrected_account: str | None = field(default=None, repr=False, compare=False)
+    """The whole corrected account number (C01, C03, C06, C07), for the account vault only:
+    never stored in the database, logged, or shown."""
+
+    @property
+    def corrected_account_type(self) -> AccountType | None:
+        """The account type a corrected transaction code names (C05, C06, C07): 2x checking,
+        3x savings."""
+        code = self.corrected_transaction_code
+        if code is None:
+            return None
+        return "checking" if code.startswith("2") else "savings" if code.startswith("3") else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -556,7 +573,8 @@ def _entry_record(entry: DebitEntry, where: str, trace: str, sec_code: str) -> t
         raise NachaError(f"{where}.routing_number", "must be 9 digits")
     if not is_valid_routing_number(routing):
         raise NachaError(f"{where}.routing_number", f"{routing} fails the ABA check digit")
-    transaction_code = _DEBIT_TRANSACTION_CODES.get(entry.account_type)
+    codes = _PRENOTE_TRANSACTION_CODES if entry.prenote else _DEBIT_TRANSACTION_CODES
+    transaction_code = codes.get(entry.account_type)
     if transaction_code is None:
         raise NachaError(f"{where}.account_type", "must be checking or savings")
     account = entry.account_number
@@ -570,7 +588,10 @@ def _entry_record(entry: DebitEntry, where: str, trace: str, sec_code: str) -> t
             f"{where}.account_number", f"account ending {_last4(account)} is over 17 characters"
         )
     amount = entry.amount_cents
-    if type(amount) is not int or not 0 < amount <= MAX_AMOUNT_CENTS:
+    if entry.prenote:
+        if type(amount) is not int or amount != 0:
+            raise NachaError(f"{where}.amount_cents", "a prenote is for zero dollars")
+    elif type(amount) is not int or not 0 < amount <= MAX_AMOUNT_CENTS:
         raise NachaError(
             f"{where}.amount_cents", f"must be whole cents from 1 to {MAX_AMOUNT_CENTS}"
         )
@@ -578,7 +599,7 @@ def _entry_record(entry: DebitEntry, where: str, trace: str, sec_code: str) -> t
     discretionary = ("R" if entry.recurring else "S") if sec_code == "WEB" else ""
     record = _record(
         "6",  # 01-01 Record Type Code
-        _numeric(transaction_code, 2),  # 02-03 Transaction Code: 27 checking, 37 savings debit
+        _numeric(transaction_code, 2),  # 02-03 Transaction Code: 27/37 debit, 28/38 prenote
         routing[:8],  # 04-11 Receiving DFI Identification
         routing[8],  # 12-12 Check Digit
         _alpha(account, 17),  # 13-29 DFI Account Number, left-justified
@@ -830,6 +851,7 @@ def _change_notice(entry: EntryDetail, record: str) -> ChangeNotice:
         corrected_account_last4=_last4(account) if account is not None else None,
         corrected_transaction_code=transaction,
         corrected_text=text,
+        corrected_account=account.strip() if account is not None else None,
     )
 
 

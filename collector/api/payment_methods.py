@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import date
 
 import anyio
+import asyncpg
 from fastapi import APIRouter, Request, status
 
 from collector.api.deps import PoolDep, SettingsDep, TodayDep
@@ -14,6 +16,7 @@ from collector.api.schemas import MethodDisplay, NewPaymentMethod, PrimaryChange
 from collector.db import portal
 from collector.exceptions import GatewayError, Unprocessable
 from collector.gateways.base import Fingerprinting, method_kinds
+from collector.jobs.prenotes import send_prenotes
 from collector.logs import get_logger
 from collector.policy import primary_change_warning
 
@@ -76,6 +79,32 @@ async def _fingerprint(gateway: object, token: str) -> str | None:
         return None
 
 
+async def _account_validated(gateway: object, token: str) -> bool:
+    """Whether the adapter says the bank account behind the token is validated already (an
+    ``account_validated`` method: e.g. the NACHA vault's ``validated`` mark, Stripe's verified
+    us_bank_account); False when it cannot say, so a prenote validates it."""
+    check = getattr(gateway, "account_validated", None)
+    if check is None or not callable(check):
+        return False
+    try:
+        with anyio.fail_after(_FINGERPRINT_TIMEOUT_S):
+            return bool(await check(token))
+    except (GatewayError, TimeoutError) as exc:
+        log.warning("account_validation_unavailable", error=type(exc).__name__)
+        return False
+
+
+async def _send_prenotes(
+    request: Request, pool: asyncpg.Pool, customer_id: int, today: date
+) -> None:
+    """A new primary bank account gets its prenote now, not at the next pass; a failure here
+    is left to that pass."""
+    try:
+        await send_prenotes(pool, request.app.state.gateways, as_of=today, customer_id=customer_id)
+    except (GatewayError, asyncpg.PostgresError, OSError) as exc:
+        log.warning("prenote_deferred_to_the_pass", error=type(exc).__name__)
+
+
 def _display(method: portal.MethodView) -> MethodDisplay:
     return MethodDisplay.model_validate(method, from_attributes=True)
 
@@ -122,6 +151,8 @@ async def add_method(
         exp_month=body.exp_month,
         exp_year=body.exp_year,
         fingerprint=await _fingerprint(request.app.state.gateways.get(body.gateway), body.token),
+        account_validated=body.kind == "ach"
+        and await _account_validated(request.app.state.gateways.get(body.gateway), body.token),
     )
     method = await portal.add_method(
         pool,
@@ -131,6 +162,8 @@ async def add_method(
         today=today,
         notice_days=settings.primary_change_notice_days,
     )
+    if body.make_primary and body.kind == "ach":
+        await _send_prenotes(request, pool, customer_id, today)
     return _display(method)
 
 
@@ -144,6 +177,7 @@ async def add_method(
     ),
 )
 async def change_primary(
+    request: Request,
     customer_id: CustomerId,
     body: PrimaryChange,
     pool: PoolDep,
@@ -159,6 +193,8 @@ async def change_primary(
         today=today,
         notice_days=settings.primary_change_notice_days,
     )
+    if change.method.kind == "ach":
+        await _send_prenotes(request, pool, customer_id, today)
     return PrimaryChanged(
         customer_id=change.customer_id,
         primary_payment_method=_display(change.method),

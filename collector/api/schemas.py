@@ -128,6 +128,14 @@ class ScheduleLine(BaseModel):
         " 'two_strike_stop' (two automatic attempts on the method failed in a row: choose it"
         " again as the primary method, or another one, to authorize a new attempt).",
     )
+    collection_held: str | None = Field(
+        default=None,
+        description="Why the planned automatic attempt waits, e.g. 'prenote_pending' (the bank"
+        " account's NACHA prenote is not 3 banking days old yet) or 'debit_notice_required'.",
+    )
+    held_until: date | None = Field(
+        default=None, description="The day the held attempt is planned for."
+    )
 
 
 class Schedule(BaseModel):

@@ -81,6 +81,8 @@ class FileEntry:
     token: str
     individual_id: str
     individual_name: str
+    prenote: bool = False
+    """A zero-dollar prenote (transaction code 28/38), not a debit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +132,34 @@ async def insert_entry(db: Executor, entry: NewEntry) -> AchEntry | None:
         entry.individual_name,
         entry.sec_code,
         entry.entry_description,
+    )
+    return _entry(row) if row is not None else None
+
+
+async def insert_prenote(
+    db: Executor,
+    *,
+    idempotency_key: str,
+    gateway: str,
+    odfi_id: str,
+    effective_on: date,
+    token: str,
+    individual_name: str,
+    sec_code: str,
+    entry_description: str,
+) -> AchEntry | None:
+    """Accept a zero-dollar prenote with the next trace number; None when its key was
+    already accepted."""
+    row = await db.fetchrow(
+        QUERIES["ach_entries.insert_prenote"],
+        idempotency_key,
+        gateway,
+        odfi_id,
+        effective_on,
+        token,
+        individual_name,
+        sec_code,
+        entry_description,
     )
     return _entry(row) if row is not None else None
 
@@ -274,6 +304,7 @@ def _file_entry(row: asyncpg.Record) -> FileEntry:
         token=row["token"],
         individual_id=row["individual_id"],
         individual_name=row["individual_name"],
+        prenote=row["prenote"],
     )
 
 

@@ -25,6 +25,7 @@ from collector.metrics import AUDIT_VIOLATIONS
 from collector.policy import (
     DEFAULT_CARD_RULES,
     MAX_REINITIATIONS,
+    PRENOTE_CLOSING_RETURNS,
     REINITIATION_WINDOW_DAYS,
     CardRetryRules,
 )
@@ -43,6 +44,7 @@ CHECKS: tuple[str, ...] = (
     "charge_offs",
     "payoffs",
     "sandbox_matches_ledger",
+    "prenote_before_live",
     "open_needs_attention",
 )
 """Every check, in the order the audit runs and prints them."""
@@ -131,6 +133,7 @@ async def _run_checks(
         ),
         "two_strike_stop": (card_rules.two_strike_limit,),
         "sandbox_matches_ledger": (list(sandbox_gateways),),
+        "prenote_before_live": (sorted(PRENOTE_CLOSING_RETURNS),),
     }
     violations: dict[str, tuple[Violation, ...]] = {}
     counts: dict[str, int] = {}

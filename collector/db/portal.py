@@ -13,15 +13,18 @@ from typing import Any
 
 import asyncpg
 
-from collector.db import money, outbox
+from collector.db import money, outbox, prenotes
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
+from collector.eligibility import DEBIT_NOTICE_REQUIRED, PRENOTE_PENDING
 from collector.exceptions import NotFound, Unprocessable
 from collector.policy import primary_change_warning
 
 # COLLECTOR_PRIMARY_CHANGE_NOTICE_DAYS's default, for callers without settings (tests).
 DEFAULT_NOTICE_DAYS = 2
+# Refusals that plan the attempt for a later date: the schedule says why it waits, and until when.
+HELD_REASONS = (PRENOTE_PENDING, DEBIT_NOTICE_REQUIRED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +86,8 @@ class ScheduleItem:
     paid_cents: int
     status: str
     collection_stopped: str | None = None  # why no automatic attempt is planned
+    collection_held: str | None = None  # why the planned attempt waits (e.g. prenote_pending)
+    held_until: date | None = None  # the day it may be presented
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +103,8 @@ class NewMethod:
     last4: str | None = None
     # The gateway's name for the card or account behind the token, where it has one.
     fingerprint: str | None = field(default=None, repr=False)
+    # The adapter says the bank account is validated already (no NACHA prenote needed).
+    account_validated: bool = False
     exp_month: int | None = None
     exp_year: int | None = None
 
@@ -184,7 +191,7 @@ async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView
 
 async def lease_schedule(db: Executor, lease_id: int, *, today: date) -> list[ScheduleItem]:
     """Every installment of the lease in seq order, with the status shown on ``today``."""
-    rows = await db.fetch(QUERIES["portal.lease_schedule"], lease_id, today)
+    rows = await db.fetch(QUERIES["portal.lease_schedule"], lease_id, today, list(HELD_REASONS))
     return [ScheduleItem(**dict(row)) for row in rows]
 
 
@@ -376,6 +383,11 @@ async def add_method(
                 notice_days=notice_days,
             )
             method = replace(method, is_primary=True)
+        if new.account_validated:
+            await prenotes.mark_validated(conn, method.id)
+        # An account a prenote found closed stays closed under a new row (by its fingerprint).
+        if await prenotes.close_if_closed(conn, method.id):
+            method = replace(method, status="disabled")
     return method
 
 

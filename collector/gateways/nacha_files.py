@@ -20,9 +20,17 @@ setting at export time.
 
 The database holds payment method TOKENS only. The account behind a token (routing and account
 number, account type, holder's name) comes from an account vault outside the database: a JSON
-file, ``{"<token>": {"routing_number", "account_number", "account_type", "name"}}``, readable
-by its owner only. Account numbers never reach logs, exception messages or reprs: at most their
-last four characters do. This module logs nothing.
+file, ``{"<token>": {"routing_number", "account_number", "account_type", "name"}}`` (and an
+optional ``"validated": true`` for an account validated by other means: no prenote), readable
+by its owner only; notifications of change rewrite it (:meth:`AccountVault.correct`).
+
+With SEC code WEB and prenotes on, :meth:`NachaGateway.prenote` accepts the zero-dollar
+prenote (transaction code 28/38) that precedes a new account's first live debit
+(:mod:`collector.jobs.prenotes`); its fingerprint of an account (routing and account number,
+digested) keys the account's history whatever token names it.
+
+Account numbers never reach logs, exception messages or reprs: at most their last four
+characters do. This module logs nothing.
 
 Its options (``GatewayContext.options``, filled from the ``COLLECTOR_NACHA_*`` settings) are
 the keys of :data:`OPTION_SETTINGS`.
@@ -30,7 +38,10 @@ the keys of :data:`OPTION_SETTINGS`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import stat
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -56,7 +67,13 @@ from collector.ach.nacha import (
     check_entry,
 )
 from collector.calendar import ach_effective_date, ach_settles_on, next_banking_day
-from collector.db.ach_entries import AchEntry, NewEntry, entry_by_key, insert_entry
+from collector.db.ach_entries import (
+    AchEntry,
+    NewEntry,
+    entry_by_key,
+    insert_entry,
+    insert_prenote,
+)
 from collector.domain import MethodKind
 from collector.exceptions import GatewayConfigError, GatewayError
 from collector.gateways.base import (
@@ -83,6 +100,8 @@ OPTION_SETTINGS: Final[dict[str, str]] = {
     "sec_code": "COLLECTOR_NACHA_SEC_CODE",
     "entry_description": "COLLECTOR_NACHA_ENTRY_DESCRIPTION",
     "timezone": "COLLECTOR_TIMEZONE",
+    "prenotes": "COLLECTOR_PRENOTES",
+    "fingerprint_key": "COLLECTOR_NACHA_FINGERPRINT_KEY",
 }
 """Each option key of the adapter and the setting it comes from."""
 
@@ -140,6 +159,17 @@ class NachaConfig:
     originator: Originator
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
     """The lessor's time zone: a file's creation date and time, and the day it is written."""
+    prenotes: bool = True
+    """Send a prenote before the first WEB debit of a new account (COLLECTOR_PRENOTES)."""
+    fingerprint_key: bytes = field(default=b"", repr=False)
+    """The HMAC key of account fingerprints (COLLECTOR_NACHA_FINGERPRINT_KEY); empty: a plain
+    digest, which a reader of the database could match against guessed account numbers."""
+
+    @property
+    def requires_prenotes(self) -> bool:
+        """Whether new accounts get a prenote before their first live debit: WEB debits only
+        (NACHA Rules 2.5.17.4, account validation for WEB debits), and only when enabled."""
+        return self.prenotes and self.originator.sec_code == "WEB"
 
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> NachaConfig:
@@ -187,11 +217,16 @@ class NachaConfig:
             raise GatewayConfigError(
                 f"{OPTION_SETTINGS['timezone']}: unknown time zone {timezone!r}"
             ) from exc
+        prenotes = options.get("prenotes", "true").strip().lower() or "true"
+        if prenotes not in ("true", "false"):
+            raise GatewayConfigError(f"{OPTION_SETTINGS['prenotes']}: must be true or false")
         return cls(
             vault_file=Path(vault),
             outbox=Path(outbox) if outbox else None,
             originator=originator,
             zone=zone,
+            prenotes=prenotes == "true",
+            fingerprint_key=options.get("fingerprint_key", "").encode(),
         )
 
 
@@ -203,11 +238,24 @@ class VaultAccount:
     account_number: str = field(repr=False)
     account_type: AccountType
     name: str
+    validated: bool = False
+    """The account was validated before it reached the vault (e.g. an instant account
+    verification service): no prenote precedes its first debit."""
 
     @property
     def account_last4(self) -> str:
         """The last four characters of the account number."""
         return self.account_number[-4:] if len(self.account_number) > 4 else "****"
+
+    def fingerprint(self, key: bytes = b"") -> str:
+        """A name of the account (routing and account number) that the same account gets
+        under any token: the engine keys its NACHA history and its prenote by it. An HMAC
+        under ``key`` (a plain digest without one), never the number; it is kept in the
+        database like a token."""
+        message = f"nacha-account:{self.routing_number}:{self.account_number}".encode()
+        if key:
+            return f"nacha:k:{hmac.new(key, message, hashlib.sha256).hexdigest()[:32]}"
+        return f"nacha:{hashlib.sha256(message).hexdigest()[:32]}"
 
 
 def _vault_error(path: Path, problem: str) -> GatewayConfigError:
@@ -248,11 +296,14 @@ def _read_vault(path: Path) -> tuple[dict[str, VaultAccount], tuple[int, int, in
             raise _vault_error(path, f"token {token!r} needs the string fields {fields}")
         if account["account_type"] not in _ACCOUNT_TYPES:
             raise _vault_error(path, f"token {token!r}: account_type must be checking or savings")
+        if not isinstance(account.get("validated", False), bool):
+            raise _vault_error(path, f"token {token!r}: validated must be true or false")
         accounts[token] = VaultAccount(
             routing_number=account["routing_number"],
             account_number=account["account_number"],
             account_type=cast(AccountType, account["account_type"]),
             name=account["name"],
+            validated=account.get("validated", False),
         )
     return accounts, (info.st_ino, info.st_mtime_ns, info.st_size)
 
@@ -282,6 +333,56 @@ class AccountVault:
         self._checked_at = now
         await anyio.to_thread.run_sync(self._refresh_sync)
 
+    async def correct(
+        self,
+        token: str,
+        *,
+        routing_number: str | None = None,
+        account_number: str | None = None,
+        account_type: AccountType | None = None,
+        name: str | None = None,
+    ) -> VaultAccount | None:
+        """Apply a bank's notification of change to the account behind ``token`` in the vault
+        file (written whole, atomically, mode 0600) so the next entry carries the corrected
+        data; the account as it is now, or None when the vault has no such token."""
+        return await anyio.to_thread.run_sync(
+            self._correct_sync, token, routing_number, account_number, account_type, name
+        )
+
+    def _correct_sync(
+        self,
+        token: str,
+        routing_number: str | None,
+        account_number: str | None,
+        account_type: AccountType | None,
+        name: str | None,
+    ) -> VaultAccount | None:
+        self._accounts, self._version = _read_vault(self.path)
+        raw = json.loads(self.path.read_text(encoding="utf-8"))
+        account = raw.get(token)
+        if not isinstance(account, dict):
+            return None
+        for key, value in (
+            ("routing_number", routing_number),
+            ("account_number", account_number),
+            ("account_type", account_type),
+            ("name", name),
+        ):
+            if value is not None:
+                account[key] = value
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, json.dumps(raw, indent=2).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+        self._accounts, self._version = _read_vault(self.path)
+        self._checked_at = time.monotonic()
+        return self._accounts.get(token)
+
     def _refresh_sync(self) -> None:
         try:
             info = self.path.stat()
@@ -300,9 +401,11 @@ def debit_entry(
     individual_id: str,
     individual_name: str,
     trace_sequence: int | None = None,
+    prenote: bool = False,
 ) -> DebitEntry:
-    """The file entry debiting this account."""
+    """The file entry debiting this account (a zero-dollar prenote of it, ``prenote``)."""
     return DebitEntry(
+        prenote=prenote,
         trace_sequence=trace_sequence,
         routing_number=account.routing_number,
         account_number=account.account_number,
@@ -405,6 +508,57 @@ class NachaGateway:
             if stored is None:
                 raise GatewayError("the nacha gateway lost a debit it had just stored")
         return Processing(gateway_ref=stored.trace_number)
+
+    @property
+    def requires_prenotes(self) -> bool:
+        """Whether a new account gets a prenote before its first live debit here."""
+        return self.config.requires_prenotes
+
+    async def fingerprint(self, token: str) -> str | None:
+        """The vault account's fingerprint (routing and account number, digested), the same
+        under any token; None for a token the vault does not hold."""
+        await self.vault.refresh()
+        account = self.vault.get(token)
+        return account.fingerprint(self.config.fingerprint_key) if account is not None else None
+
+    async def account_validated(self, token: str) -> bool:
+        """Whether the vault marks the account as validated already (no prenote needed)."""
+        await self.vault.refresh()
+        account = self.vault.get(token)
+        return account is not None and account.validated
+
+    async def prenote(self, idempotency_key: str, token: str, *, on: date) -> str | None:
+        """Accept a zero-dollar prenote of the account behind ``token`` for the next file
+        (requested for business date ``on``); its trace number, or None when the vault holds
+        no usable account for the token. A repeated key keeps the first entry."""
+        existing = await entry_by_key(self._pool, idempotency_key, gateway=self.name)
+        if existing is not None:
+            return existing.trace_number
+        await self.vault.refresh()
+        account = self.vault.get(token)
+        if account is None:
+            return None
+        entry = debit_entry(
+            account, amount_cents=0, individual_id="", individual_name=account.name, prenote=True
+        )
+        try:
+            check_entry(entry, self.config.originator.sec_code)
+        except NachaError:
+            return None
+        stored = await insert_prenote(
+            self._pool,
+            idempotency_key=idempotency_key,
+            gateway=self.name,
+            odfi_id=self.config.originator.odfi_id,
+            effective_on=ach_effective_date(on),
+            token=token,
+            individual_name=account.name,
+            sec_code=self.config.originator.sec_code,
+            entry_description=self.config.originator.entry_description,
+        )
+        if stored is None:
+            stored = await entry_by_key(self._pool, idempotency_key, gateway=self.name)
+        return stored.trace_number if stored is not None else None
 
     async def lookup(self, idempotency_key: str) -> Outcome | None:
         """The debit accepted under this key (Processing), or None."""

@@ -778,6 +778,30 @@ class StripeAchGateway(StripeGateway):
     # requires_action on a bank debit means the account still awaits microdeposit verification.
     action_code = "bank_account_unverified"
 
+    async def account_validated(self, token: str) -> bool:
+        """Whether Stripe verified the bank account of the token's PaymentMethod with the
+        customer: a us_bank_account method saved for off-session debits exists only once its
+        SetupIntent verified the account (Financial Connections or microdeposits), so any
+        such method not blocked by Stripe is validated and needs no NACHA prenote."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return False
+        try:
+            method = await self._rate_limited(
+                lambda: self._client.v1.payment_methods.retrieve_async(parsed[1])
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing":
+                return False
+            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
+        details = method.to_dict().get("us_bank_account")
+        if not isinstance(details, dict):
+            return False
+        blocked = (details.get("status_details") or {}).get("blocked")
+        return not blocked
+
     # An off-session debit of a saved us_bank_account method reuses the mandate Stripe recorded
     # when the method was saved through a SetupIntent; mandate_data records a new acceptance
     # (the customer's IP address and user agent), which an unattended debit does not have.

@@ -56,6 +56,7 @@ from collector.ach.nacha import (
     read_returns,
 )
 from collector.calendar import next_banking_day
+from collector.db import prenotes
 from collector.db.ach_entries import (
     AchFile,
     FileEntry,
@@ -85,6 +86,7 @@ from collector.gateways.nacha_files import (
     debit_entry,
     originator_for,
 )
+from collector.jobs.prenotes import apply_change, apply_prenote_return
 from collector.jobs.settle import apply_by_key
 from collector.logs import get_logger
 
@@ -144,6 +146,7 @@ def _problem(
         individual_id=entry.individual_id,
         individual_name=entry.individual_name,
         trace_sequence=int(entry.trace_number[8:]),
+        prenote=entry.prenote,
     )
     try:
         check_entry(debit, cast(SecCode, sec_code))
@@ -291,6 +294,7 @@ async def render_file(
                 individual_name=entry.individual_name,
                 # Trace Number positions 88-94: the sequence stored when the debit was accepted.
                 trace_sequence=int(entry.trace_number[8:]),
+                prenote=entry.prenote,
             )
         )
     built = build_debit_file(
@@ -408,11 +412,18 @@ async def export_files(
 
 
 async def import_returns(
-    pool: asyncpg.Pool, text: str, *, as_of: date, retry_days: Sequence[int]
+    pool: asyncpg.Pool,
+    text: str,
+    *,
+    as_of: date,
+    retry_days: Sequence[int],
+    vault: AccountVault | None = None,
 ) -> ImportResult:
-    """Apply every return of a return file to its debit and record every notification of
-    change, each once; an entry that cannot be read or applied is set aside and the rest go
-    on. Raise NachaError (nothing applied) for a file whose structure cannot be read."""
+    """Apply every return of a return file to its debit or prenote and record every
+    notification of change, each once, correcting the account in ``vault`` and the method's
+    display fields (no vault: recorded and set aside, not applied); an entry that cannot be
+    read or applied is set aside and the rest go on. Raise NachaError (nothing applied) for a
+    file whose structure cannot be read."""
     parsed = read_returns(text)
     keys = await keys_by_trace(
         pool,
@@ -432,6 +443,21 @@ async def import_returns(
         set_aside_count += 1
     for entry in parsed.returns:
         key = keys.get(entry.original_trace)
+        prenote = await prenotes.by_key(pool, key) if key is not None else None
+        if prenote is not None and key is not None:
+            # A prenote carries no money: its return validates nothing, or closes the account.
+            if await apply_prenote_return(
+                pool,
+                prenote,
+                idempotency_key=key,
+                code=entry.return_code,
+                trace=entry.original_trace,
+                as_of=as_of,
+            ):
+                applied += 1
+            else:
+                already += 1
+            continue
         debit = await attempt_by_key(pool, key) if key is not None else None
         if key is None or debit is None:
             unknown += 1
@@ -512,6 +538,10 @@ async def import_returns(
             )
         else:
             changes_already += 1
+        if key is not None:
+            # Applied once per method (payment_method_changes): a file imported again, or an
+            # import that died after recording the notice, applies what is still missing.
+            await apply_change(pool, vault, idempotency_key=key, change=change, as_of=as_of)
     return ImportResult(
         applied=applied,
         already_applied=already,

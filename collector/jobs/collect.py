@@ -47,6 +47,7 @@ from collector.jobs import aging
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.gauges import refresh_gauges
 from collector.jobs.notices import write_due_notices
+from collector.jobs.prenotes import send_prenotes
 from collector.jobs.presentment import claim
 from collector.jobs.reconcile import reconcile
 from collector.jobs.settle import settle
@@ -258,6 +259,11 @@ async def _steps(
     # Notices owed ahead of collections (the outbox), before anything is claimed.
     watch.enter("notices")
     await write_due_notices(pool, settings, as_of=as_of)
+    # NACHA account validation: prenotes for new accounts with debits coming, before the claim
+    # (whose eligibility check holds their first live debits until the prenotes are old
+    # enough); the pass's export files them.
+    watch.enter("prenotes")
+    await send_prenotes(pool, gateways, as_of=as_of)
     watch.enter("collect")
     await _collect_due(pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop)
     # The day's delinquency snapshot, once its collections are recorded.

@@ -16,14 +16,14 @@ from datetime import date
 
 import asyncpg
 
-from collector.db import money
+from collector.db import money, prenotes
 from collector.db.attempts import ClaimCursor, claim_due, next_candidate
 from collector.db.attention import is_row_error, set_aside
 from collector.db.history import Subject, histories, mark_verdicts
 from collector.db.notices import notice_facts
 from collector.db.pool import Executor
 from collector.db.preview import SkippedGroup, due_claims
-from collector.domain import AttemptSource, ClaimedCharge, MovementKind
+from collector.domain import AttemptSource, ClaimedCharge, MethodKind, MovementKind
 from collector.eligibility import Eligible, Presentation, Refused, Verdict, check, combine
 from collector.logs import get_logger
 from collector.metrics import PRESENTMENTS_REFUSED
@@ -64,6 +64,16 @@ async def judge(
             for installment_id, _ in claimed.presents
         ],
     )
+    # NACHA account validation, for bank debits through a gateway that sends prenotes (the
+    # rule set names them): manual payments too, a WEB debit all the same.
+    validation = await prenotes.facts(
+        db,
+        [
+            (c.attempt_id, c.instrument_key, c.payment_method_id, c.gateway)
+            for c in claims
+            if c.method_kind is MethodKind.ACH and c.gateway in card_rules.prenote_gateways
+        ],
+    )
     verdicts: dict[int, Verdict] = {}
     for claimed in claims:
         each = []
@@ -87,6 +97,7 @@ async def judge(
                     nsf=history.nsf,
                     card_rules=card_rules,
                     notice=notices.get((claimed.attempt_id, installment_id)),
+                    prenote=validation.get(claimed.attempt_id),
                 )
             )
         verdicts[claimed.attempt_id] = combine(each)

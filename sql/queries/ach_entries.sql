@@ -19,6 +19,18 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
           NULL::timestamptz AS written_at, NULL::date AS exported_on;
 
+-- insert_prenote --
+-- Accept prenote $1 (zero dollars) for gateway $2 with the next free trace number of ODFI $3,
+-- requested effective $4, for token $5 named $6, under SEC code $7 and Company Entry
+-- Description $8; a key already accepted changes nothing and returns no row
+INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on, requested_on,
+                         amount_cents, token, individual_id, individual_name, sec_code,
+                         entry_description, prenote)
+VALUES ($1, $2, ach_next_trace_v1($3::text), $4, $4, 0, $5, '', $6, $7, $8, true)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
+          NULL::timestamptz AS written_at, NULL::date AS exported_on;
+
 -- lock_exports --
 -- Serialize exports for the rest of the transaction (file id modifiers and claims)
 SELECT pg_advisory_xact_lock($1::bigint);
@@ -35,7 +47,8 @@ ORDER BY effective_on, sec_code, entry_description;
 -- file_candidates --
 -- The unfiled debits of gateway $1 with SEC code $2 and entry description $3, requested on or
 -- before $5, that a file effective $4 holds when no file may be effective before $6
-SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name
+SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name,
+       prenote
 FROM ach_entries
 WHERE file_name IS NULL AND gateway = $1 AND sec_code = $2 AND entry_description = $3
   AND coalesce(requested_on, effective_on) <= $5
@@ -98,8 +111,9 @@ WHERE written_at IS NULL AND gateway = $1
 ORDER BY created_at, file_name;
 
 -- file_entries --
--- The debits of file $1 in trace number order
-SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name
+-- The debits (and prenotes) of file $1 in trace number order
+SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name,
+       prenote
 FROM ach_entries
 WHERE file_name = $1
 ORDER BY trace_number;
@@ -127,10 +141,12 @@ INSERT INTO ach_notifications_of_change (customer_id, idempotency_key, original_
                                          notice_trace, change_code, corrected_routing,
                                          corrected_account_last4, corrected_transaction_code,
                                          corrected_text, received_on)
-SELECT (SELECT pm.customer_id
-        FROM charge_attempts a JOIN payment_methods pm ON pm.id = a.payment_method_id
-        WHERE a.idempotency_key = $1
-        LIMIT 1),
+SELECT coalesce((SELECT pm.customer_id
+                 FROM charge_attempts a JOIN payment_methods pm ON pm.id = a.payment_method_id
+                 WHERE a.idempotency_key = $1
+                 LIMIT 1),
+                -- a prenote's (it has no attempt)
+                (SELECT p.customer_id FROM ach_prenotes p WHERE p.idempotency_key = $1)),
        $1, $2, $3, $4, $5, $6, $7, $8, $9
 ON CONFLICT (original_trace, notice_trace, change_code) DO NOTHING
 RETURNING id;

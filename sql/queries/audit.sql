@@ -695,3 +695,37 @@ LIMIT $1;
 -- sandbox_present --
 -- Whether the sandbox gateways ever opened on this database (their table exists)
 SELECT to_regclass('sandbox.charges') IS NOT NULL;
+
+-- prenote_before_live --
+-- Live bank debits sent to an account that had a prenote open or later found closed, before
+-- that prenote was in a written file, less than 3 days (the banking-day wait is at least as
+-- long) after its effective entry date, or after it came back for a closed account or a
+-- revoked authorization ($2 codes), at most $1
+SELECT count(*) OVER () AS total,
+       format('attempt %s debited the account of prenote %s (%s) before it validated it',
+              a.id, p.id, CASE WHEN p.return_code = ANY ($2::text[]) THEN 'returned '
+                                                                     || p.return_code
+                               WHEN f.written_at IS NULL OR f.written_at > a.created_at
+                                   THEN 'not yet filed'
+                               ELSE 'filed effective ' || f.effective_on END) AS message,
+       CASE WHEN a.installment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.installment_id]
+       END AS installment_ids,
+       ARRAY[a.id] AS attempt_ids,
+       CASE WHEN a.payment_id IS NULL THEN ARRAY[]::bigint[] ELSE ARRAY[a.payment_id] END
+           AS payment_ids,
+       ARRAY[a.customer_id] AS customer_ids, ARRAY[]::bigint[] AS attention_ids,
+       ARRAY[]::text[] AS keys,
+       jsonb_build_object('prenote_id', p.id, 'as_of', a.as_of,
+                          'prenote_effective_on', f.effective_on) AS facts
+FROM ach_prenotes p
+JOIN ach_entries e ON e.idempotency_key = p.idempotency_key
+LEFT JOIN ach_files f ON f.file_name = e.file_name
+JOIN charge_attempts a ON a.instrument_key = p.instrument_key AND a.gateway = p.gateway
+WHERE a.status IN ('processing', 'succeeded', 'returned')
+  AND a.created_at > p.created_at
+  AND (p.return_code IS NULL OR p.return_code = ANY ($2::text[]))
+  AND (CASE WHEN p.return_code = ANY ($2::text[]) THEN a.as_of >= p.returned_on
+            ELSE f.written_at IS NULL OR f.written_at > a.created_at
+                 OR a.as_of < f.effective_on + 3 END)
+ORDER BY a.id
+LIMIT $1;

@@ -43,7 +43,10 @@ WHERE l.id = $1;
 -- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
 -- even before the pass that will try to collect it (a missed cron day) has run.
 -- An overdue installment with no automatic attempt planned says why (collection_stopped: the
--- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap).
+-- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap); one the eligibility
+-- check held back until a later date (its latest plan line's reason one of $3, e.g.
+-- prenote_pending, debit_notice_required) says why and until when (collection_held,
+-- held_until).
 SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
        CASE
            WHEN i.status = 'pending_settlement' THEN 'pending'
@@ -52,13 +55,17 @@ SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
            ELSE i.status
        END AS status,
        CASE WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN plan.reason END
-           AS collection_stopped
+           AS collection_stopped,
+       CASE WHEN i.next_attempt_on IS NOT NULL AND plan.reason = ANY ($3::text[])
+            THEN plan.reason END AS collection_held,
+       CASE WHEN i.next_attempt_on IS NOT NULL AND plan.reason = ANY ($3::text[])
+            THEN i.next_attempt_on END AS held_until
 FROM installments i
 LEFT JOIN LATERAL (
     SELECT m.reason FROM money_movements m
     WHERE m.installment_id = i.id AND m.sets_plan
     ORDER BY m.id DESC LIMIT 1
-) plan ON i.status = 'overdue' AND i.next_attempt_on IS NULL
+) plan ON i.status IN ('scheduled', 'overdue')
 WHERE i.lease_id = $1
 ORDER BY i.seq;
 

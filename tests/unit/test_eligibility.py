@@ -16,6 +16,8 @@ from collector.eligibility import (
     CARD_RETRY_CAP,
     DEAD_ACCOUNT_RETURNS,
     DEBIT_NOTICE_REQUIRED,
+    PRENOTE_PENDING,
+    PRENOTE_RETURNED,
     REFUSAL_REASONS,
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
@@ -26,6 +28,7 @@ from collector.eligibility import (
     MoneyLine,
     NoticeFacts,
     NsfHistory,
+    PrenoteFacts,
     Presentation,
     Refused,
     check,
@@ -212,6 +215,8 @@ def test_every_refusal_reason_is_in_the_closed_set() -> None:
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
         TWO_STRIKE_STOP,
+        PRENOTE_PENDING,
+        PRENOTE_RETURNED,
     } == REFUSAL_REASONS
 
 
@@ -420,3 +425,88 @@ def test_a_revoked_authorization_or_never_retry_advice_is_named_before_the_stop(
         automatic=True,
     )
     assert check(auto_debit, instrument=revoked) == Refused(AUTHORIZATION_REVOKED)
+
+
+# --- NACHA account validation (prenotes) ------------------------------------------------------
+
+PRENOTE_WED = date(2026, 12, 2)  # a prenote's file effective Wednesday 2 December 2026
+
+
+def debit_on(day: date) -> Presentation:
+    return Presentation(
+        attempt_id=1,
+        installment_id=1,
+        method_kind=MethodKind.ACH,
+        brand=None,
+        amount_cents=5_000,
+        as_of=day,
+        automatic=True,
+    )
+
+
+def test_a_live_debit_waits_three_banking_days_after_its_prenotes_effective_date() -> None:
+
+    filed = PrenoteFacts(requested_on=date(2026, 12, 1), effective_on=PRENOTE_WED, written=True)
+    monday = date(2026, 12, 7)  # Thursday, Friday, Monday: the third banking day
+    for day in (PRENOTE_WED, date(2026, 12, 3), date(2026, 12, 4), date(2026, 12, 5)):
+        assert check(debit_on(day), instrument=CLEAN, prenote=filed) == Refused(
+            PRENOTE_PENDING, retry_on=monday
+        )
+    assert check(debit_on(monday), instrument=CLEAN, prenote=filed) == Eligible()
+    # A longer wait is a setting.
+    rules = CardRetryRules(prenote_wait_days=5)
+    assert check(debit_on(monday), instrument=CLEAN, prenote=filed, card_rules=rules) == Refused(
+        PRENOTE_PENDING, retry_on=date(2026, 12, 9)
+    )
+
+
+def test_a_prenote_not_yet_filed_or_not_yet_sent_holds_the_debit_from_the_next_file() -> None:
+
+    # Accepted Friday 4 December, not in a written file: the earliest file is effective
+    # Monday 7, so the debit waits until Thursday 10.
+    unfiled = PrenoteFacts(requested_on=date(2026, 12, 4))
+    assert check(debit_on(date(2026, 12, 4)), instrument=CLEAN, prenote=unfiled) == Refused(
+        PRENOTE_PENDING, retry_on=date(2026, 12, 10)
+    )
+    # No prenote at all yet (the pass sends one today): the same estimate; the day it comes,
+    # the check is made again with the real file.
+    assert check(debit_on(date(2026, 12, 4)), instrument=CLEAN, prenote=PrenoteFacts()) == (
+        Refused(PRENOTE_PENDING, retry_on=date(2026, 12, 10))
+    )
+    # Still unfiled on the planned day: held again, never presented unvalidated.
+    assert isinstance(
+        check(debit_on(date(2026, 12, 10)), instrument=CLEAN, prenote=unfiled), Refused
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("R02", ACCOUNT_CLOSED),
+        ("R03", ACCOUNT_CLOSED),
+        ("R04", ACCOUNT_CLOSED),
+        ("R10", AUTHORIZATION_REVOKED),
+    ],
+)
+def test_a_prenote_returned_for_a_closed_account_ends_its_debits(code: str, reason: str) -> None:
+
+    # Even a debit after a validated one, or an adapter's validation, does not reopen it.
+    closed = PrenoteFacts(closed_code=code, validated=True, debited_before=True, returned=1)
+    verdict = check(debit_on(date(2027, 1, 4)), instrument=CLEAN, prenote=closed)
+    assert verdict == Refused(reason)
+
+
+def test_validated_or_already_debited_accounts_need_no_prenote() -> None:
+
+    day = date(2026, 12, 4)
+    assert check(debit_on(day), instrument=CLEAN, prenote=PrenoteFacts(validated=True)) == (
+        Eligible()
+    )
+    assert check(debit_on(day), instrument=CLEAN, prenote=PrenoteFacts(debited_before=True)) == (
+        Eligible()
+    )
+    # Prenotes returned for other reasons, twice: no more prenotes, no live debit.
+    assert check(debit_on(day), instrument=CLEAN, prenote=PrenoteFacts(returned=2)) == Refused(
+        PRENOTE_RETURNED
+    )
+    assert PRENOTE_RETURNED in REFUSAL_REASONS

@@ -1,0 +1,151 @@
+-- NACHA account validation (sql/0018_prenote_account_validation.sql): which accounts need a
+-- prenote, what the eligibility check knows of each, and what a prenote's return or a
+-- notification of change does to the methods of that account.
+
+-- candidates --
+-- Active primary bank-account methods of gateway $1 (of customer $2; NULL: every customer)
+-- that need a prenote before their first live debit: not validated by the adapter, their
+-- account (instrument key) without an open prenote, without a prenote returned for a closed
+-- account or a revoked authorization ($3 codes), with fewer than $4 prenotes returned for
+-- other reasons, never debited live (an entry that reached the bank: the account exists), and
+-- with debits coming (an installment of an active lease with a collection date planned).
+SELECT pm.id AS payment_method_id, pm.customer_id, pm.instrument_key, pm.token,
+       (SELECT count(*) FROM ach_prenotes r
+        WHERE r.instrument_key = pm.instrument_key AND r.gateway = pm.gateway
+          AND r.return_code IS NOT NULL)::integer AS returned
+FROM payment_methods pm
+WHERE pm.gateway = $1 AND pm.kind = 'ach' AND pm.status = 'active' AND pm.is_primary
+  AND NOT pm.account_validated
+  AND ($2::bigint IS NULL OR pm.customer_id = $2::bigint)
+  AND NOT EXISTS (
+      SELECT 1 FROM ach_prenotes p
+      WHERE p.instrument_key = pm.instrument_key AND p.gateway = pm.gateway
+        AND (p.return_code IS NULL OR p.return_code = ANY ($3::text[])))
+  AND (SELECT count(*) FROM ach_prenotes r
+       WHERE r.instrument_key = pm.instrument_key AND r.gateway = pm.gateway
+         AND r.return_code IS NOT NULL) < $4::integer
+  AND NOT EXISTS (
+      SELECT 1 FROM charge_attempts a
+      WHERE a.instrument_key = pm.instrument_key
+        AND a.status IN ('processing', 'succeeded', 'returned'))
+  AND EXISTS (
+      SELECT 1 FROM leases l JOIN installments i ON i.lease_id = l.id
+      WHERE l.customer_id = pm.customer_id AND l.status = 'active'
+        AND i.next_attempt_on IS NOT NULL)
+ORDER BY pm.id;
+
+-- record --
+-- Record prenote entry $5 of gateway $4, sent for method $3 (customer $1, account $2) on
+-- business date $6; an account with an open prenote keeps it (no row)
+INSERT INTO ach_prenotes (customer_id, instrument_key, payment_method_id, gateway,
+                          idempotency_key, requested_on)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- facts --
+-- What the eligibility check knows of the accounts of presentments $1 (attempt ids) to
+-- $2 (instrument keys) of methods $3 through gateways $4: the adapter validated the method;
+-- the account was debited live before (an entry of another attempt reached the bank); the
+-- code of a prenote returned for a closed account or a revoked authorization ($5 codes); how
+-- many were returned for other reasons; the open prenote's requested date and its file's
+-- effective entry date and whether that file is written.
+SELECT p.attempt_id,
+       coalesce(pm.account_validated, false) AS validated,
+       EXISTS (SELECT 1 FROM charge_attempts a
+               WHERE a.instrument_key = p.instrument_key AND a.id <> p.attempt_id
+                 AND a.status IN ('processing', 'succeeded', 'returned')) AS debited_before,
+       (SELECT r.return_code FROM ach_prenotes r
+        WHERE r.instrument_key = p.instrument_key AND r.gateway = p.gateway
+          AND r.return_code = ANY ($5::text[])
+        ORDER BY r.id LIMIT 1) AS closed_code,
+       (SELECT count(*) FROM ach_prenotes r
+        WHERE r.instrument_key = p.instrument_key AND r.gateway = p.gateway
+          AND r.return_code IS NOT NULL)::integer AS returned,
+       o.requested_on, o.effective_on, o.written
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+  AS p(attempt_id, instrument_key, payment_method_id, gateway)
+LEFT JOIN payment_methods pm ON pm.id = p.payment_method_id
+LEFT JOIN LATERAL (
+    SELECT o.requested_on, f.effective_on, f.written_at IS NOT NULL AS written
+    FROM ach_prenotes o
+    JOIN ach_entries e ON e.idempotency_key = o.idempotency_key
+    LEFT JOIN ach_files f ON f.file_name = e.file_name
+    WHERE o.instrument_key = p.instrument_key AND o.gateway = p.gateway
+      AND o.return_code IS NULL
+) o ON true;
+
+-- by_key --
+-- The prenote sent as entry $1, if that entry is one
+SELECT id, customer_id, instrument_key, payment_method_id, gateway, return_code
+FROM ach_prenotes WHERE idempotency_key = $1;
+
+-- mark_returned --
+-- Prenote $1 came back with code $2 on business date $3; one already returned changes nothing
+UPDATE ach_prenotes SET return_code = $2, returned_on = $3
+WHERE id = $1 AND return_code IS NULL
+RETURNING id;
+
+-- disable_account --
+-- Disable every active method of customer $1 for account $2 (reason $3), returning each with
+-- its display fields; the outbox trigger reports each as method.disabled
+UPDATE payment_methods
+SET status = 'disabled', disabled_reason = $3, updated_at = now()
+WHERE customer_id = $1 AND instrument_key = $2 AND status = 'active'
+RETURNING id, customer_id, last4;
+
+-- method_of_entry --
+-- The method entry $1 was sent for: a prenote's, else its attempt's
+SELECT pm.id, pm.customer_id, pm.gateway, pm.token, pm.last4, pm.bank_name, pm.instrument_key
+FROM payment_methods pm
+WHERE pm.id = coalesce(
+    (SELECT p.payment_method_id FROM ach_prenotes p WHERE p.idempotency_key = $1),
+    (SELECT a.payment_method_id FROM charge_attempts a WHERE a.idempotency_key = $1 LIMIT 1));
+
+-- methods_of_token --
+-- The methods of customer $1 on gateway $2 holding vault token $3 (each sees a corrected
+-- account alike)
+SELECT id, last4, bank_name FROM payment_methods
+WHERE customer_id = $1 AND gateway = $2 AND token = $3
+ORDER BY id;
+
+-- set_last4 --
+-- Method $1 now shows account last four $2 (a notification of change corrected the number)
+UPDATE payment_methods SET last4 = $2, updated_at = now() WHERE id = $1;
+
+-- record_change --
+-- Record what source $3 (code $4, of the entry with trace $5, received on $7) changed on
+-- method $2 of customer $1 ($6: display values only); once per method, code and trace
+INSERT INTO payment_method_changes (customer_id, payment_method_id, source, code,
+                                    original_trace, changed, received_on)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (payment_method_id, source, code, original_trace) DO NOTHING
+RETURNING id;
+
+-- closed_accounts --
+-- Of the instrument keys $1, those a prenote found closed or unauthorized ($2 codes)
+SELECT DISTINCT instrument_key FROM ach_prenotes
+WHERE instrument_key = ANY ($1::text[]) AND return_code = ANY ($2::text[]);
+
+-- mark_validated --
+-- The adapter said method $1's account is validated already (no prenote)
+UPDATE payment_methods SET account_validated = true, updated_at = now() WHERE id = $1;
+
+-- close_if_closed --
+-- Disable method $1, just added, when a prenote found its account closed or unauthorized
+-- ($2 codes) before (under any method row); the reason is that return's code
+UPDATE payment_methods pm
+SET status = 'disabled', disabled_reason = r.return_code, updated_at = now()
+FROM (SELECT p.return_code FROM ach_prenotes p
+      JOIN payment_methods m ON m.instrument_key = p.instrument_key AND m.id = $1
+      WHERE p.return_code = ANY ($2::text[])
+      ORDER BY p.id LIMIT 1) r
+WHERE pm.id = $1 AND pm.status = 'active'
+RETURNING pm.id;
+
+-- change_applied --
+-- Whether notification of change $2 of the entry with trace $3 was applied to method $1
+SELECT EXISTS (
+    SELECT 1 FROM payment_method_changes
+    WHERE payment_method_id = $1 AND source = 'notification_of_change' AND code = $2
+      AND original_trace = $3);
