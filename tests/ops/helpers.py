@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 import collector.metrics
 from collector.db.audit import CHECKS
 from collector.domain import AttemptStatus, MethodKind, RunStatus
-from collector.metrics import ACH_RESULTS, REGISTRY, STATES
+from collector.metrics import ACH_RESULTS, DELIVERY_RESULTS, REGISTRY, STATES
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 
@@ -32,7 +32,7 @@ CLOSED_VALUES: dict[str, frozenset[str]] = {
     # jobs/collect.py counts each pass as completed or failed; collector_business_day_passes
     # shows every run row's status.
     "status": frozenset(status.value for status in RunStatus),
-    "result": frozenset(ACH_RESULTS),
+    "result": frozenset(ACH_RESULTS) | frozenset(DELIVERY_RESULTS),
     "operation": frozenset({"charge", "lookup"}),
     # jobs/settle.py, after NACHA's return-rate categories.
     "category": frozenset({"unauthorized", "administrative", "overall"}),
