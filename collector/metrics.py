@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -375,9 +375,10 @@ ACH_RESULTS = ("settled", "returned")
 # The label sets each labelled business-day gauge has shown: one the new date does not have
 # goes back to 0 (the series stays, so a panel shows the new date's 0, not yesterday's value).
 _SHOWN: dict[int, set[tuple[str, ...]]] = {}
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
 
-def _show(gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
+def _show(gauge: Gauge, values: Mapping[_Labels, float]) -> None:
     shown = _SHOWN.setdefault(id(gauge), set())
     for key in shown - values.keys():
         gauge.labels(*key).set(0)
@@ -395,9 +396,8 @@ def set_business_day_gauges(day: BusinessDay, *, start: datetime) -> None:
     keys = [(g, k, status.value) for g, k in sorted(pairs) for status in AttemptStatus]
     _show(BUSINESS_DAY_ATTEMPTS, {key: day.attempts.get(key, (0, 0))[0] for key in keys})
     _show(BUSINESS_DAY_ATTEMPTS_CENTS, {key: day.attempts.get(key, (0, 0))[1] for key in keys})
-    _show(BUSINESS_DAY_REFUSED, {(reason,): 0 for reason in REFUSAL_REASONS} | {
-        (reason,): count for reason, count in day.refused.items()
-    })
+    refused = {(reason,): day.refused.get(reason, 0) for reason in REFUSAL_REASONS}
+    _show(BUSINESS_DAY_REFUSED, refused | {(r,): count for r, count in day.refused.items()})
     _show(BUSINESS_DAY_PASSES, {(s,): day.passes.get(s, (0, 0.0))[0] for s in RUN_STATUSES})
     _show(BUSINESS_DAY_PASS_SECONDS, {(s,): day.passes.get(s, (0, 0.0))[1] for s in RUN_STATUSES})
     gateways = sorted({gateway for gateway, _result in day.ach})
@@ -406,7 +406,7 @@ def set_business_day_gauges(day: BusinessDay, *, start: datetime) -> None:
     _show(BUSINESS_DAY_ACH_CENTS, {key: cents for key, (_debits, cents) in ach.items()})
     BUSINESS_DAY_CHARGED_OFF_LEASES.set(day.charged_off_leases)
     BUSINESS_DAY_CHARGED_OFF_CENTS.set(day.charged_off_cents)
-    _show(BUSINESS_DAY_SET_ASIDE, {key: rows for key, rows in day.set_aside.items()})
+    _show(BUSINESS_DAY_SET_ASIDE, day.set_aside)
 
 
 def _stamp(at: datetime | None) -> float:

@@ -131,14 +131,23 @@ async def test_the_business_day_gauges_equal_the_database_over_two_business_date
     await run_pass(pool, gateways, settings, as_of=DAY_1, clock=lambda: _noon(DAY_1, settings))
     day_1 = business_day_samples()
     assert day_1 == await from_the_database(pool, DAY_1, settings)
-    assert day_1[_key("attempts", gateway="sandbox_card", method_kind="card", outcome="succeeded")] == 1
     assert (
-        day_1[_key("attempts_cents", gateway="sandbox_card", method_kind="card", outcome="succeeded")]
+        day_1[_key("attempts", gateway="sandbox_card", method_kind="card", outcome="succeeded")]
+        == 1
+    )
+    assert (
+        day_1[
+            _key("attempts_cents", gateway="sandbox_card", method_kind="card", outcome="succeeded")
+        ]
         == 5_000
     )
-    assert day_1[_key("attempts", gateway="sandbox_card", method_kind="card", outcome="declined")] == 1
     assert (
-        day_1[_key("attempts_cents", gateway="sandbox_ach", method_kind="ach", outcome="processing")]
+        day_1[_key("attempts", gateway="sandbox_card", method_kind="card", outcome="declined")] == 1
+    )
+    assert (
+        day_1[
+            _key("attempts_cents", gateway="sandbox_ach", method_kind="ach", outcome="processing")
+        ]
         == 11_000
     )
     assert day_1[_key("passes", status="completed")] == 1
@@ -160,9 +169,12 @@ async def test_the_business_day_gauges_equal_the_database_over_two_business_date
     assert day_2[_key("ach_cents", gateway="sandbox_ach", result="returned")] == 5_000
     assert _key("charged_off_cents") not in day_2
     assert _key("set_aside", subject="settlement", reason="test_day_1") not in day_2
-    assert REGISTRY.get_sample_value(
-        PREFIX + "set_aside", {"subject": "settlement", "reason": "test_day_1"}
-    ) == 0
+    assert (
+        REGISTRY.get_sample_value(
+            PREFIX + "set_aside", {"subject": "settlement", "reason": "test_day_1"}
+        )
+        == 0
+    )
 
     # A refresh between passes (the daemon's timer) reads the same; after midnight, the new
     # date's (nothing yet) for every series.
@@ -181,9 +193,10 @@ async def test_a_bank_debit_set_aside_is_not_counted_as_unfiled(
         for _ in range(3):
             await make_lease(conn, token="sandbox_ach_ok", due_dates=[DAY_1])
     await run_pass(pool, gateways, settings, as_of=DAY_1)
-    keys = [r["idempotency_key"] for r in await pool.fetch(
-        "SELECT idempotency_key, id FROM charge_attempts ORDER BY id"
-    )]
+    keys = [
+        r["idempotency_key"]
+        for r in await pool.fetch("SELECT idempotency_key, id FROM charge_attempts ORDER BY id")
+    ]
     assert len(keys) == 3
     # Stand-ins for what the gateway's file writes: three accepted debits in no file.
     for key in keys:
@@ -202,7 +215,11 @@ async def test_a_bank_debit_set_aside_is_not_counted_as_unfiled(
         "INSERT INTO needs_attention (subject, subject_id, reason) VALUES"
         " ('ach_entry', $1, 'unrenderable_entry'), ('attempt', $2, 'test')",
         keys[0],
-        str(await pool.fetchval("SELECT id FROM charge_attempts WHERE idempotency_key = $1", keys[1])),
+        str(
+            await pool.fetchval(
+                "SELECT id FROM charge_attempts WHERE idempotency_key = $1", keys[1]
+            )
+        ),
     )
     await pool.execute(
         "INSERT INTO needs_attention (subject, subject_id, reason, resolved_at)"
