@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +25,8 @@ from prometheus_client import (
 )
 
 from collector.aging import BucketTotal
-from collector.db.stats import Snapshot
+from collector.db.stats import BusinessDay, Snapshot
+from collector.domain import AttemptStatus, RunStatus
 from collector.eligibility import REFUSAL_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -293,6 +294,119 @@ def set_gauges(snapshot: Snapshot) -> None:
         PENDING_RATIO.set(snapshot.pending_today_cents / due if due else 0.0)
     ACH_UNFILED.set(snapshot.ach_unfiled)
     ACH_UNFILED_SINCE.set(_stamp(snapshot.ach_unfiled_since))
+
+
+# The business date's totals, read from the database (collector/db/stats.py, business_day):
+# cumulative for the lessor's current business date, refreshed with the other gauges (each
+# pass's end, the daemon's timer), so they are true for a scraped daemon and for a textfile
+# that a new process writes each pass, where a counter restarts at 0 and rate()/increase()
+# of it mean nothing. They start again from 0 at the next business date.
+BUSINESS_DAY_START = Gauge(
+    "collector_business_day_start_timestamp_seconds",
+    "Unix time of the midnight (lessor's zone) that starts the business date the"
+    " collector_business_day_* gauges describe.",
+    registry=REGISTRY,
+)
+BUSINESS_DAY_ATTEMPTS = Gauge(
+    "collector_business_day_attempts",
+    "Charge attempts made on the current business date, by gateway, method kind and their"
+    " outcome as it stands (each attempt once, under its latest outcome), from the database.",
+    ["gateway", "method_kind", "outcome"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_ATTEMPTS_CENTS = Gauge(
+    "collector_business_day_attempts_cents",
+    "Cents of those attempts, by gateway, method kind and outcome (succeeded: money taken).",
+    ["gateway", "method_kind", "outcome"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_REFUSED = Gauge(
+    "collector_business_day_refused",
+    "Attempts of the current business date the eligibility check refused, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_PASSES = Gauge(
+    "collector_business_day_passes",
+    "Collection passes for the current business date (any host), by status: running,"
+    " completed, failed, abandoned.",
+    ["status"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_PASS_SECONDS = Gauge(
+    "collector_business_day_pass_seconds",
+    "Wall seconds of the passes for the current business date that ended, by status.",
+    ["status"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_ACH_DEBITS = Gauge(
+    "collector_business_day_ach_debits",
+    "Bank debits whose money settled, or came back (returned, or reversed after settling), on"
+    " the current business date, by gateway and result (settled, returned), from the journal.",
+    ["gateway", "result"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_ACH_CENTS = Gauge(
+    "collector_business_day_ach_cents",
+    "Cents of those bank debits, by gateway and result (settled, returned).",
+    ["gateway", "result"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_CHARGED_OFF_LEASES = Gauge(
+    "collector_business_day_charged_off_leases",
+    "Leases charged off on the current business date, from the journal.",
+    registry=REGISTRY,
+)
+BUSINESS_DAY_CHARGED_OFF_CENTS = Gauge(
+    "collector_business_day_charged_off_cents",
+    "Cents written off by the current business date's charge-offs, from the journal.",
+    registry=REGISTRY,
+)
+BUSINESS_DAY_SET_ASIDE = Gauge(
+    "collector_business_day_set_aside",
+    "Rows set aside for an operator (needs_attention) during the current business date,"
+    " resolved since or not, by subject and reason.",
+    ["subject", "reason"],
+    registry=REGISTRY,
+)
+RUN_STATUSES = tuple(status.value for status in RunStatus)
+ACH_RESULTS = ("settled", "returned")
+
+# The label sets each labelled business-day gauge has shown: one the new date does not have
+# goes back to 0 (the series stays, so a panel shows the new date's 0, not yesterday's value).
+_SHOWN: dict[int, set[tuple[str, ...]]] = {}
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
+
+
+def _show(gauge: Gauge, values: Mapping[_Labels, float]) -> None:
+    shown = _SHOWN.setdefault(id(gauge), set())
+    for key in shown - values.keys():
+        gauge.labels(*key).set(0)
+    for key, value in values.items():
+        gauge.labels(*key).set(value)
+    shown.update(values)
+
+
+def set_business_day_gauges(day: BusinessDay, *, start: datetime) -> None:
+    """Show a business date's totals on the collector_business_day_* gauges."""
+    BUSINESS_DAY_START.set(start.timestamp())
+    # Every outcome of each gateway and method kind seen today, 0 when none: a ratio of two
+    # outcomes (the decline rate) then has both sides.
+    pairs = {(gateway, kind) for gateway, kind, _outcome in day.attempts}
+    keys = [(g, k, status.value) for g, k in sorted(pairs) for status in AttemptStatus]
+    _show(BUSINESS_DAY_ATTEMPTS, {key: day.attempts.get(key, (0, 0))[0] for key in keys})
+    _show(BUSINESS_DAY_ATTEMPTS_CENTS, {key: day.attempts.get(key, (0, 0))[1] for key in keys})
+    refused = {(reason,): day.refused.get(reason, 0) for reason in REFUSAL_REASONS}
+    _show(BUSINESS_DAY_REFUSED, refused | {(r,): count for r, count in day.refused.items()})
+    _show(BUSINESS_DAY_PASSES, {(s,): day.passes.get(s, (0, 0.0))[0] for s in RUN_STATUSES})
+    _show(BUSINESS_DAY_PASS_SECONDS, {(s,): day.passes.get(s, (0, 0.0))[1] for s in RUN_STATUSES})
+    gateways = sorted({gateway for gateway, _result in day.ach})
+    ach = {(g, r): day.ach.get((g, r), (0, 0)) for g in gateways for r in ACH_RESULTS}
+    _show(BUSINESS_DAY_ACH_DEBITS, {key: debits for key, (debits, _cents) in ach.items()})
+    _show(BUSINESS_DAY_ACH_CENTS, {key: cents for key, (_debits, cents) in ach.items()})
+    BUSINESS_DAY_CHARGED_OFF_LEASES.set(day.charged_off_leases)
+    BUSINESS_DAY_CHARGED_OFF_CENTS.set(day.charged_off_cents)
+    _show(BUSINESS_DAY_SET_ASIDE, day.set_aside)
 
 
 def _stamp(at: datetime | None) -> float:

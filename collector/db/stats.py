@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from collector.calendar import next_banking_day
 from collector.db.pool import Executor
@@ -67,4 +68,49 @@ async def snapshot(db: Executor, *, as_of: date) -> Snapshot:
         running_since=runs["running_since"],
         ach_unfiled=unfiled["entries"],
         ach_unfiled_since=unfiled["oldest_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BusinessDay:
+    """What one business date holds so far, from the database: the totals a counter cannot
+    keep on a host where each pass is a new process (a textfile written by `collector run`)."""
+
+    as_of: date
+    # (gateway, method kind, outcome) -> (attempts, cents): each attempt once, as it stands
+    attempts: dict[tuple[str, str, str], tuple[int, int]] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    # status -> (passes, wall seconds of those that ended)
+    passes: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # (gateway, "settled" | "returned") -> (debits, cents)
+    ach: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    charged_off_leases: int = 0
+    charged_off_cents: int = 0
+    # (subject, reason) -> rows set aside during the date
+    set_aside: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+async def business_day(db: Executor, *, as_of: date, zone: ZoneInfo) -> BusinessDay:
+    """Read business date ``as_of``'s totals (its midnights taken in the lessor's ``zone``)."""
+    start = datetime.combine(as_of, time(0), zone)
+    end = datetime.combine(as_of + timedelta(days=1), time(0), zone)
+    attempts = await db.fetch(QUERIES["stats.business_day_attempts"], as_of)
+    refused = await db.fetch(QUERIES["stats.business_day_refused"], as_of)
+    passes = await db.fetch(QUERIES["stats.business_day_passes"], as_of)
+    ach = await db.fetch(QUERIES["stats.business_day_ach"], as_of)
+    charged_off = await db.fetchrow(QUERIES["stats.business_day_charged_off"], as_of)
+    set_aside = await db.fetch(QUERIES["stats.business_day_set_aside"], start, end)
+    assert charged_off is not None
+    return BusinessDay(
+        as_of=as_of,
+        attempts={
+            (r["gateway"], r["method_kind"], r["outcome"]): (r["attempts"], r["cents"])
+            for r in attempts
+        },
+        refused={r["reason"]: r["attempts"] for r in refused},
+        passes={r["status"]: (r["passes"], r["seconds"]) for r in passes},
+        ach={(r["gateway"], r["result"]): (r["debits"], r["cents"]) for r in ach},
+        charged_off_leases=charged_off["leases"],
+        charged_off_cents=charged_off["cents"],
+        set_aside={(r["subject"], r["reason"]): r["set_aside"] for r in set_aside},
     )

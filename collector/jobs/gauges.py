@@ -6,6 +6,11 @@ business date, and a pass run by another host or a cron job shows on this one. T
 exported as Unix timestamps and the rules compute ages with ``time()``: a gauge that stood
 still between refreshes (a textfile until the next run) would otherwise show an age that
 stopped growing.
+
+The business date's totals (``collector_business_day_*``: attempts by outcome, money taken,
+passes, ACH settled and returned, charge-offs, refusals, rows set aside) are read here too,
+from the database: a textfile host's counters hold only the last process's pass, so the
+dashboard reads these where it needs a total.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import anyio
 import asyncpg
 
 from collector.config import Settings
-from collector.db.stats import Snapshot, snapshot
+from collector.db.stats import Snapshot, business_day, snapshot
 from collector.failures import describe_failure
 from collector.logs import get_logger
 from collector.metrics import (
@@ -28,6 +33,7 @@ from collector.metrics import (
     ACH_OUTBOX_OLDEST,
     NEXT_PASS_DUE_BY,
     PASS_RUNNING_SINCE,
+    set_business_day_gauges,
     set_gauges,
 )
 from collector.schedule import Clock, local_at
@@ -74,6 +80,8 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, *, now: datetim
     today = now.astimezone(settings.zone).date()
     snap = await snapshot(pool, as_of=today)
     set_gauges(snap)
+    day = await business_day(pool, as_of=today, zone=settings.zone)
+    set_business_day_gauges(day, start=local_at(today, time(0), settings.zone))
     NEXT_PASS_DUE_BY.set(next_pass_due_by(snap, settings, today=today).timestamp())
     PASS_RUNNING_SINCE.set(snap.running_since.timestamp() if snap.running_since else 0.0)
     if settings.nacha_outbox is not None and "nacha" in settings.gateways:

@@ -54,9 +54,75 @@ FROM collection_runs;
 
 -- ach_unfiled --
 -- Bank debits requested for $1 (the next banking day) or earlier that are in no file written
--- to the outbox: how many, and when the oldest was accepted
+-- to the outbox: how many, and when the oldest was accepted. A debit set aside (an open
+-- needs_attention row of the entry, e.g. one the NACHA file cannot render, or of its attempt)
+-- is not counted: it will not be filed until an operator acts, and the set-aside rows have
+-- their own alert (CollectorRowsSetAside).
 SELECT count(*) AS entries, min(e.created_at) AS oldest_at
 FROM ach_entries e
 LEFT JOIN ach_files f ON f.file_name = e.file_name
 WHERE (e.file_name IS NULL OR f.written_at IS NULL)
-  AND coalesce(e.requested_on, e.effective_on) <= $1;
+  AND coalesce(e.requested_on, e.effective_on) <= $1
+  AND NOT EXISTS (
+      SELECT 1 FROM needs_attention n
+      WHERE n.resolved_at IS NULL AND n.subject = 'ach_entry'
+        AND n.subject_id = e.idempotency_key)
+  AND NOT EXISTS (
+      SELECT 1 FROM charge_attempts a
+      JOIN needs_attention n
+        ON n.resolved_at IS NULL AND n.subject = 'attempt' AND n.subject_id = a.id::text
+      WHERE a.idempotency_key = e.idempotency_key);
+
+-- business_day_attempts --
+-- The attempts made on business date $1, by gateway, method kind and status as it stands now:
+-- each attempt counted once, under its latest outcome (an in-doubt attempt resolved later
+-- moves from in_doubt to its answer), with its cents. BRIN charge_attempts_as_of_brin.
+SELECT a.gateway, pm.kind AS method_kind, a.status AS outcome,
+       count(*) AS attempts, sum(a.amount_cents)::bigint AS cents
+FROM charge_attempts a
+JOIN payment_methods pm ON pm.id = a.payment_method_id
+WHERE a.as_of = $1
+GROUP BY a.gateway, pm.kind, a.status;
+
+-- business_day_refused --
+-- The attempts of business date $1 the eligibility check refused, by reason
+SELECT outcome_code AS reason, count(*) AS attempts
+FROM charge_attempts
+WHERE as_of = $1 AND status = 'refused'
+GROUP BY outcome_code;
+
+-- business_day_passes --
+-- The passes for business date $1, by status, and the wall seconds of those that ended
+SELECT status, count(*) AS passes,
+       coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8 AS seconds
+FROM collection_runs
+WHERE as_of = $1
+GROUP BY status;
+
+-- business_day_ach --
+-- Bank debits (ACH methods) whose money settled, or came back (returned while in flight, or
+-- reversed after it settled), on business date $1, from the journal: by gateway, debits and
+-- cents. BRIN money_movements_as_of_brin.
+SELECT a.gateway,
+       CASE WHEN m.kind = 'settled' THEN 'settled' ELSE 'returned' END AS result,
+       count(DISTINCT m.attempt_id) AS debits, sum(m.amount_cents)::bigint AS cents
+FROM money_movements m
+JOIN charge_attempts a ON a.id = m.attempt_id
+JOIN payment_methods pm ON pm.id = a.payment_method_id
+WHERE m.as_of = $1 AND m.kind IN ('settled', 'returned', 'reversed') AND pm.kind = 'ach'
+GROUP BY 1, 2;
+
+-- business_day_charged_off --
+-- Leases charged off on business date $1 and the cents written off, from the journal
+SELECT count(DISTINCT i.lease_id) AS leases, coalesce(sum(m.amount_cents), 0)::bigint AS cents
+FROM money_movements m
+JOIN installments i ON i.id = m.installment_id
+WHERE m.as_of = $1 AND m.kind = 'charged_off';
+
+-- business_day_set_aside --
+-- Rows set aside for an operator from $1 to $2 (the business date's midnights in the
+-- lessor's zone), open or resolved since, by subject and reason
+SELECT subject, reason, count(*) AS set_aside
+FROM needs_attention
+WHERE created_at >= $1 AND created_at < $2
+GROUP BY subject, reason;

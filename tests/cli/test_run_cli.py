@@ -266,3 +266,45 @@ async def test_an_unreachable_pushgateway_does_not_fail_a_completed_pass(
     )
     assert done.returncode == 0, done.stderr
     assert "metrics_export_failed" in done.stderr
+
+
+async def test_each_runs_textfile_holds_the_business_days_totals_its_counters_cannot(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """Two `collector run` processes on the same business date: the second's counters start
+    at 0 (it charged nothing), while the database-derived gauges still hold the day's total."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    # The gauges describe the current business date (the clock's, in the lessor's zone).
+    today = datetime.now(ZoneInfo("America/New_York")).date()
+    await seed_demo(pool, customers=20, due_on=today, installments=1)
+    textfile = tmp_path / "collector.prom"
+    env = _env(database_url, COLLECTOR_METRICS_TEXTFILE=str(textfile))
+
+    def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
+        found: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(textfile.read_text()):
+            for s in family.samples:
+                found.setdefault(s.name, []).append((s.labels, s.value))
+        return found
+
+    def total(found: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
+        return sum(value for _labels, value in found.get(name, []))
+
+    done = await _collector("run", "--date", today.isoformat(), env=env)
+    assert done.returncode == 0, done.stderr
+    first = samples()
+    done = await _collector("run", "--date", today.isoformat(), env=env)
+    assert done.returncode == 0, done.stderr
+    second = samples()
+    attempts = await pool.fetchval("SELECT count(*) FROM charge_attempts WHERE as_of = $1", today)
+    assert attempts > 0
+    assert total(first, "collector_charges_total") == attempts
+    # The second process answered nothing: its counter says 0, an increase() of it less.
+    assert total(second, "collector_charges_total") == 0
+    assert total(second, "collector_business_day_attempts") == attempts
+    passes = {labels["status"]: value for labels, value in second["collector_business_day_passes"]}
+    assert passes["completed"] == 2

@@ -15,8 +15,8 @@ from prometheus_client.utils import floatToGoString
 
 import collector.metrics
 from collector.db.audit import CHECKS
-from collector.domain import AttemptStatus, MethodKind
-from collector.metrics import REGISTRY, STATES
+from collector.domain import AttemptStatus, MethodKind, RunStatus
+from collector.metrics import ACH_RESULTS, DELIVERY_RESULTS, REGISTRY, STATES
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 
@@ -29,8 +29,10 @@ CLOSED_VALUES: dict[str, frozenset[str]] = {
     "outcome": frozenset(status.value for status in AttemptStatus),
     "method_kind": frozenset(kind.value for kind in MethodKind),
     "state": frozenset(STATES),
-    # jobs/collect.py counts each pass as one of these two.
-    "status": frozenset({"completed", "failed"}),
+    # jobs/collect.py counts each pass as completed or failed; collector_business_day_passes
+    # shows every run row's status.
+    "status": frozenset(status.value for status in RunStatus),
+    "result": frozenset(ACH_RESULTS) | frozenset(DELIVERY_RESULTS),
     "operation": frozenset({"charge", "lookup"}),
     # jobs/settle.py, after NACHA's return-rate categories.
     "category": frozenset({"unauthorized", "administrative", "overall"}),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from collector.metrics import REGISTRY
-from tests.ops.helpers import OPS, promql_problems, run_tool, tool
+from tests.ops.helpers import OPS, exposed_series, promql_problems, run_tool, tool
 
 DASHBOARD = OPS / "grafana" / "collector-dashboard.json"
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge"}
@@ -29,6 +29,12 @@ def dashboard() -> dict[str, Any]:
 
 def panels() -> list[dict[str, Any]]:
     return list(dashboard()["panels"])
+
+
+def series_in(expr: str) -> set[str]:
+    """The engine's series an expression reads."""
+    known = exposed_series()
+    return {name for name in re.findall(r"\bcollector_[a-z_]+", expr) if name in known}
 
 
 def queries() -> list[tuple[str, str]]:
@@ -129,3 +135,61 @@ def test_promtool_parses_every_query(tmp_path: Path) -> None:
     rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}))
     result = run_tool([PROMTOOL, "check", "rules", str(rules)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# A panel marked so reads a process's own counters or histograms, which only a scraped daemon
+# keeps: `collector run` is a new process each pass, and its textfile holds that pass alone.
+DAEMON_ONLY = "Scraped daemon only: "
+# The panels a textfile (timer, cron) host needs, which must be right for it as well.
+FOR_EVERY_SOURCE = {
+    "Today's passes by status",
+    "Today's attempts by outcome",
+    "Amount charged today",
+    "Decline rate today",
+    "Pass duration today",
+    "Passes today by status",
+    "Rows set aside today",
+    "Presentments refused today by reason",
+    "ACH settled and returned today",
+    "Charge-offs today",
+}
+
+
+def _counter_series() -> set[str]:
+    """Series of the engine's counters and histograms: reset by each new process."""
+    kinds = {family.name: family.type for family in REGISTRY.collect()}
+    return {
+        name
+        for name, series in exposed_series().items()
+        if kinds[series.family] in ("counter", "histogram")
+    }
+
+
+def test_panels_for_every_source_read_no_process_counter() -> None:
+    """A panel not marked daemon-only reads only gauges: on a textfile host a counter restarts
+    at 0 each pass, so rate() and increase() of it (or its raw value) are wrong there."""
+    counters = _counter_series()
+    titles = set()
+    for panel in panels():
+        if panel["type"] == "row":
+            continue
+        titles.add(panel["title"])
+        daemon_only = panel.get("description", "").startswith(DAEMON_ONLY)
+        read = set().union(*(series_in(t["expr"]) for t in panel["targets"]))
+        if daemon_only:
+            assert panel["title"] not in FOR_EVERY_SOURCE, panel["title"]
+            assert read & counters, f"{panel['title']} is marked daemon-only and reads no counter"
+            continue
+        assert read & counters == set(), f"{panel['title']} reads a process's counter"
+        for target in panel["targets"]:
+            assert not re.search(r"\b(rate|irate|increase|delta|resets)\(", target["expr"]), (
+                f"{panel['title']}: {target['expr']}"
+            )
+    assert titles >= FOR_EVERY_SOURCE
+
+
+def test_every_business_day_series_is_in_the_readme_metrics_table() -> None:
+    readme = (OPS.parent / "README.md").read_text()
+    families = [f.name for f in REGISTRY.collect() if f.name.startswith("collector_business_day_")]
+    assert families
+    assert [f for f in families if f"`{f}" not in readme] == []
