@@ -24,6 +24,12 @@ and add again.
   presentments of a lease's money to one card or account, no automatic presentment to it
   until the customer authorizes it again through the portal. Manual payments are the
   customer's own request and are not stopped.
+- Promises to pay: from the making of a promise (open, or kept before its date), automatic
+  presentments of its lease's money pause until the promise's ``resume_on`` (its date; the
+  day after when the engine collects the promised amount on that date). Held back, the
+  money is planned again for that day.
+  The promise's own collection is a payment the customer authorized for that amount and
+  date (made through manual pay), not an automatic presentment, so it is not paused.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ DEBIT_NOTICE_REQUIRED = "debit_notice_required"
 # Regulation E 1005.10(d)(1): notice of a varying debit at least 10 days before it is made.
 VARYING_DEBIT_NOTICE_DAYS = 10
 TWO_STRIKE_STOP = "two_strike_stop"
+PROMISE_OPEN = "promise_open"
 
 REFUSAL_REASONS = frozenset(
     {
@@ -65,6 +72,7 @@ REFUSAL_REASONS = frozenset(
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
         TWO_STRIKE_STOP,
+        PROMISE_OPEN,
     }
 )
 
@@ -191,9 +199,13 @@ def check(
     nsf: NsfHistory | None = None,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
     notice: NoticeFacts | None = None,
+    paused_until: date | None = None,
 ) -> Verdict:
     """May this money be presented to this instrument on its business date? ``notice``: the
-    facts of an automatic debit's notice (None: a payment the customer makes now)."""
+    facts of an automatic debit's notice (None: a payment the customer makes now);
+    ``paused_until``: the lease's promise to pay pauses automatic presentments before then."""
+    if presentation.automatic and paused_until is not None and presentation.as_of < paused_until:
+        return Refused(PROMISE_OPEN, retry_on=paused_until)
     if notice is not None and notice_required(presentation.amount_cents, notice):
         timely_from = (notice.notified_on or presentation.as_of) + timedelta(
             days=VARYING_DEBIT_NOTICE_DAYS

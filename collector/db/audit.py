@@ -41,6 +41,7 @@ CHECKS: tuple[str, ...] = (
     "card_cap",
     "two_strike_stop",
     "charge_offs",
+    "promises",
     "sandbox_matches_ledger",
     "open_needs_attention",
 )

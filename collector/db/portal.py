@@ -83,6 +83,8 @@ class ScheduleItem:
     paid_cents: int
     status: str
     collection_stopped: str | None = None  # why no automatic attempt is planned
+    collection_paused: str | None = None  # why automatic collection waits (promise_open)
+    collection_resumes_on: date | None = None  # until when
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

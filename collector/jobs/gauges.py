@@ -20,6 +20,7 @@ import anyio
 import asyncpg
 
 from collector.config import Settings
+from collector.db import promises
 from collector.db.stats import Snapshot, snapshot
 from collector.failures import describe_failure
 from collector.logs import get_logger
@@ -29,6 +30,7 @@ from collector.metrics import (
     NEXT_PASS_DUE_BY,
     PASS_RUNNING_SINCE,
     set_gauges,
+    set_promise_gauges,
 )
 from collector.schedule import Clock, local_at
 
@@ -74,6 +76,7 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, *, now: datetim
     today = now.astimezone(settings.zone).date()
     snap = await snapshot(pool, as_of=today)
     set_gauges(snap)
+    set_promise_gauges(await promises.counts(pool))
     NEXT_PASS_DUE_BY.set(next_pass_due_by(snap, settings, today=today).timestamp())
     PASS_RUNNING_SINCE.set(snap.running_since.timestamp() if snap.running_since else 0.0)
     if settings.nacha_outbox is not None and "nacha" in settings.gateways:

@@ -43,7 +43,8 @@ WHERE l.id = $1;
 -- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
 -- even before the pass that will try to collect it (a missed cron day) has run.
 -- An overdue installment with no automatic attempt planned says why (collection_stopped: the
--- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap).
+-- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap). One a promise to
+-- pay (open, or kept before its date) holds back says so (collection_paused: promise_open) and when collection resumes.
 SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
        CASE
            WHEN i.status = 'pending_settlement' THEN 'pending'
@@ -52,8 +53,15 @@ SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
            ELSE i.status
        END AS status,
        CASE WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN plan.reason END
-           AS collection_stopped
+           AS collection_stopped,
+       CASE WHEN pr.resume_on > $2 THEN 'promise_open' END AS collection_paused,
+       CASE WHEN pr.resume_on > $2 THEN pr.resume_on END AS collection_resumes_on
 FROM installments i
+LEFT JOIN LATERAL (
+    SELECT max(o.resume_on) AS resume_on FROM promises o
+    WHERE o.lease_id = i.lease_id AND o.status IN ('open', 'kept')
+) pr ON i.status IN ('scheduled', 'overdue') AND i.next_attempt_on IS NOT NULL
+    AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
 LEFT JOIN LATERAL (
     SELECT m.reason FROM money_movements m
     WHERE m.installment_id = i.id AND m.sets_plan
