@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from collector.eligibility import (
     CARD_RETRY_CAP,
     DEAD_ACCOUNT_RETURNS,
     DEBIT_NOTICE_REQUIRED,
+    PROMISE_OPEN,
     REFUSAL_REASONS,
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
@@ -212,6 +214,7 @@ def test_every_refusal_reason_is_in_the_closed_set() -> None:
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
         TWO_STRIKE_STOP,
+        PROMISE_OPEN,
     } == REFUSAL_REASONS
 
 
@@ -420,3 +423,21 @@ def test_a_revoked_authorization_or_never_retry_advice_is_named_before_the_stop(
         automatic=True,
     )
     assert check(auto_debit, instrument=revoked) == Refused(AUTHORIZATION_REVOKED)
+
+
+# -- promises to pay ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("presentation", [debit(), card()])
+def test_a_promise_pauses_automatic_presentments_until_it_resumes(
+    presentation: Presentation,
+) -> None:
+    automatic = replace(presentation, automatic=True)
+    resume_on = ORIGINAL_ON + timedelta(days=3)
+    assert check(automatic, instrument=CLEAN, paused_until=resume_on) == Refused(
+        PROMISE_OPEN, retry_on=resume_on
+    )
+    # On the day it resumes, and for the customer's own payment, it is no obstacle.
+    on_the_day = replace(automatic, as_of=resume_on)
+    assert check(on_the_day, instrument=CLEAN, paused_until=resume_on) == Eligible()
+    assert check(presentation, instrument=CLEAN, paused_until=resume_on) == Eligible()
