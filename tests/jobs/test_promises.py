@@ -13,10 +13,13 @@ from typing import Any
 import asyncpg
 
 from collector.config import Settings
+from collector.db.attempts import ClaimCursor
 from collector.db.preview import preview
+from collector.db.runs import start_run
 from collector.gateways.base import Gateway
+from collector.gateways.sandbox import sandbox_charge_counts
 from collector.jobs.collect import run_pass
-from collector.jobs.presentment import would_refuse
+from collector.jobs.presentment import claim, would_refuse
 from collector.metrics import REGISTRY
 from tests.factories import make_lease
 from tests.jobs.portal import Portal
@@ -267,3 +270,78 @@ async def test_an_ach_collection_keeps_its_promise_open_until_it_settles_or_come
         if "open" not in statuses.values():
             break
     assert statuses == {good.lease_id: "kept", bad.lease_id: "broken"}
+
+
+async def test_reconciliation_does_not_resend_an_automatic_attempt_during_a_promise(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY])
+    # A pass claims the installment and dies before sending it.
+    dead_run = await start_run(pool, as_of=TODAY, host="gone", pid=1)
+    claimed, _ = await claim(
+        pool,
+        as_of=TODAY,
+        cursor=ClaimCursor(),
+        limit=10,
+        gateways=list(gateways),
+        run_id=dead_run,
+        deadline_s=600,
+    )
+    assert len(claimed) == 1
+    # Meanwhile the customer promised to pay by a later date (made as the API would, without
+    # its overdue rule: the money is in flight).
+    resume_on = TODAY + timedelta(days=5)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO promises (customer_id, lease_id, amount_cents, made_on, promised_on)"
+            " VALUES ($1, $2, 5000, $3, $4)",
+            lease.customer_id,
+            lease.lease_id,
+            TODAY,
+            resume_on,
+        )
+    # The next pass's reconciliation would re-send it under its key: the eligibility check
+    # refuses it, and plans the money for the day the pause ends.
+    done = await run_pass(pool, gateways, settings, as_of=TODAY + timedelta(days=1))
+    assert done.counts.reconciled == 1
+    async with pool.acquire() as conn:
+        attempt = await conn.fetchrow("SELECT status, outcome_code FROM charge_attempts")
+        planned = await conn.fetchval(
+            "SELECT next_attempt_on FROM installments WHERE id = $1", lease.installment_ids[0]
+        )
+        assert await sandbox_charge_counts(conn) == {}
+    assert tuple(attempt) == ("refused", "promise_open")
+    assert planned == resume_on
+    # On that day the normal schedule takes it.
+    later = await run_pass(pool, gateways, settings, as_of=resume_on)
+    assert (later.counts.due, later.counts.succeeded) == (1, 1)
+
+
+async def test_the_dry_run_lists_the_leases_it_would_charge_off(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        gone = await make_lease(
+            conn,
+            token="sandbox_card_insufficient_funds",
+            due_dates=[TODAY - timedelta(days=130), TODAY + timedelta(days=20)],
+            amount_cents=7_000,
+        )
+        kept = await make_lease(conn, due_dates=[TODAY - timedelta(days=3)])
+    report = await preview(
+        pool, as_of=TODAY, gateways=settings.gateways, charge_off_days=settings.charge_off_days
+    )
+    assert [(c.lease_id, c.days_past_due, c.amount_cents) for c in report.charge_offs] == [
+        (gone.lease_id, 130, 14_000)
+    ]
+    # Its installment is not among those the pass would charge: it is charged off first.
+    assert [(g.installments, g.amount_cents) for g in report.due] == [(1, 5_000)]
+    assert [(s.reason, s.sample_ids) for s in report.skipped] == [
+        ("charge_off", [gone.installment_ids[0]])
+    ]
+    done = await run_pass(pool, gateways, settings, as_of=TODAY)
+    assert (done.counts.due, done.counts.succeeded) == (1, 1)
+    async with pool.acquire() as conn:
+        statuses = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM leases")}
+    assert statuses == {gone.lease_id: "charged_off", kept.lease_id: "active"}
