@@ -240,6 +240,8 @@ async def test_schedule_shows_an_unsettled_debit_as_pending_never_paid(
         "paid_cents": 0,
         "status": "pending",
         "collection_stopped": None,
+        "collection_paused": None,
+        "collection_resumes_on": None,
     }
 
 
