@@ -106,7 +106,8 @@ LIMIT $5;
 -- past due; $2 = 0: none), with their days past due and the cents it would write off
 SELECT l.id AS lease_id, l.customer_id,
        ($1::date - min(i.due_on) FILTER (
-           WHERE i.due_on < $1::date AND i.status IN ('scheduled', 'overdue')))::integer AS days_past_due,
+           WHERE i.due_on < $1::date AND i.status IN ('scheduled', 'overdue')))::integer
+           AS days_past_due,
        sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents
 FROM leases l
 JOIN installments i ON i.lease_id = l.id
