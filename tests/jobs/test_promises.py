@@ -6,12 +6,15 @@ collection keeping its promise open until it settles, and the metrics."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
+from collector.cli import _print_preview
 from collector.config import Settings
 from collector.db.attempts import ClaimCursor
 from collector.db.preview import preview
@@ -319,7 +322,10 @@ async def test_reconciliation_does_not_resend_an_automatic_attempt_during_a_prom
 
 
 async def test_the_dry_run_lists_the_leases_it_would_charge_off(
-    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+    pool: asyncpg.Pool,
+    gateways: Mapping[str, Gateway],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with pool.acquire() as conn:
         gone = await make_lease(
@@ -339,6 +345,20 @@ async def test_the_dry_run_lists_the_leases_it_would_charge_off(
     assert [(g.installments, g.amount_cents) for g in report.due] == [(1, 5_000)]
     assert [(s.reason, s.sample_ids) for s in report.skipped] == [
         ("charge_off", [gone.installment_ids[0]])
+    ]
+    _print_preview(report, as_json=True)
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        f"  would charge off 1 lease(s) first ($140.00 written off), e.g. lease(s) {gone.lease_id}"
+        in out
+    )
+    assert json.loads(out[-1])["charge_offs"] == [
+        {
+            "lease_id": gone.lease_id,
+            "customer_id": gone.customer_id,
+            "days_past_due": 130,
+            "amount_cents": 14_000,
+        }
     ]
     done = await run_pass(pool, gateways, settings, as_of=TODAY)
     assert (done.counts.due, done.counts.succeeded) == (1, 1)
