@@ -682,7 +682,9 @@ async def _record_failed_start(pool: asyncpg.Pool, as_of: date, exc: Exception) 
 
 async def _dry_run(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> None:
     as_of: date = args.as_of
-    report = await preview(pool, as_of=as_of, gateways=settings.gateways)
+    report = await preview(
+        pool, as_of=as_of, gateways=settings.gateways, charge_off_days=settings.charge_off_days
+    )
     report = dataclasses.replace(
         report,
         refused=await would_refuse(
@@ -691,6 +693,7 @@ async def _dry_run(args: argparse.Namespace, settings: Settings, pool: asyncpg.P
             gateways=settings.gateways,
             batch_size=settings.batch_size,
             card_rules=settings.card_rules,
+            charge_off_days=settings.charge_off_days,
         ),
     )
     _print_preview(report, as_json=args.json)
@@ -880,6 +883,13 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
         )
     for u in report.unresolved:
         print(f"  would reconcile {u.attempts} {u.status} attempt(s) first")
+    if report.charge_offs:
+        cents = sum(c.amount_cents for c in report.charge_offs)
+        sample = ", ".join(str(c.lease_id) for c in report.charge_offs[:10])
+        print(
+            f"  would charge off {len(report.charge_offs)} lease(s) first"
+            f" ({format_cents(cents)} written off), e.g. lease(s) {sample}"
+        )
     if as_json:
         data = {
             "as_of": report.as_of.isoformat(),
@@ -890,5 +900,6 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
             "skipped": [asdict(s) for s in report.skipped],
             "refused": [asdict(r) for r in report.refused],
             "unresolved": [asdict(u) for u in report.unresolved],
+            "charge_offs": [asdict(c) for c in report.charge_offs],
         }
         print(json.dumps(data, sort_keys=True))

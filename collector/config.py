@@ -222,6 +222,13 @@ class Settings(BaseSettings):
         description="A lease more than this many days past due is charged off by the pass"
         " (0: never).",
     )
+    # Promises to pay (collector/jobs/promises.py): how far ahead a promise's date may be.
+    promise_max_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="A promise to pay may name a date at most this many days after today.",
+    )
     roll_rate_days: int = Field(
         default=30,
         ge=1,

@@ -30,6 +30,12 @@ and add again.
   presentments of a lease's money to one card or account, no automatic presentment to it
   until the customer authorizes it again through the portal. Manual payments are the
   customer's own request and are not stopped.
+- Promises to pay: from the making of a promise (open, or kept before its date), automatic
+  presentments of its lease's money pause until the promise's ``resume_on`` (its date; the
+  day after when the engine collects the promised amount on that date). Held back, the
+  money is planned again for that day.
+  The promise's own collection is a payment the customer authorized for that amount and
+  date (made through manual pay), not an automatic presentment, so it is not paused.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ VARYING_DEBIT_NOTICE_DAYS = 10
 TWO_STRIKE_STOP = "two_strike_stop"
 PRENOTE_PENDING = "prenote_pending"
 PRENOTE_RETURNED = "prenote_returned"
+PROMISE_OPEN = "promise_open"
 
 REFUSAL_REASONS = frozenset(
     {
@@ -78,6 +85,7 @@ REFUSAL_REASONS = frozenset(
         CARD_RETRY_CAP,
         DEBIT_NOTICE_REQUIRED,
         TWO_STRIKE_STOP,
+        PROMISE_OPEN,
     }
 )
 
@@ -246,10 +254,14 @@ def check(
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
     notice: NoticeFacts | None = None,
     prenote: PrenoteFacts | None = None,
+    paused_until: date | None = None,
 ) -> Verdict:
     """May this money be presented to this instrument on its business date? ``notice``: the
     facts of an automatic debit's notice (None: a payment the customer makes now);
-    ``prenote``: the account's validation facts (None: its gateway sends no prenotes)."""
+    ``prenote``: the account's validation facts (None: its gateway sends no prenotes);
+    ``paused_until``: the lease's promise to pay pauses automatic presentments before then."""
+    if presentation.automatic and paused_until is not None and presentation.as_of < paused_until:
+        return Refused(PROMISE_OPEN, retry_on=paused_until)
     if notice is not None and notice_required(presentation.amount_cents, notice):
         timely_from = (notice.notified_on or presentation.as_of) + timedelta(
             days=VARYING_DEBIT_NOTICE_DAYS

@@ -257,6 +257,34 @@ CHARGED_OFF_CENTS = Counter(
     registry=REGISTRY,
 )
 
+PROMISES_RESOLVED = Counter(
+    "collector_promises_resolved_total",
+    "Promises to pay the pass resolved, by outcome (kept, broken, cancelled).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+PROMISES = Gauge(
+    "collector_promises",
+    "Promises to pay by status (open, kept, broken, cancelled), from the database: true on a"
+    " textfile host too, where counters start again at every run.",
+    ["status"],
+    registry=REGISTRY,
+)
+PROMISES_COLLECTED = Counter(
+    "collector_promise_collections_total",
+    "Automatic collections of promised amounts on their date, by the payment's status"
+    " (succeeded, processing, declined, refused, ...; skipped: manual pay would not take it).",
+    ["status"],
+    registry=REGISTRY,
+)
+PROMISE_STATUSES = ("open", "kept", "broken", "cancelled")
+
+
+def set_promise_gauges(counts: Mapping[str, int]) -> None:
+    """Show the database's count of promises in each status (0 for a status with none)."""
+    for status in PROMISE_STATUSES:
+        PROMISES.labels(status=status).set(counts.get(status, 0))
+
 
 def set_delinquency_gauges(totals: Sequence[BucketTotal]) -> None:
     """Show a delinquency snapshot's bucket totals on the gauges."""

@@ -174,12 +174,14 @@ def decide_not_taken(*, attempt_no: int, as_of: date, retry_days: Sequence[int])
     )
 
 
-def decide_refused(reason: str) -> Decision:
+def decide_refused(reason: str, retry_on: date | None = None) -> Decision:
     """The eligibility check refused the presentment: nothing was sent, and no automatic
-    attempt is planned (the customer's new method or a manual payment is the way out)."""
+    attempt is planned (the customer's new method or a manual payment is the way out), unless
+    the refusal names the day it may be presented after all (``retry_on``: a notice that
+    becomes timely, a promise's pause that ends)."""
     return Decision(
         attempt_status=AttemptStatus.REFUSED,
-        next_attempt_on=None,
+        next_attempt_on=retry_on,
         code=reason,
         message=f"refused before presentment: {reason}",
     )

@@ -844,3 +844,41 @@ async def test_a_journal_row_naming_what_is_not_there_is_reported(
     assert report.counts["journal_references"] >= 2
     assert any("no such installment" in m for m in got)
     assert any(f"attempt {book.declined_attempt} is customer" in m for m in got)
+
+
+async def test_an_automatic_presentment_during_a_promise_and_a_wrong_outcome_are_reported(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        ref = await make_lease(conn, due_dates=[DAY])
+        # The customer promised on DAY - 1 to pay by DAY + 5: the batch's attempt on DAY is
+        # made during the pause.
+        promise_id = await conn.fetchval(
+            "INSERT INTO promises (customer_id, lease_id, amount_cents, made_on, promised_on,"
+            " created_at) VALUES ($1, $2, 5000, $3, $4, now() - interval '1 hour') RETURNING id",
+            ref.customer_id,
+            ref.lease_id,
+            DAY - timedelta(days=1),
+            DAY + timedelta(days=5),
+        )
+        attempt_id = await new_attempt(conn, ref, installment_id=ref.installment_ids[0])
+        await answer(conn, attempt_id, "declined", MovementKind.RELEASED)
+        # And a promise marked kept with nothing paid.
+        other = await make_lease(conn, due_dates=[DAY])
+        kept_id = await conn.fetchval(
+            "INSERT INTO promises (customer_id, lease_id, amount_cents, made_on, promised_on,"
+            " status, paid_cents, resolved_on) VALUES ($1, $2, 5000, $3, $4, 'kept', 0, $4)"
+            " RETURNING id",
+            other.customer_id,
+            other.lease_id,
+            DAY - timedelta(days=1),
+            DAY + timedelta(days=5),
+        )
+    report = await run_audit(pool, card_rules=NO_STOP)
+    assert only(report, "promises") == [
+        f"promise {promise_id} of lease {ref.lease_id} of customer {ref.customer_id}:"
+        " 1 automatic presentment(s) during its pause",
+        f"promise {kept_id} of lease {other.lease_id} of customer {other.customer_id}:"
+        " kept with less than its amount counted",
+    ]
+    assert report.violations["promises"][0].attempt_ids == (attempt_id,)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from collector.sensitive import looks_like_account_number
@@ -136,6 +137,15 @@ class ScheduleLine(BaseModel):
     held_until: date | None = Field(
         default=None, description="The day the held attempt is planned for."
     )
+    collection_paused: str | None = Field(
+        default=None,
+        description="Why automatic collection of this installment waits: 'promise_open' (an"
+        " promise to pay, open or kept before its date, pauses the lease's automatic"
+        " collection).",
+    )
+    collection_resumes_on: date | None = Field(
+        default=None, description="When automatic collection may resume (with collection_paused)."
+    )
 
 
 class Schedule(BaseModel):
@@ -228,3 +238,71 @@ class PayoffQuote(BaseModel):
     )
     window_ends_on: date | None = Field(description="The early-purchase window's last day.")
     next_due_on: date | None
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(value: object) -> object:
+    """A JSON date is a string YYYY-MM-DD, nothing else: strict mode would refuse even that
+    (it wants a date object), lax mode would also take a number of seconds since 1970."""
+    if not isinstance(value, str) or _ISO_DATE.fullmatch(value) is None:
+        raise ValueError("must be a date written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value} is not a date") from exc
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+
+class NewPromise(StrictBody):
+    """A promise to pay ``amount_cents`` of what is overdue by ``promised_on``."""
+
+    amount_cents: Annotated[int, Field(gt=0, le=10**12)] = Field(
+        description="What the customer promises to pay, in cents: at most the overdue amount."
+    )
+    promised_on: IsoDate = Field(
+        description="The date it will be paid by (ISO, YYYY-MM-DD): after today, at most"
+        " COLLECTOR_PROMISE_MAX_DAYS ahead."
+    )
+    auto_collect: bool = Field(
+        default=False,
+        description="Collect it automatically on that date from the primary method.",
+    )
+
+
+PromiseStatus = Literal["open", "kept", "broken", "cancelled"]
+
+
+class PromiseView(BaseModel):
+    """A promise to pay and the money counted toward it."""
+
+    id: int
+    lease_id: int
+    amount_cents: Cents
+    made_on: date
+    promised_on: date
+    auto_collect: bool
+    resume_on: date = Field(
+        description="Automatic collection of the lease is paused before this date while the"
+        " promise is open (the promised date; the day after when it is collected"
+        " automatically on that date)."
+    )
+    status: PromiseStatus = Field(
+        description="open; kept (the settled money reached the amount by the date); broken"
+        " (the date passed short of it); cancelled (the lease was charged off or closed)."
+    )
+    paid_cents: Cents = Field(
+        description="Settled money counted toward it: presented since it was made, by its date."
+    )
+    pending_cents: Cents = Field(
+        description="Money counted toward it that is still in flight (a bank debit awaiting"
+        " settlement): it keeps the promise open until it settles or comes back."
+    )
+    resolved_on: date | None
+    payment_id: int | None = Field(
+        description="The payment the engine made for it on its date (auto_collect)."
+    )
+    created_at: datetime

@@ -43,6 +43,7 @@ CHECKS: tuple[str, ...] = (
     "two_strike_stop",
     "charge_offs",
     "payoffs",
+    "promises",
     "sandbox_matches_ledger",
     "prenote_before_live",
     "open_needs_attention",

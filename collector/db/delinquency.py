@@ -34,7 +34,8 @@ async def write_snapshot(
     edges: Sequence[int],
 ) -> list[BucketTotal]:
     """Write the snapshot of business date ``as_of`` (replacing one an earlier pass of the
-    same date wrote) and return its bucket totals, ``current`` first."""
+    same date wrote) and, in its transaction, a ``lease.delinquent`` event per lease whose
+    bucket changed since the previous snapshot; return its bucket totals, ``current`` first."""
     if isinstance(pool, asyncpg.Pool):
         async with pool.acquire() as conn:
             return await write_snapshot(conn, as_of=as_of, edges=edges)
@@ -44,6 +45,8 @@ async def write_snapshot(
         rows = await pool.fetch(
             QUERIES["delinquency.write_snapshot"], as_of, list(edges), bucket_labels(edges)
         )
+        # lease.delinquent for each lease whose bucket changed, with the snapshot (issue 10).
+        await pool.execute(QUERIES["delinquency.bucket_events"], as_of)
     return [
         BucketTotal(bucket=r["bucket"], leases=r["leases"], cents=r["past_due_cents"]) for r in rows
     ]

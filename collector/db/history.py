@@ -27,6 +27,8 @@ class Subject:
 class History:
     instrument: InstrumentHistory
     nsf: NsfHistory | None
+    # The lease's promise to pay pauses automatic presentments before this date.
+    paused_until: date | None = None
 
 
 async def histories(
@@ -84,6 +86,7 @@ async def histories(
                 strikes=row["strikes"],
             ),
             nsf=nsf_history(lines),
+            paused_until=row["promise_resume_on"],
         )
     return found
 

@@ -88,6 +88,8 @@ class ScheduleItem:
     collection_stopped: str | None = None  # why no automatic attempt is planned
     collection_held: str | None = None  # why the planned attempt waits (e.g. prenote_pending)
     held_until: date | None = None  # the day it may be presented
+    collection_paused: str | None = None  # why automatic collection waits (promise_open)
+    collection_resumes_on: date | None = None  # until when
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,6 +37,16 @@ class UnresolvedGroup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeOffLine:
+    """A lease the pass would charge off before its claim, and the cents written off."""
+
+    lease_id: int
+    customer_id: int
+    days_past_due: int
+    amount_cents: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Preview:
     """What a pass for ``as_of`` would charge, pass over, refuse, and reconcile."""
 
@@ -46,6 +56,8 @@ class Preview:
     unresolved: list[UnresolvedGroup]
     # Of the due: what the eligibility check would refuse, by reason.
     refused: list[SkippedGroup] = field(default_factory=list)
+    # The leases the pass would charge off first (their installments are not in ``due``).
+    charge_offs: list[ChargeOffLine] = field(default_factory=list)
 
 
 # An attempt id above every real one: the dry run's would-be attempts, so the history of
@@ -54,14 +66,26 @@ _WOULD_BE_ATTEMPT = 2**62
 
 
 async def due_claims(
-    db: Executor, *, as_of: date, gateways: Sequence[str], batch_size: int
+    db: Executor,
+    *,
+    as_of: date,
+    gateways: Sequence[str],
+    batch_size: int,
+    charge_off_days: int = 0,
 ) -> AsyncIterator[list[ClaimedCharge]]:
     """The due set a pass would claim, as would-be charges (no attempt on record), streamed a
-    batch at a time in claim order. Reads only."""
+    batch at a time in claim order, without the leases it would charge off first (more than
+    ``charge_off_days`` past due; 0: none). Reads only."""
     after: tuple[date, int] = (date.min, 0)
     while True:
         rows = await db.fetch(
-            QUERIES["preview.due_rows"], as_of, after[0], after[1], list(gateways), batch_size
+            QUERIES["preview.due_rows"],
+            as_of,
+            after[0],
+            after[1],
+            list(gateways),
+            batch_size,
+            charge_off_days,
         )
         if not rows:
             return
@@ -89,16 +113,22 @@ async def due_claims(
         ]
 
 
-async def preview(pool: asyncpg.Pool, *, as_of: date, gateways: Sequence[str]) -> Preview:
-    """Read the due set, the skipped set and the unresolved attempts in one snapshot."""
+async def preview(
+    pool: asyncpg.Pool, *, as_of: date, gateways: Sequence[str], charge_off_days: int = 0
+) -> Preview:
+    """Read the due set, the skipped set, the leases to charge off (more than
+    ``charge_off_days`` past due; 0: none) and the unresolved attempts in one snapshot."""
     names = list(gateways)
+    days = charge_off_days
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        due = await conn.fetch(QUERIES["preview.due_by_gateway"], as_of, names)
-        skipped = await conn.fetch(QUERIES["preview.skipped"], as_of, names)
+        due = await conn.fetch(QUERIES["preview.due_by_gateway"], as_of, names, days)
+        skipped = await conn.fetch(QUERIES["preview.skipped"], as_of, names, days)
+        charge_offs = await conn.fetch(QUERIES["preview.charge_offs"], as_of, days)
         unresolved = await conn.fetch(QUERIES["preview.unresolved_attempts"])
     return Preview(
         as_of=as_of,
         due=[DueGroup(**dict(row)) for row in due],
         skipped=[SkippedGroup(**dict(row)) for row in skipped],
         unresolved=[UnresolvedGroup(**dict(row)) for row in unresolved],
+        charge_offs=[ChargeOffLine(**dict(row)) for row in charge_offs],
     )

@@ -288,7 +288,7 @@ async def decide_answers(
                 attempt_no=claimed.attempt_no, as_of=as_of, retry_days=retry_days
             )
         elif isinstance(answer, Refused):
-            decision = decide_refused(answer.reason)
+            decision = decide_refused(answer.reason, answer.retry_on)
         else:
             card = None
             if claimed.method_kind is MethodKind.CARD and isinstance(answer, Declined):

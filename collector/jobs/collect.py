@@ -43,7 +43,7 @@ from collector.domain import ClaimedCharge, PassCounts
 from collector.exceptions import DatabaseError
 from collector.failures import describe_failure
 from collector.gateways.base import Gateway
-from collector.jobs import aging
+from collector.jobs import aging, promises
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
 from collector.jobs.gauges import refresh_gauges
 from collector.jobs.notices import write_due_notices
@@ -264,8 +264,15 @@ async def _steps(
     # enough); the pass's export files them.
     watch.enter("prenotes")
     await send_prenotes(pool, gateways, as_of=as_of)
+    # Promises asked to be collected on this date, before the claim (which passes over the
+    # lease on that date: only the promised amount is taken).
+    watch.enter("promises")
+    await promises.collect_promised(pool, charger, gateways, settings, as_of=as_of)
     watch.enter("collect")
     await _collect_due(pool, charger, recorder, settings, gateways, counts, as_of, run_id, stop)
+    # Kept, broken, cancelled: once the day's collections are recorded.
+    watch.enter("promises")
+    await promises.resolve_promises(pool, as_of=as_of)
     # The day's delinquency snapshot, once its collections are recorded.
     watch.enter("aging")
     await aging.snapshot(pool, settings, as_of=as_of)

@@ -25,6 +25,7 @@ import anyio
 import asyncpg
 
 from collector.config import Settings
+from collector.db import promises
 from collector.db.stats import Snapshot, business_day, snapshot
 from collector.failures import describe_failure
 from collector.logs import get_logger
@@ -35,6 +36,7 @@ from collector.metrics import (
     PASS_RUNNING_SINCE,
     set_business_day_gauges,
     set_gauges,
+    set_promise_gauges,
 )
 from collector.schedule import Clock, local_at
 
@@ -82,6 +84,7 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, *, now: datetim
     set_gauges(snap)
     day = await business_day(pool, as_of=today, zone=settings.zone)
     set_business_day_gauges(day, start=local_at(today, time(0), settings.zone))
+    set_promise_gauges(await promises.counts(pool))
     NEXT_PASS_DUE_BY.set(next_pass_due_by(snap, settings, today=today).timestamp())
     PASS_RUNNING_SINCE.set(snap.running_since.timestamp() if snap.running_since else 0.0)
     if settings.nacha_outbox is not None and "nacha" in settings.gateways:

@@ -98,6 +98,7 @@ async def judge(
                     card_rules=card_rules,
                     notice=notices.get((claimed.attempt_id, installment_id)),
                     prenote=validation.get(claimed.attempt_id),
+                    paused_until=history.paused_until,
                 )
             )
         verdicts[claimed.attempt_id] = combine(each)
@@ -296,12 +297,19 @@ async def would_refuse(
     gateways: Sequence[str],
     batch_size: int,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
+    charge_off_days: int = 0,
 ) -> list[SkippedGroup]:
     """What the eligibility check would refuse of a pass for ``as_of``, by reason (the dry
     run's view; reads only). Each would-be presentment is judged alone: several on one card
     in one pass are not counted against each other here."""
     by_reason: dict[str, list[tuple[int, int]]] = {}
-    async for batch in due_claims(db, as_of=as_of, gateways=gateways, batch_size=batch_size):
+    async for batch in due_claims(
+        db,
+        as_of=as_of,
+        gateways=gateways,
+        batch_size=batch_size,
+        charge_off_days=charge_off_days,
+    ):
         verdicts = await _judge_each(db, batch, as_of=as_of, card_rules=card_rules)
         for claimed, verdict in verdicts:
             if isinstance(verdict, Refused):

@@ -3,8 +3,10 @@
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
 -- pending attempt each for what is left to take (amount - paid - in flight) under a
 -- deterministic idempotency key. $5 = enabled gateways, $6 = run id, $7 = claim deadline in
--- seconds, $8 = installments this pass set aside (passed over). The caller presents the money (money.present) in the same transaction, which
--- marks the installments processing: this statement writes no money state.
+-- seconds, $8 = installments this pass set aside (passed over); a lease with a promise to
+-- pay (open or kept) is passed over until the promise's resume_on. The caller presents the money
+-- (money.present) in the same transaction, which marks the installments processing: this
+-- statement writes no money state.
 -- Shaped for the planner: the MATERIALIZED CTE keeps the due scan on the partial index (an
 -- IN (subquery ... SKIP LOCKED) form was seen to plan as a sequential scan), and the attempt
 -- ids are drawn in `picked`, so the result needs no join back to the inserted rows (a nested
@@ -29,6 +31,11 @@ WITH picked AS MATERIALIZED (
       AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
       AND pm.gateway = ANY($5::text[])
       AND i.id <> ALL ($8::bigint[])
+      -- A promise to pay pauses the lease's automatic collection until its resume_on, kept
+      -- early or not (passed over, no attempt: the eligibility check refuses it too).
+      AND NOT EXISTS (SELECT 1 FROM promises pr
+                      WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                        AND pr.resume_on > $1::date)
     ORDER BY i.next_attempt_on, i.id
     LIMIT $4
     FOR UPDATE OF i SKIP LOCKED
@@ -72,6 +79,9 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
   AND pm.gateway = ANY($4::text[])
   AND i.id <> ALL ($5::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM promises pr
+                  WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                    AND pr.resume_on > $1::date)
 ORDER BY i.next_attempt_on, i.id
 LIMIT 1
 FOR UPDATE OF i SKIP LOCKED;

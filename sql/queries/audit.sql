@@ -598,7 +598,7 @@ ORDER BY b.lease_id
 LIMIT $1;
 
 -- payoffs --
--- Payoffs that do not hold (sql/0016): a paid_off lease with an installment neither paid nor
+-- Payoffs that do not hold (sql/0017): a paid_off lease with an installment neither paid nor
 -- cancelled; a cancellation (or reinstatement) under no payoff payment, or a reinstatement
 -- of more than was cancelled; a payoff whose money ended without coming in (declined,
 -- failed, refused, returned) with cancellations still standing; a payoff whose money came
@@ -672,6 +672,52 @@ SELECT count(*) OVER () AS total, b.message, b.installment_ids,
        ARRAY[]::text[] AS keys, jsonb_build_object('lease_id', b.lease_id) AS facts
 FROM bad b
 ORDER BY b.part, b.lease_id
+LIMIT $1;
+
+-- promises --
+-- Promises to pay that do not hold: an automatic (batch or retry) presentment sent (not
+-- refused) on a lease's money after a promise of it was made and before its resume_on
+-- (unless it was broken or cancelled first); a
+-- promise kept with less settled money counted than its amount, or broken with as much or
+-- before its date had passed; more than one open promise on a lease. At most $1
+WITH paused AS (
+    SELECT pr.id, pr.customer_id, pr.lease_id,
+           ARRAY(SELECT a.id FROM charge_attempts a
+                 JOIN installments ai ON ai.id = a.installment_id
+                 WHERE ai.lease_id = pr.lease_id AND a.source IN ('batch', 'retry')
+                   AND a.status <> 'refused'
+                   AND a.created_at > pr.created_at
+                   AND (pr.status IN ('open', 'kept') OR a.created_at < pr.resolved_at)
+                   AND a.as_of < pr.resume_on
+                 ORDER BY a.id) AS during_ids,
+           pr.status = 'kept' AND pr.paid_cents < pr.amount_cents AS kept_short,
+           pr.status = 'broken'
+               AND (pr.paid_cents >= pr.amount_cents OR pr.resolved_on <= pr.promised_on)
+               AS broken_wrongly,
+           pr.status = 'open' AND EXISTS (
+               SELECT 1 FROM promises o
+               WHERE o.lease_id = pr.lease_id AND o.status = 'open' AND o.id <> pr.id)
+               AS another_open
+    FROM promises pr
+)
+SELECT count(*) OVER () AS total,
+       format('promise %s of lease %s of customer %s: %s', b.id, b.lease_id, b.customer_id,
+              concat_ws('; ',
+                  CASE WHEN cardinality(b.during_ids) > 0
+                       THEN cardinality(b.during_ids)
+                            || ' automatic presentment(s) during its pause' END,
+                  CASE WHEN b.kept_short THEN 'kept with less than its amount counted' END,
+                  CASE WHEN b.broken_wrongly
+                       THEN 'broken with its amount counted or before its date' END,
+                  CASE WHEN b.another_open THEN 'another promise of the lease is open' END))
+           AS message,
+       ARRAY[]::bigint[] AS installment_ids, b.during_ids AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[b.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('promise_id', b.id, 'lease_id', b.lease_id) AS facts
+FROM paused b
+WHERE cardinality(b.during_ids) > 0 OR b.kept_short OR b.broken_wrongly OR b.another_open
+ORDER BY b.id
 LIMIT $1;
 
 -- open_needs_attention --

@@ -64,6 +64,50 @@ SELECT t.bucket, t.leases, t.past_due_cents
 FROM totals t JOIN labels b ON b.bucket = t.bucket
 ORDER BY b.n;
 
+-- bucket_events --
+-- The lease.delinquent events of the snapshot of business date $1, written in the snapshot's
+-- transaction in one statement: one per lease whose bucket changed since the previous
+-- snapshot (the latest before $1; with none, every lease counts as having been current),
+-- with the old and new bucket, days past due and past-due cents. A lease missing from a
+-- snapshot is 'current' (nothing past due), or 'charged_off' when its lease was charged off
+-- (it left the book). Once per lease and business date (dedupe key). Returns the events.
+WITH prev AS (
+    SELECT max(as_of) AS as_of FROM delinquency_totals WHERE as_of < $1::date
+), old AS (
+    SELECT s.customer_id, s.lease_id, s.bucket, s.as_of
+    FROM delinquency_snapshots s JOIN prev ON s.as_of = prev.as_of
+), new AS (
+    SELECT s.customer_id, s.lease_id, s.bucket, s.days_past_due, s.past_due_cents
+    FROM delinquency_snapshots s WHERE s.as_of = $1::date
+), changed AS (
+    SELECT coalesce(n.customer_id, o.customer_id) AS customer_id,
+           coalesce(n.lease_id, o.lease_id) AS lease_id,
+           coalesce(o.bucket, 'current') AS old_bucket,
+           coalesce(n.bucket, CASE WHEN l.status = 'charged_off' THEN 'charged_off'
+                                   ELSE 'current' END) AS new_bucket,
+           coalesce(n.days_past_due, 0) AS days_past_due,
+           coalesce(n.past_due_cents, 0)::bigint AS past_due_cents,
+           (SELECT as_of FROM prev) AS previous_as_of
+    FROM new n
+    FULL JOIN old o ON o.customer_id = n.customer_id AND o.lease_id = n.lease_id
+    JOIN leases l ON l.id = coalesce(n.lease_id, o.lease_id)
+)
+INSERT INTO outbox_events (customer_id, lease_id, ordering_key, type, as_of, body, dedupe_key)
+SELECT c.customer_id, c.lease_id, 'lease:' || c.lease_id, 'lease.delinquent', $1::date,
+       jsonb_strip_nulls(jsonb_build_object(
+           'lease_id', c.lease_id,
+           'old_bucket', c.old_bucket,
+           'new_bucket', c.new_bucket,
+           'days_past_due', c.days_past_due,
+           'past_due_cents', c.past_due_cents,
+           'previous_as_of', c.previous_as_of)),
+       'lease.delinquent:' || c.lease_id || ':' || $1::date
+FROM changed c
+WHERE c.old_bucket <> c.new_bucket
+ORDER BY c.lease_id
+ON CONFLICT (customer_id, dedupe_key) DO NOTHING
+RETURNING id;
+
 -- charge_off --
 -- Charge off, on business date $1, the active leases more than $2 days past due (journal rows
 -- through money_charge_off_v1, source $3); returns each lease charged off and its cents

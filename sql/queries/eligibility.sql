@@ -11,6 +11,8 @@
 -- The two-strike stop ($8 failures; 0: off): per presentment, how many of its lease's latest
 -- automatic presentments on its instrument failed in a row (declined or returned, newest
 -- first, up to the first that succeeded) since the instrument's latest authorization.
+-- Promises to pay: the date automatic presentments of the lease may resume, when it has a
+-- promise open or kept (promises.resume_on; one index probe a presentment).
 WITH p AS (
     SELECT *
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
@@ -42,9 +44,16 @@ SELECT p.attempt_id, p.installment_id,
        coalesce(h.dead_account_return, false) AS dead_account_return,
        m.line_ids, m.line_attempts, m.line_returned, m.line_nsf, m.line_cents, m.line_on,
        m.line_sent,
-       coalesce(st.strikes, 0) AS strikes
+       coalesce(st.strikes, 0) AS strikes,
+       pr.resume_on AS promise_resume_on
 FROM p
 LEFT JOIN instruments h ON h.instrument_key = p.instrument_key
+LEFT JOIN LATERAL (
+    SELECT max(o.resume_on) AS resume_on
+    FROM installments pi
+    JOIN promises o ON o.lease_id = pi.lease_id AND o.status IN ('open', 'kept')
+    WHERE pi.id = p.installment_id
+) pr ON true
 LEFT JOIN LATERAL (
     -- Attempts that neither failed nor succeeded (pending, in doubt, processing, refused, a
     -- gateway error) neither count nor break the run; a new authorization starts it afresh.

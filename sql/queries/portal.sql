@@ -46,7 +46,8 @@ WHERE l.id = $1;
 -- reason on its latest plan line, e.g. two_strike_stop, card_retry_cap); one the eligibility
 -- check held back until a later date (its latest plan line's reason one of $3, e.g.
 -- prenote_pending, debit_notice_required) says why and until when (collection_held,
--- held_until).
+-- held_until). One a promise to pay (open, or kept before its date) holds back says so
+-- (collection_paused: promise_open) and when collection resumes.
 SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
        CASE
            WHEN i.status = 'pending_settlement' THEN 'pending'
@@ -59,8 +60,15 @@ SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
        CASE WHEN i.next_attempt_on IS NOT NULL AND plan.reason = ANY ($3::text[])
             THEN plan.reason END AS collection_held,
        CASE WHEN i.next_attempt_on IS NOT NULL AND plan.reason = ANY ($3::text[])
-            THEN i.next_attempt_on END AS held_until
+            THEN i.next_attempt_on END AS held_until,
+       CASE WHEN pr.resume_on > $2 THEN 'promise_open' END AS collection_paused,
+       CASE WHEN pr.resume_on > $2 THEN pr.resume_on END AS collection_resumes_on
 FROM installments i
+LEFT JOIN LATERAL (
+    SELECT max(o.resume_on) AS resume_on FROM promises o
+    WHERE o.lease_id = i.lease_id AND o.status IN ('open', 'kept')
+) pr ON i.status IN ('scheduled', 'overdue') AND i.next_attempt_on IS NOT NULL
+    AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
 LEFT JOIN LATERAL (
     SELECT m.reason FROM money_movements m
     WHERE m.installment_id = i.id AND m.sets_plan

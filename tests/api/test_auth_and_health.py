@@ -30,6 +30,8 @@ V1_OPERATIONS = [
     ),
     ("PUT", "/v1/customers/{customer_id}/primary-payment-method", {"payment_method_id": 1}),
     ("POST", "/v1/leases/{lease_id}/payments", {}),
+    ("GET", "/v1/leases/{lease_id}/promises", None),
+    ("POST", "/v1/leases/{lease_id}/promises", {"amount_cents": 100, "promised_on": "2026-12-01"}),
 ]
 
 

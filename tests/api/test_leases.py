@@ -242,6 +242,8 @@ async def test_schedule_shows_an_unsettled_debit_as_pending_never_paid(
         "collection_stopped": None,
         "collection_held": None,
         "held_until": None,
+        "collection_paused": None,
+        "collection_resumes_on": None,
     }
 
 

@@ -40,7 +40,7 @@ async def test_every_request_body_is_a_strict_body(
         if "requestBody" in operation
         for ref in re.findall(r"'\$ref': '([^']+)'", str(operation["requestBody"]))
     }
-    assert refs == {"NewPaymentMethod", "PrimaryChange", "ManualPayment"}
+    assert refs == {"NewPaymentMethod", "PrimaryChange", "ManualPayment", "NewPromise"}
     for name in refs:
         assert issubclass(getattr(schemas, name), StrictBody), name
 

@@ -207,3 +207,88 @@ async def test_a_second_pass_of_a_date_rewrites_its_snapshot(
             )
         )
     assert totals == {"current": 1, "1-30": 0, "31-60": 0, "61-90": 0, "90+": 0}
+
+
+async def _delinquent_events(pool: asyncpg.Pool) -> list[tuple[int, str, dict[str, object]]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT lease_id, as_of, body, dedupe_key, ordering_key FROM outbox_events"
+            " WHERE type = 'lease.delinquent' ORDER BY id"
+        )
+    for row in rows:
+        assert row["dedupe_key"] == f"lease.delinquent:{row['lease_id']}:{row['as_of']}"
+        assert row["ordering_key"] == f"lease:{row['lease_id']}"
+    return [(r["lease_id"], r["as_of"].isoformat(), dict(r["body"])) for r in rows]
+
+
+async def test_the_snapshot_writes_lease_delinquent_when_a_bucket_changes(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_card_insufficient_funds", due_dates=[TODAY])
+        # Past due since before the first snapshot, and still in the same bucket after it.
+        steady = await make_lease(
+            conn, token="sandbox_card_insufficient_funds", due_dates=[TODAY - timedelta(days=10)]
+        )
+    day1 = TODAY + timedelta(days=1)
+    await run_pass(pool, gateways, settings, as_of=TODAY)
+    # No snapshot before the first: every lease counts as having been current.
+    assert await _delinquent_events(pool) == [
+        (
+            steady.lease_id,
+            TODAY.isoformat(),
+            {
+                "lease_id": steady.lease_id,
+                "old_bucket": "current",
+                "new_bucket": "1-30",
+                "days_past_due": 10,
+                "past_due_cents": 5_000,
+            },
+        )
+    ]
+    await run_pass(pool, gateways, settings, as_of=day1)
+    await run_pass(pool, gateways, settings, as_of=day1)  # a second pass of the date: once
+    events = await _delinquent_events(pool)
+    assert events[1:] == [
+        (
+            lease.lease_id,
+            day1.isoformat(),
+            {
+                "lease_id": lease.lease_id,
+                "old_bucket": "current",
+                "new_bucket": "1-30",
+                "days_past_due": 1,
+                "past_due_cents": 5_000,
+                "previous_as_of": TODAY.isoformat(),
+            },
+        )
+    ]
+    # Paid (written as the journal would: an opening settlement): back to current.
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents, as_of,"
+            " source, answers) SELECT $1, $2, k, 5000, $3, 'migration', k = 'settled'"
+            " FROM unnest(ARRAY['presented', 'settled']) AS k",
+            lease.customer_id,
+            lease.installment_ids[0],
+            day1,
+        )
+        await conn.execute(
+            "SELECT installments_derive_v1(ARRAY[$1::bigint])", lease.installment_ids[0]
+        )
+    day2 = day1 + timedelta(days=1)
+    await run_pass(pool, gateways, settings, as_of=day2)
+    assert (await _delinquent_events(pool))[2:] == [
+        (
+            lease.lease_id,
+            day2.isoformat(),
+            {
+                "lease_id": lease.lease_id,
+                "old_bucket": "1-30",
+                "new_bucket": "current",
+                "days_past_due": 0,
+                "past_due_cents": 0,
+                "previous_as_of": day1.isoformat(),
+            },
+        )
+    ]

@@ -36,6 +36,7 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
         "ach.returned",
         "method.disabled",
         "lease.paid_off",
+        "lease.delinquent",
     }, types
     # Once each: one event per attempt and kind (a notice per installment and date), as many
     # as the ledger's answers.
@@ -54,6 +55,10 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
     )
     assert types["payment.succeeded"] == succeeded == types["lease.paid_off"]
     assert types["ach.returned"] == await pool.fetchval("SELECT count(*) FROM charge_returns")
+    # Nothing was past due on the first date: each lease past due on the second changed bucket.
+    assert types["lease.delinquent"] == await pool.fetchval(
+        "SELECT count(*) FROM delinquency_snapshots WHERE as_of = $1", DAY + timedelta(days=7)
+    )
     assert types["method.disabled"] == await pool.fetchval(
         "SELECT count(*) FROM payment_methods WHERE status = 'disabled'"
     )

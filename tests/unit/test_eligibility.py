@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from collector.eligibility import (
     DEBIT_NOTICE_REQUIRED,
     PRENOTE_PENDING,
     PRENOTE_RETURNED,
+    PROMISE_OPEN,
     REFUSAL_REASONS,
     REINITIATION_AMOUNT_DIFFERS,
     REINITIATION_WINDOW_PASSED,
@@ -217,6 +219,7 @@ def test_every_refusal_reason_is_in_the_closed_set() -> None:
         TWO_STRIKE_STOP,
         PRENOTE_PENDING,
         PRENOTE_RETURNED,
+        PROMISE_OPEN,
     } == REFUSAL_REASONS
 
 
@@ -510,3 +513,21 @@ def test_validated_or_already_debited_accounts_need_no_prenote() -> None:
         PRENOTE_RETURNED
     )
     assert PRENOTE_RETURNED in REFUSAL_REASONS
+
+
+# -- promises to pay ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("presentation", [debit(), card()])
+def test_a_promise_pauses_automatic_presentments_until_it_resumes(
+    presentation: Presentation,
+) -> None:
+    automatic = replace(presentation, automatic=True)
+    resume_on = ORIGINAL_ON + timedelta(days=3)
+    assert check(automatic, instrument=CLEAN, paused_until=resume_on) == Refused(
+        PROMISE_OPEN, retry_on=resume_on
+    )
+    # On the day it resumes, and for the customer's own payment, it is no obstacle.
+    on_the_day = replace(automatic, as_of=resume_on)
+    assert check(on_the_day, instrument=CLEAN, paused_until=resume_on) == Eligible()
+    assert check(presentation, instrument=CLEAN, paused_until=resume_on) == Eligible()

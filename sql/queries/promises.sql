@@ -1,0 +1,92 @@
+-- Promises to pay (collector/db/promises.py; the table and promise_money_v1 in
+-- sql/0020_promises_to_pay.sql). Past due ("overdue") is lease_balance_v2's: money neither
+-- paid nor in flight of installments due before the business date.
+
+-- lock_lease --
+-- Lock lease $1 for a new promise, with its customer, its status and its overdue amount on
+-- business date $2 (the same lease lock manual pay takes: the two run one at a time per lease)
+SELECT l.id, l.customer_id, l.status, b.overdue_cents
+FROM leases l
+CROSS JOIN LATERAL lease_balance_v2(l.id, $2::date) b
+WHERE l.id = $1
+FOR UPDATE OF l;
+
+-- open_promise --
+-- The id of lease $1's open promise, if any
+SELECT id FROM promises WHERE lease_id = $1 AND status = 'open';
+
+-- insert --
+-- Record an open promise of lease $1 (customer $2) to pay $3 cents by $5, made on $4, $6:
+-- collect it automatically on that date
+INSERT INTO promises (customer_id, lease_id, amount_cents, made_on, promised_on, auto_collect)
+VALUES ($2, $1, $3, $4, $5, $6)
+RETURNING id;
+
+-- list --
+-- Lease $1's promises, newest first, with the money counted toward each (for an open one,
+-- as it stands now; for a resolved one, what counted when it was resolved)
+SELECT pr.id, pr.lease_id, pr.amount_cents, pr.made_on, pr.promised_on, pr.auto_collect,
+       pr.resume_on, pr.status, pr.resolved_on, pr.payment_id, pr.created_at,
+       CASE WHEN pr.status = 'open' THEN m.settled_cents ELSE pr.paid_cents END AS paid_cents,
+       CASE WHEN pr.status = 'open' THEN m.in_flight_cents ELSE 0 END AS pending_cents
+FROM promises pr
+CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
+WHERE pr.lease_id = $1
+ORDER BY pr.id DESC;
+
+-- resolve --
+-- Decide every open promise on business date $1 in one statement: kept once the settled
+-- money counted toward it reaches its amount; cancelled when its lease is no longer active;
+-- broken once its date has passed and the money counted, in flight included, falls short.
+-- Returns the promises resolved.
+WITH counted AS (
+    SELECT pr.customer_id, pr.id, pr.amount_cents, pr.promised_on, l.status AS lease_status,
+           m.settled_cents, m.in_flight_cents
+    FROM promises pr
+    JOIN leases l ON l.id = pr.lease_id
+    CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
+    WHERE pr.status = 'open'
+), decided AS (
+    SELECT c.*,
+           CASE
+               WHEN c.settled_cents >= c.amount_cents THEN 'kept'
+               WHEN c.lease_status <> 'active' THEN 'cancelled'
+               WHEN c.promised_on < $1::date
+                    AND c.settled_cents + c.in_flight_cents < c.amount_cents THEN 'broken'
+           END AS outcome
+    FROM counted c
+)
+UPDATE promises pr
+SET status = d.outcome, paid_cents = d.settled_cents, resolved_on = $1::date,
+    resolved_at = now()
+FROM decided d
+WHERE pr.customer_id = d.customer_id AND pr.id = d.id
+  AND d.outcome IS NOT NULL AND pr.status = 'open'
+RETURNING pr.id, pr.lease_id, pr.customer_id, pr.status, pr.amount_cents, pr.paid_cents;
+
+-- due_collections --
+-- The open promises of active leases to collect automatically on business date $1: their
+-- date is $1; what they still lack (amount - settled - in flight, counted as in resolve),
+-- and what to collect: that, at most the lease's overdue amount (what manual pay can take)
+SELECT pr.id, pr.lease_id, pr.customer_id,
+       pr.amount_cents - m.settled_cents - m.in_flight_cents AS missing_cents,
+       least(pr.amount_cents - m.settled_cents - m.in_flight_cents, b.overdue_cents)
+           AS collect_cents
+FROM promises pr
+JOIN leases l ON l.id = pr.lease_id AND l.status = 'active'
+CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
+CROSS JOIN LATERAL lease_balance_v2(pr.lease_id, $1::date) b
+WHERE pr.status = 'open' AND pr.auto_collect AND pr.promised_on = $1::date
+  AND pr.amount_cents - m.settled_cents - m.in_flight_cents > 0
+ORDER BY pr.id;
+
+-- link_payment --
+-- Promise $1's automatic collection is lease $2's manual-pay payment under key $3
+UPDATE promises pr
+SET payment_id = p.id
+FROM payments p
+WHERE pr.id = $1 AND p.lease_id = $2 AND p.request_key = $3 AND pr.payment_id IS NULL;
+
+-- counts --
+-- How many promises are in each status (the gauges: counters are lost with a textfile host)
+SELECT status, count(*)::bigint AS promises FROM promises GROUP BY status;
