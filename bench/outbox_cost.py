@@ -1,5 +1,7 @@
-"""What the outbox costs a pass: one sandbox pass over N installments due, on databases
-seeded alike, with the journal's outbox trigger disabled and enabled, alternately.
+"""What the outbox's money events cost a pass: one sandbox pass over N installments due, on
+databases seeded alike, without them and with them, alternately. Without: the journal's
+outbox trigger disabled and the function the batch paths call to write them
+(outbox_money_events_v1, sql/0016) made to write nothing, in that bench database only.
 
     uv run python bench/outbox_cost.py --installments 10000 [--rounds 2]
 
@@ -31,6 +33,10 @@ from collector.seed import seed_demo
 from tests.pg import postgres_server
 
 DAY = date(2026, 11, 2)
+NO_MONEY_EVENTS = """
+CREATE OR REPLACE FUNCTION outbox_money_events_v1(p_attempts bigint[]) RETURNS integer
+LANGUAGE sql AS $$ SELECT 0 $$
+"""
 SERVER = Path(__file__).resolve().parent.parent / ".collector" / "test-server"
 
 
@@ -47,6 +53,7 @@ async def one_pass(server: str, name: str, *, trigger: bool, installments: int) 
         await migrate(conn)
         if not trigger:
             await conn.execute("ALTER TABLE money_movements DISABLE TRIGGER money_movements_outbox")
+            await conn.execute(NO_MONEY_EVENTS)
     finally:
         await conn.close()
     settings = Settings(database_url=url, audit_after_pass=False)  # type: ignore[arg-type]
