@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 
 import asyncpg
 
 from collector.config import Settings
+from collector.db.portal import NewMethod, add_method
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from collector.seed import seed_demo
@@ -24,6 +25,37 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
     await seed_demo(pool, customers=200, due_on=DAY, installments=1)
+    # One customer's lease runs on into December, and on the eve of its first due date the
+    # customer adds a card that expires at the end of November and makes it primary through
+    # the portal (primary.changed with the 2-day warning; method.expiring at the pass).
+    customer_id, lease_id = await pool.fetchrow(
+        "SELECT l.customer_id, l.id FROM leases l JOIN payment_methods pm"
+        " ON pm.customer_id = l.customer_id AND pm.is_primary"
+        " WHERE pm.token = 'sandbox_card_ok' ORDER BY l.id LIMIT 1"
+    )
+    await pool.execute(
+        "WITH added AS (INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
+        " VALUES ($1, 2, $2, 5000) RETURNING amount_cents)"
+        " UPDATE leases SET total_of_payments_cents = total_of_payments_cents"
+        " + (SELECT amount_cents FROM added) WHERE id = $1",
+        lease_id,
+        date(2026, 12, 7),
+    )
+    await add_method(
+        pool,
+        customer_id,
+        NewMethod(
+            kind="card",
+            gateway="sandbox_card",
+            token="sandbox_card_ok",
+            brand="Visa",
+            last4="1111",
+            exp_month=11,
+            exp_year=2026,
+        ),
+        make_primary=True,
+        today=DAY - timedelta(days=1),
+    )
     await run_pass(pool, gateways, settings, as_of=DAY)  # charges, declines, in doubt, ACH
     await run_pass(pool, gateways, settings, as_of=DAY + timedelta(days=7))  # settle, return
     rows = await pool.fetch("SELECT type, lease_id, body FROM outbox_events ORDER BY id")
@@ -35,9 +67,17 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
         "payment.pending_settlement",
         "ach.returned",
         "method.disabled",
+        "method.expiring",
+        "primary.changed",
         "lease.paid_off",
         "lease.delinquent",
     }, types
+    [changed] = [r for r in rows if r["type"] == "primary.changed"]
+    assert changed["body"]["warning"], changed["body"]
+    [expiring] = [r for r in rows if r["type"] == "method.expiring"]
+    assert expiring["lease_id"] == lease_id and expiring["body"]["next_collection_on"] == (
+        "2026-12-07"
+    )
     # Once each: one event per attempt and kind (a notice per installment and date), as many
     # as the ledger's answers.
     subject = Counter(
@@ -53,7 +93,8 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
     succeeded = await pool.fetchval(
         "SELECT count(*) FROM charge_attempts WHERE status = 'succeeded'"
     )
-    assert types["payment.succeeded"] == succeeded == types["lease.paid_off"]
+    # Every lease paid off by its one payment, but the one that runs on into December.
+    assert types["payment.succeeded"] == succeeded == types["lease.paid_off"] + 1
     assert types["ach.returned"] == await pool.fetchval("SELECT count(*) FROM charge_returns")
     # Nothing was past due on the first date: each lease past due on the second changed bucket.
     assert types["lease.delinquent"] == await pool.fetchval(
