@@ -77,8 +77,8 @@ async def manual_pay(
     gateways: GatewaysDep,
     body: Annotated[ManualPayment | None, Body()] = None,
 ) -> JSONResponse:
-    """Charge the overdue amount (or part of it), oldest installments first, exactly once per
-    Idempotency-Key."""
+    """Charge the overdue amount (or part of it), in the allocation order (by default the
+    oldest installment's rent, then its fee, then the next), exactly once per Idempotency-Key."""
     body = body or ManualPayment()
     charger: Charger = request.app.state.charger
     answer = await pay_now(
@@ -98,6 +98,7 @@ async def manual_pay(
                 max_attempts=settings.manual_pay_max_attempts,
                 window_s=settings.manual_pay_window_s,
             ),
+            allocation_order=settings.allocation_order,
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -43,6 +43,8 @@ class PaymentRequest:
     gateway_kinds: Mapping[str, frozenset[MethodKind] | None] = field(default_factory=dict)
     # None: no limit (the engine's own callers); the API passes the configured one.
     rate_limit: RateLimit | None = None
+    # What the payment pays first (COLLECTOR_ALLOCATION_ORDER): see allocate_in_order.
+    allocation_order: str = "installment"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,11 +146,14 @@ async def start_payment(
             )
         if view["any_processing"]:
             raise Conflict("a payment is in progress for this lease; try again shortly")
-        owed = [
-            (iid, cents)
-            for iid, cents in zip(view["unpaid_ids"], view["unpaid_cents"], strict=True)
+        lines = [
+            (iid, cents, rent)
+            for iid, cents, rent in zip(
+                view["unpaid_ids"], view["unpaid_cents"], view["unpaid_rent_cents"], strict=True
+            )
             if cents
         ]
+        owed = [(iid, cents) for iid, cents, _ in lines]
         overdue_cents = sum(cents for _, cents in owed)
         if overdue_cents == 0:
             raise Unprocessable("nothing is overdue on this lease")
@@ -182,7 +187,7 @@ async def start_payment(
                 f" gateway {method['gateway']} does not charge; register it again"
             )
 
-        allocations = allocate(owed, amount)
+        allocations = allocate_in_order(lines, amount, req.allocation_order)
         row = await conn.fetchrow(
             QUERIES["payments.insert_payment"],
             req.lease_id,
@@ -242,6 +247,35 @@ def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[i
     if left:
         raise ValueError("amount exceeds what is owed")
     return allocations
+
+
+def allocate_in_order(
+    lines: Sequence[tuple[int, int, int]], amount_cents: int, order: str
+) -> list[tuple[int, int]]:
+    """Spread ``amount_cents`` over (installment, unpaid cents, of it rent) lines, oldest
+    first, in allocation order ``order``: 'installment' (each installment's rent, then its
+    fee, then the next installment), 'rent_first' (every installment's rent, oldest first,
+    then the fees), 'newest_first' (the most recent installment's rent and fee first). Within
+    an installment the rent is always paid before the fee: the journal keeps one paid amount
+    per installment, and the schedule shows its rent part and its fee part from it."""
+    if order == "installment":
+        return allocate([(iid, unpaid) for iid, unpaid, _ in lines], amount_cents)
+    if order == "newest_first":
+        newest = dict(allocate([(iid, unpaid) for iid, unpaid, _ in reversed(lines)], amount_cents))
+        return [(iid, newest[iid]) for iid, _, _ in lines if iid in newest]
+    if order != "rent_first":
+        raise ValueError(f"unknown allocation order {order!r}")
+    rent = [(iid, min(rent_cents, unpaid)) for iid, unpaid, rent_cents in lines]
+    rent_total = sum(cents for _, cents in rent)
+    shares = dict.fromkeys((iid for iid, _, _ in lines), 0)
+    for iid, cents in allocate([r for r in rent if r[1]], min(amount_cents, rent_total)):
+        shares[iid] += cents
+    fees = [(iid, unpaid - min(rent_cents, unpaid)) for iid, unpaid, rent_cents in lines]
+    for iid, cents in allocate(
+        [f for f in fees if f[1]], amount_cents - min(amount_cents, rent_total)
+    ):
+        shares[iid] += cents
+    return [(iid, cents) for iid, cents in shares.items() if cents]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

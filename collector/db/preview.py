@@ -8,9 +8,12 @@ from datetime import date
 
 import asyncpg
 
+from collector.db import fees
+from collector.db.fees import FeesDue
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, ClaimedCharge, MethodKind
+from collector.fees.rules import FeeTable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +22,7 @@ class DueGroup:
     kind: str
     installments: int
     amount_cents: int
+    fee_cents: int = 0  # of the amount: late fees assessed before
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +50,8 @@ class Preview:
     unresolved: list[UnresolvedGroup]
     # Of the due: what the eligibility check would refuse, by reason.
     refused: list[SkippedGroup] = field(default_factory=list)
+    # The late fees the pass would assess before it claims (by rule; added to the due).
+    fees: list[FeesDue] = field(default_factory=list)
 
 
 # An attempt id above every real one: the dry run's would-be attempts, so the history of
@@ -89,16 +95,25 @@ async def due_claims(
         ]
 
 
-async def preview(pool: asyncpg.Pool, *, as_of: date, gateways: Sequence[str]) -> Preview:
-    """Read the due set, the skipped set and the unresolved attempts in one snapshot."""
+async def preview(
+    pool: asyncpg.Pool,
+    *,
+    as_of: date,
+    gateways: Sequence[str],
+    fee_table: FeeTable | None = None,
+) -> Preview:
+    """Read the due set, the skipped set, the unresolved attempts and (with ``fee_table``:
+    late fees are on) the fees the pass would assess, in one snapshot."""
     names = list(gateways)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         due = await conn.fetch(QUERIES["preview.due_by_gateway"], as_of, names)
         skipped = await conn.fetch(QUERIES["preview.skipped"], as_of, names)
         unresolved = await conn.fetch(QUERIES["preview.unresolved_attempts"])
+        fees_due = await fees.due(conn, fee_table, as_of=as_of) if fee_table else []
     return Preview(
         as_of=as_of,
         due=[DueGroup(**dict(row)) for row in due],
         skipped=[SkippedGroup(**dict(row)) for row in skipped],
         unresolved=[UnresolvedGroup(**dict(row)) for row in unresolved],
+        fees=fees_due,
     )

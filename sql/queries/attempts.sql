@@ -12,7 +12,7 @@
 WITH picked AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('charge_attempts', 'id')) AS attempt_id,
            i.id AS installment_id, i.lease_id, l.customer_id, i.due_on, i.next_attempt_on,
-           i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+           i.owed_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
            i.attempts + 1 AS attempt_no,
            'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
            CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
@@ -26,7 +26,7 @@ WITH picked AS MATERIALIZED (
       AND i.next_attempt_on IS NOT NULL
       AND i.next_attempt_on <= $1
       AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-      AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0
       AND pm.gateway = ANY($5::text[])
       AND i.id <> ALL ($8::bigint[])
     ORDER BY i.next_attempt_on, i.id
@@ -69,7 +69,7 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
   AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0
   AND pm.gateway = ANY($4::text[])
   AND i.id <> ALL ($5::bigint[])
 ORDER BY i.next_attempt_on, i.id

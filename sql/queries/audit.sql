@@ -7,6 +7,7 @@
 -- The journal's sums follow the kinds of sql/0006_money_journal.sql:
 --   paid      = settled - reversed
 --   in flight = presented - released - settled - returned
+--   fees      = fee_assessed, waived = fee_waived (sql/0016): owed = amount + fees - waived
 
 -- journal_matches_installments --
 -- Installments whose paid, in-flight, attempts, awaiting answers, status or next collection
@@ -16,6 +17,8 @@ WITH sums AS (
     SELECT m.installment_id,
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
            sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
+           sum(movement_fee_cents_v1(m.kind, m.amount_cents))::bigint AS fee,
+           sum(movement_fee_waived_cents_v1(m.kind, m.amount_cents))::bigint AS waived,
            count(*) FILTER (
                WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
                AS attempts,
@@ -27,12 +30,17 @@ WITH sums AS (
     GROUP BY m.installment_id
 ), derived AS (
     SELECT i.id, i.lease_id, i.due_on, i.amount_cents, i.paid_cents, i.in_flight_cents,
-           i.attempts, i.awaiting_answers, i.status, i.next_attempt_on,
+           i.attempts, i.awaiting_answers, i.status, i.next_attempt_on, i.fee_cents,
+           i.fee_waived_cents,
            coalesce(s.paid, 0) AS d_paid,
            coalesce(s.in_flight, 0) AS d_in_flight,
            coalesce(s.attempts, 0) AS d_attempts,
            coalesce(s.awaiting, 0) AS d_awaiting,
-           installment_status_v1(i.status, i.amount_cents, coalesce(s.paid, 0),
+           coalesce(s.fee, 0) AS d_fee,
+           coalesce(s.waived, 0) AS d_waived,
+           installment_status_v1(i.status,
+                                 i.amount_cents + coalesce(s.fee, 0) - coalesce(s.waived, 0),
+                                 coalesce(s.paid, 0),
                                  coalesce(s.in_flight, 0), coalesce(s.awaiting, 0),
                                  coalesce(s.attempts, 0), coalesce(s.planned, false))
                AS d_status,
@@ -50,13 +58,16 @@ WITH sums AS (
     WHERE (c.paid_cents, c.in_flight_cents, c.attempts, c.awaiting_answers, c.status)
               IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_attempts, c.d_awaiting, c.d_status)
        OR c.next_attempt_on IS DISTINCT FROM c.d_next
+       OR (c.fee_cents, c.fee_waived_cents) IS DISTINCT FROM (c.d_fee, c.d_waived)
 )
 SELECT count(*) OVER () AS total,
-       format('installment %s holds paid %s, in flight %s, attempts %s, %s, next %s;'
-              ' its journal gives paid %s, in flight %s, attempts %s, %s, next %s',
+       format('installment %s holds paid %s, in flight %s, attempts %s, %s, next %s, fees %s'
+              ' (waived %s); its journal gives paid %s, in flight %s, attempts %s, %s, next %s,'
+              ' fees %s (waived %s)',
               v.id, v.paid_cents, v.in_flight_cents, v.attempts, v.status,
-              coalesce(v.next_attempt_on::text, 'none'), v.d_paid, v.d_in_flight,
-              v.d_attempts, v.d_status, coalesce(v.d_next::text, 'none')) AS message,
+              coalesce(v.next_attempt_on::text, 'none'), v.fee_cents, v.fee_waived_cents,
+              v.d_paid, v.d_in_flight, v.d_attempts, v.d_status,
+              coalesce(v.d_next::text, 'none'), v.d_fee, v.d_waived) AS message,
        ARRAY[v.id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
        ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
        ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
@@ -219,20 +230,22 @@ ORDER BY r.part, r.sort_id
 LIMIT $1;
 
 -- over_taken --
--- Installments whose journal has taken more than their amount (settled + in flight), or
--- counts a negative paid or in-flight sum, at most $1
+-- Installments whose journal has taken more than they owe (settled + in flight above the
+-- amount plus fees less waivers), or counts a negative paid or in-flight sum, at most $1
 WITH sums AS (
     SELECT m.installment_id,
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
-           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight
+           sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
+           sum(movement_fee_cents_v1(m.kind, m.amount_cents)
+               - movement_fee_waived_cents_v1(m.kind, m.amount_cents))::bigint AS fees
     FROM money_movements m
     GROUP BY m.installment_id
 ), violations AS (
-    SELECT i.id, i.amount_cents, l.customer_id, s.paid, s.in_flight
+    SELECT i.id, i.amount_cents + s.fees AS amount_cents, l.customer_id, s.paid, s.in_flight
     FROM sums s
     JOIN installments i ON i.id = s.installment_id
     JOIN leases l ON l.id = i.lease_id
-    WHERE s.paid + s.in_flight > i.amount_cents OR s.paid < 0 OR s.in_flight < 0
+    WHERE s.paid + s.in_flight > i.amount_cents + s.fees OR s.paid < 0 OR s.in_flight < 0
 )
 SELECT count(*) OVER () AS total,
        format('installment %s of %s cents: its journal has paid %s and %s in flight',
@@ -551,12 +564,12 @@ LIMIT $1;
 
 -- charge_offs --
 -- Charge-offs that do not hold: a lease with charge-off rows in the journal whose status is
--- not charged_off; a charge-off row for more than its installment's amount; an automatic
+-- not charged_off; a charge-off row for more than its installment owes; an automatic
 -- (batch or retry) attempt on a lease's money made after its charge-off. At most $1
 WITH co AS (
     SELECT i.lease_id, min(m.created_at) AS charged_off_at, min(m.as_of) AS charged_off_on,
            array_agg(i.id ORDER BY i.id) AS installment_ids,
-           bool_or(m.amount_cents > i.amount_cents) AS over_amount
+           bool_or(m.amount_cents > i.owed_cents) AS over_amount
     FROM money_movements m
     JOIN installments i ON i.id = m.installment_id
     WHERE m.kind = 'charged_off'
@@ -586,6 +599,77 @@ SELECT count(*) OVER () AS total,
 FROM bad b
 WHERE b.status <> 'charged_off' OR b.over_amount OR cardinality(b.after_ids) > 0
 ORDER BY b.lease_id
+LIMIT $1;
+
+-- late_fees --
+-- Late fees that do not hold, by installment, against the rule table ($2 states, $3 grace
+-- days, $4 basis points, $5 caps, $6 minimums; $7..$10 the default rule): a fee above its
+-- rule's cap, or above the lesser of its percentage and the cap (its minimum aside); fees of
+-- one installment above the cap in total (more than one fee); a fee assessed within its
+-- grace days, or on a lease after its charge-off; a waiver with no fee, of another amount
+-- than its fee, or twice. At most $1
+WITH rules AS (
+    SELECT * FROM unnest($2::text[], $3::integer[], $4::integer[], $5::bigint[], $6::bigint[])
+      AS r(state, grace, bp, cap, min_cents)
+), fees AS (
+    SELECT m.installment_id,
+           count(*) FILTER (WHERE m.kind = 'fee_assessed') AS fees,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed'), 0) AS fee_cents,
+           max(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed') AS largest,
+           min(m.as_of) FILTER (WHERE m.kind = 'fee_assessed') AS assessed_on,
+           min(m.created_at) FILTER (WHERE m.kind = 'fee_assessed') AS assessed_at,
+           count(*) FILTER (WHERE m.kind = 'fee_waived') AS waivers,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_waived'), 0) AS waived_cents
+    FROM money_movements m
+    WHERE m.kind IN ('fee_assessed', 'fee_waived')
+    GROUP BY m.installment_id
+), checked AS (
+    SELECT f.*, i.lease_id, i.due_on, i.amount_cents, l.customer_id, l.state,
+           coalesce(r.cap, $9::bigint) AS cap,
+           greatest(coalesce(r.min_cents, $10::bigint),
+                    i.amount_cents * coalesce(r.bp, $8::integer) / 10000) AS by_percent,
+           coalesce(r.grace, $7::integer) AS grace,
+           (SELECT min(co.created_at) FROM installments ci
+            JOIN money_movements co ON co.installment_id = ci.id AND co.kind = 'charged_off'
+            WHERE ci.lease_id = i.lease_id) AS charged_off_at
+    FROM fees f
+    JOIN installments i ON i.id = f.installment_id
+    JOIN leases l ON l.id = i.lease_id
+    LEFT JOIN rules r ON r.state = l.state
+), bad AS (
+    SELECT c.*,
+           concat_ws('; ',
+               CASE WHEN c.largest > c.cap THEN format('a fee of %s cents is above the cap of %s',
+                                                      c.largest, c.cap) END,
+               CASE WHEN c.largest > c.by_percent AND c.largest <= c.cap
+                    THEN format('a fee of %s cents is above %s (its percentage of %s)',
+                                c.largest, c.by_percent, c.amount_cents) END,
+               CASE WHEN c.fee_cents > c.cap
+                    THEN format('%s fee(s) total %s cents, above the cap of %s', c.fees,
+                                c.fee_cents, c.cap) END,
+               CASE WHEN c.fees > 0 AND c.assessed_on - c.due_on <= c.grace
+                    THEN format('assessed on %s, within %s grace days of %s', c.assessed_on,
+                                c.grace, c.due_on) END,
+               CASE WHEN c.assessed_at > c.charged_off_at
+                    THEN 'assessed after the lease was charged off' END,
+               CASE WHEN c.waivers > 0 AND c.fees = 0 THEN 'a waiver with no fee' END,
+               CASE WHEN c.waivers > 1 THEN format('waived %s times', c.waivers) END,
+               CASE WHEN c.waivers = 1 AND c.fees = 1 AND c.waived_cents <> c.fee_cents
+                    THEN format('a waiver of %s cents for a fee of %s', c.waived_cents,
+                                c.fee_cents) END) AS problems
+    FROM checked c
+)
+SELECT count(*) OVER () AS total,
+       format('installment %s of lease %s (%s): %s', b.installment_id, b.lease_id,
+              coalesce(b.state, 'no state'), b.problems) AS message,
+       ARRAY[b.installment_id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[b.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('fee_cents', b.fee_cents, 'cap_cents', b.cap,
+                          'waived_cents', b.waived_cents) AS facts
+FROM bad b
+WHERE b.problems <> ''
+ORDER BY b.installment_id
 LIMIT $1;
 
 -- open_needs_attention --

@@ -22,11 +22,11 @@ DELETE FROM delinquency_totals WHERE as_of = $1;
 WITH lease_due AS (
     SELECT i.lease_id,
            ($1::date - min(i.due_on))::integer AS days_past_due,
-           sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS past_due_cents
+           sum(i.owed_cents - i.paid_cents - i.in_flight_cents)::bigint AS past_due_cents
     FROM installments i
     WHERE i.due_on < $1::date
       AND i.status IN ('scheduled', 'overdue')
-      AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0
     GROUP BY i.lease_id
 ), aged AS (
     SELECT d.lease_id, l.customer_id, d.days_past_due, d.past_due_cents,
@@ -117,4 +117,4 @@ SELECT coalesce(($2::date - min(i.due_on))::integer, 0)
 FROM installments i
 WHERE i.lease_id = $1 AND i.due_on < $2::date
   AND i.status IN ('scheduled', 'overdue')
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0;
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0;

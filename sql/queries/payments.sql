@@ -15,7 +15,7 @@ FOR UPDATE OF l FOR NO KEY UPDATE OF c;
 -- the payment made earlier under the portal's Idempotency-Key $2 (with where it stands now:
 -- its answer may have been resolved since the first reply); the lease's unpaid installments
 -- due before $3, locked oldest first (the one lock order of the engine: due date, then id),
--- with what is left to take (amount - paid - in flight); customer $4's payment method $5 when
+-- with what is left to take (owed - paid - in flight) and of it the rent; customer $4's payment method $5 when
 -- it is theirs and active (with $5 NULL, the primary); and, when $6 is not NULL, the seconds
 -- until the customer may start another manual payment ($6 in any $7 seconds: until the $6-th
 -- most recent one of the window leaves it; NULL while under the limit).
@@ -33,9 +33,11 @@ WITH earlier AS (
     LEFT JOIN charge_attempts a ON a.payment_id = p.id
     WHERE p.lease_id = $1 AND p.request_key = $2
 ), unpaid AS (
-    SELECT id, due_on, amount_cents - paid_cents - in_flight_cents AS collectable_cents, status
+    SELECT id, due_on, owed_cents - paid_cents - in_flight_cents AS collectable_cents,
+           -- Within an installment a payment pays the rent first, then the fee.
+           greatest(amount_cents - paid_cents - in_flight_cents, 0) AS rent_cents, status
     FROM installments
-    WHERE lease_id = $1 AND due_on < $3 AND paid_cents < amount_cents
+    WHERE lease_id = $1 AND due_on < $3 AND paid_cents < owed_cents
       AND status IN ('scheduled', 'overdue', 'processing')
     ORDER BY due_on, id
     FOR UPDATE
@@ -53,6 +55,8 @@ SELECT e.id AS earlier_id, e.request_hash, e.response_status, e.response_body,
            AS unpaid_ids,
        (SELECT coalesce(array_agg(u.collectable_cents ORDER BY u.due_on, u.id), '{}')
         FROM unpaid u) AS unpaid_cents,
+       (SELECT coalesce(array_agg(u.rent_cents ORDER BY u.due_on, u.id), '{}')
+        FROM unpaid u) AS unpaid_rent_cents,
        (SELECT coalesce(bool_or(u.status = 'processing'), false) FROM unpaid u)
            AS any_processing,
        m.id AS method_id, m.kind, m.gateway, m.token, m.brand, m.instrument_key,

@@ -1,8 +1,12 @@
 -- due_by_gateway --
 -- What a pass for business date $1 would charge, by gateway and method kind, with the enabled
--- gateways $2. Reads only: nothing is locked or written.
+-- gateways $2, and of it the late fees already assessed. Reads only: nothing is locked or
+-- written. (The fees the pass would assess first: fees.due.)
 SELECT pm.gateway, pm.kind, count(*) AS installments,
-       sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents
+       sum(i.owed_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents,
+       -- Of it, late fees (within an installment the rent is taken first, then the fee).
+       sum(least(i.fee_cents - i.fee_waived_cents,
+                 i.owed_cents - i.paid_cents - i.in_flight_cents))::bigint AS fee_cents
 FROM installments i
 JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
 JOIN payment_methods pm
@@ -10,7 +14,7 @@ JOIN payment_methods pm
 WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0
   AND pm.gateway = ANY($2::text[])
 GROUP BY pm.gateway, pm.kind
 ORDER BY pm.gateway, pm.kind;
@@ -21,7 +25,7 @@ ORDER BY pm.gateway, pm.kind;
 SELECT s.reason, count(*) AS installments, sum(s.amount_cents)::bigint AS amount_cents,
        (array_agg(s.id ORDER BY s.id))[1:10] AS sample_ids
 FROM (
-    SELECT i.id, i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+    SELECT i.id, i.owed_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
            CASE
                WHEN l.status <> 'active' THEN 'lease_' || l.status
                WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN 'no_automatic_retry'
@@ -52,7 +56,7 @@ ORDER BY status;
 -- ($2, $3), through gateways $4, at most $5, with what the eligibility check reads. Reads
 -- only; the same filter as attempts.claim_due.
 SELECT i.id AS installment_id, i.next_attempt_on, i.lease_id, l.customer_id, i.due_on,
-       i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+       i.owed_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
        CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
        pm.id AS payment_method_id, pm.gateway, pm.kind, pm.brand, pm.instrument_key
 FROM installments i
@@ -63,7 +67,7 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
   AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents > 0
   AND pm.gateway = ANY($4::text[])
 ORDER BY i.next_attempt_on, i.id
 LIMIT $5;

@@ -13,8 +13,8 @@ FROM (
            END AS state,
            CASE WHEN i.status <> 'pending_settlement' AND i.due_on < $1
                      AND i.status IN ('scheduled', 'overdue')
-                THEN i.amount_cents - i.paid_cents - i.in_flight_cents
-                ELSE i.amount_cents - i.paid_cents END AS unpaid_cents
+                THEN i.owed_cents - i.paid_cents - i.in_flight_cents
+                ELSE i.owed_cents - i.paid_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')
@@ -33,7 +33,7 @@ WHERE status = 'in_doubt';
 -- due_today_collected --
 -- Cents due on business date $1, cents of it collected (settled) so far, and cents in flight
 -- (bank debits not settled yet, charges waiting for their answer)
-SELECT coalesce(sum(amount_cents), 0)::bigint AS due_cents,
+SELECT coalesce(sum(owed_cents), 0)::bigint AS due_cents,
        coalesce(sum(paid_cents), 0)::bigint AS paid_cents,
        coalesce(sum(in_flight_cents), 0)::bigint AS in_flight_cents
 FROM installments
