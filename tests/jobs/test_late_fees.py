@@ -338,7 +338,7 @@ def test_the_shipped_rules_are_valid_and_cite_their_statutes() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("[states.CA]\ngrace_days = 7", "a [default] rule"),
+        ("[states.CA]\ngrace_days = 7", r"expects a \[default\] rule"),
         (
             "[default]\ngrace_days = 1\npercent_bp = 500\ncap_cents = 100\nmin_cents = 200\n"
             'statute = "x"\nverified = false',
@@ -365,5 +365,6 @@ def test_allocation_orders() -> None:
     # (installment, unpaid, of it rent): two installments of $50 rent + $2.50 fee.
     lines = [(1, 5_250, 5_000), (2, 5_250, 5_000)]
     assert allocate_in_order(lines, 6_000, "installment") == [(1, 5_250), (2, 750)]
-    assert allocate_in_order(lines, 10_100, "rent_first") == [(1, 5_050), (2, 5_050)]
+    assert allocate_in_order(lines, 6_000, "rent_first") == [(1, 5_000), (2, 1_000)]
+    assert allocate_in_order(lines, 10_100, "rent_first") == [(1, 5_100), (2, 5_000)]
     assert allocate_in_order(lines, 6_000, "newest_first") == [(1, 750), (2, 5_250)]
