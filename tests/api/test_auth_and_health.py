@@ -29,6 +29,9 @@ V1_OPERATIONS = [
     ),
     ("PUT", "/v1/customers/{customer_id}/primary-payment-method", {"payment_method_id": 1}),
     ("POST", "/v1/leases/{lease_id}/payments", {}),
+    ("GET", "/v1/leases/{lease_id}/fees", None),
+    ("POST", "/v1/leases/{lease_id}/fees/{fee_id}/waive", {"reason": "goodwill"}),
+    ("PUT", "/v1/leases/{lease_id}/state", {"state": "CA"}),
 ]
 
 
@@ -84,7 +87,7 @@ async def test_v1_refuses_a_missing_or_wrong_token_with_401(
     for method, path, body in V1_OPERATIONS:
         response = await client.request(
             method,
-            path.format(customer_id=1, lease_id=1),
+            path.format(customer_id=1, lease_id=1, fee_id=1),
             json=body,
             headers={**headers, "Idempotency-Key": "key-1"},
         )
