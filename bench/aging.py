@@ -157,6 +157,22 @@ async def one_pass(server: Server, variant: str, what: str) -> tuple[float, int,
     return run.pass_s, run.due, rows
 
 
+async def _time_assessment(server: Server) -> None:
+    """The fee statement alone on a copy of the seeded book, as a pass would run it first:
+    every behind installment gets its fee (journal rows applied to their installments)."""
+    url = await copy_database(server.url, TEMPLATE, COPIES["with"])
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.monotonic()
+        async with conn.transaction():
+            done = await fees.assess(conn, load_rules(), as_of=AS_OF, source="bench")
+        took = time.monotonic() - started
+    finally:
+        await conn.close()
+    await drop_database(server.url, COPIES["with"])
+    print(f"  the fee statement on the seeded book: {done.fees:,} fees in {took * 1000:.0f} ms")
+
+
 async def _time_strikes(conn: asyncpg.Connection) -> None:
     """The eligibility history query the claim runs, in batches of 500 presentments of the
     book just collected, with the strike count off and on: what the stop adds per batch (the
@@ -192,6 +208,8 @@ async def _time_strikes(conn: asyncpg.Connection) -> None:
 
 async def bench(args: argparse.Namespace, server: Server) -> dict[str, list[float]]:
     await seed(server.url, args.leases, args.delinquent_share)
+    if args.what == "aging-fees":
+        await _time_assessment(server)
     times: dict[str, list[float]] = {"without": [], "with": []}
     for n in range(args.rounds):
         order = ("without", "with") if n % 2 == 0 else ("with", "without")

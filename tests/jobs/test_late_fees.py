@@ -368,3 +368,27 @@ def test_allocation_orders() -> None:
     assert allocate_in_order(lines, 6_000, "rent_first") == [(1, 5_000), (2, 1_000)]
     assert allocate_in_order(lines, 10_100, "rent_first") == [(1, 5_100), (2, 5_000)]
     assert allocate_in_order(lines, 6_000, "newest_first") == [(1, 750), (2, 5_250)]
+
+
+async def test_a_fee_on_a_debit_returned_nsf_is_never_reinitiated_with_it(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], fee_settings: Settings
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, token="sandbox_ach_return_R01", due_dates=[TODAY])
+        await _state(conn, lease.lease_id, "CA")
+    for n in range(40):
+        await run_pass(pool, gateways, fee_settings, as_of=TODAY + timedelta(days=n))
+    async with pool.acquire() as conn:
+        iid = lease.installment_ids[0]
+        assert (await installment(conn, iid))["fee_cents"] == 250
+        attempts = await conn.fetch(
+            "SELECT amount_cents, status, outcome_code FROM charge_attempts"
+            " WHERE installment_id = $1 ORDER BY id",
+            iid,
+        )
+    # NACHA: a reinitiation carries the identical amount. Rent + fee is never sent; the
+    # refusal says why.
+    sent = [a for a in attempts if a["status"] != "refused"]
+    assert sent and all(a["amount_cents"] == 5_000 for a in sent)
+    refused = {a["outcome_code"] for a in attempts if a["status"] == "refused"}
+    assert "reinitiation_amount_differs" in refused
