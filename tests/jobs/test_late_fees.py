@@ -145,9 +145,7 @@ async def test_a_fee_is_collected_with_the_overdue_amount_after_a_timely_notice_
         # Retried automatically: the fee changes the debit's amount (Regulation E).
         retried = await make_lease(conn, token=BROKE, due_dates=[TODAY])
         # Paid by hand, part then the rest: rent first, then the fee.
-        by_hand = await make_lease(
-            conn, token=BROKE, due_dates=[TODAY, TODAY + timedelta(days=30)]
-        )
+        by_hand = await make_lease(conn, token=BROKE, due_dates=[TODAY, TODAY + timedelta(days=30)])
         # Waived before it is paid.
         waived = await make_lease(conn, token=BROKE, due_dates=[TODAY])
         for lease in (retried, by_hand, waived):
