@@ -651,7 +651,9 @@ class Settings(BaseSettings):
         try:
             load_rules(self.late_fee_rules_file)
         except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
+            name = "COLLECTOR_LATE_FEE_RULES_FILE"
+            message = str(exc)
+            raise ValueError(message if message.startswith(name) else f"{name}: {message}") from exc
         return self
 
     @property

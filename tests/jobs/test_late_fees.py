@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import date, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from collector.config import Settings
+from collector.config import Settings, load_settings
 from collector.db.audit import run_audit
 from collector.db.payments import allocate_in_order
 from collector.exceptions import ConfigError
@@ -390,3 +391,12 @@ async def test_a_fee_on_a_debit_returned_nsf_is_never_reinitiated_with_it(
     assert sent and all(a["amount_cents"] == 5_000 for a in sent)
     refused = {a["outcome_code"] for a in attempts if a["status"] == "refused"}
     assert "reinitiation_amount_differs" in refused
+
+
+def test_a_bad_rules_file_stops_the_engine_at_start_naming_the_setting(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[default]\ngrace_days = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"COLLECTOR_LATE_FEE_RULES_FILE: rules\.toml: default"):
+        load_settings(late_fee_rules_file=bad)
+    with pytest.raises(ConfigError, match="COLLECTOR_LATE_FEE_RULES_FILE: cannot read"):
+        load_settings(late_fee_rules_file=tmp_path / "missing.toml")
