@@ -1,8 +1,8 @@
 -- claim_due --
 -- Claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
--- pending attempt each for what is left to take (amount - paid - in flight) under a
--- deterministic idempotency key. $5 = enabled gateways, $6 = run id, $7 = claim deadline in
+-- pending attempt each for what is left to take (owed - paid - in flight; owed: rent + late
+-- fees - waivers) under a deterministic idempotency key. $5 = enabled gateways, $6 = run id, $7 = claim deadline in
 -- seconds, $8 = installments this pass set aside (passed over). The caller presents the money (money.present) in the same transaction, which
 -- marks the installments processing: this statement writes no money state.
 -- Shaped for the planner: the MATERIALIZED CTE keeps the due scan on the partial index (an

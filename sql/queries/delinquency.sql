@@ -1,6 +1,6 @@
 -- Delinquency aging (collector/db/delinquency.py): the snapshot a pass writes per business
 -- date, the charge-off, and the report's reads. Past due: money of an installment neither
--- paid nor in flight (amount - paid - in flight; a bank debit awaiting settlement is not past
+-- paid nor in flight (owed - paid - in flight; a bank debit awaiting settlement is not past
 -- due) whose due date is before the business date; a lease's days past due are those of its
 -- oldest such installment. Buckets: $2, the upper edges of the delinquent buckets in days
 -- (e.g. {30,60,90}) and $3 their labels ({1-30,31-60,61-90,90+}: one more than the edges).
