@@ -210,7 +210,9 @@ class FeeWaiver(StrictBody):
         Field(
             min_length=1,
             max_length=500,
-            pattern=r"\S",
+            # Not blank, and no control characters (PostgreSQL's text cannot hold NUL: a 500,
+            # not a clear 422).
+            pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
             description="Why the fee is waived (kept in the journal with the waiver).",
         ),
     ]

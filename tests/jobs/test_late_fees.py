@@ -232,7 +232,14 @@ async def test_a_fee_is_collected_with_the_overdue_amount_after_a_timely_notice_
     fees = (await portal.http.get(f"/v1/leases/{waived.lease_id}/fees")).json()["fees"]
     [fee] = fees
     url = f"/v1/leases/{waived.lease_id}/fees/{fee['fee_id']}/waive"
-    for bad in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x", "extra": 1}, {"reason": 5}):
+    for bad in (
+        {},
+        {"reason": ""},
+        {"reason": "   "},
+        {"reason": "x", "extra": 1},
+        {"reason": 5},
+        {"reason": "nul \u0000 inside"},
+    ):
         assert (await portal.http.post(url, json=bad)).status_code == 422, bad
     wrong = await portal.http.post(
         f"/v1/leases/{retried.lease_id}/fees/{fee['fee_id']}/waive", json={"reason": "x"}
