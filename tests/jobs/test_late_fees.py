@@ -22,6 +22,7 @@ from collector.fees.rules import load_rules, parse_rules
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from collector.metrics import REGISTRY
+from collector.seed import seed_demo
 from tests.cli.commands import collector as run_cli
 from tests.cli.commands import env_for
 from tests.factories import installment, make_lease
@@ -407,3 +408,38 @@ def test_a_bad_rules_file_stops_the_engine_at_start_naming_the_setting(tmp_path:
         load_settings(late_fee_rules_file=bad)
     with pytest.raises(ConfigError, match="COLLECTOR_LATE_FEE_RULES_FILE: cannot read"):
         load_settings(late_fee_rules_file=tmp_path / "missing.toml")
+
+
+async def test_a_leases_state_is_set_through_the_api_and_the_seed_validated(
+    pool: asyncpg.Pool, portal: Portal
+) -> None:
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[TODAY])
+    url = f"/v1/leases/{lease.lease_id}/state"
+    for bad in ({"state": "ZZ"}, {"state": "ca"}, {"state": "CAL"}, {"state": 5}, {}):
+        assert (await portal.http.put(url, json=bad)).status_code == 422, bad
+    assert (await portal.http.get(f"/v1/leases/{lease.lease_id}")).json()["state"] is None
+    done = await portal.http.put(url, json={"state": "WV"})
+    assert done.status_code == 200 and done.json() == {"state": "WV"}
+    assert (await portal.http.get(f"/v1/leases/{lease.lease_id}")).json()["state"] == "WV"
+    missing = await portal.http.put("/v1/leases/999999/state", json={"state": "WV"})
+    assert missing.status_code == 404
+
+    await seed_demo(pool, customers=5, due_on=TODAY, installments=1)
+    await seed_demo(pool, customers=2, due_on=TODAY, installments=1, state="CT")
+    async with pool.acquire() as conn:
+        states = [r["state"] for r in await conn.fetch("SELECT state FROM leases ORDER BY id")]
+    assert states[1:] == ["CA", "NY", "CT", "WV", "TX", "CT", "CT"]
+    with pytest.raises(ValueError, match="not a two-letter US state"):
+        await seed_demo(pool, customers=1, due_on=TODAY, state="XX")
+
+
+async def test_collector_seed_takes_a_state_and_refuses_an_unknown_one(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    refused = await run_cli("seed", "--customers", "1", "--state", "XX", env=env_for(database_url))
+    assert refused.returncode == 2 and "not a two-letter US state" in refused.stderr
+    done = await run_cli("seed", "--customers", "2", "--state", "NY", env=env_for(database_url))
+    assert done.returncode == 0, done.stderr
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT array_agg(DISTINCT state) FROM leases") == ["NY"]
