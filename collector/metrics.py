@@ -256,6 +256,21 @@ CHARGED_OFF_CENTS = Counter(
     "Cents written off by charge-offs (what was neither paid nor in flight).",
     registry=REGISTRY,
 )
+LATE_FEES_ASSESSED = Counter(
+    "collector_late_fees_assessed_total",
+    "Late fees the pass assessed (one per installment at most).",
+    registry=REGISTRY,
+)
+LATE_FEES_ASSESSED_CENTS = Counter(
+    "collector_late_fees_assessed_cents_total",
+    "Cents of late fees the pass assessed.",
+    registry=REGISTRY,
+)
+LATE_FEES_WAIVED_CENTS = Counter(
+    "collector_late_fees_waived_cents_total",
+    "Cents of late fees waived through the API.",
+    registry=REGISTRY,
+)
 
 PROMISES_RESOLVED = Counter(
     "collector_promises_resolved_total",

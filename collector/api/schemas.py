@@ -109,6 +109,13 @@ class LeaseDetail(BaseModel):
         default="current",
         description="current, 1-30, 31-60, 61-90 or 90+ (the configured edges).",
     )
+    state: str | None = Field(
+        default=None,
+        description="The lease's jurisdiction (two-letter US code) whose late-fee rule applies.",
+    )
+    fees_owed_cents: Cents = Field(
+        default=0, description="Late fees not paid yet (net of waivers), included in overdue."
+    )
 
 
 ScheduleStatus = Literal["scheduled", "processing", "pending", "paid", "overdue", "cancelled"]
@@ -146,6 +153,12 @@ class ScheduleLine(BaseModel):
     collection_resumes_on: date | None = Field(
         default=None, description="When automatic collection may resume (with collection_paused)."
     )
+    rent_paid_cents: Cents = Field(default=0, description="Of the rent, what is paid.")
+    fee_cents: Cents = Field(default=0, description="The late fee, net of its waiver.")
+    fee_paid_cents: Cents = Field(default=0, description="Of the late fee, what is paid.")
+    fee_waived_cents: Cents = Field(default=0, description="Of the late fee, what was waived.")
+    fee_id: int | None = Field(default=None, description="The late fee's id (to waive it).")
+    owed_cents: Cents = Field(default=0, description="Rent + late fee - waiver.")
 
 
 class Schedule(BaseModel):
@@ -306,3 +319,50 @@ class PromiseView(BaseModel):
         description="The payment the engine made for it on its date (auto_collect)."
     )
     created_at: datetime
+
+
+class FeeWaiver(StrictBody):
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=500,
+            # Not blank, and no control characters (PostgreSQL's text cannot hold NUL: a 500,
+            # not a clear 422).
+            pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+            description="Why the fee is waived (kept in the journal with the waiver).",
+        ),
+    ]
+
+
+class FeeWaived(BaseModel):
+    fee_id: int
+    waiver_id: int
+    lease_id: int
+    installment_id: int
+    amount_cents: Cents
+    reason: str
+
+
+class LateFee(BaseModel):
+    fee_id: int
+    installment_id: int
+    seq: int
+    amount_cents: Cents
+    assessed_on: date
+    rule: str = Field(description="The rule applied: 'late_fee:' and the state, or 'default'.")
+    waiver_id: int | None
+    waived_on: date | None
+    waiver_reason: str | None
+
+
+class LeaseFees(BaseModel):
+    lease_id: int
+    fees: list[LateFee]
+
+
+class LeaseState(StrictBody):
+    state: Annotated[
+        str | None,
+        Field(description="Two-letter US state or territory code (e.g. CA); null: unknown."),
+    ]

@@ -1,8 +1,8 @@
 -- installment_states --
 -- Count and unpaid cents of the installments in each state the dashboards watch on business
 -- date $1: due today (not yet collected), overdue (due before today, unpaid, not in flight),
--- pending settlement (ACH sent, not settled). Overdue counts what is left to take (amount -
--- paid - in flight): money in flight is not overdue as well.
+-- pending settlement (ACH sent, not settled). Overdue counts what is left to take (owed -
+-- paid - in flight - cancelled): money in flight is not overdue as well.
 SELECT s.state, count(*) AS installments, sum(s.unpaid_cents)::bigint AS cents
 FROM (
     SELECT CASE
@@ -13,9 +13,9 @@ FROM (
            END AS state,
            CASE WHEN i.status <> 'pending_settlement' AND i.due_on < $1
                      AND i.status IN ('scheduled', 'overdue')
-                THEN i.amount_cents - i.paid_cents - i.in_flight_cents
-                -- What a payoff forgave is no one's to pay (sql/0016).
-                ELSE i.amount_cents - i.paid_cents - i.cancelled_cents END AS unpaid_cents
+                THEN i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents
+                -- What a payoff forgave is no one's to pay (sql/0017).
+                ELSE i.owed_cents - i.paid_cents - i.cancelled_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')
@@ -34,7 +34,7 @@ WHERE status = 'in_doubt';
 -- due_today_collected --
 -- Cents due on business date $1, cents of it collected (settled) so far, and cents in flight
 -- (bank debits not settled yet, charges waiting for their answer)
-SELECT coalesce(sum(amount_cents), 0)::bigint AS due_cents,
+SELECT coalesce(sum(owed_cents - cancelled_cents), 0)::bigint AS due_cents,
        coalesce(sum(paid_cents), 0)::bigint AS paid_cents,
        coalesce(sum(in_flight_cents), 0)::bigint AS in_flight_cents
 FROM installments
