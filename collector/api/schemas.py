@@ -231,7 +231,8 @@ class PaymentResult(BaseModel):
 class PayoffComponentLine(BaseModel):
     kind: str = Field(
         description="cash_price, rent_paid, early_purchase_fee, past_due_rent,"
-        " rent_not_yet_due, early_purchase_discount, capped_at_remaining_rent"
+        " rent_not_yet_due, early_purchase_discount, late_fees (the lease's unpaid late"
+        " fees), capped_at_remaining_rent (at most the remaining rent + late fees)"
     )
     cents: int = Field(description="Signed: a credit or discount is negative.")
 
@@ -243,7 +244,9 @@ class PayoffQuote(BaseModel):
     rule: Literal["within_window", "after_window", "no_terms"]
     components: list[PayoffComponentLine] = Field(description="They add up to amount_cents.")
     valid_until: date = Field(description="The last business date the quote holds.")
-    remaining_rent_cents: Cents = Field(description="What paying the lease out would cost.")
+    remaining_rent_cents: Cents = Field(
+        description="The rent left to pay (paying the lease out costs this + late_fees_cents)."
+    )
     rent_paid_cents: Cents = Field(description="Settled rent; money in flight is not counted.")
     pending_cents: Cents = Field(description="Money in flight, counted neither paid nor owed.")
     payable: bool = Field(
@@ -251,6 +254,9 @@ class PayoffQuote(BaseModel):
     )
     window_ends_on: date | None = Field(description="The early-purchase window's last day.")
     next_due_on: date | None
+    late_fees_cents: Cents = Field(
+        default=0, description="The lease's unpaid late fees, included in amount_cents."
+    )
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -206,10 +206,11 @@ FROM open o;
 
 -- payoff_quote --
 -- What it takes to own the goods of lease $1 on business date $2, holding at most $3 days
--- (lease_payoff_v1, the one computation of a payoff); no row when there is no such lease
+-- (lease_payoff_v1, the one computation of a payoff, late fees included); no row when there
+-- is no such lease
 SELECT q.lease_id, q.rule, q.amount_cents, q.components, q.remaining_rent_cents,
        q.rent_paid_cents, q.in_flight_cents, q.payable, q.window_ends_on, q.next_due_on,
-       q.valid_until
+       q.valid_until, q.late_fees_cents
 FROM lease_payoff_v1($1, $2, $3) q;
 
 -- cancel_remaining --
