@@ -268,9 +268,9 @@ async def _payoff_claim(
     conn: asyncpg.pool.PoolConnectionProxy, req: PaymentRequest
 ) -> tuple[list[tuple[int, int, int]], int]:
     """Lock the lease's installments with money left and return them (id, cents left, of it
-    rent; oldest first; late fees are part of what is left) with the payoff amount; raises Conflict while money of the lease is in flight or
-    when the request names another amount than today's quote, Unprocessable when nothing
-    is left to pay."""
+    rent; oldest first; late fees are part of what is left) with the payoff amount; raises
+    Conflict while money of the lease is in flight or when the request names another amount
+    than today's quote, Unprocessable when nothing is left to pay."""
     locked = await conn.fetchrow(QUERIES["payments.lock_open_installments"], req.lease_id)
     assert locked is not None
     if locked["any_in_flight"]:
