@@ -119,6 +119,17 @@ FROM money_movements m
 JOIN installments i ON i.id = m.installment_id
 WHERE m.as_of = $1 AND m.kind = 'charged_off';
 
+-- business_day_late_fees --
+-- Late fees assessed and waived on business date $1 (how many, their cents), from the journal
+SELECT count(*) FILTER (WHERE m.kind = 'fee_assessed') AS assessed,
+       coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed'), 0)::bigint
+           AS assessed_cents,
+       count(*) FILTER (WHERE m.kind = 'fee_waived') AS waived,
+       coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_waived'), 0)::bigint
+           AS waived_cents
+FROM money_movements m
+WHERE m.as_of = $1 AND m.kind IN ('fee_assessed', 'fee_waived');
+
 -- business_day_set_aside --
 -- Rows set aside for an operator from $1 to $2 (the business date's midnights in the
 -- lessor's zone), open or resolved since, by subject and reason

@@ -6,15 +6,18 @@ a promise's amount may be the whole owed amount, the fee included."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from collector.config import Settings
 from collector.db.audit import run_audit
+from collector.db.stats import business_day
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
+from collector.metrics import REGISTRY, set_business_day_gauges
 from tests.factories import LeaseRef, make_lease, set_terms
 from tests.jobs.portal import Portal
 
@@ -175,6 +178,17 @@ async def test_a_payoff_after_a_waiver_leaves_the_fee_out(
         f"/v1/leases/{lease.lease_id}/fees/{fee['fee_id']}/waive", json={"reason": "goodwill"}
     )
     assert waived.status_code == 200, waived.text
+    # The business date's late-fee gauges, from the journal (assessed on 11-09, waived today).
+    zone = ZoneInfo("America/New_York")
+    assessed_day = await business_day(pool, as_of=date(2026, 11, 9), zone=zone)
+    assert assessed_day.late_fees == {"assessed": (1, 500), "waived": (0, 0)}
+    today = await business_day(pool, as_of=portal.today, zone=zone)
+    assert today.late_fees == {"assessed": (0, 0), "waived": (1, 500)}
+    set_business_day_gauges(today, start=datetime.now(UTC))
+    gauge = REGISTRY.get_sample_value
+    assert gauge("collector_business_day_late_fees", {"kind": "waived"}) == 1
+    assert gauge("collector_business_day_late_fees_cents", {"kind": "waived"}) == 500
+    assert gauge("collector_business_day_late_fees_cents", {"kind": "assessed"}) == 0
     quote = (await portal.http.get(f"/v1/leases/{lease.lease_id}/payoff")).json()
     assert (quote["amount_cents"], quote["late_fees_cents"]) == (20_000, 0)
     assert [c["kind"] for c in quote["components"]] == ["past_due_rent", "rent_not_yet_due"]
