@@ -414,8 +414,7 @@ BUSINESS_DAY_LATE_FEES = Gauge(
 )
 BUSINESS_DAY_LATE_FEES_CENTS = Gauge(
     "collector_business_day_late_fees_cents",
-    "Cents of the late fees assessed and waived on the current business date, from the"
-    " journal.",
+    "Cents of the late fees assessed and waived on the current business date, from the journal.",
     ["kind"],
     registry=REGISTRY,
 )
