@@ -44,6 +44,7 @@ from collector.db.runs import mark_failed, record_failed_start
 from collector.domain import PassCounts, format_cents
 from collector.exceptions import CollectorError, ConfigError, DatabaseError, DateOutOfRange
 from collector.failures import describe_failure, is_interrupt
+from collector.fees.rules import valid_state
 from collector.gateways.base import GatewayContext
 from collector.gateways.registry import open_gateways
 from collector.jobs.collect import PassResult, run_pass
@@ -66,6 +67,12 @@ _FUTURE_HELP = (
     f"allow a --date after today, at most {MAX_DAYS_AHEAD} days ahead (what falls due by then"
     " is collected early)"
 )
+
+
+def _state(text: str) -> str:
+    if not valid_state(text):
+        raise argparse.ArgumentTypeError(f"not a two-letter US state or territory code: {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -111,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--customers", type=_positive, required=True)
     seed.add_argument("--due-date", type=_date, help="first due date (default: today)")
     seed.add_argument("--mix", choices=("demo", "ok"), default="demo", help=argparse.SUPPRESS)
+    seed.add_argument(
+        "--state",
+        type=_state,
+        help="every lease's jurisdiction, a two-letter US code (default: a mix of states)",
+    )
 
     daemon = commands.add_parser(
         "daemon", help="serve the portal API and /metrics, and collect on a schedule"
@@ -555,7 +567,9 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         async with _database(settings) as (_url, pool):
-            report = await run_audit(pool, card_rules=settings.card_rules)
+            report = await run_audit(
+                pool, card_rules=settings.card_rules, fee_table=settings.fee_table
+            )
     except CollectorError as exc:
         _print_error(exc)
         return AUDIT_COULD_NOT_RUN
@@ -683,7 +697,11 @@ async def _record_failed_start(pool: asyncpg.Pool, as_of: date, exc: Exception) 
 async def _dry_run(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> None:
     as_of: date = args.as_of
     report = await preview(
-        pool, as_of=as_of, gateways=settings.gateways, charge_off_days=settings.charge_off_days
+        pool,
+        as_of=as_of,
+        gateways=settings.gateways,
+        charge_off_days=settings.charge_off_days,
+        fee_table=settings.fee_table if settings.late_fees else None,
     )
     report = dataclasses.replace(
         report,
@@ -732,7 +750,12 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as (_url, pool):
         with _progress("seeding", total=args.customers) as progress:
             seeded = await seed_demo(
-                pool, customers=args.customers, due_on=due_on, mix=args.mix, progress=progress
+                pool,
+                customers=args.customers,
+                due_on=due_on,
+                mix=args.mix,
+                progress=progress,
+                state=args.state,
             )
     print(
         f"seeded {seeded.customers} customers, {seeded.installments} installments"
@@ -872,6 +895,14 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
     for g in report.due:
         amount = format_cents(g.amount_cents)
         print(f"    {g.gateway:<16} {g.kind:<5} {g.installments:>8}  {amount:>14}")
+    fee_total = sum(g.fee_cents for g in report.due)
+    if fee_total:
+        print(f"  of which late fees assessed before: {format_cents(fee_total)}")
+    for f in report.fees:
+        print(
+            f"  would first assess {f.fees} late fee(s) ({f.rule}), {format_cents(f.cents)},"
+            " collected with the overdue amount"
+        )
     for s in report.skipped:
         sample = ", ".join(str(i) for i in s.sample_ids)
         print(f"  would skip {s.installments} ({s.reason}), e.g. installment(s) {sample}")
@@ -901,5 +932,7 @@ def _print_preview(report: Preview, *, as_json: bool) -> None:
             "refused": [asdict(r) for r in report.refused],
             "unresolved": [asdict(u) for u in report.unresolved],
             "charge_offs": [asdict(c) for c in report.charge_offs],
+            "fee_cents": fee_total,
+            "fees_to_assess": [asdict(f) for f in report.fees],
         }
         print(json.dumps(data, sort_keys=True))

@@ -17,7 +17,7 @@ import re
 import string
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from collector.business_dates import MAX_RETRY_DAYS
 from collector.exceptions import ConfigError
+from collector.fees.rules import FeeTable, load_rules
 from collector.policy import CardRetryRules
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -234,6 +235,22 @@ class Settings(BaseSettings):
         ge=1,
         le=366,
         description="How far back the report's roll-rate matrix compares (a month: 30).",
+    )
+    # Late fees (issue 9, part 2; README "Late fees"): off unless the lessor's agreements
+    # specify them (every statute in the table allows a fee only then).
+    late_fees: bool = Field(
+        default=False,
+        description="Assess late fees by the pass, per the lease's state (the rule table).",
+    )
+    late_fee_rules_file: Path | None = Field(
+        default=None,
+        description="A reviewed rule table replacing the shipped one (same TOML shape).",
+    )
+    allocation_order: Literal["installment", "rent_first", "newest_first"] = Field(
+        default="installment",
+        description="What a payment pays first: 'installment' (the oldest installment's rent,"
+        " then its fee, then the next), 'rent_first' (every installment's rent oldest first,"
+        " then the fees), 'newest_first' (the most recent installment first).",
     )
     stripe_api_key: SecretStr | None = Field(
         default=None, description="Stripe secret key (sk_live_... or sk_test_...)."
@@ -663,7 +680,18 @@ class Settings(BaseSettings):
                 f" COLLECTOR_GATEWAY_TIMEOUT_S ({self.gateway_timeout_s:g} s): a claim must"
                 " outlive its own charge, or another pass takes it over while it is in flight"
             )
+        try:
+            load_rules(self.late_fee_rules_file)
+        except ConfigError as exc:
+            name = "COLLECTOR_LATE_FEE_RULES_FILE"
+            message = str(exc)
+            raise ValueError(message if message.startswith(name) else f"{name}: {message}") from exc
         return self
+
+    @property
+    def fee_table(self) -> FeeTable:
+        """The late-fee rule table, as configured (validated at start)."""
+        return load_rules(self.late_fee_rules_file)
 
     @property
     def card_rules(self) -> CardRetryRules:

@@ -256,6 +256,21 @@ CHARGED_OFF_CENTS = Counter(
     "Cents written off by charge-offs (what was neither paid nor in flight).",
     registry=REGISTRY,
 )
+LATE_FEES_ASSESSED = Counter(
+    "collector_late_fees_assessed_total",
+    "Late fees the pass assessed (one per installment at most).",
+    registry=REGISTRY,
+)
+LATE_FEES_ASSESSED_CENTS = Counter(
+    "collector_late_fees_assessed_cents_total",
+    "Cents of late fees the pass assessed.",
+    registry=REGISTRY,
+)
+LATE_FEES_WAIVED_CENTS = Counter(
+    "collector_late_fees_waived_cents_total",
+    "Cents of late fees waived through the API.",
+    registry=REGISTRY,
+)
 
 PROMISES_RESOLVED = Counter(
     "collector_promises_resolved_total",
@@ -390,6 +405,19 @@ BUSINESS_DAY_CHARGED_OFF_CENTS = Gauge(
     "Cents written off by the current business date's charge-offs, from the journal.",
     registry=REGISTRY,
 )
+BUSINESS_DAY_LATE_FEES = Gauge(
+    "collector_business_day_late_fees",
+    "Late fees assessed (by the pass) and waived (through the API) on the current business"
+    " date, from the journal.",
+    ["kind"],
+    registry=REGISTRY,
+)
+BUSINESS_DAY_LATE_FEES_CENTS = Gauge(
+    "collector_business_day_late_fees_cents",
+    "Cents of the late fees assessed and waived on the current business date, from the journal.",
+    ["kind"],
+    registry=REGISTRY,
+)
 BUSINESS_DAY_SET_ASIDE = Gauge(
     "collector_business_day_set_aside",
     "Rows set aside for an operator (needs_attention) during the current business date,"
@@ -434,6 +462,10 @@ def set_business_day_gauges(day: BusinessDay, *, start: datetime) -> None:
     _show(BUSINESS_DAY_ACH_CENTS, {key: cents for key, (_debits, cents) in ach.items()})
     BUSINESS_DAY_CHARGED_OFF_LEASES.set(day.charged_off_leases)
     BUSINESS_DAY_CHARGED_OFF_CENTS.set(day.charged_off_cents)
+    for kind in ("assessed", "waived"):
+        fees, cents = day.late_fees.get(kind, (0, 0))
+        BUSINESS_DAY_LATE_FEES.labels(kind=kind).set(fees)
+        BUSINESS_DAY_LATE_FEES_CENTS.labels(kind=kind).set(cents)
     _show(BUSINESS_DAY_SET_ASIDE, day.set_aside)
 
 

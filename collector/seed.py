@@ -12,6 +12,7 @@ from datetime import date
 import asyncpg
 
 from collector.db.seed import DemoCustomer, analyze_seeded, insert_customers
+from collector.fees.rules import valid_state
 
 CHUNK = 5_000
 INSTALLMENTS_PER_LEASE = 12
@@ -33,6 +34,9 @@ DEMO_MIX: tuple[tuple[int, str, str, str], ...] = (
 ALL_OK: tuple[tuple[int, str, str, str], ...] = ((1, "card", "sandbox_card", "sandbox_card_ok"),)
 
 _SLOTS = [entry for entry in DEMO_MIX for _ in range(entry[0])]
+# The demo leases' jurisdictions: the states of the late-fee table and one without a rule of
+# its own (TX: the default rule applies).
+DEMO_STATES: tuple[str, ...] = ("CA", "NY", "CT", "WV", "TX")
 _STORES = ("Main St Furniture", "Lakeside Electronics", "Northgate Appliances", "Eastside Tires")
 _GOODS = ("sofa", "55in television", "refrigerator", "laptop", "washer and dryer", "tire set")
 
@@ -44,7 +48,7 @@ class SeedResult:
     batch: str
 
 
-def _customer(i: int, batch: str, due_on: date, mix: str) -> DemoCustomer:
+def _customer(i: int, batch: str, due_on: date, mix: str, state: str | None) -> DemoCustomer:
     slots = _SLOTS if mix == "demo" else [ALL_OK[0]]
     # A stride coprime to 100 spreads every outcome over any run of customers, small or large.
     _, kind, gateway, token = slots[(i * 37) % len(slots)]
@@ -64,6 +68,7 @@ def _customer(i: int, batch: str, due_on: date, mix: str) -> DemoCustomer:
         # $25.00 to $124.99 an installment, in whole cents.
         installment_cents=2_500 + (i * 3_331) % 10_000,
         first_due_on=due_on,
+        state=state or DEMO_STATES[i % len(DEMO_STATES)],
     )
 
 
@@ -75,16 +80,21 @@ async def seed_demo(
     mix: str = "demo",
     installments: int = INSTALLMENTS_PER_LEASE,
     progress: Callable[[int], None] | None = None,
+    state: str | None = None,
 ) -> SeedResult:
     """Insert ``customers`` customers, each with a lease whose first installment is due on
-    ``due_on``; ``mix`` is "demo" (every outcome) or "ok" (approvals only)."""
+    ``due_on``; ``mix`` is "demo" (every outcome) or "ok" (approvals only); ``state``: every
+    lease's jurisdiction (None: a mix of DEMO_STATES)."""
     if mix not in ("demo", "ok"):
         raise ValueError(f"unknown seed mix {mix!r}")
+    if state is not None and not valid_state(state):
+        raise ValueError(f"{state!r} is not a two-letter US state or territory code")
     # A fresh batch id keeps emails and agreement references unique across repeated seeds.
     batch = secrets.token_hex(4)
     for start in range(0, customers, CHUNK):
         chunk = [
-            _customer(i, batch, due_on, mix) for i in range(start, min(start + CHUNK, customers))
+            _customer(i, batch, due_on, mix, state)
+            for i in range(start, min(start + CHUNK, customers))
         ]
         async with pool.acquire() as conn:
             await insert_customers(conn, chunk, installments=installments)

@@ -236,7 +236,7 @@ async def set_terms(
     window_fee_cents: int = 2_500,
     after_bps: int = 5_000,
 ) -> None:
-    """Give a lease its terms (sql/0016): the total of payments is its schedule's sum."""
+    """Give a lease its terms (sql/0017): the total of payments is its schedule's sum."""
     await conn.execute(
         "UPDATE leases SET cash_price_cents = $2, delivered_on = $3, epo_window_days = $4,"
         " epo_window_fee_cents = $5, epo_after_bps = $6, total_of_payments_cents ="

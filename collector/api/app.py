@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from collector import __version__
-from collector.api import health, leases, payment_methods, payments, promises, webhooks
+from collector.api import fees, health, leases, payment_methods, payments, promises, webhooks
 from collector.api.auth import require_token
 from collector.api.errors import invalid_request
 from collector.api.gate import Drain, PortalGate
@@ -67,6 +67,7 @@ def create_app(
     app.include_router(payment_methods.router, prefix="/v1", dependencies=secured)
     app.include_router(payments.router, prefix="/v1", dependencies=secured)
     app.include_router(promises.router, prefix="/v1", dependencies=secured)
+    app.include_router(fees.router, prefix="/v1", dependencies=secured)
 
     app.add_exception_handler(RequestValidationError, invalid_request)
 

@@ -86,4 +86,5 @@ async def get_payoff(
         payable=quote.payable,
         window_ends_on=quote.window_ends_on,
         next_due_on=quote.next_due_on,
+        late_fees_cents=quote.late_fees_cents,
     )

@@ -86,8 +86,9 @@ async def manual_pay(
     gateways: GatewaysDep,
     body: Annotated[ManualPayment | None, Body()] = None,
 ) -> JSONResponse:
-    """Charge the overdue amount (or part of it), oldest installments first, exactly once per
-    Idempotency-Key; with ``payoff``, exactly the lease's payoff quote, which pays it off."""
+    """Charge the overdue amount (or part of it), in the allocation order (by default the
+    oldest installment's rent, then its fee, then the next), exactly once per Idempotency-Key;
+    with ``payoff``, exactly the lease's payoff quote (late fees included), which pays it off."""
     body = body or ManualPayment()
     charger: Charger = request.app.state.charger
     answer = await pay_now(
@@ -109,6 +110,7 @@ async def manual_pay(
             ),
             payoff=body.payoff,
             payoff_quote_days=settings.payoff_quote_days,
+            allocation_order=settings.allocation_order,
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -109,6 +109,13 @@ class LeaseDetail(BaseModel):
         default="current",
         description="current, 1-30, 31-60, 61-90 or 90+ (the configured edges).",
     )
+    state: str | None = Field(
+        default=None,
+        description="The lease's jurisdiction (two-letter US code) whose late-fee rule applies.",
+    )
+    fees_owed_cents: Cents = Field(
+        default=0, description="Late fees not paid yet (net of waivers), included in overdue."
+    )
 
 
 ScheduleStatus = Literal["scheduled", "processing", "pending", "paid", "overdue", "cancelled"]
@@ -146,6 +153,12 @@ class ScheduleLine(BaseModel):
     collection_resumes_on: date | None = Field(
         default=None, description="When automatic collection may resume (with collection_paused)."
     )
+    rent_paid_cents: Cents = Field(default=0, description="Of the rent, what is paid.")
+    fee_cents: Cents = Field(default=0, description="The late fee, net of its waiver.")
+    fee_paid_cents: Cents = Field(default=0, description="Of the late fee, what is paid.")
+    fee_waived_cents: Cents = Field(default=0, description="Of the late fee, what was waived.")
+    fee_id: int | None = Field(default=None, description="The late fee's id (to waive it).")
+    owed_cents: Cents = Field(default=0, description="Rent + late fee - waiver.")
 
 
 class Schedule(BaseModel):
@@ -218,7 +231,8 @@ class PaymentResult(BaseModel):
 class PayoffComponentLine(BaseModel):
     kind: str = Field(
         description="cash_price, rent_paid, early_purchase_fee, past_due_rent,"
-        " rent_not_yet_due, early_purchase_discount, capped_at_remaining_rent"
+        " rent_not_yet_due, early_purchase_discount, late_fees (the lease's unpaid late"
+        " fees), capped_at_remaining_rent (at most the remaining rent + late fees)"
     )
     cents: int = Field(description="Signed: a credit or discount is negative.")
 
@@ -230,7 +244,9 @@ class PayoffQuote(BaseModel):
     rule: Literal["within_window", "after_window", "no_terms"]
     components: list[PayoffComponentLine] = Field(description="They add up to amount_cents.")
     valid_until: date = Field(description="The last business date the quote holds.")
-    remaining_rent_cents: Cents = Field(description="What paying the lease out would cost.")
+    remaining_rent_cents: Cents = Field(
+        description="The rent left to pay (paying the lease out costs this + late_fees_cents)."
+    )
     rent_paid_cents: Cents = Field(description="Settled rent; money in flight is not counted.")
     pending_cents: Cents = Field(description="Money in flight, counted neither paid nor owed.")
     payable: bool = Field(
@@ -238,6 +254,9 @@ class PayoffQuote(BaseModel):
     )
     window_ends_on: date | None = Field(description="The early-purchase window's last day.")
     next_due_on: date | None
+    late_fees_cents: Cents = Field(
+        default=0, description="The lease's unpaid late fees, included in amount_cents."
+    )
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -306,3 +325,50 @@ class PromiseView(BaseModel):
         description="The payment the engine made for it on its date (auto_collect)."
     )
     created_at: datetime
+
+
+class FeeWaiver(StrictBody):
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=500,
+            # Not blank, and no control characters (PostgreSQL's text cannot hold NUL: a 500,
+            # not a clear 422).
+            pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+            description="Why the fee is waived (kept in the journal with the waiver).",
+        ),
+    ]
+
+
+class FeeWaived(BaseModel):
+    fee_id: int
+    waiver_id: int
+    lease_id: int
+    installment_id: int
+    amount_cents: Cents
+    reason: str
+
+
+class LateFee(BaseModel):
+    fee_id: int
+    installment_id: int
+    seq: int
+    amount_cents: Cents
+    assessed_on: date
+    rule: str = Field(description="The rule applied: 'late_fee:' and the state, or 'default'.")
+    waiver_id: int | None
+    waived_on: date | None
+    waiver_reason: str | None
+
+
+class LeaseFees(BaseModel):
+    lease_id: int
+    fees: list[LateFee]
+
+
+class LeaseState(StrictBody):
+    state: Annotated[
+        str | None,
+        Field(description="Two-letter US state or territory code (e.g. CA); null: unknown."),
+    ]

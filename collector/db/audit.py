@@ -21,6 +21,7 @@ import asyncpg
 from collector.db.pool import Executor, describe
 from collector.db.queries import QUERIES, parse_queries, sql_dir
 from collector.exceptions import DatabaseError
+from collector.fees.rules import FeeTable, load_rules
 from collector.metrics import AUDIT_VIOLATIONS
 from collector.policy import (
     DEFAULT_CARD_RULES,
@@ -44,6 +45,7 @@ CHECKS: tuple[str, ...] = (
     "charge_offs",
     "payoffs",
     "promises",
+    "late_fees",
     "sandbox_matches_ledger",
     "prenote_before_live",
     "open_needs_attention",
@@ -123,8 +125,10 @@ async def _run_checks(
     grace: timedelta,
     card_rules: CardRetryRules,
     sandbox_gateways: Sequence[str],
+    fee_table: FeeTable,
 ) -> AuditReport:
     args: dict[str, tuple[Any, ...]] = {
+        "late_fees": fee_table.sql_args(),
         "pending_past_deadline": (now, grace),
         "reinitiation_cap": (MAX_REINITIATIONS, REINITIATION_WINDOW_DAYS),
         "card_cap": (
@@ -161,16 +165,21 @@ async def run_audit(
     grace: timedelta = DEFAULT_GRACE,
     card_rules: CardRetryRules = DEFAULT_CARD_RULES,
     sandbox_gateways: Sequence[str] = SANDBOX_GATEWAYS,
+    fee_table: FeeTable | None = None,
 ) -> AuditReport:
     """Check every invariant of the ledger in one read-only snapshot; ``now`` None reads
-    the database's clock. Raises DatabaseError when the checks cannot run."""
+    the database's clock; ``fee_table`` None: the shipped late-fee rules. Raises
+    DatabaseError when the checks cannot run."""
+    table = fee_table or load_rules()
     if limit < 1:
         raise ValueError("limit must be at least 1")
     try:
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn:
-                return await _in_snapshot(conn, limit, now, grace, card_rules, sandbox_gateways)
-        return await _in_snapshot(db, limit, now, grace, card_rules, sandbox_gateways)
+                return await _in_snapshot(
+                    conn, limit, now, grace, card_rules, sandbox_gateways, table
+                )
+        return await _in_snapshot(db, limit, now, grace, card_rules, sandbox_gateways, table)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         raise DatabaseError(f"the audit could not run: {describe(exc)}") from exc
 
@@ -182,6 +191,7 @@ async def _in_snapshot(
     grace: timedelta,
     card_rules: CardRetryRules,
     sandbox_gateways: Sequence[str],
+    fee_table: FeeTable,
 ) -> AuditReport:
     async def checks() -> AuditReport:
         return await _run_checks(
@@ -191,6 +201,7 @@ async def _in_snapshot(
             grace=grace,
             card_rules=card_rules,
             sandbox_gateways=sandbox_gateways,
+            fee_table=fee_table,
         )
 
     if conn.is_in_transaction():

@@ -45,9 +45,11 @@ class PaymentRequest:
     # None: no limit (the engine's own callers); the API passes the configured one.
     rate_limit: RateLimit | None = None
     # A payoff: pay exactly the lease's payoff quote today (amount_cents, when given, must
-    # be that) and cancel what is left of its installments (sql/0016).
+    # be that) and cancel what is left of its installments (sql/0017).
     payoff: bool = False
     payoff_quote_days: int = 10
+    # What the payment pays first (COLLECTOR_ALLOCATION_ORDER): see allocate_in_order.
+    allocation_order: str = "installment"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,14 +159,19 @@ async def start_payment(
         if view["any_processing"]:
             raise Conflict("a payment is in progress for this lease; try again shortly")
         if req.payoff:
-            owed, amount = await _payoff_claim(conn, req)
+            lines, amount = await _payoff_claim(conn, req)
         else:
-            owed = [
-                (iid, cents)
-                for iid, cents in zip(view["unpaid_ids"], view["unpaid_cents"], strict=True)
+            lines = [
+                (iid, cents, rent)
+                for iid, cents, rent in zip(
+                    view["unpaid_ids"],
+                    view["unpaid_cents"],
+                    view["unpaid_rent_cents"],
+                    strict=True,
+                )
                 if cents
             ]
-            overdue_cents = sum(cents for _, cents in owed)
+            overdue_cents = sum(cents for _, cents, _ in lines)
             if overdue_cents == 0:
                 raise Unprocessable("nothing is overdue on this lease")
             amount = req.amount_cents if req.amount_cents is not None else overdue_cents
@@ -197,7 +204,7 @@ async def start_payment(
                 f" gateway {method['gateway']} does not charge; register it again"
             )
 
-        allocations = allocate(owed, amount)
+        allocations = allocate_in_order(lines, amount, req.allocation_order)
         row = await conn.fetchrow(
             QUERIES["payments.insert_payment"],
             req.lease_id,
@@ -259,11 +266,11 @@ async def start_payment(
 
 async def _payoff_claim(
     conn: asyncpg.pool.PoolConnectionProxy, req: PaymentRequest
-) -> tuple[list[tuple[int, int]], int]:
-    """Lock the lease's installments with money left and return them (id, cents left, oldest
-    first) with the payoff amount; raises Conflict while money of the lease is in flight or
-    when the request names another amount than today's quote, Unprocessable when nothing
-    is left to pay."""
+) -> tuple[list[tuple[int, int, int]], int]:
+    """Lock the lease's installments with money left and return them (id, cents left, of it
+    rent; oldest first; late fees are part of what is left) with the payoff amount; raises
+    Conflict while money of the lease is in flight or when the request names another amount
+    than today's quote, Unprocessable when nothing is left to pay."""
     locked = await conn.fetchrow(QUERIES["payments.lock_open_installments"], req.lease_id)
     assert locked is not None
     if locked["any_in_flight"]:
@@ -281,10 +288,14 @@ async def _payoff_claim(
             f"the payoff of lease {req.lease_id} is {quote.amount_cents} cents today, not"
             f" {req.amount_cents}: ask for the quote again"
         )
-    owed = [
-        (iid, cents) for iid, cents in zip(locked["ids"], locked["cents"], strict=True) if cents
+    lines = [
+        (iid, cents, rent)
+        for iid, cents, rent in zip(
+            locked["ids"], locked["cents"], locked["rent_cents"], strict=True
+        )
+        if cents
     ]
-    return owed, quote.amount_cents
+    return lines, quote.amount_cents
 
 
 def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[int, int]]:
@@ -300,6 +311,35 @@ def allocate(owed: Sequence[tuple[int, int]], amount_cents: int) -> list[tuple[i
     if left:
         raise ValueError("amount exceeds what is owed")
     return allocations
+
+
+def allocate_in_order(
+    lines: Sequence[tuple[int, int, int]], amount_cents: int, order: str
+) -> list[tuple[int, int]]:
+    """Spread ``amount_cents`` over (installment, unpaid cents, of it rent) lines, oldest
+    first, in allocation order ``order``: 'installment' (each installment's rent, then its
+    fee, then the next installment), 'rent_first' (every installment's rent, oldest first,
+    then the fees), 'newest_first' (the most recent installment's rent and fee first). Within
+    an installment the rent is always paid before the fee: the journal keeps one paid amount
+    per installment, and the schedule shows its rent part and its fee part from it."""
+    if order == "installment":
+        return allocate([(iid, unpaid) for iid, unpaid, _ in lines], amount_cents)
+    if order == "newest_first":
+        newest = dict(allocate([(iid, unpaid) for iid, unpaid, _ in reversed(lines)], amount_cents))
+        return [(iid, newest[iid]) for iid, _, _ in lines if iid in newest]
+    if order != "rent_first":
+        raise ValueError(f"unknown allocation order {order!r}")
+    rent = [(iid, min(rent_cents, unpaid)) for iid, unpaid, rent_cents in lines]
+    rent_total = sum(cents for _, cents in rent)
+    shares = dict.fromkeys((iid for iid, _, _ in lines), 0)
+    for iid, cents in allocate([r for r in rent if r[1]], min(amount_cents, rent_total)):
+        shares[iid] += cents
+    fees = [(iid, unpaid - min(rent_cents, unpaid)) for iid, unpaid, rent_cents in lines]
+    for iid, cents in allocate(
+        [f for f in fees if f[1]], amount_cents - min(amount_cents, rent_total)
+    ):
+        shares[iid] += cents
+    return [(iid, cents) for iid, cents in shares.items() if cents]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

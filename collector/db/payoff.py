@@ -1,5 +1,6 @@
 """Payoff quotes: what a customer must pay today to own a lease's goods. The amount is
-computed in one place, ``lease_payoff_v1`` (sql/0017_payoff_early_purchase.sql); this module
+computed in one place, ``lease_payoff_v1`` (sql/0017_payoff_early_purchase.sql, with the
+lease's late fees since sql/0021_late_fees.sql); this module
 reads it (sql/queries/payments.sql, ``payoff_quote``) for the quote endpoint and for the
 payoff payment's claim."""
 
@@ -37,6 +38,7 @@ class PayoffQuote:
     window_ends_on: date | None
     next_due_on: date | None
     valid_until: date
+    late_fees_cents: int = 0  # of the amount, the lease's unpaid late fees
 
 
 async def read_payoff(db: Executor, lease_id: int, *, as_of: date, quote_days: int) -> PayoffQuote:
@@ -62,4 +64,5 @@ async def read_payoff(db: Executor, lease_id: int, *, as_of: date, quote_days: i
         window_ends_on=row["window_ends_on"],
         next_due_on=row["next_due_on"],
         valid_until=row["valid_until"],
+        late_fees_cents=row["late_fees_cents"],
     )

@@ -73,6 +73,8 @@ class LeaseView:
     next_due_cents: int | None
     primary_payment_method: MethodView | None
     days_past_due: int = 0  # of its oldest installment with money past due
+    state: str | None = None  # the jurisdiction whose late-fee rule applies
+    fees_owed_cents: int = 0  # late fees not paid yet (net of waivers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +92,12 @@ class ScheduleItem:
     held_until: date | None = None  # the day it may be presented
     collection_paused: str | None = None  # why automatic collection waits (promise_open)
     collection_resumes_on: date | None = None  # until when
+    rent_paid_cents: int = 0
+    fee_cents: int = 0  # the late fee, net of its waiver
+    fee_paid_cents: int = 0
+    fee_waived_cents: int = 0
+    fee_id: int | None = None
+    owed_cents: int = 0  # rent + fee - waiver
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +196,8 @@ async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView
         next_due_cents=row["next_due_cents"],
         primary_payment_method=method,
         days_past_due=row["days_past_due"],
+        state=row["state"],
+        fees_owed_cents=row["fees_owed_cents"],
     )
 
 

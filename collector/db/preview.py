@@ -8,9 +8,12 @@ from datetime import date
 
 import asyncpg
 
+from collector.db import fees
+from collector.db.fees import FeesDue
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, ClaimedCharge, MethodKind
+from collector.fees.rules import FeeTable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +22,7 @@ class DueGroup:
     kind: str
     installments: int
     amount_cents: int
+    fee_cents: int = 0  # of the amount: late fees assessed before
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,8 @@ class Preview:
     refused: list[SkippedGroup] = field(default_factory=list)
     # The leases the pass would charge off first (their installments are not in ``due``).
     charge_offs: list[ChargeOffLine] = field(default_factory=list)
+    # The late fees the pass would assess before it claims (by rule; added to the due).
+    fees: list[FeesDue] = field(default_factory=list)
 
 
 # An attempt id above every real one: the dry run's would-be attempts, so the history of
@@ -114,10 +120,16 @@ async def due_claims(
 
 
 async def preview(
-    pool: asyncpg.Pool, *, as_of: date, gateways: Sequence[str], charge_off_days: int = 0
+    pool: asyncpg.Pool,
+    *,
+    as_of: date,
+    gateways: Sequence[str],
+    charge_off_days: int = 0,
+    fee_table: FeeTable | None = None,
 ) -> Preview:
     """Read the due set, the skipped set, the leases to charge off (more than
-    ``charge_off_days`` past due; 0: none) and the unresolved attempts in one snapshot."""
+    ``charge_off_days`` past due; 0: none), the unresolved attempts and (with ``fee_table``:
+    late fees are on) the fees the pass would assess, in one snapshot."""
     names = list(gateways)
     days = charge_off_days
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -125,10 +137,12 @@ async def preview(
         skipped = await conn.fetch(QUERIES["preview.skipped"], as_of, names, days)
         charge_offs = await conn.fetch(QUERIES["preview.charge_offs"], as_of, days)
         unresolved = await conn.fetch(QUERIES["preview.unresolved_attempts"])
+        fees_due = await fees.due(conn, fee_table, as_of=as_of) if fee_table else []
     return Preview(
         as_of=as_of,
         due=[DueGroup(**dict(row)) for row in due],
         skipped=[SkippedGroup(**dict(row)) for row in skipped],
         unresolved=[UnresolvedGroup(**dict(row)) for row in unresolved],
         charge_offs=[ChargeOffLine(**dict(row)) for row in charge_offs],
+        fees=fees_due,
     )

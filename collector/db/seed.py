@@ -29,6 +29,7 @@ class DemoCustomer:
     agreement_ref: str
     installment_cents: int
     first_due_on: date
+    state: str | None = None  # the lease's jurisdiction (two-letter US code)
 
 
 async def insert_customers(
@@ -59,6 +60,7 @@ async def insert_customers(
             [c.store for c in customers],
             [c.order_details for c in customers],
             [c.agreement_ref for c in customers],
+            [c.state for c in customers],
         )
         lease_of = {row["customer_id"]: row["id"] for row in lease_rows}
         await conn.execute(

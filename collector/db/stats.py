@@ -86,6 +86,8 @@ class BusinessDay:
     ach: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     charged_off_leases: int = 0
     charged_off_cents: int = 0
+    # "assessed" | "waived" -> (late fees, cents)
+    late_fees: dict[str, tuple[int, int]] = field(default_factory=dict)
     # (subject, reason) -> rows set aside during the date
     set_aside: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -99,8 +101,10 @@ async def business_day(db: Executor, *, as_of: date, zone: ZoneInfo) -> Business
     passes = await db.fetch(QUERIES["stats.business_day_passes"], as_of)
     ach = await db.fetch(QUERIES["stats.business_day_ach"], as_of)
     charged_off = await db.fetchrow(QUERIES["stats.business_day_charged_off"], as_of)
+    late_fees = await db.fetchrow(QUERIES["stats.business_day_late_fees"], as_of)
     set_aside = await db.fetch(QUERIES["stats.business_day_set_aside"], start, end)
     assert charged_off is not None
+    assert late_fees is not None
     return BusinessDay(
         as_of=as_of,
         attempts={
@@ -112,5 +116,9 @@ async def business_day(db: Executor, *, as_of: date, zone: ZoneInfo) -> Business
         ach={(r["gateway"], r["result"]): (r["debits"], r["cents"]) for r in ach},
         charged_off_leases=charged_off["leases"],
         charged_off_cents=charged_off["cents"],
+        late_fees={
+            "assessed": (late_fees["assessed"], late_fees["assessed_cents"]),
+            "waived": (late_fees["waived"], late_fees["waived_cents"]),
+        },
         set_aside={(r["subject"], r["reason"]): r["set_aside"] for r in set_aside},
     )

@@ -45,6 +45,7 @@ from collector.failures import describe_failure
 from collector.gateways.base import Gateway
 from collector.jobs import aging, promises
 from collector.jobs.charging import RECORD_SHIELD_S, Answer, Charger, Recorder, send_soon
+from collector.jobs.fees import assess_fees
 from collector.jobs.gauges import refresh_gauges
 from collector.jobs.notices import write_due_notices
 from collector.jobs.prenotes import send_prenotes
@@ -256,6 +257,10 @@ async def _steps(
     # Leases past the charge-off age are never charged again automatically: before the claim.
     watch.enter("charge_off")
     await aging.charge_off(pool, settings, as_of=as_of)
+    # Late fees after the charge-off (none on a lease charged off) and before the notices
+    # and the claim, which see what is owed with the fee.
+    watch.enter("late_fees")
+    await assess_fees(pool, settings, as_of=as_of)
     # Notices owed ahead of collections (the outbox), before anything is claimed.
     watch.enter("notices")
     await write_due_notices(pool, settings, as_of=as_of)
@@ -332,6 +337,7 @@ async def _audit(pool: asyncpg.Pool, settings: Settings) -> None:
             pool,
             card_rules=settings.card_rules,
             sandbox_gateways=[g for g in settings.gateways if g.startswith("sandbox")],
+            fee_table=settings.fee_table,
         )
     except DatabaseError as exc:
         log.error("audit_failed", error=str(exc))

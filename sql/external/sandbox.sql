@@ -11,7 +11,8 @@
 -- processing, returned) or has not heard back about yet (pending, in doubt), for the same
 -- amount and gateway; a key the ledger counts as taken is one the sandbox accepted; a return
 -- is the sandbox's as well as the ledger's. Per installment: the sandbox never kept more
--- than its amount (what it accepted, less what the ledger knows came back).
+-- than it owes (rent + late fees - waivers; what it accepted, less what the ledger knows came
+-- back).
 WITH box AS (
     SELECT c.idempotency_key, c.gateway, c.installment_id, c.amount_cents, c.status,
            c.return_code,
@@ -67,15 +68,18 @@ WITH box AS (
     LEFT JOIN money_movements m ON m.attempt_id = k.attempt_id AND m.kind = 'presented'
     WHERE k.accepted AND k.ledger_status IS DISTINCT FROM 'returned'
 ), over_kept AS (
-    SELECT i.id, i.amount_cents, l.customer_id, sum(t.cents)::bigint AS kept,
+    -- What an installment can have taken: what it owes (rent + fees - waivers) less what a
+    -- payoff cancelled of it.
+    SELECT i.id, i.owed_cents - i.cancelled_cents AS amount_cents, l.customer_id,
+           sum(t.cents)::bigint AS kept,
            array_agg(DISTINCT t.attempt_id) FILTER (WHERE t.attempt_id IS NOT NULL)
                AS attempt_ids,
            array_agg(DISTINCT t.idempotency_key) FILTER (WHERE t.attempt_id IS NULL) AS keys
     FROM kept t
     JOIN installments i ON i.id = t.installment_id
     JOIN leases l ON l.id = i.lease_id
-    GROUP BY i.id, i.amount_cents, l.customer_id
-    HAVING sum(t.cents) > i.amount_cents
+    GROUP BY i.id, i.owed_cents, i.cancelled_cents, l.customer_id
+    HAVING sum(t.cents) > i.owed_cents - i.cancelled_cents
 ), violations AS (
     SELECT format('key %s%s: %s', k.idempotency_key,
                   CASE WHEN k.attempt_id IS NULL THEN ''

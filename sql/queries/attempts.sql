@@ -1,12 +1,12 @@
 -- claim_due --
 -- Claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
--- pending attempt each for what is left to take (amount - paid - in flight) under a
--- deterministic idempotency key. $5 = enabled gateways, $6 = run id, $7 = claim deadline in
--- seconds, $8 = installments this pass set aside (passed over); a lease with a promise to
--- pay (open or kept) is passed over until the promise's resume_on. The caller presents the money
--- (money.present) in the same transaction, which marks the installments processing: this
--- statement writes no money state.
+-- pending attempt each for what is left to take (owed - paid - in flight - cancelled; owed:
+-- rent + late fees - waivers) under a deterministic idempotency key. $5 = enabled gateways,
+-- $6 = run id, $7 = claim deadline in seconds, $8 = installments this pass set aside (passed
+-- over); a lease with a promise to pay (open or kept) is passed over until the promise's
+-- resume_on. The caller presents the money (money.present) in the same transaction, which
+-- marks the installments processing: this statement writes no money state.
 -- Shaped for the planner: the MATERIALIZED CTE keeps the due scan on the partial index (an
 -- IN (subquery ... SKIP LOCKED) form was seen to plan as a sequential scan), and the attempt
 -- ids are drawn in `picked`, so the result needs no join back to the inserted rows (a nested
@@ -14,7 +14,7 @@
 WITH picked AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('charge_attempts', 'id')) AS attempt_id,
            i.id AS installment_id, i.lease_id, l.customer_id, i.due_on, i.next_attempt_on,
-           i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+           i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
            i.attempts + 1 AS attempt_no,
            'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
            CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
@@ -28,7 +28,7 @@ WITH picked AS MATERIALIZED (
       AND i.next_attempt_on IS NOT NULL
       AND i.next_attempt_on <= $1
       AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-      AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
       AND pm.gateway = ANY($5::text[])
       AND i.id <> ALL ($8::bigint[])
       -- A promise to pay pauses the lease's automatic collection until its resume_on, kept
@@ -76,7 +76,7 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
   AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND pm.gateway = ANY($4::text[])
   AND i.id <> ALL ($5::bigint[])
   AND NOT EXISTS (SELECT 1 FROM promises pr

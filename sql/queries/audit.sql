@@ -7,6 +7,8 @@
 -- The journal's sums follow the kinds of sql/0006_money_journal.sql:
 --   paid      = settled - reversed
 --   in flight = presented - released - settled - returned
+--   cancelled = cancelled - reinstated (sql/0017)
+--   fees      = fee_assessed, waived = fee_waived (sql/0021): owed = amount + fees - waived
 
 -- journal_matches_installments --
 -- Installments whose paid, in-flight, attempts, awaiting answers, status or next collection
@@ -17,6 +19,8 @@ WITH sums AS (
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
            sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
            sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled,
+           sum(movement_fee_cents_v1(m.kind, m.amount_cents))::bigint AS fee,
+           sum(movement_fee_waived_cents_v1(m.kind, m.amount_cents))::bigint AS waived,
            count(*) FILTER (
                WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))::integer
                AS attempts,
@@ -29,15 +33,19 @@ WITH sums AS (
 ), derived AS (
     SELECT i.id, i.lease_id, i.due_on, i.amount_cents, i.paid_cents, i.in_flight_cents,
            i.cancelled_cents, i.attempts, i.awaiting_answers, i.status, i.next_attempt_on,
+           i.fee_cents, i.fee_waived_cents,
            coalesce(s.paid, 0) AS d_paid,
            coalesce(s.in_flight, 0) AS d_in_flight,
            coalesce(s.cancelled, 0) AS d_cancelled,
            coalesce(s.attempts, 0) AS d_attempts,
            coalesce(s.awaiting, 0) AS d_awaiting,
-           installment_status_v2(i.status, i.amount_cents, coalesce(s.paid, 0),
-                                 coalesce(s.in_flight, 0), coalesce(s.cancelled, 0),
-                                 coalesce(s.awaiting, 0), coalesce(s.attempts, 0),
-                                 coalesce(s.planned, false))
+           coalesce(s.fee, 0) AS d_fee,
+           coalesce(s.waived, 0) AS d_waived,
+           installment_status_v2(i.status,
+                                 i.amount_cents + coalesce(s.fee, 0) - coalesce(s.waived, 0),
+                                 coalesce(s.paid, 0), coalesce(s.in_flight, 0),
+                                 coalesce(s.cancelled, 0), coalesce(s.awaiting, 0),
+                                 coalesce(s.attempts, 0), coalesce(s.planned, false))
                AS d_status,
            coalesce(s.planned, false) AS planned, s.plan_on
     FROM installments i
@@ -55,13 +63,16 @@ WITH sums AS (
               IS DISTINCT FROM (c.d_paid, c.d_in_flight, c.d_cancelled, c.d_attempts,
                                 c.d_awaiting, c.d_status)
        OR c.next_attempt_on IS DISTINCT FROM c.d_next
+       OR (c.fee_cents, c.fee_waived_cents) IS DISTINCT FROM (c.d_fee, c.d_waived)
 )
 SELECT count(*) OVER () AS total,
-       format('installment %s holds paid %s, in flight %s, attempts %s, %s, next %s;'
-              ' its journal gives paid %s, in flight %s, attempts %s, %s, next %s',
+       format('installment %s holds paid %s, in flight %s, attempts %s, %s, next %s, fees %s'
+              ' (waived %s); its journal gives paid %s, in flight %s, attempts %s, %s, next %s,'
+              ' fees %s (waived %s)',
               v.id, v.paid_cents, v.in_flight_cents, v.attempts, v.status,
-              coalesce(v.next_attempt_on::text, 'none'), v.d_paid, v.d_in_flight,
-              v.d_attempts, v.d_status, coalesce(v.d_next::text, 'none')) AS message,
+              coalesce(v.next_attempt_on::text, 'none'), v.fee_cents, v.fee_waived_cents,
+              v.d_paid, v.d_in_flight, v.d_attempts, v.d_status,
+              coalesce(v.d_next::text, 'none'), v.d_fee, v.d_waived) AS message,
        ARRAY[v.id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
        ARRAY[]::bigint[] AS payment_ids, ARRAY[v.customer_id] AS customer_ids,
        ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
@@ -226,21 +237,25 @@ ORDER BY r.part, r.sort_id
 LIMIT $1;
 
 -- over_taken --
--- Installments whose journal has taken (settled + in flight) and cancelled more than their
--- amount, or counts a negative paid, in-flight or cancelled sum, at most $1
+-- Installments whose journal has taken (settled + in flight) and cancelled more than they owe
+-- (the amount plus fees less waivers), or counts a negative paid, in-flight or cancelled sum,
+-- at most $1
 WITH sums AS (
     SELECT m.installment_id,
            sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
            sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
-           sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled
+           sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled,
+           sum(movement_fee_cents_v1(m.kind, m.amount_cents)
+               - movement_fee_waived_cents_v1(m.kind, m.amount_cents))::bigint AS fees
     FROM money_movements m
     GROUP BY m.installment_id
 ), violations AS (
-    SELECT i.id, i.amount_cents, l.customer_id, s.paid, s.in_flight, s.cancelled
+    SELECT i.id, i.amount_cents + s.fees AS amount_cents, l.customer_id, s.paid, s.in_flight,
+           s.cancelled
     FROM sums s
     JOIN installments i ON i.id = s.installment_id
     JOIN leases l ON l.id = i.lease_id
-    WHERE s.paid + s.in_flight + s.cancelled > i.amount_cents
+    WHERE s.paid + s.in_flight + s.cancelled > i.amount_cents + s.fees
        OR s.paid < 0 OR s.in_flight < 0 OR s.cancelled < 0
 )
 SELECT count(*) OVER () AS total,
@@ -560,12 +575,12 @@ LIMIT $1;
 
 -- charge_offs --
 -- Charge-offs that do not hold: a lease with charge-off rows in the journal whose status is
--- not charged_off; a charge-off row for more than its installment's amount; an automatic
+-- not charged_off; a charge-off row for more than its installment owes; an automatic
 -- (batch or retry) attempt on a lease's money made after its charge-off. At most $1
 WITH co AS (
     SELECT i.lease_id, min(m.created_at) AS charged_off_at, min(m.as_of) AS charged_off_on,
            array_agg(i.id ORDER BY i.id) AS installment_ids,
-           bool_or(m.amount_cents > i.amount_cents) AS over_amount
+           bool_or(m.amount_cents > i.owed_cents) AS over_amount
     FROM money_movements m
     JOIN installments i ON i.id = m.installment_id
     WHERE m.kind = 'charged_off'
@@ -618,7 +633,7 @@ WITH per_payment AS (
                     0) AS standing,
            EXISTS (SELECT 1 FROM installments i
                    WHERE i.lease_id = p.lease_id AND i.status IN ('scheduled', 'overdue')
-                     AND i.amount_cents - i.paid_cents - i.in_flight_cents
+                     AND i.owed_cents - i.paid_cents - i.in_flight_cents
                          - i.cancelled_cents > 0) AS collectable
     FROM payments p JOIN leases l ON l.id = p.lease_id
     WHERE p.payoff
@@ -718,6 +733,77 @@ SELECT count(*) OVER () AS total,
 FROM paused b
 WHERE cardinality(b.during_ids) > 0 OR b.kept_short OR b.broken_wrongly OR b.another_open
 ORDER BY b.id
+LIMIT $1;
+
+-- late_fees --
+-- Late fees that do not hold, by installment, against the rule table ($2 states, $3 grace
+-- days, $4 basis points, $5 caps, $6 minimums; $7..$10 the default rule): a fee above its
+-- rule's cap, or above the lesser of its percentage and the cap (its minimum aside); fees of
+-- one installment above the cap in total (more than one fee); a fee assessed within its
+-- grace days, or on a lease after its charge-off; a waiver with no fee, of another amount
+-- than its fee, or twice. At most $1
+WITH rules AS (
+    SELECT * FROM unnest($2::text[], $3::integer[], $4::integer[], $5::bigint[], $6::bigint[])
+      AS r(state, grace, bp, cap, min_cents)
+), fees AS (
+    SELECT m.installment_id,
+           count(*) FILTER (WHERE m.kind = 'fee_assessed') AS fees,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed'), 0) AS fee_cents,
+           max(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed') AS largest,
+           min(m.as_of) FILTER (WHERE m.kind = 'fee_assessed') AS assessed_on,
+           min(m.created_at) FILTER (WHERE m.kind = 'fee_assessed') AS assessed_at,
+           count(*) FILTER (WHERE m.kind = 'fee_waived') AS waivers,
+           coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_waived'), 0) AS waived_cents
+    FROM money_movements m
+    WHERE m.kind IN ('fee_assessed', 'fee_waived')
+    GROUP BY m.installment_id
+), checked AS (
+    SELECT f.*, i.lease_id, i.due_on, i.amount_cents, l.customer_id, l.state,
+           coalesce(r.cap, $9::bigint) AS cap,
+           greatest(coalesce(r.min_cents, $10::bigint),
+                    i.amount_cents * coalesce(r.bp, $8::integer) / 10000) AS by_percent,
+           coalesce(r.grace, $7::integer) AS grace,
+           (SELECT min(co.created_at) FROM installments ci
+            JOIN money_movements co ON co.installment_id = ci.id AND co.kind = 'charged_off'
+            WHERE ci.lease_id = i.lease_id) AS charged_off_at
+    FROM fees f
+    JOIN installments i ON i.id = f.installment_id
+    JOIN leases l ON l.id = i.lease_id
+    LEFT JOIN rules r ON r.state = l.state
+), bad AS (
+    SELECT c.*,
+           concat_ws('; ',
+               CASE WHEN c.largest > c.cap THEN format('a fee of %s cents is above the cap of %s',
+                                                      c.largest, c.cap) END,
+               CASE WHEN c.largest > c.by_percent AND c.largest <= c.cap
+                    THEN format('a fee of %s cents is above %s (its percentage of %s)',
+                                c.largest, c.by_percent, c.amount_cents) END,
+               CASE WHEN c.fee_cents > c.cap
+                    THEN format('%s fee(s) total %s cents, above the cap of %s', c.fees,
+                                c.fee_cents, c.cap) END,
+               CASE WHEN c.fees > 0 AND c.assessed_on - c.due_on <= c.grace
+                    THEN format('assessed on %s, within %s grace days of %s', c.assessed_on,
+                                c.grace, c.due_on) END,
+               CASE WHEN c.assessed_at > c.charged_off_at
+                    THEN 'assessed after the lease was charged off' END,
+               CASE WHEN c.waivers > 0 AND c.fees = 0 THEN 'a waiver with no fee' END,
+               CASE WHEN c.waivers > 1 THEN format('waived %s times', c.waivers) END,
+               CASE WHEN c.waivers = 1 AND c.fees = 1 AND c.waived_cents <> c.fee_cents
+                    THEN format('a waiver of %s cents for a fee of %s', c.waived_cents,
+                                c.fee_cents) END) AS problems
+    FROM checked c
+)
+SELECT count(*) OVER () AS total,
+       format('installment %s of lease %s (%s): %s', b.installment_id, b.lease_id,
+              coalesce(b.state, 'no state'), b.problems) AS message,
+       ARRAY[b.installment_id] AS installment_ids, ARRAY[]::bigint[] AS attempt_ids,
+       ARRAY[]::bigint[] AS payment_ids, ARRAY[b.customer_id] AS customer_ids,
+       ARRAY[]::bigint[] AS attention_ids, ARRAY[]::text[] AS keys,
+       jsonb_build_object('fee_cents', b.fee_cents, 'cap_cents', b.cap,
+                          'waived_cents', b.waived_cents) AS facts
+FROM bad b
+WHERE b.problems <> ''
+ORDER BY b.installment_id
 LIMIT $1;
 
 -- open_needs_attention --

@@ -1,8 +1,9 @@
 -- Delinquency aging (collector/db/delinquency.py): the snapshot a pass writes per business
 -- date, the charge-off, and the report's reads. Past due: money of an installment neither
--- paid nor in flight (amount - paid - in flight; a bank debit awaiting settlement is not past
--- due) whose due date is before the business date; a lease's days past due are those of its
--- oldest such installment. Buckets: $2, the upper edges of the delinquent buckets in days
+-- paid nor in flight nor cancelled by a payoff (owed - paid - in flight - cancelled; owed:
+-- rent + late fees - waivers; a bank debit awaiting settlement is not past due) whose due
+-- date is before the business date; a lease's days past due are those of its oldest such
+-- installment. Buckets: $2, the upper edges of the delinquent buckets in days
 -- (e.g. {30,60,90}) and $3 their labels ({1-30,31-60,61-90,90+}: one more than the edges).
 
 -- lock_date --
@@ -17,16 +18,18 @@ DELETE FROM delinquency_totals WHERE as_of = $1;
 
 -- write_snapshot --
 -- Write the snapshot of business date $1 in one statement: a row per active lease with money
--- past due (a charged-off lease is out of the book: the roll rates find it in the journal), and the totals of every bucket ($2 edges, $3 labels), 'current'
--- counting the active leases with nothing past due. Returns the totals.
+-- past due (a charged-off lease is out of the book: the roll rates find it in the journal),
+-- and the totals of every bucket ($2 edges, $3 labels), 'current' counting the active
+-- leases with nothing past due. Returns the totals.
 WITH lease_due AS (
     SELECT i.lease_id,
            ($1::date - min(i.due_on))::integer AS days_past_due,
-           sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS past_due_cents
+           sum(i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents)::bigint
+               AS past_due_cents
     FROM installments i
     WHERE i.due_on < $1::date
       AND i.status IN ('scheduled', 'overdue')
-      AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
     GROUP BY i.lease_id
 ), aged AS (
     SELECT d.lease_id, l.customer_id, d.days_past_due, d.past_due_cents,
@@ -161,4 +164,4 @@ SELECT coalesce(($2::date - min(i.due_on))::integer, 0)
 FROM installments i
 WHERE i.lease_id = $1 AND i.due_on < $2::date
   AND i.status IN ('scheduled', 'overdue')
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0;
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0;

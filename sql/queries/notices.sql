@@ -4,7 +4,7 @@
 -- within $2 days; once per card and collection date. Returns the events written.
 WITH next_collection AS (
     SELECT DISTINCT ON (l.customer_id) l.customer_id, i.lease_id, i.next_attempt_on AS on_date,
-           i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents
+           i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents
     FROM installments i
     JOIN leases l ON l.id = i.lease_id
     WHERE i.status IN ('scheduled', 'overdue')
@@ -36,7 +36,7 @@ RETURNING id;
 -- the lease (before this date), the installment's scheduled amount and the lease's notice
 -- range, and the primary method's display fields
 SELECT i.id AS installment_id, i.lease_id, l.customer_id, i.next_attempt_on AS collection_on,
-       i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+       i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
        i.amount_cents AS scheduled_cents,
        (SELECT a.amount_cents FROM charge_attempts a
         JOIN installments i2 ON i2.id = a.installment_id
@@ -52,7 +52,7 @@ LEFT JOIN payment_methods pm
 WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on >= $1::date AND i.next_attempt_on <= $1::date + $2::integer
   AND l.status = 'active'
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
 ORDER BY i.next_attempt_on, i.id;
 
 -- write_debit_notices --

@@ -15,7 +15,8 @@ FOR UPDATE OF l FOR NO KEY UPDATE OF c;
 -- the payment made earlier under the portal's Idempotency-Key $2 (with where it stands now:
 -- its answer may have been resolved since the first reply); the lease's unpaid installments
 -- due before $3, locked oldest first (the one lock order of the engine: due date, then id),
--- with what is left to take (amount - paid - in flight); customer $4's payment method $5 when
+-- with what is left to take (owed - paid - in flight - cancelled) and of it the rent; customer
+-- $4's payment method $5 when
 -- it is theirs and active (with $5 NULL, the primary); and, when $6 is not NULL, the seconds
 -- until the customer may start another manual payment ($6 in any $7 seconds: until the $6-th
 -- most recent one of the window leaves it; NULL while under the limit).
@@ -34,9 +35,14 @@ WITH earlier AS (
     LEFT JOIN charge_attempts a ON a.payment_id = p.id
     WHERE p.lease_id = $1 AND p.request_key = $2
 ), unpaid AS (
-    SELECT id, due_on, amount_cents - paid_cents - in_flight_cents AS collectable_cents, status
+    SELECT id, due_on,
+           owed_cents - paid_cents - in_flight_cents - cancelled_cents AS collectable_cents,
+           -- Within an installment a payment pays the rent first, then the fee.
+           greatest(amount_cents - paid_cents - in_flight_cents - cancelled_cents, 0)
+               AS rent_cents,
+           status
     FROM installments
-    WHERE lease_id = $1 AND due_on < $3 AND paid_cents < amount_cents
+    WHERE lease_id = $1 AND due_on < $3 AND paid_cents + cancelled_cents < owed_cents
       AND status IN ('scheduled', 'overdue', 'processing')
     ORDER BY due_on, id
     FOR UPDATE
@@ -55,6 +61,8 @@ SELECT e.id AS earlier_id, e.request_hash, e.response_status, e.response_body,
            AS unpaid_ids,
        (SELECT coalesce(array_agg(u.collectable_cents ORDER BY u.due_on, u.id), '{}')
         FROM unpaid u) AS unpaid_cents,
+       (SELECT coalesce(array_agg(u.rent_cents ORDER BY u.due_on, u.id), '{}')
+        FROM unpaid u) AS unpaid_rent_cents,
        (SELECT coalesce(bool_or(u.status = 'processing'), false) FROM unpaid u)
            AS any_processing,
        m.id AS method_id, m.kind, m.gateway, m.token, m.brand, m.instrument_key,
@@ -176,11 +184,14 @@ WHERE id = $1 AND response_status IS NULL;
 -- lock_open_installments --
 -- For a payoff of lease $1 (under lock_lease's locks): lock every installment of the lease
 -- with money not yet paid, oldest first (the one lock order: due date, then id), with what is
--- left to take of each (amount - paid - in flight - cancelled) and whether any money of the
--- lease is in flight
+-- left to take of each (owed - paid - in flight - cancelled; owed: rent + late fees -
+-- waivers) and of it the rent, and whether any money of the lease is in flight
 WITH open AS (
-    SELECT id, due_on, amount_cents - paid_cents - in_flight_cents - cancelled_cents
+    SELECT id, due_on, owed_cents - paid_cents - in_flight_cents - cancelled_cents
                AS collectable_cents,
+           -- Within an installment a payment pays the rent first, then the fee.
+           greatest(amount_cents - paid_cents - in_flight_cents - cancelled_cents, 0)
+               AS rent_cents,
            in_flight_cents
     FROM installments
     WHERE lease_id = $1 AND status NOT IN ('paid', 'cancelled')
@@ -189,15 +200,17 @@ WITH open AS (
 )
 SELECT coalesce(array_agg(o.id ORDER BY o.due_on, o.id), '{}') AS ids,
        coalesce(array_agg(o.collectable_cents ORDER BY o.due_on, o.id), '{}') AS cents,
+       coalesce(array_agg(o.rent_cents ORDER BY o.due_on, o.id), '{}') AS rent_cents,
        coalesce(bool_or(o.in_flight_cents > 0), false) AS any_in_flight
 FROM open o;
 
 -- payoff_quote --
 -- What it takes to own the goods of lease $1 on business date $2, holding at most $3 days
--- (lease_payoff_v1, the one computation of a payoff); no row when there is no such lease
+-- (lease_payoff_v1, the one computation of a payoff, late fees included); no row when there
+-- is no such lease
 SELECT q.lease_id, q.rule, q.amount_cents, q.components, q.remaining_rent_cents,
        q.rent_paid_cents, q.in_flight_cents, q.payable, q.window_ends_on, q.next_due_on,
-       q.valid_until
+       q.valid_until, q.late_fees_cents
 FROM lease_payoff_v1($1, $2, $3) q;
 
 -- cancel_remaining --

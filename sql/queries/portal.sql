@@ -1,5 +1,5 @@
 -- The customer portal's reads and its payment-method changes. A lease's overdue and pending
--- amounts and its next due installment come from lease_balance_v2 (sql/0008_lease_balance_v2.sql),
+-- amounts and its next due installment come from lease_balance_v3 (sql/0021_late_fees.sql),
 -- where they are defined once; $2 is the business date ("today").
 
 -- customer_exists --
@@ -15,7 +15,7 @@ SELECT EXISTS (SELECT 1 FROM leases WHERE id = $1);
 SELECT l.id, l.agreement_ref, l.store, l.status,
        b.overdue_cents, b.next_due_on, b.next_due_cents
 FROM leases l
-CROSS JOIN LATERAL lease_balance_v2(l.id, $2) b
+CROSS JOIN LATERAL lease_balance_v3(l.id, $2) b
 WHERE l.customer_id = $1
 ORDER BY l.id;
 
@@ -23,23 +23,24 @@ ORDER BY l.id;
 -- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only),
 -- and its days past due: those of its oldest installment with money neither paid nor in
 -- flight due before $2 (0: none; the definition of sql/queries/delinquency.sql)
-SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details,
-       b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents,
+SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details, l.state,
+       b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents, b.fees_owed_cents,
        coalesce((SELECT ($2::date - min(i.due_on))::integer FROM installments i
                  WHERE i.lease_id = l.id AND i.due_on < $2::date
                    AND i.status IN ('scheduled', 'overdue')
-                   AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0), 0)
+                   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0), 0)
            AS days_past_due,
        pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
        pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
        pm.status AS method_status
 FROM leases l
-CROSS JOIN LATERAL lease_balance_v2(l.id, $2) b
+CROSS JOIN LATERAL lease_balance_v3(l.id, $2) b
 LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
 WHERE l.id = $1;
 
 -- lease_schedule --
--- Every installment of lease $1 in seq order, with the status the portal shows on date $2
+-- Every installment of lease $1 in seq order, with the status the portal shows on date $2, its
+-- rent and late fee (net of a waiver) and what of each is paid, and its fee's id (to waive it)
 -- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
 -- even before the pass that will try to collect it (a missed cron day) has run.
 -- An overdue installment with no automatic attempt planned says why (collection_stopped: the
@@ -49,10 +50,15 @@ WHERE l.id = $1;
 -- held_until). One a promise to pay (open, or kept before its date) holds back says so
 -- (collection_paused: promise_open) and when collection resumes.
 SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
+       -- Within an installment a payment pays the rent first, then the fee.
+       least(i.paid_cents, i.amount_cents) AS rent_paid_cents,
+       i.fee_cents - i.fee_waived_cents AS fee_cents,
+       i.paid_cents - least(i.paid_cents, i.amount_cents) AS fee_paid_cents,
+       i.fee_waived_cents, fee.id AS fee_id, i.owed_cents,
        CASE
            WHEN i.status = 'pending_settlement' THEN 'pending'
            WHEN i.status IN ('scheduled', 'overdue') AND i.due_on < $2
-                AND i.paid_cents < i.amount_cents THEN 'overdue'
+                AND i.paid_cents + i.cancelled_cents < i.owed_cents THEN 'overdue'
            ELSE i.status
        END AS status,
        CASE WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN plan.reason END
@@ -68,12 +74,13 @@ LEFT JOIN LATERAL (
     SELECT max(o.resume_on) AS resume_on FROM promises o
     WHERE o.lease_id = i.lease_id AND o.status IN ('open', 'kept')
 ) pr ON i.status IN ('scheduled', 'overdue') AND i.next_attempt_on IS NOT NULL
-    AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+    AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
 LEFT JOIN LATERAL (
     SELECT m.reason FROM money_movements m
     WHERE m.installment_id = i.id AND m.sets_plan
     ORDER BY m.id DESC LIMIT 1
 ) plan ON i.status IN ('scheduled', 'overdue')
+LEFT JOIN money_movements fee ON fee.installment_id = i.id AND fee.kind = 'fee_assessed'
 WHERE i.lease_id = $1
 ORDER BY i.seq;
 

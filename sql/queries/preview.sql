@@ -1,10 +1,16 @@
 -- due_by_gateway --
 -- What a pass for business date $1 would charge, by gateway and method kind, with the enabled
--- gateways $2: not the leases a promise to pay pauses, nor those the pass would charge off
--- first (more than $3 days past due; 0: no charge-off). Reads only: nothing is locked or
--- written.
+-- gateways $2, and of it the late fees already assessed: not the leases a promise to pay
+-- pauses, nor those the pass would charge off first (more than $3 days past due; 0: no
+-- charge-off). Reads only: nothing is locked or written. (The fees the pass would assess
+-- first: fees.due.)
 SELECT pm.gateway, pm.kind, count(*) AS installments,
-       sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents
+       sum(i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents)::bigint
+           AS amount_cents,
+       -- Of it, late fees (within an installment the rent is taken first, then the fee).
+       sum(least(i.fee_cents - i.fee_waived_cents,
+                 i.owed_cents - i.paid_cents - i.in_flight_cents
+                 - i.cancelled_cents))::bigint AS fee_cents
 FROM installments i
 JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
 JOIN payment_methods pm
@@ -12,7 +18,7 @@ JOIN payment_methods pm
 WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND pm.gateway = ANY($2::text[])
   AND NOT EXISTS (SELECT 1 FROM promises pr
                   WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
@@ -21,7 +27,7 @@ WHERE i.status IN ('scheduled', 'overdue')
       SELECT 1 FROM installments o
       WHERE o.lease_id = i.lease_id AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $3::integer
-        AND o.amount_cents - o.paid_cents - o.in_flight_cents > 0))
+        AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0))
 GROUP BY pm.gateway, pm.kind
 ORDER BY pm.gateway, pm.kind;
 
@@ -33,14 +39,15 @@ ORDER BY pm.gateway, pm.kind;
 SELECT s.reason, count(*) AS installments, sum(s.amount_cents)::bigint AS amount_cents,
        (array_agg(s.id ORDER BY s.id))[1:10] AS sample_ids
 FROM (
-    SELECT i.id, i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+    SELECT i.id,
+           i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
            CASE
                WHEN l.status <> 'active' THEN 'lease_' || l.status
                WHEN $3::integer > 0 AND EXISTS (
                    SELECT 1 FROM installments o
                    WHERE o.lease_id = l.id AND o.status IN ('scheduled', 'overdue')
                      AND o.due_on < $1::date - $3::integer
-                     AND o.amount_cents - o.paid_cents - o.in_flight_cents > 0)
+                     AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0)
                    THEN 'charge_off'
                WHEN i.status = 'overdue' AND i.next_attempt_on IS NULL THEN 'no_automatic_retry'
                WHEN i.next_attempt_on > $1 THEN NULL
@@ -76,7 +83,7 @@ ORDER BY status;
 -- out the leases the pass would charge off first (more than $6 days past due; 0: none).
 -- Reads only; the same filter as attempts.claim_due.
 SELECT i.id AS installment_id, i.next_attempt_on, i.lease_id, l.customer_id, i.due_on,
-       i.amount_cents - i.paid_cents - i.in_flight_cents AS amount_cents,
+       i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
        CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
        pm.id AS payment_method_id, pm.gateway, pm.kind, pm.brand, pm.instrument_key
 FROM installments i
@@ -87,7 +94,7 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on IS NOT NULL
   AND i.next_attempt_on <= $1
   AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND pm.gateway = ANY($4::text[])
   AND NOT EXISTS (SELECT 1 FROM promises pr
                   WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
@@ -96,7 +103,7 @@ WHERE i.status IN ('scheduled', 'overdue')
       SELECT 1 FROM installments o
       WHERE o.lease_id = i.lease_id AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $6::integer
-        AND o.amount_cents - o.paid_cents - o.in_flight_cents > 0))
+        AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0))
 ORDER BY i.next_attempt_on, i.id
 LIMIT $5;
 
@@ -108,16 +115,17 @@ SELECT l.id AS lease_id, l.customer_id,
        ($1::date - min(i.due_on) FILTER (
            WHERE i.due_on < $1::date AND i.status IN ('scheduled', 'overdue')))::integer
            AS days_past_due,
-       sum(i.amount_cents - i.paid_cents - i.in_flight_cents)::bigint AS amount_cents
+       sum(i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents)::bigint
+           AS amount_cents
 FROM leases l
 JOIN installments i ON i.lease_id = l.id
 WHERE $2::integer > 0 AND l.status = 'active'
   AND i.status <> 'cancelled'
-  AND i.amount_cents - i.paid_cents - i.in_flight_cents > 0
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND EXISTS (
       SELECT 1 FROM installments o
       WHERE o.lease_id = l.id AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $2::integer
-        AND o.amount_cents - o.paid_cents - o.in_flight_cents > 0)
+        AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0)
 GROUP BY l.id, l.customer_id
 ORDER BY l.id;

@@ -1,13 +1,14 @@
 -- Promises to pay (collector/db/promises.py; the table and promise_money_v1 in
--- sql/0020_promises_to_pay.sql). Past due ("overdue") is lease_balance_v2's: money neither
--- paid nor in flight of installments due before the business date.
+-- sql/0020_promises_to_pay.sql). Past due ("overdue") is lease_balance_v3's
+-- (sql/0021_late_fees.sql): what is owed (rent + late fees - waivers) neither paid, in flight
+-- nor cancelled, of installments due before the business date.
 
 -- lock_lease --
 -- Lock lease $1 for a new promise, with its customer, its status and its overdue amount on
 -- business date $2 (the same lease lock manual pay takes: the two run one at a time per lease)
 SELECT l.id, l.customer_id, l.status, b.overdue_cents
 FROM leases l
-CROSS JOIN LATERAL lease_balance_v2(l.id, $2::date) b
+CROSS JOIN LATERAL lease_balance_v3(l.id, $2::date) b
 WHERE l.id = $1
 FOR UPDATE OF l;
 
@@ -75,7 +76,7 @@ SELECT pr.id, pr.lease_id, pr.customer_id,
 FROM promises pr
 JOIN leases l ON l.id = pr.lease_id AND l.status = 'active'
 CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
-CROSS JOIN LATERAL lease_balance_v2(pr.lease_id, $1::date) b
+CROSS JOIN LATERAL lease_balance_v3(pr.lease_id, $1::date) b
 WHERE pr.status = 'open' AND pr.auto_collect AND pr.promised_on = $1::date
   AND pr.amount_cents - m.settled_cents - m.in_flight_cents > 0
 ORDER BY pr.id;

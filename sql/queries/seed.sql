@@ -12,9 +12,9 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::te
   AS m(c, k, g, t, b, bn, l4);
 
 -- insert_leases --
--- Insert leases from parallel arrays; returns (id, customer_id)
-INSERT INTO leases (customer_id, store, order_details, agreement_ref)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[])
+-- Insert leases from parallel arrays (with $5 their states); returns (id, customer_id)
+INSERT INTO leases (customer_id, store, order_details, agreement_ref, state)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[], $5::text[])
 RETURNING id, customer_id;
 
 -- insert_schedules --

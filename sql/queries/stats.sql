@@ -1,8 +1,8 @@
 -- installment_states --
 -- Count and unpaid cents of the installments in each state the dashboards watch on business
 -- date $1: due today (not yet collected), overdue (due before today, unpaid, not in flight),
--- pending settlement (ACH sent, not settled). Overdue counts what is left to take (amount -
--- paid - in flight): money in flight is not overdue as well.
+-- pending settlement (ACH sent, not settled). Overdue counts what is left to take (owed -
+-- paid - in flight - cancelled): money in flight is not overdue as well.
 SELECT s.state, count(*) AS installments, sum(s.unpaid_cents)::bigint AS cents
 FROM (
     SELECT CASE
@@ -13,9 +13,9 @@ FROM (
            END AS state,
            CASE WHEN i.status <> 'pending_settlement' AND i.due_on < $1
                      AND i.status IN ('scheduled', 'overdue')
-                THEN i.amount_cents - i.paid_cents - i.in_flight_cents
-                -- What a payoff forgave is no one's to pay (sql/0016).
-                ELSE i.amount_cents - i.paid_cents - i.cancelled_cents END AS unpaid_cents
+                THEN i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents
+                -- What a payoff forgave is no one's to pay (sql/0017).
+                ELSE i.owed_cents - i.paid_cents - i.cancelled_cents END AS unpaid_cents
     FROM installments i
     WHERE i.due_on <= $1
       AND i.status IN ('scheduled', 'overdue', 'processing', 'pending_settlement')
@@ -34,7 +34,7 @@ WHERE status = 'in_doubt';
 -- due_today_collected --
 -- Cents due on business date $1, cents of it collected (settled) so far, and cents in flight
 -- (bank debits not settled yet, charges waiting for their answer)
-SELECT coalesce(sum(amount_cents), 0)::bigint AS due_cents,
+SELECT coalesce(sum(owed_cents - cancelled_cents), 0)::bigint AS due_cents,
        coalesce(sum(paid_cents), 0)::bigint AS paid_cents,
        coalesce(sum(in_flight_cents), 0)::bigint AS in_flight_cents
 FROM installments
@@ -118,6 +118,17 @@ SELECT count(DISTINCT i.lease_id) AS leases, coalesce(sum(m.amount_cents), 0)::b
 FROM money_movements m
 JOIN installments i ON i.id = m.installment_id
 WHERE m.as_of = $1 AND m.kind = 'charged_off';
+
+-- business_day_late_fees --
+-- Late fees assessed and waived on business date $1 (how many, their cents), from the journal
+SELECT count(*) FILTER (WHERE m.kind = 'fee_assessed') AS assessed,
+       coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_assessed'), 0)::bigint
+           AS assessed_cents,
+       count(*) FILTER (WHERE m.kind = 'fee_waived') AS waived,
+       coalesce(sum(m.amount_cents) FILTER (WHERE m.kind = 'fee_waived'), 0)::bigint
+           AS waived_cents
+FROM money_movements m
+WHERE m.as_of = $1 AND m.kind IN ('fee_assessed', 'fee_waived');
 
 -- business_day_set_aside --
 -- Rows set aside for an operator from $1 to $2 (the business date's midnights in the

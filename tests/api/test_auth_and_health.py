@@ -32,6 +32,9 @@ V1_OPERATIONS = [
     ("POST", "/v1/leases/{lease_id}/payments", {}),
     ("GET", "/v1/leases/{lease_id}/promises", None),
     ("POST", "/v1/leases/{lease_id}/promises", {"amount_cents": 100, "promised_on": "2026-12-01"}),
+    ("GET", "/v1/leases/{lease_id}/fees", None),
+    ("POST", "/v1/leases/{lease_id}/fees/{fee_id}/waive", {"reason": "goodwill"}),
+    ("PUT", "/v1/leases/{lease_id}/state", {"state": "CA"}),
 ]
 
 
@@ -87,7 +90,7 @@ async def test_v1_refuses_a_missing_or_wrong_token_with_401(
     for method, path, body in V1_OPERATIONS:
         response = await client.request(
             method,
-            path.format(customer_id=1, lease_id=1),
+            path.format(customer_id=1, lease_id=1, fee_id=1),
             json=body,
             headers={**headers, "Idempotency-Key": "key-1"},
         )

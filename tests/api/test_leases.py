@@ -188,6 +188,8 @@ async def test_lease_detail_has_amounts_order_and_primary_method_without_token(
         # are in flight, not past due.
         "days_past_due": 31,
         "delinquency_bucket": "31-60",
+        "state": None,
+        "fees_owed_cents": 0,
     }
     assert "sandbox_card_ok" not in response.text
     assert "token" not in response.text
@@ -244,6 +246,12 @@ async def test_schedule_shows_an_unsettled_debit_as_pending_never_paid(
         "held_until": None,
         "collection_paused": None,
         "collection_resumes_on": None,
+        "rent_paid_cents": 0,
+        "fee_cents": 0,
+        "fee_paid_cents": 0,
+        "fee_waived_cents": 0,
+        "fee_id": None,
+        "owed_cents": 5_000,
     }
 
 

@@ -40,7 +40,14 @@ async def test_every_request_body_is_a_strict_body(
         if "requestBody" in operation
         for ref in re.findall(r"'\$ref': '([^']+)'", str(operation["requestBody"]))
     }
-    assert refs == {"NewPaymentMethod", "PrimaryChange", "ManualPayment", "NewPromise"}
+    assert refs == {
+        "NewPaymentMethod",
+        "PrimaryChange",
+        "ManualPayment",
+        "NewPromise",
+        "FeeWaiver",
+        "LeaseState",
+    }
     for name in refs:
         assert issubclass(getattr(schemas, name), StrictBody), name
 
@@ -151,7 +158,7 @@ async def test_every_path_id_has_one_spelling(
     assert (lease.customer_id, lease.lease_id) == (7, 7)
     before = await _tables(pool)
     for spelling in NOT_CANONICAL:
-        url = path.format(customer_id=spelling, lease_id=spelling)
+        url = path.format(customer_id=spelling, lease_id=spelling, fee_id=spelling)
         response = await client.request(method, url, json=body, headers={"Idempotency-Key": "k"})
         assert response.status_code == 422, (spelling, response.text)
         assert response.json()["detail"][0]["loc"][0] == "path"

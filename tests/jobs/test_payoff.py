@@ -91,6 +91,7 @@ async def test_a_card_payoff_in_the_window_pays_the_lease_off_and_nothing_is_cha
         "payable": True,
         "window_ends_on": "2026-12-30",
         "next_due_on": "2026-12-01",
+        "late_fees_cents": 0,
     }
 
     # An amount other than the quote is refused, and nothing is written.

@@ -152,6 +152,7 @@ FOR_EVERY_SOURCE = {
     "Presentments refused today by reason",
     "ACH settled and returned today",
     "Charge-offs today",
+    "Late fees today",
 }
 
 

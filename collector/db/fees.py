@@ -1,0 +1,87 @@
+"""Late fees' repository (``sql/queries/fees.sql``): the pass's assessment (one statement a
+pass, through ``money_assess_fees_v1``), the waiver (``money_waive_fee_v1``, under the
+installment's row lock), and the reads of the dry run and the portal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from collector.db.pool import Executor
+from collector.db.queries import QUERIES
+from collector.fees.rules import FeeTable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assessed:
+    fees: int
+    cents: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeesDue:
+    """Of the late fees a pass would assess: those of one rule (a state, or 'default')."""
+
+    rule: str
+    fees: int
+    cents: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiver:
+    """What became of a waiver: 'waived', 'not_found', 'already_waived' or 'fee_paid'."""
+
+    outcome: str
+    waiver_id: int | None
+    installment_id: int | None
+    amount_cents: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseFee:
+    fee_id: int
+    installment_id: int
+    seq: int
+    amount_cents: int
+    assessed_on: date
+    rule: str
+    waiver_id: int | None
+    waived_on: date | None
+    waiver_reason: str | None
+
+
+async def assess(db: Executor, table: FeeTable, *, as_of: date, source: str) -> Assessed:
+    """Assess every late fee due on ``as_of`` (one statement); what was added."""
+    row = await db.fetchrow(QUERIES["fees.assess"], as_of, *table.sql_args(), source)
+    assert row is not None
+    return Assessed(fees=row["fees"], cents=row["cents"])
+
+
+async def due(db: Executor, table: FeeTable, *, as_of: date) -> list[FeesDue]:
+    """The late fees a pass on ``as_of`` would assess, by rule. Reads only."""
+    rows = await db.fetch(QUERIES["fees.due"], as_of, *table.sql_args())
+    return [FeesDue(rule=r["rule"], fees=r["fees"], cents=r["cents"]) for r in rows]
+
+
+async def waive(
+    db: Executor, *, lease_id: int, fee_id: int, as_of: date, source: str, reason: str
+) -> Waiver:
+    """Waive fee ``fee_id`` of lease ``lease_id`` whole, with ``reason``; what became of it."""
+    row = await db.fetchrow(QUERIES["fees.waive"], lease_id, fee_id, as_of, source, reason)
+    assert row is not None
+    return Waiver(
+        outcome=row["outcome"],
+        waiver_id=row["waiver_id"],
+        installment_id=row["installment_id"],
+        amount_cents=row["amount_cents"],
+    )
+
+
+async def lease_fees(db: Executor, lease_id: int) -> list[LeaseFee]:
+    """The fees of a lease, oldest installment first, with their waivers."""
+    return [LeaseFee(**dict(r)) for r in await db.fetch(QUERIES["fees.lease_fees"], lease_id)]
+
+
+async def set_lease_state(db: Executor, lease_id: int, state: str | None) -> bool:
+    """Set a lease's jurisdiction; False when there is no such lease."""
+    return await db.fetchval(QUERIES["fees.lease_state"], lease_id, state) is not None

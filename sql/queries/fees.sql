@@ -1,0 +1,39 @@
+-- Late fees (collector/db/fees.py): the pass's assessment, the waiver, and the reads of the
+-- dry run and the portal. The rule table comes in as parallel arrays ($2 states, $3 grace
+-- days, $4 basis points, $5 caps, $6 minimums) and the default rule ($7 grace, $8 basis
+-- points, $9 cap, $10 minimum): see late_fees_due_v1 in sql/0021_late_fees.sql.
+
+-- assess --
+-- Assess every late fee due on business date $1 in one statement ($11 source); returns the
+-- fees added (count, cents)
+SELECT fees, cents
+FROM money_assess_fees_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigint[],
+                          $6::bigint[], $7, $8, $9, $10, $11);
+
+-- due --
+-- The late fees a pass on business date $1 would assess, by rule (count, cents). Reads only.
+SELECT rule, count(*)::integer AS fees, sum(fee_cents)::bigint AS cents
+FROM late_fees_due_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigint[],
+                      $6::bigint[], $7, $8, $9, $10)
+GROUP BY rule
+ORDER BY rule;
+
+-- waive --
+-- Waive fee $2 of lease $1 on business date $3 ($4 source, $5 reason); returns the outcome
+-- ('waived', 'not_found', 'already_waived', 'fee_paid') and the waiver
+SELECT outcome, waiver_id, installment_id, amount_cents
+FROM money_waive_fee_v1($1, $2, $3, $4, $5);
+
+-- lease_fees --
+-- The fees of lease $1, oldest installment first, with their waivers
+SELECT f.id AS fee_id, f.installment_id, i.seq, f.amount_cents, f.as_of AS assessed_on,
+       f.reason AS rule, w.id AS waiver_id, w.as_of AS waived_on, w.reason AS waiver_reason
+FROM installments i
+JOIN money_movements f ON f.installment_id = i.id AND f.kind = 'fee_assessed'
+LEFT JOIN money_movements w ON w.installment_id = i.id AND w.kind = 'fee_waived'
+WHERE i.lease_id = $1
+ORDER BY i.due_on, i.id;
+
+-- lease_state --
+-- Set lease $1's jurisdiction to $2 (a two-letter code, NULL: unknown); returns the lease id
+UPDATE leases SET state = $2 WHERE id = $1 RETURNING id;
