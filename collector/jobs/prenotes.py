@@ -191,6 +191,19 @@ async def apply_change(
         # imported after a newer correction cannot bring the old data back.
         return 0
     fixes = _corrections(change)
+
+    async def not_applied(problem: str) -> int:
+        """Set the change aside for an operator, with why it could not be applied."""
+        await set_aside(
+            db,
+            subject=_SUBJECT,
+            subject_id=idempotency_key,
+            customer_id=method.customer_id,
+            reason=CHANGE_NOT_APPLIED,
+            detail={"change_code": change.change_code, "problem": problem},
+        )
+        return 0
+
     changed: dict[str, Any] = {}
     if "routing_number" in fixes:
         changed["routing_number"] = change.corrected_routing
@@ -207,26 +220,10 @@ async def apply_change(
             name=fixes.get("name"),
         )
         if account is None:
-            await set_aside(
-                db,
-                subject=_SUBJECT,
-                subject_id=idempotency_key,
-                customer_id=method.customer_id,
-                reason=CHANGE_NOT_APPLIED,
-                detail={"change_code": change.change_code, "problem": "token not in the vault"},
-            )
-            return 0
+            return await not_applied("token not in the vault")
     elif fixes:
         # No vault at hand (an import without the NACHA settings): recorded, not applied.
-        await set_aside(
-            db,
-            subject=_SUBJECT,
-            subject_id=idempotency_key,
-            customer_id=method.customer_id,
-            reason=CHANGE_NOT_APPLIED,
-            detail={"change_code": change.change_code, "problem": "no account vault configured"},
-        )
-        return 0
+        return await not_applied("no account vault configured")
     last4 = change.corrected_account_last4
     done = 0
     for row in await prenotes.methods_of_token(
