@@ -4,6 +4,7 @@ installment's row lock), and the reads of the dry run and the portal."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -57,9 +58,12 @@ async def assess(db: Executor, table: FeeTable, *, as_of: date, source: str) -> 
     return Assessed(fees=row["fees"], cents=row["cents"])
 
 
-async def due(db: Executor, table: FeeTable, *, as_of: date) -> list[FeesDue]:
-    """The late fees a pass on ``as_of`` would assess, by rule. Reads only."""
-    rows = await db.fetch(QUERIES["fees.due"], as_of, *table.sql_args())
+async def due(
+    db: Executor, table: FeeTable, *, as_of: date, charged_off_first: Sequence[int] = ()
+) -> list[FeesDue]:
+    """The late fees a pass on ``as_of`` would assess, by rule, leaving out the leases it
+    would charge off before (``charged_off_first``). Reads only."""
+    rows = await db.fetch(QUERIES["fees.due"], as_of, *table.sql_args(), list(charged_off_first))
     return [FeesDue(rule=r["rule"], fees=r["fees"], cents=r["cents"]) for r in rows]
 
 

@@ -137,7 +137,16 @@ async def preview(
         skipped = await conn.fetch(QUERIES["preview.skipped"], as_of, names, days)
         charge_offs = await conn.fetch(QUERIES["preview.charge_offs"], as_of, days)
         unresolved = await conn.fetch(QUERIES["preview.unresolved_attempts"])
-        fees_due = await fees.due(conn, fee_table, as_of=as_of) if fee_table else []
+        fees_due = (
+            await fees.due(
+                conn,
+                fee_table,
+                as_of=as_of,
+                charged_off_first=[row["lease_id"] for row in charge_offs],
+            )
+            if fee_table
+            else []
+        )
     return Preview(
         as_of=as_of,
         due=[DueGroup(**dict(row)) for row in due],

@@ -11,10 +11,13 @@ FROM money_assess_fees_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigi
                           $6::bigint[], $7, $8, $9, $10, $11);
 
 -- due --
--- The late fees a pass on business date $1 would assess, by rule (count, cents). Reads only.
+-- The late fees a pass on business date $1 would assess, by rule (count, cents), but on leases
+-- $11, which it would charge off first (the pass's charge-off comes before its fees). Reads
+-- only.
 SELECT rule, count(*)::integer AS fees, sum(fee_cents)::bigint AS cents
 FROM late_fees_due_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigint[],
                       $6::bigint[], $7, $8, $9, $10)
+WHERE lease_id <> ALL ($11::bigint[])
 GROUP BY rule
 ORDER BY rule;
 

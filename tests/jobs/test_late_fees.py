@@ -85,6 +85,22 @@ async def test_passes_assess_each_states_fee_once_past_its_grace_and_within_its_
 
     for n in range(13):
         day = TODAY + timedelta(days=n)
+        if n == 0:
+            # The lease 130 days past due is charged off before the fees: the dry run
+            # neither counts a fee on it.
+            done = await run_cli(
+                "run",
+                "--dry-run",
+                "--json",
+                "--date",
+                day.isoformat(),
+                "--allow-future-date",
+                env=env_for(database_url, COLLECTOR_LATE_FEES="true"),
+            )
+            assert done.returncode == 0, done.stderr
+            preview = json.loads(done.stdout.strip().splitlines()[-1])
+            assert [c["lease_id"] for c in preview["charge_offs"]] == [gone.lease_id]
+            assert preview["fees_to_assess"] == []
         if n == 6:
             # The dry run of day 6 shows the fee the pass would assess first (WV: 5 days of
             # grace), and nothing is written by it.
