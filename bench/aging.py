@@ -230,6 +230,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--delinquent-share", type=float, default=0.2)
     parser.add_argument("--what", choices=sorted(VARIANTS), default="aging")
+    parser.add_argument(
+        "--no-judge",
+        action="store_true",
+        help="print the figures without failing above the 15 %% budget (CI's short forms:"
+        " a few thousand leases on a shared machine measure noise, not the budget)",
+    )
     args = parser.parse_args()
     if args.leases < 1 or args.rounds < 1 or not 0 <= args.delinquent_share <= 1:
         parser.error("--leases and --rounds at least 1, --delinquent-share from 0 to 1")
@@ -246,7 +252,7 @@ def main() -> int:
         f"overhead_pct={overhead:.1f} without_s={without:.2f} with_s={with_:.2f}"
         f" leases={args.leases} rounds={args.rounds} what={args.what}"
     )
-    if overhead > 15:
+    if overhead > 15 and not args.no_judge:
         print(f"ERROR: the pass with {args.what} is more than 15% slower", file=sys.stderr)
         return 1
     return 0
