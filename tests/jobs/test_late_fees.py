@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,8 +24,8 @@ from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
 from collector.metrics import REGISTRY
 from collector.seed import seed_demo
+from tests.cli.commands import Done, env_for
 from tests.cli.commands import collector as run_cli
-from tests.cli.commands import env_for
 from tests.factories import installment, make_lease
 from tests.jobs.portal import Portal
 
@@ -38,6 +39,23 @@ def _counter(name: str) -> float:
 
 async def _state(conn: asyncpg.pool.PoolConnectionProxy, lease_id: int, state: str | None) -> None:
     await conn.execute("UPDATE leases SET state = $2 WHERE id = $1", lease_id, state)
+
+
+async def dry_run(database_url: str, day: date) -> tuple[Done, dict[str, Any]]:
+    """``collector run --dry-run --json`` for ``day`` with late fees on: the finished process
+    and the preview it printed last."""
+    done = await run_cli(
+        "run",
+        "--dry-run",
+        "--json",
+        "--date",
+        day.isoformat(),
+        "--allow-future-date",
+        env=env_for(database_url, COLLECTOR_LATE_FEES="true"),
+    )
+    assert done.returncode == 0, done.stderr
+    preview: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done, preview
 
 
 async def _fees(conn: asyncpg.pool.PoolConnectionProxy) -> dict[int, list[tuple[object, ...]]]:
@@ -88,33 +106,13 @@ async def test_passes_assess_each_states_fee_once_past_its_grace_and_within_its_
         if n == 0:
             # The lease 130 days past due is charged off before the fees: the dry run
             # neither counts a fee on it.
-            done = await run_cli(
-                "run",
-                "--dry-run",
-                "--json",
-                "--date",
-                day.isoformat(),
-                "--allow-future-date",
-                env=env_for(database_url, COLLECTOR_LATE_FEES="true"),
-            )
-            assert done.returncode == 0, done.stderr
-            preview = json.loads(done.stdout.strip().splitlines()[-1])
+            done, preview = await dry_run(database_url, day)
             assert [c["lease_id"] for c in preview["charge_offs"]] == [gone.lease_id]
             assert preview["fees_to_assess"] == []
         if n == 6:
             # The dry run of day 6 shows the fee the pass would assess first (WV: 5 days of
             # grace), and nothing is written by it.
-            done = await run_cli(
-                "run",
-                "--dry-run",
-                "--json",
-                "--date",
-                day.isoformat(),
-                "--allow-future-date",
-                env=env_for(database_url, COLLECTOR_LATE_FEES="true"),
-            )
-            assert done.returncode == 0, done.stderr
-            preview = json.loads(done.stdout.strip().splitlines()[-1])
+            done, preview = await dry_run(database_url, day)
             assert preview["fees_to_assess"] == [{"rule": "WV", "fees": 1, "cents": 1_500}]
             assert "would first assess 1 late fee(s) (WV), $15.00" in done.stdout
             async with pool.acquire() as conn:
