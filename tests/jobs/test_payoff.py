@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import date
 
 import asyncpg
+import httpx
 import pytest
 
 from collector.config import Settings
@@ -65,6 +66,18 @@ async def _events(pool: asyncpg.Pool, lease: LeaseRef, type_: str) -> list[async
     )
 
 
+async def _pay_off(
+    portal: Portal, lease: LeaseRef, key: str, *, amount_cents: int | None = None
+) -> httpx.Response:
+    """A payoff payment of the lease through the API, under Idempotency-Key ``key``."""
+    body: dict[str, object] = {"payoff": True}
+    if amount_cents is not None:
+        body["amount_cents"] = amount_cents
+    return await portal.http.post(
+        f"/v1/leases/{lease.lease_id}/payments", json=body, headers={"Idempotency-Key": key}
+    )
+
+
 async def test_a_card_payoff_in_the_window_pays_the_lease_off_and_nothing_is_charged_again(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings, portal: Portal
 ) -> None:
@@ -96,31 +109,19 @@ async def test_a_card_payoff_in_the_window_pays_the_lease_off_and_nothing_is_cha
 
     # An amount other than the quote is refused, and nothing is written.
     before = await _attempts(pool, lease)
-    wrong = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True, "amount_cents": 64_000},
-        headers={"Idempotency-Key": "payoff-wrong"},
-    )
+    wrong = await _pay_off(portal, lease, "payoff-wrong", amount_cents=64_000)
     assert wrong.status_code == 409, wrong.text
     assert "64500 cents today" in wrong.json()["detail"]
     assert await _attempts(pool, lease) == before
     assert await pool.fetchval("SELECT count(*) FROM payments") == 0
 
-    paid = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True, "amount_cents": 64_500},
-        headers={"Idempotency-Key": "payoff-1"},
-    )
+    paid = await _pay_off(portal, lease, "payoff-1", amount_cents=64_500)
     assert paid.status_code == 201, paid.text
     body = paid.json()
     assert (body["amount_cents"], body["status"], body["payoff"]) == (64_500, "succeeded", True)
     assert [a["amount_cents"] for a in body["allocations"]] == [10_000] * 6 + [4_500]
     # A repeat of the key replays the answer; nothing is charged twice.
-    again = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True, "amount_cents": 64_500},
-        headers={"Idempotency-Key": "payoff-1"},
-    )
+    again = await _pay_off(portal, lease, "payoff-1", amount_cents=64_500)
     assert (again.status_code, again.json()) == (201, body)
 
     assert await _statuses(pool, lease) == (
@@ -138,11 +139,7 @@ async def test_a_card_payoff_in_the_window_pays_the_lease_off_and_nothing_is_cha
     after = (await portal.http.get(f"/v1/leases/{lease.lease_id}/payoff")).json()
     assert (after["amount_cents"], after["payable"]) == (0, False)
     # A paid-off lease takes no further payoff.
-    more = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-2"},
-    )
+    more = await _pay_off(portal, lease, "payoff-2")
     assert more.status_code == 422, more.text
 
 
@@ -162,11 +159,7 @@ async def test_after_the_window_the_payoff_is_the_rent_past_due_and_a_share_of_t
         {"kind": "early_purchase_discount", "cents": -40_000},
     ]
     assert (quote["amount_cents"], quote["valid_until"]) == (50_000, "2027-02-19")
-    paid = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-after"},
-    )
+    paid = await _pay_off(portal, lease, "payoff-after")
     assert paid.status_code == 201, paid.text
     assert await _statuses(pool, lease) == (
         [("paid", 10_000, 0)] * 8 + [("cancelled", 0, 10_000)] * 4
@@ -180,11 +173,7 @@ async def test_an_ach_payoff_is_pending_until_it_settles_and_nothing_is_collecte
 ) -> None:
     lease = await _lease(pool, token="sandbox_ach_ok")
     portal.today = date(2026, 11, 30)
-    paid = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-ach"},
-    )
+    paid = await _pay_off(portal, lease, "payoff-ach")
     assert paid.status_code == 201, paid.text
     assert (paid.json()["status"], paid.json()["amount_cents"]) == ("processing", 74_500)
     assert await _statuses(pool, lease) == (
@@ -198,11 +187,7 @@ async def test_an_ach_payoff_is_pending_until_it_settles_and_nothing_is_collecte
     # While it is in flight: the quote says so and cannot be paid, and no pass collects.
     quote = (await portal.http.get(f"/v1/leases/{lease.lease_id}/payoff")).json()
     assert (quote["pending_cents"], quote["payable"]) == (74_500, False)
-    second = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-ach-2"},
-    )
+    second = await _pay_off(portal, lease, "payoff-ach-2")
     assert second.status_code == 409, second.text
     attempts = await _attempts(pool, lease)
     first = await run_pass(pool, gateways, settings, as_of=DUE_DATES[1])
@@ -226,11 +211,7 @@ async def test_a_returned_ach_payoff_is_undone_and_the_installments_are_collecta
 ) -> None:
     lease = await _lease(pool, token="sandbox_ach_return_R01")
     portal.today = date(2026, 11, 30)
-    paid = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-r01"},
-    )
+    paid = await _pay_off(portal, lease, "payoff-r01")
     assert paid.status_code == 201, paid.text
     assert (await run_pass(pool, gateways, settings, as_of=DUE_DATES[1])).counts.due == 0
 
@@ -281,11 +262,7 @@ async def test_the_audit_reports_payoffs_that_do_not_hold(
 ) -> None:
     lease = await _lease(pool)
     portal.today = date(2026, 10, 20)
-    paid = await portal.http.post(
-        f"/v1/leases/{lease.lease_id}/payments",
-        json={"payoff": True},
-        headers={"Idempotency-Key": "payoff-audit"},
-    )
+    paid = await _pay_off(portal, lease, "payoff-audit")
     assert paid.status_code == 201, paid.text
     payment_id = paid.json()["payment_id"]
     assert (await run_audit(pool)).clean
