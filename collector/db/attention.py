@@ -102,10 +102,10 @@ async def apply_isolated(
     apply: Callable[[Executor, Sequence[_T]], Awaitable[None]],
     on_failure: Callable[[Executor, _T, BaseException], Awaitable[None]],
 ) -> list[_T]:
-    """Apply ``items`` (``apply`` runs one statement: atomic by itself, no transaction to
-    open around it); when the database refuses the batch because of one row's data, apply
-    them one by one and hand each row that still fails to ``on_failure`` (which sets it
-    aside). Returns the failed items."""
+    """Apply ``items`` (``apply`` is atomic by itself: one statement, or one transaction of
+    its own, as the recorder's with its outbox events); when the database refuses the batch
+    because of one row's data, apply them one by one and hand each row that still fails to
+    ``on_failure`` (which sets it aside). Returns the failed items."""
     if not items:
         return []
     try:
