@@ -611,10 +611,9 @@ class StripeGateway:
                 raise _gateway_error(exc, "retrieve the Charge") from exc
             return in_doubt
 
-    async def fingerprint(self, token: str) -> str | None:
-        """Stripe's fingerprint of the card or bank account of the token's PaymentMethod
-        (``card.fingerprint``, ``us_bank_account.fingerprint``): the same number gets the same
-        fingerprint in one Stripe account, however often it is attached again."""
+    async def _payment_method(self, token: str) -> dict[str, Any] | None:
+        """The token's PaymentMethod as Stripe holds it, or None when the token is not ours
+        or Stripe has no such method."""
         parsed = parse_token(token)
         if parsed is None:
             return None
@@ -628,7 +627,16 @@ class StripeGateway:
             raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
         except stripe.StripeError as exc:
             raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
-        data = method.to_dict()
+        data: dict[str, Any] = method.to_dict()
+        return data
+
+    async def fingerprint(self, token: str) -> str | None:
+        """Stripe's fingerprint of the card or bank account of the token's PaymentMethod
+        (``card.fingerprint``, ``us_bank_account.fingerprint``): the same number gets the same
+        fingerprint in one Stripe account, however often it is attached again."""
+        data = await self._payment_method(token)
+        if data is None:
+            return None
         for kind in ("card", "us_bank_account"):
             details = data.get(kind)
             found = details.get("fingerprint") if isinstance(details, dict) else None
@@ -783,20 +791,10 @@ class StripeAchGateway(StripeGateway):
         customer: a us_bank_account method saved for off-session debits exists only once its
         SetupIntent verified the account (Financial Connections or microdeposits), so any
         such method not blocked by Stripe is validated and needs no NACHA prenote."""
-        parsed = parse_token(token)
-        if parsed is None:
+        data = await self._payment_method(token)
+        if data is None:
             return False
-        try:
-            method = await self._rate_limited(
-                lambda: self._client.v1.payment_methods.retrieve_async(parsed[1])
-            )
-        except stripe.InvalidRequestError as exc:
-            if exc.code == "resource_missing":
-                return False
-            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
-        except stripe.StripeError as exc:
-            raise _gateway_error(exc, "retrieve the PaymentMethod") from exc
-        details = method.to_dict().get("us_bank_account")
+        details = data.get("us_bank_account")
         if not isinstance(details, dict):
             return False
         blocked = (details.get("status_details") or {}).get("blocked")
