@@ -444,13 +444,12 @@ class FakeStripe:
         # it (tests name such methods pm_..._same_<n>).
         number = re.sub(r"_same_\d+$", "", method_id)
         kind = "us_bank_account" if "bank" in method_id or "ach" in method_id else "card"
+        details: dict[str, object] = {"fingerprint": f"fp_{number}"}
+        if kind == "us_bank_account" and "blocked" in method_id:
+            # Stripe blocks a bank account it learned is closed or was disputed as unauthorized.
+            details["status_details"] = {"blocked": {"network_code": "R02", "reason": "closed"}}
         return JSONResponse(
-            {
-                "id": method_id,
-                "object": "payment_method",
-                "type": kind,
-                kind: {"fingerprint": f"fp_{number}"},
-            }
+            {"id": method_id, "object": "payment_method", "type": kind, kind: details}
         )
 
     async def health(self, request: Request) -> Response:

@@ -642,3 +642,13 @@ async def test_the_same_card_attached_twice_has_one_fingerprint(
 async def test_a_token_stripe_does_not_know_has_no_fingerprint(card: StripeCardGateway) -> None:
     assert await card.fingerprint("cus_fake42:pm_card_missing") is None
     assert await card.fingerprint("not-a-stripe-token") is None
+
+
+async def test_a_verified_bank_account_needs_no_prenote_unless_stripe_blocked_it(
+    card: StripeCardGateway, ach: StripeAchGateway
+) -> None:
+    assert await ach.account_validated("cus_fake42:pm_bank_verified") is True
+    assert await ach.account_validated("cus_fake42:pm_bank_blocked") is False
+    assert await ach.account_validated("cus_fake42:pm_card_missing") is False
+    assert await ach.account_validated("cus_fake42:pm_card_visa") is False  # no bank account
+    assert await ach.account_validated("not-a-stripe-token") is False
