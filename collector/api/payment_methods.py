@@ -15,7 +15,7 @@ from collector.api.errors import CustomerId, error_responses
 from collector.api.schemas import MethodDisplay, NewPaymentMethod, PrimaryChange, PrimaryChanged
 from collector.db import portal
 from collector.exceptions import GatewayError, Unprocessable
-from collector.gateways.base import Fingerprinting, method_kinds
+from collector.gateways.base import Fingerprinting, ValidatesAccounts, method_kinds
 from collector.jobs.prenotes import send_prenotes
 from collector.logs import get_logger
 from collector.policy import primary_change_warning
@@ -80,15 +80,13 @@ async def _fingerprint(gateway: object, token: str) -> str | None:
 
 
 async def _account_validated(gateway: object, token: str) -> bool:
-    """Whether the adapter says the bank account behind the token is validated already (an
-    ``account_validated`` method: e.g. the NACHA vault's ``validated`` mark, Stripe's verified
-    us_bank_account); False when it cannot say, so a prenote validates it."""
-    check = getattr(gateway, "account_validated", None)
-    if check is None or not callable(check):
+    """Whether the adapter says the bank account behind the token is validated already
+    (ValidatesAccounts); False when it cannot say, so a prenote validates it."""
+    if not isinstance(gateway, ValidatesAccounts):
         return False
     try:
         with anyio.fail_after(_FINGERPRINT_TIMEOUT_S):
-            return bool(await check(token))
+            return await gateway.account_validated(token)
     except (GatewayError, TimeoutError) as exc:
         log.warning("account_validation_unavailable", error=type(exc).__name__)
         return False

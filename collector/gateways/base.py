@@ -158,6 +158,18 @@ class Fingerprinting(Protocol):
         ...
 
 
+@runtime_checkable
+class ValidatesAccounts(Protocol):
+    """A gateway that can say a bank account behind a token is validated already (the NACHA
+    vault's ``validated`` mark, Stripe's verified us_bank_account), so its first WEB debit
+    needs no prenote."""
+
+    async def account_validated(self, token: str) -> bool:
+        """Whether the account behind ``token`` is validated. Raise GatewayError when the
+        gateway cannot be asked."""
+        ...
+
+
 def lookup_lag(gateway: object) -> timedelta:
     """How long after a charge the gateway's lookup may still miss it (a search index that
     lags): a gateway declares it as ``lookup_lag``; none means lookups are immediate."""
