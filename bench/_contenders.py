@@ -100,6 +100,7 @@ class Claim:
 
 def _request(claim: Claim, as_of: date) -> ChargeRequest:
     return ChargeRequest(
+        customer_id=0,  # the in-memory and sandbox gateways file nothing under it
         idempotency_key=claim.idempotency_key,
         amount_cents=claim.amount_cents,
         token=claim.token,
@@ -373,6 +374,7 @@ async def procrastinate_jobs(
             return
         outcome = await gateway.charge(
             ChargeRequest(
+                customer_id=0,  # the gateway files nothing under it
                 idempotency_key=f"procrastinate-inst-{installment_id}",
                 amount_cents=row["amount_cents"],
                 token=row["token"],

@@ -85,8 +85,9 @@ async def seed(server_url: str, leases: int, share: float) -> None:
                 every,
             )
             await conn.execute(
-                "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-                " SELECT l.id, 2, $2::date, 5000 FROM leases l"
+                "INSERT INTO installments"
+                " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+                " SELECT l.id, l.customer_id, 2, $2::date, $2::date, 5000 FROM leases l"
                 " JOIN payment_methods pm ON pm.customer_id = l.customer_id"
                 " WHERE pm.id % $1 = 0",
                 every,

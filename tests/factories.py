@@ -61,9 +61,11 @@ async def make_lease(
     for seq, due_on in enumerate(due_dates, start=1):
         ids.append(
             await conn.fetchval(
-                "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-                " VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO installments"
+                " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+                " VALUES ($1, $2, $3, $4, $4, $5) RETURNING id",
                 lease_id,
+                customer_id,
                 seq,
                 due_on,
                 amount_cents,

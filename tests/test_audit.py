@@ -115,9 +115,10 @@ async def return_debit(
     conn: Conn, attempt_id: int, code: str, category: str, *, as_of: date, reversed_paid: bool
 ) -> None:
     await conn.execute(
-        "INSERT INTO charge_returns (attempt_id, return_code, category, amount_cents,"
-        " reversed_paid, source, as_of)"
-        " SELECT id, $2, $3, amount_cents, $4, 'poll', $5 FROM charge_attempts WHERE id = $1",
+        "INSERT INTO charge_returns (attempt_id, customer_id, return_code, category,"
+        " amount_cents, reversed_paid, source, as_of)"
+        " SELECT id, customer_id, $2, $3, amount_cents, $4, 'poll', $5 FROM charge_attempts"
+        " WHERE id = $1",
         attempt_id,
         code,
         category,
@@ -149,10 +150,17 @@ async def manual_payment(
         DAY,
     )
     await conn.executemany(
-        "INSERT INTO payment_allocations (payment_id, installment_id, amount_cents,"
-        " prev_status, prev_next_attempt_on) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO payment_allocations (payment_id, installment_id, customer_id, amount_cents,"
+        " prev_status, prev_next_attempt_on) VALUES ($1, $2, $3, $4, $5, $6)",
         [
-            (payment_id, r["id"], r["amount_cents"], r["status"], r["next_attempt_on"])
+            (
+                payment_id,
+                r["id"],
+                ref.customer_id,
+                r["amount_cents"],
+                r["status"],
+                r["next_attempt_on"],
+            )
             for r in amounts
         ],
     )
@@ -695,13 +703,15 @@ async def test_the_gauges_show_every_check_zero_when_clean(pool: asyncpg.Pool) -
 
 async def _charge(gateway: Gateway, conn: Conn, attempt_id: int, token: str) -> None:
     row = await conn.fetchrow(
-        "SELECT idempotency_key, amount_cents, installment_id, as_of FROM charge_attempts"
+        "SELECT idempotency_key, customer_id, amount_cents, installment_id, as_of"
+        " FROM charge_attempts"
         " WHERE id = $1",
         attempt_id,
     )
     assert row is not None
     await gateway.charge(
         ChargeRequest(
+            customer_id=row["customer_id"],
             idempotency_key=row["idempotency_key"],
             amount_cents=row["amount_cents"],
             token=token,
@@ -758,6 +768,7 @@ async def test_a_charge_the_ledger_does_not_know_is_reported(
 ) -> None:
     await gateways["sandbox_card"].charge(
         ChargeRequest(
+            customer_id=1,
             idempotency_key="stray-key",
             amount_cents=5_000,
             token="sandbox_card_ok",
@@ -835,15 +846,27 @@ async def test_a_journal_row_naming_what_is_not_there_is_reported(
             cid,
             DAY,
         )
+        # A journal row that names an attempt of another customer.
         await conn.execute(
-            "UPDATE charge_attempts SET customer_id = customer_id + 1000 WHERE id = $1",
+            "INSERT INTO money_movements (customer_id, installment_id, attempt_id, kind,"
+            " amount_cents, as_of, source, sets_plan)"
+            " SELECT customer_id + 1000, installment_id, id, 'replanned', 0, $2, 'test', true"
+            " FROM charge_attempts WHERE id = $1",
             book.declined_attempt,
+            DAY,
         )
+        # An attempt can no longer be moved to another customer than its installment's and
+        # method's: the co-located foreign keys refuse it (sql/0022).
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(
+                "UPDATE charge_attempts SET customer_id = customer_id + 1000 WHERE id = $1",
+                book.declined_attempt,
+            )
     report = await run_audit(pool)
     got = [v.message for v in report.violations["journal_references"]]
     assert report.counts["journal_references"] >= 2
     assert any("no such installment" in m for m in got)
-    assert any(f"attempt {book.declined_attempt} is customer" in m for m in got)
+    assert any("the attempt is customer" in m for m in got)
 
 
 async def test_an_automatic_presentment_during_a_promise_and_a_wrong_outcome_are_reported(

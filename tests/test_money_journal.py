@@ -34,6 +34,13 @@ def test_no_named_query_writes_an_installments_money_state() -> None:
     assert writers == []
 
 
+def _sets_money_state(statement: str) -> bool:
+    """Whether the UPDATE at the start of ``statement`` sets a derived column (a backfill of
+    another column, such as 0022's customer_id, writes no money state)."""
+    set_list = statement.split(";")[0].split(" SET ", 1)[1].split(" FROM ")[0]
+    return any(re.search(rf"\b{column}\s*=", set_list) for column in DERIVED)
+
+
 def test_only_the_derivation_updates_installments_in_the_functions() -> None:
     # Migrations before the journal wrote installments in their own way; from it on, the
     # UPDATEs of installments are money_apply_v1's (rows just added) and
@@ -44,6 +51,7 @@ def test_only_the_derivation_updates_installments_in_the_functions() -> None:
         (p.name, m.start())
         for p in later
         for m in _UPDATE_INSTALLMENTS.finditer(p.read_text(encoding="utf-8"))
+        if _sets_money_state(p.read_text(encoding="utf-8")[m.start() :])
     ]
     owners = []
     for name, at in updates:

@@ -53,14 +53,17 @@ async def test_money_constraints_reject_bad_amounts(pool: asyncpg.Pool) -> None:
         )
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
-                "INSERT INTO installments (lease_id, seq, due_on, amount_cents) VALUES ($1, 1, '2026-01-01', 0)",
+                "INSERT INTO installments (lease_id, customer_id, seq, due_on, amount_cents)"
+                " VALUES ($1, $2, 1, '2026-01-01', 0)",
                 lid,
+                cid,
             )
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
-                "INSERT INTO installments (lease_id, seq, due_on, amount_cents, paid_cents)"
-                " VALUES ($1, 1, '2026-01-01', 100, 101)",
+                "INSERT INTO installments (lease_id, customer_id, seq, due_on, amount_cents,"
+                " paid_cents) VALUES ($1, $2, 1, '2026-01-01', 100, 101)",
                 lid,
+                cid,
             )
 
 

@@ -41,6 +41,7 @@ class NewEntry:
     """What accepting a debit stores (the account stays in the vault: only its token here)."""
 
     idempotency_key: str
+    customer_id: int  # whose debit: the distribution key its row is filed under (sql/0022)
     gateway: str
     odfi_id: str
     effective_on: date
@@ -89,7 +90,7 @@ class FileEntry:
 class NewChange:
     """A notification of change to record, its corrected data already masked."""
 
-    idempotency_key: str | None
+    idempotency_key: str
     original_trace: str
     notice_trace: str
     change_code: str
@@ -132,6 +133,7 @@ async def insert_entry(db: Executor, entry: NewEntry) -> AchEntry | None:
         entry.individual_name,
         entry.sec_code,
         entry.entry_description,
+        entry.customer_id,
     )
     return _entry(row) if row is not None else None
 
@@ -140,6 +142,7 @@ async def insert_prenote(
     db: Executor,
     *,
     idempotency_key: str,
+    customer_id: int,
     gateway: str,
     odfi_id: str,
     effective_on: date,
@@ -160,6 +163,7 @@ async def insert_prenote(
         individual_name,
         sec_code,
         entry_description,
+        customer_id,
     )
     return _entry(row) if row is not None else None
 

@@ -94,9 +94,24 @@ async def claim_due(
         sorted(cursor.skipped),
     )
     if rows:
+        # Before the cursor moves: a key another customer holds refuses the batch, and the
+        # caller claims it again one row at a time from where this batch began.
+        await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
         last = rows[-1]
         cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
     return [_claimed(row) for row in rows]
+
+
+async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
+    """Hold new attempts' (idempotency key, customer) pairs across all customers, in the
+    caller's transaction: a key another customer holds raises UniqueViolationError, and the
+    transaction sends nothing."""
+    await db.execute(QUERIES["attempts.register_keys"], [k for k, _ in keys], [c for _, c in keys])
+
+
+async def register_key_again(db: Executor, key: str, customer_id: int) -> None:
+    """Hold a key derived the same way on every try (a prenote's); a retry is no change."""
+    await db.execute(QUERIES["attempts.register_key_again"], key, customer_id)
 
 
 async def record_outcomes(

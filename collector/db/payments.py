@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from collector.db.attempts import register_keys
 from collector.db.payoff import read_payoff
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
@@ -221,6 +222,8 @@ async def start_payment(
             req.payoff,
         )
         assert row is not None
+        # The payment's key, once across all customers (sql/0022), before anything is sent.
+        await register_keys(conn, [(row["idempotency_key"], lease["customer_id"])])
         if req.payoff:
             # What the payoff's money does not cover is forgiven now, so that nothing of the
             # lease is collectable while that money is in flight; the payment's ending keeps

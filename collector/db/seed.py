@@ -44,6 +44,11 @@ async def insert_customers(
         )
         ids = {row["email"]: row["id"] for row in rows}
         customer_ids = [ids[c.email] for c in customers]
+        # Emails and agreement references are unique across customers through lookup tables
+        # keyed by the value (sql/0022), in this transaction.
+        await conn.execute(
+            QUERIES["seed.insert_customer_emails"], [c.email for c in customers], customer_ids
+        )
         await conn.execute(
             QUERIES["seed.insert_payment_methods"],
             customer_ids,
@@ -64,11 +69,18 @@ async def insert_customers(
         )
         lease_of = {row["customer_id"]: row["id"] for row in lease_rows}
         await conn.execute(
+            QUERIES["seed.insert_agreement_refs"],
+            [row["agreement_ref"] for row in lease_rows],
+            [row["customer_id"] for row in lease_rows],
+            [row["id"] for row in lease_rows],
+        )
+        await conn.execute(
             QUERIES["seed.insert_schedules"],
             [lease_of[cid] for cid in customer_ids],
             installments,
             [c.first_due_on for c in customers],
             [c.installment_cents for c in customers],
+            customer_ids,
         )
         await conn.execute(QUERIES["seed.set_terms"], [lease_of[cid] for cid in customer_ids])
 

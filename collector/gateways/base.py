@@ -28,6 +28,9 @@ class ChargeRequest:
     """What the engine asks a gateway to collect; the key makes a re-send harmless."""
 
     idempotency_key: str
+    # Whose money: a gateway that files its own records in the engine's database (the NACHA
+    # files) files them under the customer, the schema's distribution key (sql/0022).
+    customer_id: int
     amount_cents: int
     currency: str = "usd"  # every charge the engine makes is in US dollars
     token: str = field(repr=False)

@@ -491,6 +491,7 @@ class NachaGateway:
             return Declined(kind=DeclineKind.HARD, code=INVALID_ACCOUNT, message=str(exc))
         new = NewEntry(
             idempotency_key=key,
+            customer_id=request.customer_id,
             gateway=self.name,
             odfi_id=self.config.originator.odfi_id,
             effective_on=effective_on,
@@ -527,7 +528,9 @@ class NachaGateway:
         account = self.vault.get(token)
         return account is not None and account.validated
 
-    async def prenote(self, idempotency_key: str, token: str, *, on: date) -> str | None:
+    async def prenote(
+        self, idempotency_key: str, token: str, *, customer_id: int, on: date
+    ) -> str | None:
         """Accept a zero-dollar prenote of the account behind ``token`` for the next file
         (requested for business date ``on``); its trace number, or None when the vault holds
         no usable account for the token. A repeated key keeps the first entry."""
@@ -548,6 +551,7 @@ class NachaGateway:
         stored = await insert_prenote(
             self._pool,
             idempotency_key=idempotency_key,
+            customer_id=customer_id,
             gateway=self.name,
             odfi_id=self.config.originator.odfi_id,
             effective_on=ach_effective_date(on),

@@ -104,6 +104,7 @@ UNRENDERABLE_ENTRY: Final = "unrenderable_entry"
 MALFORMED_RETURN_ENTRY: Final = "malformed_return_entry"
 RETURN_NOT_APPLIED: Final = "return_not_applied"
 CHANGE_NOT_RECORDED: Final = "change_not_recorded"
+CHANGE_FOR_UNKNOWN_ENTRY: Final = "change_for_unknown_entry"
 _SUBJECT: Final = "ach_entry"
 
 
@@ -503,6 +504,18 @@ async def import_returns(
             already += 1  # another import applied it in between
     for change in parsed.changes:
         key = keys.get(change.original_trace)
+        if key is None:
+            # A notice is filed under its entry's customer (sql/0022): one about a trace this
+            # originator never sent names nobody, so an operator sees it instead.
+            await set_aside(
+                pool,
+                subject=_SUBJECT,
+                subject_id=change.original_trace,
+                reason=CHANGE_FOR_UNKNOWN_ENTRY,
+                detail={"trace": change.original_trace, "change_code": change.change_code},
+            )
+            set_aside_count += 1
+            continue
         new = NewChange(
             idempotency_key=key,
             original_trace=change.original_trace,
@@ -534,14 +547,12 @@ async def import_returns(
                 "ach_notification_of_change",
                 trace=change.original_trace,
                 change_code=change.change_code,
-                known=key is not None,
             )
         else:
             changes_already += 1
-        if key is not None:
-            # Applied once per method (payment_method_changes): a file imported again, or an
-            # import that died after recording the notice, applies what is still missing.
-            await apply_change(pool, vault, idempotency_key=key, change=change, as_of=as_of)
+        # Applied once per method (payment_method_changes): a file imported again, or an
+        # import that died after recording the notice, applies what is still missing.
+        await apply_change(pool, vault, idempotency_key=key, change=change, as_of=as_of)
     return ImportResult(
         applied=applied,
         already_applied=already,

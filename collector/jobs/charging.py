@@ -150,6 +150,7 @@ class Charger:
             )
         request = ChargeRequest(
             idempotency_key=claimed.idempotency_key,
+            customer_id=claimed.customer_id,
             amount_cents=claimed.amount_cents,
             token=claimed.token,
             method_kind=claimed.method_kind,

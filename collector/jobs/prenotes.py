@@ -27,6 +27,7 @@ import asyncpg
 
 from collector.ach.nacha import ChangeNotice, is_valid_routing_number
 from collector.db import prenotes
+from collector.db.attempts import register_key_again
 from collector.db.attention import set_aside
 from collector.db.pool import Executor
 from collector.gateways.base import Gateway
@@ -43,10 +44,12 @@ CHANGE_NOT_APPLIED: Final = "change_not_applied"
 _SUBJECT: Final = "ach_entry"
 
 
-def prenote_key(gateway: str, instrument_key: str, number: int) -> str:
-    """The entry key of an account's ``number``-th prenote: the same on every try, so a pass
-    that died between accepting it and recording it records that same entry next time."""
-    return f"prenote:{gateway}:{instrument_key}:{number}"
+def prenote_key(gateway: str, customer_id: int, instrument_key: str, number: int) -> str:
+    """The entry key of a customer's ``number``-th prenote of an account: the same on every
+    try, so a pass that died between accepting it and recording it records that same entry
+    next time. It names the customer: two customers who share an account each prenote it
+    under their own authorization, and a key is sent under one customer only (sql/0022)."""
+    return f"prenote:{gateway}:{customer_id}:{instrument_key}:{number}"
 
 
 async def send_prenotes(
@@ -63,8 +66,13 @@ async def send_prenotes(
         if not isinstance(gateway, NachaGateway) or not gateway.requires_prenotes:
             continue
         for candidate in await prenotes.candidates(pool, gateway=name, customer_id=customer_id):
-            key = prenote_key(name, candidate.instrument_key, candidate.returned + 1)
-            trace = await gateway.prenote(key, candidate.token, on=as_of)
+            key = prenote_key(
+                name, candidate.customer_id, candidate.instrument_key, candidate.returned + 1
+            )
+            await register_key_again(pool, key, candidate.customer_id)
+            trace = await gateway.prenote(
+                key, candidate.token, customer_id=candidate.customer_id, on=as_of
+            )
             if trace is None:
                 # The vault has no usable account for the token: the live debit will be
                 # declined for the same reason; an operator sees it once.

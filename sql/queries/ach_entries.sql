@@ -8,26 +8,26 @@ LEFT JOIN ach_files f ON f.file_name = e.file_name
 WHERE e.idempotency_key = $1 AND e.gateway = $2;
 
 -- insert_entry --
--- Accept debit $1 for gateway $2 with the next free trace number of ODFI $3 (8 digits),
--- requested effective $4, to go out under SEC code $9 and Company Entry Description $10; a key
--- already accepted changes nothing and returns no row
-INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on, requested_on,
-                         amount_cents, token, individual_id, individual_name, sec_code,
-                         entry_description)
-VALUES ($1, $2, ach_next_trace_v1($3::text), $4, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (idempotency_key) DO NOTHING
+-- Accept debit $1 of customer $11 for gateway $2 with the next free trace number of ODFI $3
+-- (8 digits), requested effective $4, to go out under SEC code $9 and Company Entry
+-- Description $10; a key already accepted changes nothing and returns no row
+INSERT INTO ach_entries (idempotency_key, customer_id, gateway, trace_number, effective_on,
+                         requested_on, amount_cents, token, individual_id, individual_name,
+                         sec_code, entry_description)
+VALUES ($1, $11, $2, ach_next_trace_v1($3::text), $4, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (idempotency_key, customer_id) DO NOTHING
 RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
           NULL::timestamptz AS written_at, NULL::date AS exported_on;
 
 -- insert_prenote --
--- Accept prenote $1 (zero dollars) for gateway $2 with the next free trace number of ODFI $3,
--- requested effective $4, for token $5 named $6, under SEC code $7 and Company Entry
--- Description $8; a key already accepted changes nothing and returns no row
-INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on, requested_on,
-                         amount_cents, token, individual_id, individual_name, sec_code,
-                         entry_description, prenote)
-VALUES ($1, $2, ach_next_trace_v1($3::text), $4, $4, 0, $5, '', $6, $7, $8, true)
-ON CONFLICT (idempotency_key) DO NOTHING
+-- Accept prenote $1 (zero dollars) of customer $9 for gateway $2 with the next free trace
+-- number of ODFI $3, requested effective $4, for token $5 named $6, under SEC code $7 and
+-- Company Entry Description $8; a key already accepted changes nothing and returns no row
+INSERT INTO ach_entries (idempotency_key, customer_id, gateway, trace_number, effective_on,
+                         requested_on, amount_cents, token, individual_id, individual_name,
+                         sec_code, entry_description, prenote)
+VALUES ($1, $9, $2, ach_next_trace_v1($3::text), $4, $4, 0, $5, '', $6, $7, $8, true)
+ON CONFLICT (idempotency_key, customer_id) DO NOTHING
 RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
           NULL::timestamptz AS written_at, NULL::date AS exported_on;
 
@@ -141,12 +141,8 @@ INSERT INTO ach_notifications_of_change (customer_id, idempotency_key, original_
                                          notice_trace, change_code, corrected_routing,
                                          corrected_account_last4, corrected_transaction_code,
                                          corrected_text, received_on)
-SELECT coalesce((SELECT pm.customer_id
-                 FROM charge_attempts a JOIN payment_methods pm ON pm.id = a.payment_method_id
-                 WHERE a.idempotency_key = $1
-                 LIMIT 1),
-                -- a prenote's (it has no attempt)
-                (SELECT p.customer_id FROM ach_prenotes p WHERE p.idempotency_key = $1)),
+-- The entry's customer: a debit's or a prenote's, each entry names it (sql/0022).
+SELECT (SELECT e.customer_id FROM ach_entries e WHERE e.idempotency_key = $1 LIMIT 1),
        $1, $2, $3, $4, $5, $6, $7, $8, $9
-ON CONFLICT (original_trace, notice_trace, change_code) DO NOTHING
+ON CONFLICT (original_trace, notice_trace, change_code, customer_id) DO NOTHING
 RETURNING id;

@@ -64,6 +64,20 @@ SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_i
 FROM picked, presented
 ORDER BY next_attempt_on, installment_id;
 
+-- register_keys --
+-- New attempts' keys $1 of customers $2 will be sent to gateways: each once across all
+-- customers (sql/0022). A key already held refuses the whole batch (a unique violation),
+-- which the claim answers by claiming one row at a time and setting aside the one refused.
+INSERT INTO idempotency_keys (idempotency_key, customer_id)
+SELECT * FROM unnest($1::text[], $2::bigint[]);
+
+-- register_key_again --
+-- Key $1 of customer $2, derived the same way on every try (a prenote's), will be sent: held
+-- once; a retry after a crash registers nothing new
+INSERT INTO idempotency_keys (idempotency_key, customer_id)
+VALUES ($1, $2)
+ON CONFLICT (idempotency_key) DO NOTHING;
+
 -- next_candidate --
 -- The installment claim_due ($1 date, after ($2, $3), gateways $4, passing over $5) would take
 -- first, locked, with its customer: the row to set aside when its claim is refused

@@ -373,7 +373,7 @@ WITH line AS (
            coalesce(bool_and(j.named_right), true) AS named_right
     FROM charge_attempts a
     LEFT JOIN judged j ON j.attempt_id = a.id
-    GROUP BY a.id
+    GROUP BY a.id, a.customer_id
     HAVING coalesce(sum(j.presented), 0) <> a.amount_cents
         OR NOT coalesce(bool_and(j.ended_right), true)
         OR NOT coalesce(bool_and(j.named_right), true)

@@ -97,8 +97,9 @@ WITH payment AS (
     JOIN installments i ON i.id = a.installment_id
 ), allocated AS (
     INSERT INTO payment_allocations
-        (payment_id, installment_id, amount_cents, prev_status, prev_next_attempt_on)
-    SELECT p.id, a.installment_id, a.amount_cents, a.prev_status, a.prev_next_attempt_on
+        (payment_id, installment_id, customer_id, amount_cents, prev_status,
+         prev_next_attempt_on)
+    SELECT p.id, a.installment_id, $2, a.amount_cents, a.prev_status, a.prev_next_attempt_on
     FROM payment p, allocation a
 ), attempt AS (
     INSERT INTO charge_attempts

@@ -119,7 +119,7 @@ UPDATE payment_methods SET last4 = $2, updated_at = now() WHERE id = $1;
 INSERT INTO payment_method_changes (customer_id, payment_method_id, source, code,
                                     original_trace, changed, received_on)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (payment_method_id, source, code, original_trace) DO NOTHING
+ON CONFLICT (payment_method_id, source, code, original_trace, customer_id) DO NOTHING
 RETURNING id;
 
 -- closed_accounts --

@@ -12,17 +12,33 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::te
   AS m(c, k, g, t, b, bn, l4);
 
 -- insert_leases --
--- Insert leases from parallel arrays (with $5 their states); returns (id, customer_id)
+-- Insert leases from parallel arrays (with $5 their states); returns (id, customer_id,
+-- agreement_ref)
 INSERT INTO leases (customer_id, store, order_details, agreement_ref, state)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[], $5::text[])
-RETURNING id, customer_id;
+RETURNING id, customer_id, agreement_ref;
+
+-- insert_customer_emails --
+-- The global uniqueness of customers' emails $1 (customers $2), in the transaction that
+-- created them (sql/0022: a lookup table keyed by the email)
+INSERT INTO customer_emails (email, customer_id)
+SELECT * FROM unnest($1::text[], $2::bigint[]);
+
+-- insert_agreement_refs --
+-- The global uniqueness of leases' agreement references $1 (customers $2, leases $3), in the
+-- transaction that created them
+INSERT INTO lease_agreement_refs (agreement_ref, customer_id, lease_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]);
 
 -- insert_schedules --
--- Give each lease $2 monthly installments of its amount, the first due on its first date
-INSERT INTO installments (lease_id, seq, due_on, amount_cents)
-SELECT s.lease_id, n, (s.first_due_on + make_interval(months => n - 1))::date, s.amount_cents
-FROM unnest($1::bigint[], $3::date[], $4::bigint[]) AS s(lease_id, first_due_on, amount_cents)
-CROSS JOIN generate_series(1, $2::int) AS n;
+-- Give each lease $2 monthly installments of its amount, the first due on its first date;
+-- $5 the leases' customers. A new installment's collection date is its due date.
+INSERT INTO installments (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)
+SELECT s.lease_id, s.customer_id, n, d.due_on, d.due_on, s.amount_cents
+FROM unnest($1::bigint[], $3::date[], $4::bigint[], $5::bigint[])
+  AS s(lease_id, first_due_on, amount_cents, customer_id)
+CROSS JOIN generate_series(1, $2::int) AS n
+CROSS JOIN LATERAL (SELECT (s.first_due_on + make_interval(months => n - 1))::date AS due_on) d;
 
 -- set_terms --
 -- Give leases $1 their terms from their schedules: the total of payments is the schedule's
@@ -44,4 +60,4 @@ WHERE l.id = s.lease_id;
 -- analyze --
 -- Refresh the planner's statistics after a bulk load: with none, the claim query was planned
 -- from payment_methods outwards and took seconds a batch at 240,000 installments
-ANALYZE customers, payment_methods, leases, installments;
+ANALYZE customers, customer_emails, payment_methods, leases, lease_agreement_refs, installments;

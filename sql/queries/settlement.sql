@@ -74,16 +74,17 @@ SELECT id AS attempt_id FROM declined;
 -- the money had settled, when this call applied it; the caller applies the money
 -- (money.follow: returned, or reversed after settlement).
 WITH attempt AS (
-    SELECT a.id, a.status, a.installment_id, a.payment_id, a.amount_cents, a.payment_method_id
+    SELECT a.id, a.customer_id, a.status, a.installment_id, a.payment_id, a.amount_cents,
+           a.payment_method_id
     FROM charge_attempts a
     WHERE a.id = $1 AND a.status IN ('processing', 'succeeded')
     FOR UPDATE
 ), recorded AS (
-    INSERT INTO charge_returns (attempt_id, return_code, category, amount_cents, reversed_paid,
-                                source, as_of)
-    SELECT a.id, $2, $3, a.amount_cents, a.status = 'succeeded', $4, $6
+    INSERT INTO charge_returns (attempt_id, customer_id, return_code, category, amount_cents,
+                                reversed_paid, source, as_of)
+    SELECT a.id, a.customer_id, $2, $3, a.amount_cents, a.status = 'succeeded', $4, $6
     FROM attempt a
-    ON CONFLICT (attempt_id) DO NOTHING
+    ON CONFLICT (attempt_id, customer_id) DO NOTHING
     RETURNING attempt_id, reversed_paid
 ), returned AS (
     UPDATE charge_attempts a

@@ -126,8 +126,9 @@ async def test_a_customer_starting_too_many_payments_is_answered_429_with_retry_
             lease.customer_id,
         )
         await conn.execute(
-            "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-            " VALUES ($1, 1, $2, 100000)",
+            "INSERT INTO installments"
+            " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+            " SELECT id, customer_id, 1, $2::date, $2::date, 100000 FROM leases WHERE id = $1",
             other,
             LAST_MONTH,
         )

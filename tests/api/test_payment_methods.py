@@ -406,7 +406,9 @@ async def test_the_warning_looks_at_scheduled_installments_of_active_leases_only
         )
         # Due tomorrow, but on a closed lease: nobody will collect it.
         await conn.execute(
-            "INSERT INTO installments (lease_id, seq, due_on, amount_cents) VALUES ($1, 1, $2, 100)",
+            "INSERT INTO installments"
+            " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+            " SELECT id, customer_id, 1, $2::date, $2::date, 100 FROM leases WHERE id = $1",
             closed,
             TODAY + timedelta(days=1),
         )
@@ -456,8 +458,9 @@ async def test_primary_change_gives_waiting_overdue_installments_a_retry_today(
             lease.customer_id,
         )
         written_off = await conn.fetchval(
-            "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-            " VALUES ($1, 1, $2, 100) RETURNING id",
+            "INSERT INTO installments"
+            " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+            " SELECT id, customer_id, 1, $2::date, $2::date, 100 FROM leases WHERE id = $1 RETURNING id",
             charged_off,
             TODAY - timedelta(days=90),
         )

@@ -121,6 +121,14 @@ async def test_a_return_file_with_changes_and_a_bad_entry_is_imported_by_the_com
     )
 
     assert done.returncode == 0, done.stderr
-    assert "unknown: 1, deferred: 0, changes recorded: 1, set aside: 1" in done.stdout
+    # The change names a trace this originator never sent: no entry, no customer to file it
+    # under, so it is set aside (sql/0022), beside the malformed return.
+    assert "unknown: 1, deferred: 0, changes recorded: 0, set aside: 2" in done.stdout
     assert "12345678999" not in done.stdout + done.stderr
-    assert await pool.fetchval("SELECT change_code FROM ach_notifications_of_change") == "C01"
+    assert await pool.fetchval("SELECT count(*) FROM ach_notifications_of_change") == 0
+    assert (
+        await pool.fetchval(
+            "SELECT reason FROM needs_attention WHERE subject_id = $1", ODFI + "9999997"
+        )
+        == "change_for_unknown_entry"
+    )

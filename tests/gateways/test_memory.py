@@ -30,6 +30,7 @@ TODAY = date(2026, 11, 26)
 
 def _request(key: str, amount_cents: int = 1_000, installment_id: int = 1) -> ChargeRequest:
     return ChargeRequest(
+        customer_id=1,
         idempotency_key=key,
         amount_cents=amount_cents,
         token="anything",

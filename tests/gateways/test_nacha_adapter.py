@@ -125,6 +125,7 @@ def request(
         # What the engine sets on a debit presented again after an R01/R09 return.
         metadata["ach_reinitiation"] = "true"
     return ChargeRequest(
+        customer_id=1,
         idempotency_key=key,
         amount_cents=12_345,
         token=token,

@@ -28,6 +28,7 @@ async def test_registry_opens_both_sandboxes_by_name(database_url: str) -> None:
             assert [gateway.name for gateway in gateways.values()] == made
             card = await gateways["sandbox_card"].charge(
                 ChargeRequest(
+                    customer_id=1,
                     idempotency_key="k-card",
                     amount_cents=100,
                     token="sandbox_card_ok",
@@ -37,6 +38,7 @@ async def test_registry_opens_both_sandboxes_by_name(database_url: str) -> None:
             )
             ach = await gateways["sandbox_ach"].charge(
                 ChargeRequest(
+                    customer_id=1,
                     idempotency_key="k-ach",
                     amount_cents=100,
                     token="sandbox_ach_ok",

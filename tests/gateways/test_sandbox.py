@@ -40,6 +40,7 @@ def card_request(
 ) -> ChargeRequest:
     metadata = {} if installment_id is None else {"installment_id": str(installment_id)}
     return ChargeRequest(
+        customer_id=1,
         idempotency_key=key,
         amount_cents=amount_cents,
         token=token,
@@ -51,6 +52,7 @@ def card_request(
 def ach_request(key: str, token: str, *, installment_id: int | None = None) -> ChargeRequest:
     metadata = {} if installment_id is None else {"installment_id": str(installment_id)}
     return ChargeRequest(
+        customer_id=1,
         idempotency_key=key,
         amount_cents=30_000,
         token=token,

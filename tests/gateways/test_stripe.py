@@ -63,6 +63,7 @@ def charge_request(
     key: str, method: str, *, amount_cents: int = 12_500, kind: MethodKind = MethodKind.CARD
 ) -> ChargeRequest:
     return ChargeRequest(
+        customer_id=1,
         idempotency_key=key,
         amount_cents=amount_cents,
         token=f"cus_fake42:{method}",
@@ -202,7 +203,11 @@ async def test_a_malformed_token_is_declined_hard_without_calling_stripe(
     card: StripeCardGateway, fake: FakeStripe, token: str
 ) -> None:
     request = ChargeRequest(
-        idempotency_key="att-tok", amount_cents=100, token=token, method_kind=MethodKind.CARD
+        customer_id=1,
+        idempotency_key="att-tok",
+        amount_cents=100,
+        token=token,
+        method_kind=MethodKind.CARD,
     )
 
     outcome = await card.charge(request)

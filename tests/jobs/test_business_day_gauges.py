@@ -201,10 +201,10 @@ async def test_a_bank_debit_set_aside_is_not_counted_as_unfiled(
     # Stand-ins for what the gateway's file writes: three accepted debits in no file.
     for key in keys:
         await pool.execute(
-            "INSERT INTO ach_entries (idempotency_key, gateway, trace_number, effective_on,"
-            " amount_cents, token, sec_code, entry_description)"
-            " VALUES ($1, 'nacha', lpad(nextval('ach_trace_seq')::text, 15, '0'), $2, 5000,"
-            " 'tok', 'PPD', 'LEASE PYMT')",
+            "INSERT INTO ach_entries (idempotency_key, customer_id, gateway, trace_number,"
+            " effective_on, amount_cents, token, sec_code, entry_description)"
+            " SELECT $1, customer_id, 'nacha', lpad(nextval('ach_trace_seq')::text, 15, '0'),"
+            " $2, 5000, 'tok', 'PPD', 'LEASE PYMT' FROM charge_attempts WHERE idempotency_key = $1",
             key,
             DAY_1,
         )

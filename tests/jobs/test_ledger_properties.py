@@ -199,9 +199,11 @@ async def _seed(world: World, primaries: tuple[int, ...]) -> None:
                 [(START - timedelta(days=3), 10_000), (START + timedelta(days=4), 7_500)], start=1
             ):
                 await conn.execute(
-                    "INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-                    " VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO installments"
+                    " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+                    " VALUES ($1, $2, $3, $4, $4, $5)",
                     lease,
+                    customer,
                     seq,
                     due_on,
                     cents,
@@ -284,6 +286,7 @@ async def _run(world: World, step: Step) -> None:
                 for c in claimed:
                     await world.gateways[c.gateway].charge(
                         ChargeRequest(
+                            customer_id=c.customer_id,
                             idempotency_key=c.idempotency_key,
                             amount_cents=c.amount_cents,
                             token=c.token,

@@ -563,6 +563,7 @@ async def test_a_pending_attempt_of_a_dead_pass_is_finished_under_its_own_key(
 
 def _charge_request(claimed: ClaimedCharge) -> ChargeRequest:
     return ChargeRequest(
+        customer_id=claimed.customer_id,
         idempotency_key=claimed.idempotency_key,
         amount_cents=claimed.amount_cents,
         token=claimed.token,
@@ -1095,6 +1096,12 @@ async def _colliding_attempt(pool: asyncpg.Pool, poisoned_iid: int) -> None:
             f"collector-inst-{poisoned_iid}-1",
             LONG_AGO,
             other.method_id,
+        )
+        # Held across customers, as 0022's backfill holds every key of the earlier history.
+        await conn.execute(
+            "INSERT INTO idempotency_keys (idempotency_key, customer_id) VALUES ($1, $2)",
+            f"collector-inst-{poisoned_iid}-1",
+            other.customer_id,
         )
         await conn.execute(
             "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[5000::bigint],"

@@ -38,6 +38,7 @@ async def _claim_as_another_pass(pool: asyncpg.Pool, run_id: int) -> list[Claime
 
 def _request(claimed: ClaimedCharge) -> ChargeRequest:
     return ChargeRequest(
+        customer_id=claimed.customer_id,
         idempotency_key=claimed.idempotency_key,
         amount_cents=claimed.amount_cents,
         token=claimed.token,

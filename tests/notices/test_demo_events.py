@@ -34,8 +34,10 @@ async def test_a_demo_emits_each_event_once_and_a_receiver_back_from_down_gets_t
         " WHERE pm.token = 'sandbox_card_ok' ORDER BY l.id LIMIT 1"
     )
     await pool.execute(
-        "WITH added AS (INSERT INTO installments (lease_id, seq, due_on, amount_cents)"
-        " VALUES ($1, 2, $2, 5000) RETURNING amount_cents)"
+        "WITH added AS (INSERT INTO installments"
+        " (lease_id, customer_id, seq, due_on, next_attempt_on, amount_cents)"
+        " SELECT id, customer_id, 2, $2::date, $2::date, 5000 FROM leases WHERE id = $1"
+        " RETURNING amount_cents)"
         " UPDATE leases SET total_of_payments_cents = total_of_payments_cents"
         " + (SELECT amount_cents FROM added) WHERE id = $1",
         lease_id,
