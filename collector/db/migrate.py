@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
+from collector.db.distribution import distribute
 from collector.db.pool import Executor
 from collector.db.queries import sql_dir
 from collector.exceptions import MigrationError
@@ -77,6 +78,13 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                     )
             except asyncpg.PostgresError as exc:
                 raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+        # On Citus, every table the migrations made goes where distribution.py says (a no-op
+        # on plain PostgreSQL, and once every table is placed).
+        try:
+            async with conn.transaction():
+                await distribute(conn)
+        except (asyncpg.PostgresError, LookupError) as exc:
+            raise MigrationError(f"placing the tables on Citus failed: {exc}") from exc
         return todo
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
