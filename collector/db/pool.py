@@ -32,11 +32,21 @@ class SessionConnection(asyncpg.Connection):
     """A connection of the engine's pool, which knows whether it holds a session-level
     advisory lock (a pass's liveness lock) that must not outlive its user."""
 
-    __slots__ = ("_holds_session_lock",)
+    __slots__ = ("_holds_session_lock", "_on_citus")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holds_session_lock = False
+        self._on_citus: bool | None = None
+
+    def reached_citus(self, on_citus: bool) -> None:
+        """Note whether the database is a Citus one (asked once, when the pool opens it)."""
+        self._on_citus = on_citus
+
+    @property
+    def on_citus(self) -> bool | None:
+        """Whether the database is a Citus one; None when not asked yet."""
+        return self._on_citus
 
     def took_session_lock(self) -> None:
         self._holds_session_lock = True
@@ -75,6 +85,13 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    if isinstance(conn, SessionConnection):
+        # Asked once per connection: statements that take row locks are split by shard on
+        # Citus (collector/db/routing.py).
+        conn.reached_citus(bool(await conn.fetchval(_HAS_CITUS)))
+
+
+_HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 
 
 @asynccontextmanager
