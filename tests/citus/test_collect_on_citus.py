@@ -1,0 +1,9 @@
+"""The plain suite's test_collect on the cluster: the pass: claim, charge, record, exactly once.
+
+Its tests run here unchanged; this directory's conftest gives them the cluster's database.
+"""
+
+from __future__ import annotations
+
+from tests.jobs.conftest import *  # noqa: F403 - its fixtures, for the tests below
+from tests.jobs.test_collect import *  # noqa: F403 - the tests, collected again here

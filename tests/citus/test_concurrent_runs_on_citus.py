@@ -1,0 +1,9 @@
+"""The plain suite's test_concurrent_runs on the cluster: concurrent passes and a storm of manual payments.
+
+Its tests run here unchanged; this directory's conftest gives them the cluster's database.
+"""
+
+from __future__ import annotations
+
+from tests.chaos.conftest import *  # noqa: F403 - its fixtures, for the tests below
+from tests.chaos.test_concurrent_runs import *  # noqa: F403 - the tests, collected again here
