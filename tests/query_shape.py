@@ -22,12 +22,24 @@ the block's rows) or an IN / = ANY (a semi-join) with each FROM item. Not a join
 uncorrelated EXISTS, scalar or ARRAY subquery, or an uncorrelated block that folds its rows
 into one (count(*) without GROUP BY): Citus computes those first, as a subplan, and joins the
 result like a constant. What a CTE or subquery joins is the customer tables its rows come from.
+R1 also reports a customer table joined to rows of no customer table where Citus cannot push
+the join down: in a subquery correlated to a function, a reference table or a CTE's result
+("correlated subqueries are not supported when the FROM clause contains a set returning
+function"), or outer-joined from one (finding 7: the table is pulled whole), unless the
+table is pinned to its customers as R2 asks.
+
+R3 (report only) lists nextval() in a statement that locks rows (finding 2), non-IMMUTABLE
+functions in RETURNING of a distributed write or in CASE / COALESCE of an UPDATE or DELETE
+(finding 3), and calls of functions that touch distributed tables: LANGUAGE sql ones anywhere
+(finding 4), plpgsql ones inside a statement that itself reads tables (finding 8).
 
 Checked on the Citus 13.2 cluster (db hlint, the migrated schema, see /work/notes/h-lint.md):
 a join on lease_id alone is refused; the same join through a CTE or an uncorrelated IN runs by
 pulling money_movements whole to the coordinator (a subplan without a filter); FOR UPDATE runs
 with `= $1` on one table of a co-located join, but with `= ANY($1)` only when every table
-carries it.
+carries it; a LATERAL subquery or a scalar one correlated to unnest() or to a reference table
+is refused unless pinned. Of the 172 named queries run there once, 64 of the 69 flagged are
+refused and the other 5 run through whole-table subplans.
 
 Known approximations: every reference of one CTE shares its output columns, and so do a set
 operation's branches (an equality on one reference counts for all); a column reference that
@@ -87,6 +99,9 @@ class Schema:
     columns: Mapping[str, frozenset[str]] = field(default_factory=dict)
     mutable_functions: frozenset[str] = DEFAULT_MUTABLE_FUNCTIONS
     aggregates: frozenset[str] = DEFAULT_AGGREGATES
+    # Functions of the schema whose statements read or write distributed tables, by name:
+    # their language ("sql" or "plpgsql"); see functions_touching_tables.
+    table_functions: Mapping[str, str] = field(default_factory=dict)
 
 
 def collector_distribution() -> dict[str, tuple[str, str]]:
@@ -193,6 +208,7 @@ class _Scope:
     items: list[_Item] = field(default_factory=list)
     ctes: dict[str, _Output] = field(default_factory=dict)
     correlated: bool = False  # a column of an enclosing block is read in this block
+    outer_items: list[_Item] = field(default_factory=list)  # the enclosing items it reads
 
     def cte(self, name: str) -> _Output | None:
         scope: _Scope | None = self
@@ -289,9 +305,12 @@ class _Statement:
         self.pairs: list[tuple[_Instance, _Instance]] = []
         self.locks = False  # FOR UPDATE / FOR SHARE somewhere in it
         self.writes_rows = False  # an UPDATE or DELETE somewhere in it
-        self.returning_mutable: list[tuple[_Instance, str]] = []
+        self.mutable_uses: list[str] = []  # where Citus refuses non-IMMUTABLE functions
         self.uids = itertools.count()
         self.path: list[str] = []
+        # Customer tables joined to rows of no customer table, which Citus can join only
+        # when those tables are pinned: (the tables, the other side, how they are joined).
+        self.recurring: list[tuple[list[_Instance], _Item, str]] = []
 
     # -- nodes -------------------------------------------------------------------------
     def _identity(self, a: Key, b: Key) -> None:
@@ -333,27 +352,29 @@ class _Statement:
         current: _Scope | None = scope
         crossed: list[_Scope] = []
         while current is not None:
-            key = self._lookup(fields, current)
-            if key is not None:
+            found = self._lookup(fields, current)
+            if found is not None:
                 for inner in crossed:
                     inner.correlated = True
-                return key
+                    inner.outer_items.append(found[0])
+                return found[1]
             crossed.append(current)
             current = current.parent
         return None
 
     @staticmethod
-    def _lookup(fields: list[str], scope: _Scope) -> Key | None:
+    def _lookup(fields: list[str], scope: _Scope) -> tuple[_Item, Key] | None:
         if len(fields) >= 2:
             for item in scope.items:
                 if item.name == fields[-2]:
-                    return item.column(fields[-1], strict=False)
+                    key = item.column(fields[-1], strict=False)
+                    return None if key is None else (item, key)
             return None
         for strict in (True, False):
             for item in scope.items:
                 key = item.column(fields[0], strict=strict)
                 if key is not None:
-                    return key
+                    return item, key
         return None
 
     # -- statements ----------------------------------------------------------------------
@@ -459,16 +480,38 @@ class _Statement:
         self._expressions(returning, scope)
         assert target.instance is not None
         if target.instance.placement is not None:
-            for node in _walk(returning):
-                if isinstance(node, ast.FuncCall):
-                    fn = _function_name(node)
-                    if fn in self.schema.mutable_functions:
-                        self.returning_mutable.append((target.instance, f"{fn}()"))
-                elif isinstance(node, ast.SQLValueFunction):
-                    self.returning_mutable.append((target.instance, _sql_value_name(node)))
+            for fn in self._mutable(returning):
+                self.mutable_uses.append(f"{fn} in RETURNING of {target.instance.label}")
+            # Finding 3: Citus evaluates an UPDATE's or DELETE's non-IMMUTABLE functions on
+            # the coordinator before it sends the statement, which it cannot do inside CASE
+            # or COALESCE (eligibility.mark is refused so). An INSERT's VALUES it evaluates
+            # whole (outbox.insert's coalesce(..., txid_current()) runs, with the
+            # coordinator's txid).
+            written = (
+                (stmt.targetList if isinstance(stmt, ast.UpdateStmt) else None, stmt.whereClause)
+                if not isinstance(stmt, ast.InsertStmt)
+                else ()
+            )
+            for node in _sublinks_free_walk(written):
+                if isinstance(node, ast.CaseExpr | ast.CoalesceExpr):
+                    kind = "CASE" if isinstance(node, ast.CaseExpr) else "COALESCE"
+                    for fn in self._mutable(node):
+                        self.mutable_uses.append(
+                            f"{fn} in {kind} of a write to {target.instance.label}"
+                        )
         columns = self._targets(returning, scope)
         carried = [target.instance] if target.instance.placement == "customer" else []
         return _Output(columns, carried)
+
+    def _mutable(self, node: Any) -> Iterator[str]:
+        """The non-IMMUTABLE functions an expression calls (current_date included)."""
+        for part in _walk(node):
+            if isinstance(part, ast.FuncCall):
+                fn = _function_name(part)
+                if fn in self.schema.mutable_functions:
+                    yield f"{fn}()"
+            elif isinstance(part, ast.SQLValueFunction):
+                yield _sql_value_name(part)
 
     # -- FROM ----------------------------------------------------------------------------
     def _table(self, rv: Any, scope: _Scope) -> _Item:
@@ -502,15 +545,32 @@ class _Statement:
             for name in node.usingClause or ():
                 keys = [self._lookup([name.sval], _Scope(None, side)) for side in (left, right)]
                 if keys[0] is not None and keys[1] is not None:
-                    self.equal.union(keys[0], keys[1])
+                    self.equal.union(keys[0][1], keys[1][1])
             self._condition(node.quals, scope)
+            # Finding 7: an outer join from rows of no customer table (a function, a CTE's
+            # result, a reference table) to a customer table makes Citus compute the customer
+            # side first, as a subplan on the coordinator: the whole table unless pinned.
+            kind = node.jointype
+            if kind in (enums.JoinType.JOIN_LEFT, enums.JoinType.JOIN_RIGHT):
+                kept, nullable = (
+                    (left, right) if kind == enums.JoinType.JOIN_LEFT else (right, left)
+                )
+                for outer in kept:
+                    if not outer.carried:
+                        # A subquery on that side is computed with its own filters; a
+                        # bare table is pulled whole unless pinned.
+                        bare = [item.instance for item in nullable if item.instance]
+                        inner = [i for i in bare if i.placement == "customer"]
+                        self.recurring.append((inner, outer, "outer-joined from"))
             return left + right + self._expressions(node.quals, scope)
         if isinstance(node, ast.RangeSubselect):
             sub: Any = node  # pglast types every field Optional; the parser sets these
             # LATERAL: the subquery reads the items before it, so it sees this scope.
             self.path.append(sub.alias.aliasname)
-            out = self.read(sub.subquery, scope)
+            inner_scope = _Scope(scope)
+            out = self.read(sub.subquery, inner_scope)
             self.path.pop()
+            self._correlated(out.carried, inner_scope)
             names = [n.sval for n in sub.alias.colnames] if sub.alias.colnames else None
             cols = (
                 out.columns
@@ -590,6 +650,7 @@ class _Statement:
         for link in _sublinks(node):
             inner = _Scope(scope)
             out = self.read(link.subselect, inner)
+            self._correlated(out.carried, inner)
             is_in = link.subLinkType == enums.SubLinkType.ANY_SUBLINK
             if id(link) in semi and out.columns:
                 key = self._value(link.testexpr, scope)
@@ -598,6 +659,15 @@ class _Statement:
             if is_in or inner.correlated:
                 joined.append(_Item("(subquery)", derived={}, carried=out.carried, sublink=True))
         return joined
+
+    def _correlated(self, carried: list[_Instance], inner: _Scope) -> None:
+        # A subquery correlated to rows of no customer table (a function such as unnest, a
+        # reference table, VALUES): Citus refuses it ("correlated subqueries are not supported
+        # when the FROM clause contains a set returning function / a reference table") unless
+        # the whole statement routes to one shard.
+        for outer in inner.outer_items:
+            if not outer.carried:
+                self.recurring.append((carried, outer, "correlated to"))
 
     def _targets(self, targets: Iterable[Any], scope: _Scope) -> list[tuple[str, Key]]:
         columns: list[tuple[str, Key]] = []
@@ -655,19 +725,31 @@ class _Statement:
                 reported.union(rx, ry)
                 a, b = sorted((x.label, y.label))
                 found.add(Violation("R1", self.name, f"{a} x {b}"))
+
+        def pinned(inst: _Instance) -> bool:
+            assert inst.column is not None
+            key = inst.key(inst.column)
+            if self.equal.find(key) in valued:
+                return True
+            if ANY_CARRIES_ACROSS_EQUALITY:
+                return self.equal.find(key) in filtered
+            return self.same.find(key) in filtered
+
+        for tables, outer, how in self.recurring:
+            for inst in tables:
+                if not pinned(inst):
+                    found.add(
+                        Violation(
+                            "R1", self.name, f"{inst.label} {how} {outer.name} (no customer table)"
+                        )
+                    )
         # R2: Citus takes row locks only in a statement that routes to one shard: every
         # distributed table it reads is pinned to the shard's customers (or one value).
         if self.locks:
             for inst in self.instances:
                 if inst.column is None or inst.insert_target:
                     continue
-                key = inst.key(inst.column)
-                pinned = self.equal.find(key) in valued
-                if not pinned and ANY_CARRIES_ACROSS_EQUALITY:
-                    pinned = self.equal.find(key) in filtered
-                elif not pinned:
-                    pinned = self.same.find(key) in filtered
-                if not pinned:
+                if not pinned(inst):
                     found.add(
                         Violation("R2", self.name, f"{inst.label} not pinned by {inst.column}")
                     )
@@ -689,8 +771,60 @@ def check_statement(
             for node in _walk(raw.stmt):
                 if isinstance(node, ast.FuncCall) and _function_name(node) == "nextval":
                     found.add(Violation("R3", name, "nextval() in a statement that locks rows"))
-        for inst, fn in stmt.returning_mutable:
-            found.add(Violation("R3", name, f"{fn} in RETURNING of {inst.label}"))
+        for use in stmt.mutable_uses:
+            found.add(Violation("R3", name, use))
+        # R3: a function that touches distributed tables is plpgsql (finding 4: Citus plans
+        # no LANGUAGE sql one with parameters) and runs as a statement of its own (finding 8:
+        # inside a routed statement it would run on the worker, nested).
+        reads_tables = any(inst.placement is not None for inst in stmt.instances)
+        for node in _walk(raw.stmt):
+            if isinstance(node, ast.FuncCall):
+                fn = _function_name(node)
+                language = schema.table_functions.get(fn)
+                if language == "sql":
+                    found.add(Violation("R3", name, f"calls {fn}(), LANGUAGE sql on tables"))
+                elif language is not None and reads_tables:
+                    found.add(Violation("R3", name, f"calls {fn}() inside a statement on tables"))
+    return found
+
+
+def _touches(sql: str, schema: Schema, variables: Iterable[str]) -> tuple[bool, set[str]]:
+    """Whether a SQL text names a distributed table, and the functions it calls."""
+    names = frozenset(variables)
+    touches, calls = False, set()
+    for raw in parse_sql(sql):
+        stmt = _Statement("", schema, names)
+        stmt.read(raw.stmt)
+        touches |= any(inst.placement is not None for inst in stmt.instances)
+        calls |= {_function_name(n) for n in _walk(raw.stmt) if isinstance(n, ast.FuncCall)}
+    return touches, calls
+
+
+def functions_touching_tables(
+    functions: Iterable[tuple[str, str, str, Iterable[str]]], schema: Schema
+) -> dict[str, str]:
+    """Of (name, language, body, argument names) as check_function takes them, the functions
+    that touch a distributed table, themselves or through a function they call: name ->
+    language."""
+    direct: dict[str, tuple[str, bool, set[str]]] = {}
+    for name, language, body, arguments in functions:
+        if language == "sql":
+            touches, calls = _touches(body, schema, arguments)
+        else:
+            touches, calls = False, set()
+            statements, variables, _ = plpgsql_statements(body)
+            for sql in statements:
+                t, c = _touches(sql, schema, variables)
+                touches, calls = touches or t, calls | c
+        direct[name] = (language, touches, calls)
+    found = {name: lang for name, (lang, touches, _) in direct.items() if touches}
+    grown = True
+    while grown:  # through calls, until nothing is added
+        grown = False
+        for name, (lang, _, calls) in direct.items():
+            if name not in found and calls & found.keys():
+                found[name] = lang
+                grown = True
     return found
 
 

@@ -9,6 +9,7 @@ fails this test until its line is removed, and a new violation fails it at once.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter
 
@@ -22,6 +23,7 @@ from tests.query_shape import (
     check_function,
     check_statement,
     collector_distribution,
+    functions_touching_tables,
 )
 
 COLUMNS = """
@@ -58,16 +60,21 @@ async def find_violations(conn: Executor) -> list[Violation]:
         mutable_functions=frozenset(r[0] for r in await conn.fetch(MUTABLE)),
         aggregates=frozenset(r[0] for r in await conn.fetch(AGGREGATES)),
     )
+    functions = [
+        (fn["name"], fn["language"], fn["body"], fn["arguments"])
+        for fn in await conn.fetch(FUNCTIONS)
+    ]
+    schema = dataclasses.replace(
+        schema, table_functions=functions_touching_tables(functions, schema)
+    )
     found: set[Violation] = set()
     queries = dict(load_queries())
     sandbox = (sql_dir() / "external" / "sandbox.sql").read_text(encoding="utf-8")
     queries.update(parse_queries("external.sandbox", sandbox))
     for name, sql in queries.items():
         found |= check_statement(name, sql, schema)
-    for fn in await conn.fetch(FUNCTIONS):
-        found |= check_function(
-            f"fn {fn['name']}", fn["language"], fn["body"], fn["arguments"], schema
-        )
+    for name, language, body, arguments in functions:
+        found |= check_function(f"fn {name}", language, body, arguments, schema)
     return sorted(found)
 
 
@@ -140,16 +147,27 @@ KNOWN: list[str] = [
     "R1 delinquency.roll_rates: f(delinquency_snapshots) x l(leases)",
     "R1 delinquency.roll_rates: i(installments) x m(money_movements)",
     "R1 delinquency.write_snapshot: aged/l(leases) x lease_due/i(installments)",
+    "R1 eligibility.history: instruments/h/a(charge_attempts) correlated to k (no customer table)",
     "R1 eligibility.history: instruments/h/a(charge_attempts) x instruments/h/r(charge_returns)",
     "R1 eligibility.history: instruments/h/a(charge_attempts) x m/j(money_movements)",
     "R1 eligibility.history: instruments/h/a(charge_attempts) x pr/pi(installments)",
     "R1 eligibility.history: instruments/h/a(charge_attempts) x st/s/pi(installments)",
+    "R1 eligibility.history: instruments/h/r(charge_returns) correlated to k (no customer table)",
+    "R1 eligibility.history: m/b(charge_attempts) correlated to p (no customer table)",
     "R1 eligibility.history: m/b(charge_attempts) x m/j(money_movements)",
+    "R1 eligibility.history: m/j(money_movements) correlated to p (no customer table)",
     "R1 eligibility.history: m/j(money_movements) x m/r(charge_returns)",
+    "R1 eligibility.history: m/r(charge_returns) correlated to p (no customer table)",
+    "R1 eligibility.history: pr/o(promises) correlated to p (no customer table)",
     "R1 eligibility.history: pr/o(promises) x pr/pi(installments)",
+    "R1 eligibility.history: pr/pi(installments) correlated to p (no customer table)",
+    "R1 eligibility.history: st/s/b(charge_attempts) correlated to p (no customer table)",
     "R1 eligibility.history: st/s/b(charge_attempts) x st/s/pi(installments)",
+    "R1 eligibility.history: st/s/bi(installments) correlated to p (no customer table)",
     "R1 eligibility.history: st/s/bi(installments) x st/s/pi(installments)",
+    "R1 eligibility.history: st/s/pi(installments) correlated to p (no customer table)",
     "R1 eligibility.history: st/s/pi(installments) x st/s/z(method_authorizations)",
+    "R1 eligibility.history: st/s/z(method_authorizations) correlated to p (no customer table)",
     "R1 external.sandbox.sandbox_matches_ledger: kept/m(money_movements) x ledger/a(charge_attempts)",
     "R1 external.sandbox.sandbox_matches_ledger: ledger/a(charge_attempts) x over_kept/i(installments)",
     "R1 external.sandbox.sandbox_matches_ledger: ledger/a(charge_attempts) x over_kept/l(leases)",
@@ -161,6 +179,7 @@ KNOWN: list[str] = [
     "R1 fn debit_history_v1: same/m(money_movements) x same/own(money_movements)",
     "R1 fn installments_derive_v1: i(installments) x s/j/m(money_movements)",
     "R1 fn installments_derive_v1: n/plan(money_movements) x s/j/m(money_movements)",
+    "R1 fn installments_derive_v1: s/j/m(money_movements) correlated to ids (no customer table)",
     "R1 fn late_fees_due_v1: due/i(installments) x due/l(leases)",
     "R1 fn money_apply_v1: d/m(money_movements) x i(installments)",
     "R1 fn money_apply_v1: d/m(money_movements) x n/plan(money_movements)",
@@ -169,6 +188,7 @@ KNOWN: list[str] = [
     "R1 fn money_charge_off_v1: due/i(installments) x flipped/l(leases)",
     "R1 fn money_charge_off_v1: i(installments) x m(money_movements)",
     "R1 fn money_follow_v1: added/acc/acc(money_movements) x added/p/m(money_movements)",
+    "R1 fn money_follow_v1: added/p/m(money_movements) correlated to f (no customer table)",
     "R1 fn money_replan_v1: added/i(installments) x added/l(leases)",
     "R1 fn money_waive_fee_v1: i(installments) x m(money_movements)",
     "R1 fn outbox_method_disabled_v1: a(charge_attempts) x m/c(money_movements)",
@@ -187,11 +207,14 @@ KNOWN: list[str] = [
     "R1 notices.expiring_cards: next_collection/i(installments) x next_collection/l(leases)",
     "R1 notices.notice_facts: a(charge_attempts) x i(installments)",
     "R1 notices.notice_facts: a(charge_attempts) x i2(installments)",
+    "R1 notices.notice_facts: d(debit_notices) correlated to p (no customer table)",
     "R1 notices.notice_facts: d(debit_notices) x i(installments)",
     "R1 notices.notice_facts: i(installments) x l(leases)",
     "R1 notices.upcoming_debits: a(charge_attempts) x i(installments)",
     "R1 notices.upcoming_debits: a(charge_attempts) x i2(installments)",
     "R1 notices.upcoming_debits: i(installments) x l(leases)",
+    "R1 outbox.backlog: d(event_deliveries) correlated to e (no customer table)",
+    "R1 outbox.backlog: o(outbox_events) correlated to e (no customer table)",
     "R1 payments.allocations: i(installments) x pa(payment_allocations)",
     "R1 payments.claim_view: earlier/a(charge_attempts) x earlier/p(payments)",
     "R1 payments.claim_view: earlier/i(installments) x earlier/pa(payment_allocations)",
@@ -205,6 +228,7 @@ KNOWN: list[str] = [
     "R1 payments.record_outcome: changed/a(charge_attempts) x payment/p(payments)",
     "R1 portal.customer_next_due: i(installments) x l(leases)",
     "R1 portal.lease_detail: i(installments) x l(leases)",
+    "R1 portal.lease_detail: pm(payment_methods) outer-joined from b (no customer table)",
     "R1 portal.lease_schedule: fee(money_movements) x i(installments)",
     "R1 portal.lease_schedule: i(installments) x plan/m(money_movements)",
     "R1 portal.lease_schedule: i(installments) x pr/o(promises)",
@@ -217,10 +241,15 @@ KNOWN: list[str] = [
     "R1 prenotes.candidates: pm(payment_methods) x r(ach_prenotes)",
     "R1 prenotes.close_if_closed: pm(payment_methods) x r/p(ach_prenotes)",
     "R1 prenotes.close_if_closed: r/m(payment_methods) x r/p(ach_prenotes)",
+    "R1 prenotes.facts: a(charge_attempts) correlated to p (no customer table)",
     "R1 prenotes.facts: a(charge_attempts) x pm(payment_methods)",
+    "R1 prenotes.facts: o/e(ach_entries) correlated to p (no customer table)",
     "R1 prenotes.facts: o/e(ach_entries) x o/o(ach_prenotes)",
+    "R1 prenotes.facts: o/o(ach_prenotes) correlated to p (no customer table)",
     "R1 prenotes.facts: o/o(ach_prenotes) x pm(payment_methods)",
+    "R1 prenotes.facts: pm(payment_methods) outer-joined from p (no customer table)",
     "R1 prenotes.facts: pm(payment_methods) x r(ach_prenotes)",
+    "R1 prenotes.facts: r(ach_prenotes) correlated to p (no customer table)",
     "R1 preview.charge_offs: i(installments) x l(leases)",
     "R1 preview.charge_offs: l(leases) x o(installments)",
     "R1 preview.due_by_gateway: i(installments) x l(leases)",
@@ -285,9 +314,39 @@ KNOWN: list[str] = [
     "R2 settlement.record_return: method_disabled/pm(payment_methods) not pinned by customer_id",
     "R2 settlement.record_return: payment_back/p(payments) not pinned by customer_id",
     "R2 settlement.record_return: returned/a(charge_attempts) not pinned by customer_id",
+    "R3 ach_entries.insert_entry: calls ach_next_trace_v1() inside a statement on tables",
+    "R3 ach_entries.insert_prenote: calls ach_next_trace_v1() inside a statement on tables",
+    "R3 attempts.claim_due: calls money_present_v1() inside a statement on tables",
     "R3 attempts.claim_due: nextval() in a statement that locks rows",
     "R3 attempts.claim_unresolved: extract() in RETURNING of a(charge_attempts)",
     "R3 attempts.claim_unresolved: now() in RETURNING of a(charge_attempts)",
+    "R3 attempts.record_outcomes: calls money_follow_v1() inside a statement on tables",
+    "R3 attempts.record_outcomes: now() in CASE of a write to changed/a(charge_attempts)",
+    "R3 eligibility.mark: now() in CASE of a write to a(charge_attempts)",
+    "R3 fees.due: calls late_fees_due_v1(), LANGUAGE sql on tables",
+    "R3 fn money_assess_fees_v1: calls late_fees_due_v1(), LANGUAGE sql on tables",
+    "R3 fn money_assess_fees_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_cancel_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_charge_off_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_follow_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_payoff_follow_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_present_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_replan_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 fn money_waive_fee_v1: calls money_apply_v1(), LANGUAGE sql on tables",
+    "R3 payments.insert_payment: calls money_present_v1() inside a statement on tables",
+    "R3 payments.payoff_quote: calls lease_payoff_v1(), LANGUAGE sql on tables",
+    "R3 payments.record_outcome: calls money_follow_v1() inside a statement on tables",
+    "R3 payments.record_outcome: now() in CASE of a write to changed/a(charge_attempts)",
+    "R3 portal.customer_leases: calls lease_balance_v3(), LANGUAGE sql on tables",
+    "R3 portal.lease_detail: calls lease_balance_v3(), LANGUAGE sql on tables",
+    "R3 promises.due_collections: calls lease_balance_v3(), LANGUAGE sql on tables",
+    "R3 promises.due_collections: calls promise_money_v1(), LANGUAGE sql on tables",
+    "R3 promises.list: calls promise_money_v1(), LANGUAGE sql on tables",
+    "R3 promises.lock_lease: calls lease_balance_v3(), LANGUAGE sql on tables",
+    "R3 promises.resolve: calls promise_money_v1(), LANGUAGE sql on tables",
+    "R3 settlement.attempt_by_key: calls debit_history_v1(), LANGUAGE sql on tables",
+    "R3 settlement.processing_attempts: calls debit_history_v1(), LANGUAGE sql on tables",
+    "R3 settlement.settle_attempts: calls money_follow_v1() inside a statement on tables",
 ]
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from tests.query_shape import Schema, Violation, check_function, check_statement
+from tests.query_shape import (
+    Schema,
+    Violation,
+    check_function,
+    check_statement,
+    functions_touching_tables,
+)
 
 SCHEMA = Schema(
     distributed={
@@ -217,6 +225,14 @@ def test_r3_reports_nextval_in_a_locking_statement_and_now_in_returning() -> Non
     assert found("INSERT INTO collection_runs (status) VALUES ('x') RETURNING now()") == []
 
 
+def test_r3_reports_now_in_case_or_coalesce_of_a_write() -> None:
+    assert found(
+        "UPDATE installments SET due_on = CASE WHEN status = 'x' THEN now() END,"
+        " status = coalesce($2, status), lease_id = 1 WHERE customer_id = $1"
+    ) == ["R3 q: now() in CASE of a write to installments"]
+    assert found("UPDATE installments SET due_on = now() WHERE customer_id = $1") == []
+
+
 def test_plpgsql_variables_are_parameters() -> None:
     body = """CREATE FUNCTION f(p_customer bigint) RETURNS void LANGUAGE plpgsql AS $$
     DECLARE v_id bigint;
@@ -272,3 +288,58 @@ def test_a_one_row_aggregate_joins_like_a_constant() -> None:
         "SELECT i.id, t.n FROM installments i CROSS JOIN LATERAL"
         " (SELECT count(*) AS n FROM money_movements m WHERE m.installment_id = i.id) t"
     ) == ["R1 q: i(installments) x t/m(money_movements)"]
+
+
+def test_a_subquery_correlated_to_a_function_runs_only_when_pinned() -> None:
+    # Citus: "correlated subqueries are not supported when the FROM clause contains a set
+    # returning function" (or a reference table), unless the statement routes to one shard.
+    sql = (
+        "SELECT ids.id, j.n FROM unnest($1::bigint[]) AS ids(id) CROSS JOIN LATERAL"
+        " (SELECT count(*) AS n FROM money_movements m WHERE m.installment_id = ids.id{}) j"
+    )
+    assert found(sql.format("")) == [
+        "R1 q: j/m(money_movements) correlated to ids (no customer table)"
+    ]
+    assert found(sql.format(" AND m.customer_id = ANY ($2::bigint[])")) == []
+    assert found(
+        "SELECT count(*) FROM collection_runs r"
+        " WHERE EXISTS (SELECT 1 FROM installments i WHERE i.id = r.id)"
+    ) == ["R1 q: i(installments) correlated to r (no customer table)"]
+
+
+def test_an_outer_join_from_a_function_to_a_table_runs_only_when_pinned() -> None:
+    # Finding 7: Citus computes the table first, on the coordinator: all of it.
+    sql = (
+        "SELECT * FROM unnest($1::bigint[]) AS e(id)"
+        " LEFT JOIN money_movements m ON m.installment_id = e.id{}"
+    )
+    assert found(sql.format("")) == [
+        "R1 q: m(money_movements) outer-joined from e (no customer table)"
+    ]
+    assert found(sql.format(" AND m.customer_id = $2")) == []
+
+
+def test_functions_on_tables_are_plpgsql_and_called_on_their_own() -> None:
+    functions = [
+        ("balance", "sql", "SELECT sum(amount_cents) FROM installments WHERE lease_id = $1", ()),
+        ("twice", "sql", "SELECT 2 * $1", ()),
+        (
+            "apply",
+            "plpgsql",
+            "CREATE FUNCTION apply(p bigint) RETURNS void LANGUAGE plpgsql AS $$"
+            " BEGIN PERFORM balance(p); END $$",
+            (),
+        ),
+    ]
+    touching = functions_touching_tables(functions, SCHEMA)
+    assert touching == {"balance": "sql", "apply": "plpgsql"}
+    schema = dataclasses.replace(SCHEMA, table_functions=touching)
+
+    def calls(sql: str) -> list[str]:
+        return sorted(str(v) for v in check_statement("q", sql, schema))
+
+    assert calls("SELECT apply($1), twice($2)") == []
+    assert calls("SELECT balance($1)") == ["R3 q: calls balance(), LANGUAGE sql on tables"]
+    assert calls("SELECT apply(l.id) FROM leases l WHERE l.customer_id = $1") == [
+        "R3 q: calls apply() inside a statement on tables"
+    ]
