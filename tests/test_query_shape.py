@@ -10,6 +10,7 @@ fails this test until its line is removed, and a new violation fails it at once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections import Counter
 
@@ -79,11 +80,13 @@ async def find_violations(conn: Executor) -> list[Violation]:
 
 
 # The statements still to fix (issue 12, part 2), as the rules report them: "<rule>
-# <statement>: <what>". R1: the two table references (alias(table), inside CTE/subquery
-# names) a join does not co-locate; one line per missing link. R2: a table a locking
-# statement does not pin to a customer (or value). R3: reported for the helper who fixes the
+# <statement>: <what>". R1: the two table references (alias(table), after the CTEs and
+# subqueries they are in) a join does not co-locate, one line per missing link; or a table
+# "correlated to" / "outer-joined from" rows of no customer table. R2: a table a locking
+# statement does not pin to its customers (or value). R3: report only, for whoever fixes the
 # statement. A statement is "<file>.<name>" of sql/queries, "external.sandbox.<name>", or
-# "fn <function>" of the migrated schema.
+# "fn <function>" of the migrated schema. After a merge that changes SQL, print the new list
+# with `uv run python -m tests.test_query_shape <url of a migrated database> --known`.
 KNOWN: list[str] = [
     "R1 attempts.claim_due: picked/i(installments) x picked/l(leases)",
     "R1 attempts.claim_due: picked/i(installments) x picked/pr(promises)",
@@ -372,12 +375,15 @@ def per_rule_and_file(violations: list[Violation]) -> Counter[tuple[str, str]]:
     )
 
 
-async def _print_counts(url: str) -> None:
+async def _print_counts(url: str, known: bool) -> None:
     conn = await asyncpg.connect(url)
     try:
         found = await find_violations(conn)
     finally:
         await conn.close()
+    if known:
+        sys.stdout.write("".join(f"    {json.dumps(str(v))},\n" for v in found))
+        return
     for (rule, where), n in sorted(per_rule_and_file(found).items()):
         sys.stdout.write(f"{rule}\t{where}\t{n}\n")
     for rule, n in sorted(Counter(v.rule for v in found).items()):
@@ -385,8 +391,9 @@ async def _print_counts(url: str) -> None:
 
 
 if __name__ == "__main__":
-    # Counts per rule and per SQL file against a migrated database (any PostgreSQL):
+    # Counts per rule and per SQL file against a migrated database (any PostgreSQL), or
+    # with --known the lines of KNOWN:
     # uv run python -m tests.test_query_shape postgresql://postgres@127.0.0.1:5499/hlint
     import anyio
 
-    anyio.run(_print_counts, sys.argv[1])
+    anyio.run(_print_counts, sys.argv[1], "--known" in sys.argv[2:])
