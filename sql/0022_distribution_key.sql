@@ -68,6 +68,21 @@ ALTER TABLE ach_entries ALTER COLUMN customer_id SET NOT NULL;
 -- A notice of change is about an entry, so about its customer (the insert reads it there).
 UPDATE ach_notifications_of_change n SET customer_id = e.customer_id
 FROM ach_entries e WHERE e.idempotency_key = n.idempotency_key AND n.customer_id IS NULL;
+-- One about a trace this originator never sent names nobody: from now on it is set aside
+-- for an operator when imported (change_for_unknown_entry); those already recorded move
+-- there, with everything they said.
+INSERT INTO needs_attention (subject, subject_id, reason, detail, created_at)
+SELECT 'ach_entry', n.original_trace, 'change_for_unknown_entry',
+       jsonb_build_object('trace', n.original_trace, 'change_code', n.change_code,
+                          'notice_trace', n.notice_trace, 'received_on', n.received_on,
+                          'corrected_routing', n.corrected_routing,
+                          'corrected_account_last4', n.corrected_account_last4,
+                          'corrected_transaction_code', n.corrected_transaction_code,
+                          'corrected_text', n.corrected_text, 'moved_by', '0022'),
+       n.created_at
+FROM ach_notifications_of_change n
+WHERE n.customer_id IS NULL;
+DELETE FROM ach_notifications_of_change WHERE customer_id IS NULL;
 ALTER TABLE ach_notifications_of_change ALTER COLUMN customer_id SET NOT NULL;
 -- Like its entry (below), a notice is the NACHA files' record: it names the entry's customer
 -- without a foreign key to customers.
