@@ -1,5 +1,7 @@
-"""The history the eligibility check reads: one query per batch of presentments
-(``sql/queries/eligibility.sql``), rows into the values of :mod:`collector.eligibility`."""
+"""The history the eligibility check reads (``sql/queries/eligibility.sql``): the
+instruments' history across customers in one query per batch of presentments, then each shard
+group's presentments (one group on plain PostgreSQL); rows into the values of
+:mod:`collector.eligibility`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from datetime import date
 
 from collector.db.pool import Executor, fetch_planned
 from collector.db.queries import QUERIES
+from collector.db.routing import shard_groups
 from collector.eligibility import InstrumentHistory, MoneyLine, NsfHistory, nsf_history
 from collector.policy import DEAD_ACCOUNT_RETURNS, NEVER_RETRY_ADVICE
 
@@ -21,6 +24,7 @@ class Subject:
     installment_id: int
     instrument_key: str
     method_kind: str
+    customer_id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,18 +42,35 @@ async def histories(
     ``as_of``; its strikes counted up to ``strike_limit`` (0: not counted)."""
     if not subjects:
         return {}
-    rows = await fetch_planned(
-        db,
-        QUERIES["eligibility.history"],
-        [s.attempt_id for s in subjects],
-        [s.installment_id for s in subjects],
-        [s.instrument_key for s in subjects],
-        [s.method_kind for s in subjects],
-        as_of,
-        sorted(NEVER_RETRY_ADVICE),
-        sorted(DEAD_ACCOUNT_RETURNS),
-        strike_limit,
-    )
+    keys = sorted({s.instrument_key for s in subjects})
+    instruments = {
+        row["instrument_key"]: row
+        for row in await fetch_planned(
+            db,
+            QUERIES["eligibility.instruments"],
+            keys,
+            as_of,
+            sorted(NEVER_RETRY_ADVICE),
+            sorted(DEAD_ACCOUNT_RETURNS),
+        )
+    }
+    rows = []
+    for group in await shard_groups(db, (s.customer_id for s in subjects)):
+        members = set(group)
+        part = [s for s in subjects if s.customer_id in members]
+        rows += await fetch_planned(
+            db,
+            QUERIES["eligibility.history"],
+            [s.attempt_id for s in part],
+            [s.installment_id for s in part],
+            [s.instrument_key for s in part],
+            [s.method_kind for s in part],
+            [instruments[s.instrument_key]["failures"] for s in part],
+            [instruments[s.instrument_key]["authorized_at"] for s in part],
+            group,
+            strike_limit,
+        )
+    keyed = {(s.attempt_id, s.installment_id): s.instrument_key for s in subjects}
     found: dict[tuple[int, int], History] = {}
     for row in rows:
         attempt_id = row["attempt_id"]
@@ -76,13 +97,14 @@ async def histories(
                     strict=True,
                 )
             ]
+        seen = instruments[keyed[(attempt_id, row["installment_id"])]]
         found[(attempt_id, row["installment_id"])] = History(
             instrument=InstrumentHistory(
-                declines_30d=row["declines_30d"],
-                unresolved_before=sum(1 for a in row["unresolved_ids"] if a < attempt_id),
-                never_retry=row["never_retry"],
-                unauthorized_return=row["unauthorized_return"],
-                dead_account_return=row["dead_account_return"],
+                declines_30d=seen["declines_30d"],
+                unresolved_before=sum(1 for a in seen["unresolved_ids"] if a < attempt_id),
+                never_retry=seen["never_retry"],
+                unauthorized_return=seen["unauthorized_return"],
+                dead_account_return=seen["dead_account_return"],
                 strikes=row["strikes"],
             ),
             nsf=nsf_history(lines),
@@ -91,13 +113,20 @@ async def histories(
     return found
 
 
-async def mark_verdicts(db: Executor, verdicts: Sequence[tuple[int, bool, str | None]]) -> None:
-    """Store (attempt id, reinitiation, refusal reason or None) on the attempts."""
+async def mark_verdicts(
+    db: Executor, verdicts: Sequence[tuple[int, int, bool, str | None]]
+) -> None:
+    """Store (attempt id, customer, reinitiation, refusal reason or None) on the attempts,
+    one statement per shard group of the customers (one on plain PostgreSQL)."""
     if not verdicts:
         return
-    await db.execute(
-        QUERIES["eligibility.mark"],
-        [v[0] for v in verdicts],
-        [v[1] for v in verdicts],
-        [v[2] for v in verdicts],
-    )
+    for group in await shard_groups(db, (v[1] for v in verdicts)):
+        members = set(group)
+        part = [v for v in verdicts if v[1] in members]
+        await db.execute(
+            QUERIES["eligibility.mark"],
+            [v[0] for v in part],
+            [v[2] for v in part],
+            [v[3] for v in part],
+            group,
+        )
