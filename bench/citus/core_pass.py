@@ -34,18 +34,19 @@ async def _no_settlement(*_args: Any, **_kwargs: Any) -> SettleCounts:
 
 
 def _skip_other_areas() -> None:
-    collect.settle = _no_settlement  # type: ignore[assignment]
-    collect.assess_fees = _nothing  # type: ignore[assignment]
-    collect.write_due_notices = _nothing  # type: ignore[assignment]
-    collect.send_prenotes = _nothing  # type: ignore[assignment]
-    collect.refresh_gauges = _nothing  # type: ignore[assignment]
+    for name, stand_in in {
+        "settle": _no_settlement,
+        "assess_fees": _nothing,
+        "write_due_notices": _nothing,
+        "send_prenotes": _nothing,
+        "refresh_gauges": _nothing,
+        "aging": types.SimpleNamespace(charge_off=_nothing, snapshot=_nothing),
+        "promises": types.SimpleNamespace(collect_promised=_nothing, resolve_promises=_nothing),
+    }.items():
+        setattr(collect, name, stand_in)
     # Regulation E notice facts (h-ach's notices.notice_facts): none known, so no notice
     # rule holds a debit back (the seeded book has no notice-worthy change).
-    presentment.notice_facts = _no_facts  # type: ignore[assignment]
-    collect.aging = types.SimpleNamespace(charge_off=_nothing, snapshot=_nothing)  # type: ignore[assignment]
-    collect.promises = types.SimpleNamespace(  # type: ignore[assignment]
-        collect_promised=_nothing, resolve_promises=_nothing
-    )
+    setattr(presentment, "notice_facts", _no_facts)  # noqa: B010
 
 
 if __name__ == "__main__":
