@@ -3,12 +3,15 @@
 --
 -- * money_apply_v2(rows, customers): 0021's money_apply_v1 with customer_id = ANY(customers)
 --   on every table it names (R2), plpgsql (Citus cannot plan parameterized LANGUAGE sql
---   functions over distributed tables), custom plans (a generic one was left unprunable).
---   money_apply_v1(rows) stays for its other callers (fees, charge-off, payoff, cancel):
---   it finds the rows' customers and calls money_apply_v2.
--- * money_present_v2 / money_follow_v2 / money_replan_v2: the v1 argument lists plus the
---   customers (present already had them per row; follow and replan take them as one array
---   for the statement); v1 stay as wrappers for callers outside the collection pass.
+--   functions over distributed tables). money_present_v2, money_follow_v2, money_replan_v2,
+--   outbox_money_events_v2: the v1 argument lists plus the statement's customers, applying
+--   through money_apply_v2. outbox_methods_disabled_v1: the method.disabled event the
+--   payment_methods trigger writes, for the recorder to write itself.
+-- * The v1 functions stay as they were: plain PostgreSQL runs the collection pass's hot
+--   statements as before (collector/db/routing.py one_node: the claim, the record and the
+--   eligibility read keep their one-statement shapes, with the v1 functions inside them);
+--   on Citus the pass calls the v2 functions as statements of their own. Callers outside
+--   the pass (manual pay, settlement, fees, charge-off, payoff, the portal) still call v1.
 -- * movement_*_cents_v1: the same values written as searched CASEs. Inlined into a routed
 --   statement, the simple form (CASE p_kind WHEN 'settled' ...) reached the worker deparsed
 --   as "CASE m.kind WHEN NULL::boolean ..." ("operator does not exist: text = boolean",
@@ -114,26 +117,12 @@ BEGIN
 END;
 $$;
 
--- 0021's writer, kept for the callers that know only the rows (fees, charge-off, payoff,
--- cancel): the rows' customers, then money_apply_v2. Same settings as before.
-CREATE OR REPLACE FUNCTION money_apply_v1(p_rows bigint[]) RETURNS void
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
-BEGIN
-    IF coalesce(cardinality(p_rows), 0) = 0 THEN
-        RETURN;
-    END IF;
-    PERFORM money_apply_v2(
-        p_rows,
-        ARRAY(SELECT DISTINCT m.customer_id FROM money_movements m WHERE m.id = ANY (p_rows)));
-END;
-$$;
-
--- Present money (0006): one 'presented' row per (attempt, installment, amount, customer),
--- then apply them. Same arguments; the rows' customers are given, so money_apply_v2 is
--- called with them. The claim calls it as its own statement, a shard group at a time.
-CREATE OR REPLACE FUNCTION money_present_v1(
+-- Present money (0006's money_present_v1) for customers p_customers (one shard's on Citus):
+-- one 'presented' row per (attempt, installment, amount, customer), then apply them with
+-- money_apply_v2. The claim on Citus calls it as its own statement, a shard group at a time.
+CREATE FUNCTION money_present_v2(
     p_attempt bigint[], p_installment bigint[], p_amount bigint[], p_customer bigint[],
-    p_payment bigint[], p_as_of date, p_source text[]
+    p_payment bigint[], p_as_of date, p_source text[], p_customers bigint[]
 ) RETURNS integer
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -150,7 +139,7 @@ BEGIN
         RETURNING id
     )
     SELECT array_agg(id) INTO v_rows FROM added;
-    PERFORM money_apply_v2(v_rows, ARRAY(SELECT DISTINCT unnest(p_customer)));
+    PERFORM money_apply_v2(v_rows, p_customers);
     RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
@@ -207,21 +196,6 @@ BEGIN
 END;
 $$;
 
--- 0006's money_follow_v1, kept for callers that know only the attempts: their customers,
--- then money_follow_v2.
-CREATE OR REPLACE FUNCTION money_follow_v1(
-    p_attempt bigint[], p_kind text[], p_sets_plan boolean[], p_retry_on date[],
-    p_reason text[], p_as_of date, p_source text
-) RETURNS integer
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
-BEGIN
-    RETURN money_follow_v2(
-        p_attempt, p_kind, p_sets_plan, p_retry_on, p_reason, p_as_of, p_source,
-        ARRAY(SELECT DISTINCT a.customer_id FROM charge_attempts a
-              WHERE a.id = ANY (p_attempt)));
-END;
-$$;
-
 -- Set the collection date of installments p_installment of customers p_customers without
 -- moving money (0006's money_replan_v1; the installment carries its customer since 0022).
 CREATE FUNCTION money_replan_v2(
@@ -245,19 +219,6 @@ BEGIN
     SELECT array_agg(id) INTO v_rows FROM added;
     PERFORM money_apply_v2(v_rows, p_customers);
     RETURN coalesce(cardinality(v_rows), 0);
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION money_replan_v1(
-    p_installment bigint[], p_retry_on date, p_as_of date, p_source text, p_reason text
-) RETURNS integer
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
-BEGIN
-    RETURN money_replan_v2(
-        p_installment,
-        ARRAY(SELECT DISTINCT i.customer_id FROM installments i
-              WHERE i.id = ANY (p_installment)),
-        p_retry_on, p_as_of, p_source, p_reason);
 END;
 $$;
 
@@ -429,17 +390,6 @@ BEGIN
 END;
 $$;
 
--- 0016's, kept for callers that do not know the customers (settlement, the trigger).
-CREATE OR REPLACE FUNCTION outbox_money_events_v1(p_attempts bigint[]) RETURNS integer
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
-BEGIN
-    RETURN outbox_money_events_v2(
-        p_attempts,
-        ARRAY(SELECT DISTINCT a.customer_id FROM charge_attempts a
-              WHERE a.id = ANY (p_attempts)));
-END;
-$$;
-
 -- The method.disabled events (0011's outbox_method_disabled_v1, a deferred trigger on
 -- payment_methods) of methods p_methods of customers p_customers (one shard's on Citus), in
 -- the statement order of the caller: the recorder calls it after the answers that disabled
@@ -512,8 +462,8 @@ BEGIN
             SET plan_cache_mode = force_custom_plan;
         ALTER FUNCTION outbox_methods_disabled_v1(bigint[], bigint[])
             SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION money_present_v1(bigint[], bigint[], bigint[], bigint[], bigint[], date,
-                                        text[]) SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION money_present_v2(bigint[], bigint[], bigint[], bigint[], bigint[], date,
+                                        text[], bigint[]) SET plan_cache_mode = force_custom_plan;
         -- Row triggers run on the shard, on a worker, where a statement over another
         -- distributed table is a nested distributed query (refused). On Citus the batch
         -- paths write these events themselves, in the transaction of the change

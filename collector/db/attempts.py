@@ -13,7 +13,7 @@ from collector.db.money import Ending, Presentment, follow, present
 from collector.db.outbox import write_methods_disabled, write_money_events
 from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
-from collector.db.routing import shard_groups
+from collector.db.routing import one_node, shard_groups
 from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
 from collector.policy import Decision
 
@@ -85,7 +85,29 @@ async def claim_due(
     installments, in the caller's transaction: an unlocked scan from the cursor, then per
     shard group of the candidates' customers (one on plain PostgreSQL) one lock-and-insert
     statement and the money's presentment, then the batch's keys. Empty when nothing is left
-    after the cursor."""
+    after the cursor. On one node a single statement claims, records and presents."""
+    if await one_node(db):
+        claimed_rows = await fetch_planned(
+            db,
+            QUERIES["attempts.claim_due"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            limit,
+            list(gateways),
+            run_id,
+            deadline_s,
+            sorted(cursor.skipped),
+        )
+        if claimed_rows:
+            # Before the cursor moves: a key another customer holds refuses the batch, and
+            # the caller claims it again one row at a time from where this batch began.
+            await register_keys(
+                db, [(row["idempotency_key"], row["customer_id"]) for row in claimed_rows]
+            )
+            last = claimed_rows[-1]
+            cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
+        return [_claimed(row) for row in claimed_rows]
     while True:
         candidates = await fetch_planned(
             db,
@@ -106,7 +128,7 @@ async def claim_due(
             ids = sorted(i for i, c in owner.items() if c in members)
             claimed = await fetch_planned(
                 db,
-                QUERIES["attempts.claim_due"],
+                QUERIES["attempts.claim_due_routed"],
                 as_of,
                 ids,
                 group,
@@ -169,6 +191,8 @@ async def record_outcomes(
     is left as it is)."""
     if not decisions:
         return set()
+    if await one_node(db):
+        return await _record_outcomes_one_node(db, decisions, as_of=as_of, source=source)
     changed: set[int] = set()
     # The answers and their outbox events in one transaction: the events, a batch at a time,
     # read the attempts' new state, which only a statement after the recorder's can see.
@@ -189,7 +213,9 @@ async def record_outcomes(
                 )
                 for column, value in zip(columns, values, strict=True):
                     column.append(value)
-            rows = await fetch_planned(conn, QUERIES["attempts.record_outcomes"], *columns, group)
+            rows = await fetch_planned(
+                conn, QUERIES["attempts.record_outcomes_routed"], *columns, group
+            )
             ids = {row["attempt_id"] for row in rows}
             await follow(
                 conn,
@@ -207,6 +233,42 @@ async def record_outcomes(
             )
             changed |= ids
     return changed
+
+
+async def _record_outcomes_one_node(
+    db: Executor,
+    decisions: Sequence[tuple[int, int, Decision, Ending]],
+    *,
+    as_of: date,
+    source: str,
+) -> set[int]:
+    """record_outcomes on one node: the answers and their money in one statement, then the
+    outbox events (the method.disabled ones the trigger writes at commit)."""
+    columns: tuple[list[object], ...] = tuple([] for _ in range(10))
+    for attempt_id, _, d, ending in decisions:
+        values = (
+            attempt_id,
+            d.attempt_status.value,
+            d.gateway_ref,
+            d.code,
+            d.message,
+            d.disable_method,
+            d.network_advice,
+            ending.kind.value if ending.kind is not None else None,
+            ending.sets_plan,
+            ending.retry_on,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    # The answers and their outbox events in one transaction: the events, a batch at a time,
+    # read the attempts' new state, which only a statement after the recorder's can see.
+    async with transaction(db) as conn:
+        rows = await fetch_planned(
+            conn, QUERIES["attempts.record_outcomes"], *columns, as_of, source
+        )
+        changed = sorted(row["attempt_id"] for row in rows)
+        await write_money_events(conn, changed)
+    return set(changed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,8 +373,24 @@ class Candidate:
 async def next_candidate(
     db: Executor, *, as_of: date, cursor: ClaimCursor, gateways: Sequence[str]
 ) -> Candidate | None:
-    """The installment ``claim_due`` would take first from ``cursor``, locked (an unlocked
-    scan, then a single-shard lock of its row); None if none."""
+    """The installment ``claim_due`` would take first from ``cursor``, locked (on Citus an
+    unlocked scan, then a single-shard lock of its row); None if none."""
+    if await one_node(db):
+        found = await db.fetchrow(
+            QUERIES["attempts.next_candidate"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            list(gateways),
+            sorted(cursor.skipped),
+        )
+        if found is None:
+            return None
+        return Candidate(
+            installment_id=found["id"],
+            next_attempt_on=found["next_attempt_on"],
+            customer_id=found["customer_id"],
+        )
     after_on, after_id = cursor.after_on, cursor.after_id
     while True:
         row = await db.fetchrow(

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+import asyncpg
+
 from collector.db.pool import Executor, fetch_planned
 from collector.db.queries import QUERIES
-from collector.db.routing import shard_groups
+from collector.db.routing import one_node, shard_groups
 from collector.eligibility import InstrumentHistory, MoneyLine, NsfHistory, nsf_history
 from collector.policy import DEAD_ACCOUNT_RETURNS, NEVER_RETRY_ADVICE
 
@@ -42,6 +44,20 @@ async def histories(
     ``as_of``; its strikes counted up to ``strike_limit`` (0: not counted)."""
     if not subjects:
         return {}
+    if await one_node(db):
+        rows = await fetch_planned(
+            db,
+            QUERIES["eligibility.history"],
+            [s.attempt_id for s in subjects],
+            [s.installment_id for s in subjects],
+            [s.instrument_key for s in subjects],
+            [s.method_kind for s in subjects],
+            as_of,
+            sorted(NEVER_RETRY_ADVICE),
+            sorted(DEAD_ACCOUNT_RETURNS),
+            strike_limit,
+        )
+        return {key: _history(row, row) for key, row in _keyed(rows).items()}
     keys = sorted({s.instrument_key for s in subjects})
     instruments = {
         row["instrument_key"]: row
@@ -60,7 +76,7 @@ async def histories(
         part = [s for s in subjects if s.customer_id in members]
         rows += await fetch_planned(
             db,
-            QUERIES["eligibility.history"],
+            QUERIES["eligibility.history_routed"],
             [s.attempt_id for s in part],
             [s.installment_id for s in part],
             [s.instrument_key for s in part],
@@ -71,46 +87,52 @@ async def histories(
             strike_limit,
         )
     keyed = {(s.attempt_id, s.installment_id): s.instrument_key for s in subjects}
-    found: dict[tuple[int, int], History] = {}
-    for row in rows:
-        attempt_id = row["attempt_id"]
-        lines = []
-        if row["line_ids"]:
-            lines = [
-                MoneyLine(
-                    id=line_id,
-                    attempt_id=attempt,
-                    returned=returned,
-                    nsf=nsf,
-                    amount_cents=cents,
-                    as_of=on,
-                    sent=sent,
-                )
-                for line_id, attempt, returned, nsf, cents, on, sent in zip(
-                    row["line_ids"],
-                    row["line_attempts"],
-                    row["line_returned"],
-                    row["line_nsf"],
-                    row["line_cents"],
-                    row["line_on"],
-                    row["line_sent"],
-                    strict=True,
-                )
-            ]
-        seen = instruments[keyed[(attempt_id, row["installment_id"])]]
-        found[(attempt_id, row["installment_id"])] = History(
-            instrument=InstrumentHistory(
-                declines_30d=seen["declines_30d"],
-                unresolved_before=sum(1 for a in seen["unresolved_ids"] if a < attempt_id),
-                never_retry=seen["never_retry"],
-                unauthorized_return=seen["unauthorized_return"],
-                dead_account_return=seen["dead_account_return"],
-                strikes=row["strikes"],
-            ),
-            nsf=nsf_history(lines),
-            paused_until=row["promise_resume_on"],
-        )
-    return found
+    return {key: _history(row, instruments[keyed[key]]) for key, row in _keyed(rows).items()}
+
+
+def _keyed(rows: Sequence[asyncpg.Record]) -> dict[tuple[int, int], asyncpg.Record]:
+    return {(row["attempt_id"], row["installment_id"]): row for row in rows}
+
+
+def _history(row: asyncpg.Record, seen: asyncpg.Record) -> History:
+    """A presentment's history from its row and its instrument's (the same row on one node,
+    where one query reads both)."""
+    attempt_id = row["attempt_id"]
+    lines = []
+    if row["line_ids"]:
+        lines = [
+            MoneyLine(
+                id=line_id,
+                attempt_id=attempt,
+                returned=returned,
+                nsf=nsf,
+                amount_cents=cents,
+                as_of=on,
+                sent=sent,
+            )
+            for line_id, attempt, returned, nsf, cents, on, sent in zip(
+                row["line_ids"],
+                row["line_attempts"],
+                row["line_returned"],
+                row["line_nsf"],
+                row["line_cents"],
+                row["line_on"],
+                row["line_sent"],
+                strict=True,
+            )
+        ]
+    return History(
+        instrument=InstrumentHistory(
+            declines_30d=seen["declines_30d"],
+            unresolved_before=sum(1 for a in seen["unresolved_ids"] if a < attempt_id),
+            never_retry=seen["never_retry"],
+            unauthorized_return=seen["unauthorized_return"],
+            dead_account_return=seen["dead_account_return"],
+            strikes=row["strikes"],
+        ),
+        nsf=nsf_history(lines),
+        paused_until=row["promise_resume_on"],
+    )
 
 
 async def mark_verdicts(

@@ -1,14 +1,13 @@
 """The money journal's one door (DESIGN.md, "The money journal").
 
-Every path that moves money adds journal rows through the SQL functions money_present_v1,
-money_follow_v2 and money_replan_v2 (v1: the same for callers that do not know the
-customers), each of which applies the rows it adds (``money_apply_v2``) in the same
-transaction: an installment's paid, in-flight, status and plan columns are never written
-anywhere else. On Citus each call names one shard group's customers (sql/0023), and is its
-own top-level statement: the batch claim and the batch record call them after their own
-statements, in the same transaction (manual pay's claim and settlements still call the v1
-functions inside theirs). SQL in ``sql/0006_money_journal.sql``, ``sql/0023_route_money.sql``
-(the functions) and ``sql/queries/money.sql``.
+Every path that moves money adds journal rows through the SQL functions money_present_*,
+money_follow_* and money_replan_*, each of which applies the rows it adds
+(``money_apply_*``) in the same transaction: an installment's paid, in-flight, status and
+plan columns are never written anywhere else. The v2 functions (sql/0023) name the
+statement's customers, one shard group's on Citus, and are called as statements of their
+own (these wrappers); the v1 functions find the customers themselves and run inside other
+statements on one node (the claim, the record, manual pay, settlements). SQL in
+``sql/0006_money_journal.sql``, ``sql/0023_route_money.sql`` and ``sql/queries/money.sql``.
 """
 
 from __future__ import annotations
@@ -65,6 +64,7 @@ async def present(db: Executor, presentments: Sequence[Presentment], *, as_of: d
             [p.payment_id for p in part],
             as_of,
             [p.source for p in part],
+            group,
         )
 
 

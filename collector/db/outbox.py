@@ -121,15 +121,15 @@ async def write_money_events(
     """Write the events of these attempts' answers now, in one statement (call it in the
     transaction that recorded the answers, after the statement that did); how many were
     written. What is not written here the journal's trigger writes at commit, one by one.
-    ``customers``: the attempts' customers, one shard group of them (the statement routes
-    to their shard on Citus); without them the function finds them."""
+    ``customers``: the attempts' customers, one shard group of them (Citus: the statement
+    routes to their shard); without them (one node) the function finds them."""
     if not attempt_ids:
         return 0
     if customers is None:
-        written = await db.fetchval(QUERIES["outbox.money_events_of_attempts"], list(attempt_ids))
+        written = await db.fetchval(QUERIES["outbox.money_events"], list(attempt_ids))
     else:
         written = await db.fetchval(
-            QUERIES["outbox.money_events"], list(attempt_ids), list(customers)
+            QUERIES["outbox.money_events_routed"], list(attempt_ids), list(customers)
         )
     return int(written or 0)
 

@@ -1,5 +1,72 @@
+-- claim_due --
+-- On one node (plain PostgreSQL; Citus: claim_candidates, then claim_due_routed a shard
+-- group at a time): claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
+-- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
+-- pending attempt each for what is left to take (owed - paid - in flight - cancelled; owed:
+-- rent + late fees - waivers) under a deterministic idempotency key. $5 = enabled gateways,
+-- $6 = run id, $7 = claim deadline in seconds, $8 = installments this pass set aside (passed
+-- over); a lease with a promise to pay (open or kept) is passed over until the promise's
+-- resume_on. The caller presents the money (money.present) in the same transaction, which
+-- marks the installments processing: this statement writes no money state.
+-- Shaped for the planner: the MATERIALIZED CTE keeps the due scan on the partial index (an
+-- IN (subquery ... SKIP LOCKED) form was seen to plan as a sequential scan), and the attempt
+-- ids are drawn in `picked`, so the result needs no join back to the inserted rows (a nested
+-- loop over two CTEs, 25 ms a batch of 500).
+WITH picked AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('charge_attempts', 'id')) AS attempt_id,
+           i.id AS installment_id, i.lease_id, l.customer_id, i.due_on, i.next_attempt_on,
+           i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
+           i.attempts + 1 AS attempt_no,
+           'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
+           CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
+           pm.id AS payment_method_id, pm.gateway, pm.kind, pm.token, pm.brand,
+           pm.instrument_key
+    FROM installments i
+    JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+    JOIN payment_methods pm
+      ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
+    WHERE i.status IN ('scheduled', 'overdue')
+      AND i.next_attempt_on IS NOT NULL
+      AND i.next_attempt_on <= $1
+      AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
+      AND pm.gateway = ANY($5::text[])
+      AND i.id <> ALL ($8::bigint[])
+      -- A promise to pay pauses the lease's automatic collection until its resume_on, kept
+      -- early or not (passed over, no attempt: the eligibility check refuses it too).
+      AND NOT EXISTS (SELECT 1 FROM promises pr
+                      WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                        AND pr.resume_on > $1::date)
+    ORDER BY i.next_attempt_on, i.id
+    LIMIT $4
+    FOR UPDATE OF i SKIP LOCKED
+), attempts AS (
+    INSERT INTO charge_attempts
+        (id, installment_id, payment_method_id, amount_cents, idempotency_key, source, status,
+         gateway, run_id, claimed_until, customer_id, instrument_key, as_of, effective_on,
+         last_sent_at)
+    SELECT attempt_id, installment_id, payment_method_id, amount_cents, idempotency_key,
+           source, 'pending', gateway, $6, now() + make_interval(secs => $7), customer_id,
+           instrument_key, $1, $1, now()
+    FROM picked
+), presented AS (
+    -- The money is reserved in the journal by the one function that applies it (which marks
+    -- the installments processing), in this statement.
+    SELECT money_present_v1(
+               array_agg(attempt_id), array_agg(installment_id), array_agg(amount_cents),
+               array_agg(customer_id), array_agg(NULL::bigint), $1,
+               array_agg(source)) AS rows_added
+    FROM picked
+)
+SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_id, due_on,
+       $1::date AS as_of, $1::date AS effective_on, false AS reinitiation,
+       next_attempt_on, amount_cents, attempt_no, payment_method_id, gateway, kind, token, brand,
+       instrument_key
+FROM picked, presented
+ORDER BY next_attempt_on, installment_id;
+
 -- claim_candidates --
--- Up to $4 collectable installments after the keyset cursor ($2, $3) for business date $1,
+-- The claim's scan on Citus: up to $4 collectable installments after the keyset cursor ($2, $3) for business date $1,
 -- unlocked, with their customers: the claim's scan (a plain read; on Citus one per shard,
 -- merged in (next_attempt_on, id) order). $5 = enabled gateways, $6 = installments this pass
 -- set aside (passed over); a lease with a promise to pay (open or kept) is passed over until
@@ -24,8 +91,8 @@ WHERE i.status IN ('scheduled', 'overdue')
 ORDER BY i.next_attempt_on, i.id
 LIMIT $4;
 
--- claim_due --
--- Claim candidate installments $2 of customers $3 (one shard's) for business date $1: lock
+-- claim_due_routed --
+-- claim_due on Citus (collector/db/routing.py one_node): claim candidate installments $2 of customers $3 (one shard's) for business date $1: lock
 -- them (SKIP LOCKED, so concurrent passes never see each other's rows), re-check under the
 -- lock what claim_candidates saw, and record one pending attempt each for what is left to
 -- take under a deterministic idempotency key. $4 = enabled gateways, $5 = run id, $6 = claim
@@ -94,8 +161,30 @@ INSERT INTO idempotency_keys (idempotency_key, customer_id)
 VALUES ($1, $2)
 ON CONFLICT (idempotency_key) DO NOTHING;
 
+-- next_candidate --
+-- On one node (Citus: claim_candidates, then lock_candidate): the installment claim_due ($1 date, after ($2, $3), gateways $4, passing over $5) would take
+-- first, locked, with its customer: the row to set aside when its claim is refused
+SELECT i.id, i.next_attempt_on, l.customer_id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN payment_methods pm
+  ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.next_attempt_on IS NOT NULL
+  AND i.next_attempt_on <= $1
+  AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
+  AND pm.gateway = ANY($4::text[])
+  AND i.id <> ALL ($5::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM promises pr
+                  WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                    AND pr.resume_on > $1::date)
+ORDER BY i.next_attempt_on, i.id
+LIMIT 1
+FOR UPDATE OF i SKIP LOCKED;
+
 -- lock_candidate --
--- Lock installment $1 of customer $2 (one shard), if no one else holds it: the row
+-- next_candidate on Citus, after claim_candidates: lock installment $1 of customer $2 (one shard), if no one else holds it: the row
 -- claim_candidates found first, to set aside when its claim is refused
 SELECT i.id, i.next_attempt_on, i.customer_id
 FROM installments i
@@ -103,7 +192,53 @@ WHERE i.id = $1 AND i.customer_id = $2
 FOR UPDATE SKIP LOCKED;
 
 -- record_outcomes --
--- Store many gateway answers of customers $8 (one shard's on Citus) in one statement: each
+-- On one node (Citus: record_outcomes_routed): store many gateway answers in one statement: each attempt's outcome, after a hard decline
+-- its payment method disabled, and what the answer does to its money (money_follow_v1:
+-- $8 the journal kind, NULL for none yet; $9 whether it sets the plan, $10 the plan's date;
+-- $11 business date, $12 source). Only attempts still pending or in doubt change, so
+-- a late duplicate answer (a reconciler and a slow worker answering the same key) is
+-- recorded once. Returns the attempts that changed.
+WITH o AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                $7::text[], $8::text[], $9::boolean[], $10::date[])
+      AS o(attempt_id, attempt_status, gateway_ref, code, message, disable_method,
+           network_advice, money_kind, sets_plan, retry_on)
+), changed AS (
+    UPDATE charge_attempts a
+    SET status = o.attempt_status,
+        gateway_ref = coalesce(o.gateway_ref, a.gateway_ref),
+        outcome_code = o.code,
+        outcome_message = o.message,
+        network_advice = coalesce(o.network_advice, a.network_advice),
+        updated_at = now(),
+        resolved_at = CASE WHEN o.attempt_status = 'in_doubt' THEN NULL ELSE now() END,
+        -- An in-doubt attempt is due for a lookup at once; a resolved one is nobody's claim.
+        claimed_until = CASE WHEN o.attempt_status = 'in_doubt' THEN now() END
+    FROM o
+    -- The primary key, not the partial index of unresolved attempts: that index holds a dead
+    -- entry for every attempt resolved since the last VACUUM, thousands during a large pass.
+    WHERE a.id = ANY ($1::bigint[]) AND a.id = o.attempt_id
+      AND a.status IN ('pending', 'in_doubt')
+    RETURNING a.id, a.installment_id, a.payment_method_id
+), methods_disabled AS (
+    UPDATE payment_methods pm
+    SET status = 'disabled', disabled_reason = o.code, updated_at = now()
+    FROM changed c
+    JOIN o ON o.attempt_id = c.id
+    WHERE pm.id = c.payment_method_id AND o.disable_method AND pm.status = 'active'
+), followed AS (
+    SELECT money_follow_v1(array_agg(o.attempt_id), array_agg(o.money_kind),
+                           array_agg(o.sets_plan), array_agg(o.retry_on), array_agg(o.code),
+                           $11, $12) AS rows_added
+    FROM changed c
+    JOIN o ON o.attempt_id = c.id
+    WHERE o.money_kind IS NOT NULL
+)
+SELECT c.id AS attempt_id FROM changed c, followed;
+
+-- record_outcomes_routed --
+-- record_outcomes on Citus: store many gateway answers of customers $8 (one shard's on Citus) in one statement: each
 -- attempt's outcome, and after a hard decline its payment method disabled (method_disabled:
 -- by this statement; the caller writes its outbox event). Only attempts
 -- still pending or in doubt change, so a late duplicate answer (a reconciler and a slow
