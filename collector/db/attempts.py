@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import asyncpg
 
-from collector.db.money import Ending
-from collector.db.outbox import write_money_events
+from collector.db.money import Ending, Presentment, follow, present
+from collector.db.outbox import write_methods_disabled, write_money_events
 from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
+from collector.db.routing import one_node, shard_groups
 from collector.domain import AttemptSource, AttemptStatus, ClaimedCharge, MethodKind
 from collector.policy import Decision
 
@@ -80,26 +81,88 @@ async def claim_due(
     run_id: int,
     deadline_s: int,
 ) -> list[ClaimedCharge]:
-    """Claim and record pending attempts for up to ``limit`` due installments, in one commit."""
-    rows = await fetch_planned(
-        db,
-        QUERIES["attempts.claim_due"],
-        as_of,
-        cursor.after_on,
-        cursor.after_id,
-        limit,
-        list(gateways),
-        run_id,
-        deadline_s,
-        sorted(cursor.skipped),
-    )
-    if rows:
-        # Before the cursor moves: a key another customer holds refuses the batch, and the
-        # caller claims it again one row at a time from where this batch began.
-        await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
-        last = rows[-1]
-        cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
-    return [_claimed(row) for row in rows]
+    """Claim, record pending attempts for and present the money of up to ``limit`` due
+    installments, in the caller's transaction: an unlocked scan from the cursor, then per
+    shard group of the candidates' customers (one on plain PostgreSQL) one lock-and-insert
+    statement and the money's presentment, then the batch's keys. Empty when nothing is left
+    after the cursor. On one node a single statement claims, records and presents."""
+    if await one_node(db):
+        claimed_rows = await fetch_planned(
+            db,
+            QUERIES["attempts.claim_due"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            limit,
+            list(gateways),
+            run_id,
+            deadline_s,
+            sorted(cursor.skipped),
+        )
+        if claimed_rows:
+            # Before the cursor moves: a key another customer holds refuses the batch, and
+            # the caller claims it again one row at a time from where this batch began.
+            await register_keys(
+                db, [(row["idempotency_key"], row["customer_id"]) for row in claimed_rows]
+            )
+            last = claimed_rows[-1]
+            cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
+        return [_claimed(row) for row in claimed_rows]
+    while True:
+        candidates = await fetch_planned(
+            db,
+            QUERIES["attempts.claim_candidates"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            limit,
+            list(gateways),
+            sorted(cursor.skipped),
+        )
+        if not candidates:
+            return []
+        owner = {row["id"]: row["customer_id"] for row in candidates}
+        rows: list[asyncpg.Record] = []
+        for group in await shard_groups(db, owner.values()):
+            members = set(group)
+            ids = sorted(i for i, c in owner.items() if c in members)
+            claimed = await fetch_planned(
+                db,
+                QUERIES["attempts.claim_due_routed"],
+                as_of,
+                ids,
+                group,
+                list(gateways),
+                run_id,
+                deadline_s,
+            )
+            # The money is reserved by the one function that applies it, which marks the
+            # installments processing: its own statement, with the group's customers.
+            await present(
+                db,
+                [
+                    Presentment(
+                        attempt_id=row["attempt_id"],
+                        installment_id=row["installment_id"],
+                        amount_cents=row["amount_cents"],
+                        customer_id=row["customer_id"],
+                        source=row["source"],
+                    )
+                    for row in claimed
+                ],
+                as_of=as_of,
+            )
+            rows += claimed
+        if rows:
+            # Before the cursor moves: a key another customer holds refuses the batch, and
+            # the caller claims it again one row at a time from where this batch began.
+            await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
+        # Past every candidate seen: one another pass holds now is that pass's.
+        last = candidates[-1]
+        cursor.after_on, cursor.after_id = last["next_attempt_on"], last["id"]
+        if rows:
+            rows.sort(key=lambda row: (row["next_attempt_on"], row["installment_id"]))
+            return [_claimed(row) for row in rows]
 
 
 async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
@@ -116,18 +179,73 @@ async def register_key_again(db: Executor, key: str, customer_id: int) -> None:
 
 async def record_outcomes(
     db: Executor,
-    decisions: Sequence[tuple[int, Decision, Ending]],
+    decisions: Sequence[tuple[int, int, Decision, Ending]],
     *,
     as_of: date,
     source: str,
 ) -> set[int]:
-    """Store many (attempt id, decision, what it does to the money) in one statement, the
-    money applied through the journal, and their outbox events; return the attempt ids that
-    changed (an attempt already resolved elsewhere is left as it is)."""
+    """Store many (attempt id, customer, decision, what it does to the money), the money
+    applied through the journal, and their outbox events, in one transaction: per shard
+    group of the customers (one on plain PostgreSQL) the answers' statement, the money's and
+    the events'. Return the attempt ids that changed (an attempt already resolved elsewhere
+    is left as it is)."""
     if not decisions:
         return set()
+    if await one_node(db):
+        return await _record_outcomes_one_node(db, decisions, as_of=as_of, source=source)
+    changed: set[int] = set()
+    # The answers and their outbox events in one transaction: the events, a batch at a time,
+    # read the attempts' new state, which only a statement after the recorder's can see.
+    async with transaction(db) as conn:
+        for group in await shard_groups(conn, (c for _, c, _, _ in decisions)):
+            members = set(group)
+            part = [item for item in decisions if item[1] in members]
+            columns: tuple[list[object], ...] = tuple([] for _ in range(7))
+            for attempt_id, _, d, _ in part:
+                values = (
+                    attempt_id,
+                    d.attempt_status.value,
+                    d.gateway_ref,
+                    d.code,
+                    d.message,
+                    d.disable_method,
+                    d.network_advice,
+                )
+                for column, value in zip(columns, values, strict=True):
+                    column.append(value)
+            rows = await fetch_planned(
+                conn, QUERIES["attempts.record_outcomes_routed"], *columns, group
+            )
+            ids = {row["attempt_id"] for row in rows}
+            await follow(
+                conn,
+                [ending for attempt_id, _, _, ending in part if attempt_id in ids],
+                as_of=as_of,
+                source=source,
+                customer_of={row["attempt_id"]: row["customer_id"] for row in rows},
+            )
+            await write_money_events(conn, sorted(ids), customers=group)
+            # The trigger's event, written here (on Citus the trigger cannot run; sql/0023).
+            await write_methods_disabled(
+                conn,
+                sorted({row["payment_method_id"] for row in rows if row["method_disabled"]}),
+                customers=group,
+            )
+            changed |= ids
+    return changed
+
+
+async def _record_outcomes_one_node(
+    db: Executor,
+    decisions: Sequence[tuple[int, int, Decision, Ending]],
+    *,
+    as_of: date,
+    source: str,
+) -> set[int]:
+    """record_outcomes on one node: the answers and their money in one statement, then the
+    outbox events (the method.disabled ones the trigger writes at commit)."""
     columns: tuple[list[object], ...] = tuple([] for _ in range(10))
-    for attempt_id, d, ending in decisions:
+    for attempt_id, _, d, ending in decisions:
         values = (
             attempt_id,
             d.attempt_status.value,
@@ -162,6 +280,23 @@ class UnresolvedAttempt:
     age_s: float  # since the attempt was recorded, by the database's clock
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnresolvedBatch:
+    """One batch of reconciliation's take-over: the attempts taken, and the last attempt id
+    looked at (the next batch starts after it, whether or not its attempt was taken)."""
+
+    taken: list[UnresolvedAttempt]
+    scanned_to: int | None  # None: nothing left to look at
+
+
+async def live_runs(db: Executor) -> tuple[list[int], datetime]:
+    """The runs whose pass is alive now (their liveness lock is held), and the database's
+    clock. Read on the node the engine is connected to, where the passes' session locks are."""
+    row = await db.fetchrow(QUERIES["attempts.live_runs"], LIVENESS_NAMESPACE)
+    assert row is not None  # an aggregate always answers one row
+    return list(row["run_ids"]), row["now"]
+
+
 async def claim_unresolved(
     db: Executor,
     *,
@@ -170,18 +305,35 @@ async def claim_unresolved(
     gateways: Sequence[str],
     run_id: int,
     deadline_s: int,
-) -> list[UnresolvedAttempt]:
-    """Take over up to ``limit`` pending attempts of dead passes and in-doubt attempts."""
-    rows = await fetch_planned(
-        db,
-        QUERIES["attempts.claim_unresolved"],
-        after_id,
-        list(gateways),
-        run_id,
-        limit,
-        deadline_s,
-        LIVENESS_NAMESPACE,
+) -> UnresolvedBatch:
+    """Take over up to ``limit`` pending attempts of dead passes and in-doubt attempts with id
+    above ``after_id``: the live runs read on their own, an unlocked scan, then one locking
+    statement per shard group of the candidates' customers (one on plain PostgreSQL)."""
+    if isinstance(db, asyncpg.Pool):
+        # One connection for the batch's statements: it knows its backend (shard_groups).
+        async with db.acquire() as conn:
+            return await claim_unresolved(
+                conn,
+                after_id=after_id,
+                limit=limit,
+                gateways=gateways,
+                run_id=run_id,
+                deadline_s=deadline_s,
+            )
+    live, now = await live_runs(db)
+    candidates = await db.fetch(
+        QUERIES["attempts.unresolved_candidates"], after_id, list(gateways), limit, live
     )
+    if not candidates:
+        return UnresolvedBatch(taken=[], scanned_to=None)
+    owner = {row["id"]: row["customer_id"] for row in candidates}
+    rows: list[asyncpg.Record] = []
+    for group in await shard_groups(db, owner.values()):
+        members = set(group)
+        ids = sorted(i for i, c in owner.items() if c in members)
+        rows += await fetch_planned(
+            db, QUERIES["attempts.claim_unresolved"], ids, group, run_id, live, deadline_s, now
+        )
     found = [
         UnresolvedAttempt(
             status=AttemptStatus(row["status"]), charge=_claimed(row), age_s=row["age_s"]
@@ -189,7 +341,7 @@ async def claim_unresolved(
         for row in rows
     ]
     found.sort(key=lambda u: u.charge.attempt_id)
-    return found
+    return UnresolvedBatch(taken=found, scanned_to=max(owner))
 
 
 async def card_declines_30d(
@@ -221,19 +373,44 @@ class Candidate:
 async def next_candidate(
     db: Executor, *, as_of: date, cursor: ClaimCursor, gateways: Sequence[str]
 ) -> Candidate | None:
-    """The installment ``claim_due`` would take first from ``cursor``, locked; None if none."""
-    row = await db.fetchrow(
-        QUERIES["attempts.next_candidate"],
-        as_of,
-        cursor.after_on,
-        cursor.after_id,
-        list(gateways),
-        sorted(cursor.skipped),
-    )
-    if row is None:
-        return None
-    return Candidate(
-        installment_id=row["id"],
-        next_attempt_on=row["next_attempt_on"],
-        customer_id=row["customer_id"],
-    )
+    """The installment ``claim_due`` would take first from ``cursor``, locked (on Citus an
+    unlocked scan, then a single-shard lock of its row); None if none."""
+    if await one_node(db):
+        found = await db.fetchrow(
+            QUERIES["attempts.next_candidate"],
+            as_of,
+            cursor.after_on,
+            cursor.after_id,
+            list(gateways),
+            sorted(cursor.skipped),
+        )
+        if found is None:
+            return None
+        return Candidate(
+            installment_id=found["id"],
+            next_attempt_on=found["next_attempt_on"],
+            customer_id=found["customer_id"],
+        )
+    after_on, after_id = cursor.after_on, cursor.after_id
+    while True:
+        row = await db.fetchrow(
+            QUERIES["attempts.claim_candidates"],
+            as_of,
+            after_on,
+            after_id,
+            1,
+            list(gateways),
+            sorted(cursor.skipped),
+        )
+        if row is None:
+            return None
+        locked = await db.fetchrow(
+            QUERIES["attempts.lock_candidate"], row["id"], row["customer_id"]
+        )
+        if locked is not None:
+            return Candidate(
+                installment_id=locked["id"],
+                next_attempt_on=locked["next_attempt_on"],
+                customer_id=locked["customer_id"],
+            )
+        after_on, after_id = row["next_attempt_on"], row["id"]  # another pass holds it

@@ -115,13 +115,36 @@ async def write_event(
     return event_id
 
 
-async def write_money_events(db: Executor, attempt_ids: Sequence[int]) -> int:
+async def write_money_events(
+    db: Executor, attempt_ids: Sequence[int], *, customers: Sequence[int] | None = None
+) -> int:
     """Write the events of these attempts' answers now, in one statement (call it in the
     transaction that recorded the answers, after the statement that did); how many were
-    written. What is not written here the journal's trigger writes at commit, one by one."""
+    written. What is not written here the journal's trigger writes at commit, one by one.
+    ``customers``: the attempts' customers, one shard group of them (Citus: the statement
+    routes to their shard); without them (one node) the function finds them."""
     if not attempt_ids:
         return 0
-    written = await db.fetchval(QUERIES["outbox.money_events"], list(attempt_ids))
+    if customers is None:
+        written = await db.fetchval(QUERIES["outbox.money_events"], list(attempt_ids))
+    else:
+        written = await db.fetchval(
+            QUERIES["outbox.money_events_routed"], list(attempt_ids), list(customers)
+        )
+    return int(written or 0)
+
+
+async def write_methods_disabled(
+    db: Executor, method_ids: Sequence[int], *, customers: Sequence[int]
+) -> int:
+    """Write the method.disabled events of these methods, disabled in the caller's
+    transaction (one shard group's customers), after the statement that disabled them; how
+    many were written. On plain PostgreSQL the deferred trigger finds them written."""
+    if not method_ids:
+        return 0
+    written = await db.fetchval(
+        QUERIES["outbox.methods_disabled"], list(method_ids), list(customers)
+    )
     return int(written or 0)
 
 

@@ -36,6 +36,15 @@ async def shard_groups(db: Executor, customer_ids: Iterable[int]) -> list[list[i
     return [groups[shard] for shard in sorted(groups)]
 
 
+async def one_node(db: Executor) -> bool:
+    """Whether the database is one node (plain PostgreSQL): a statement may then lock rows of
+    any customers and call the journal's functions inside itself, so the pass's hot
+    statements keep their one-statement shapes. On Citus neither holds: they are split into
+    an unlocked read, then statements of one shard group each. The one switch between the
+    two (the repositories ask it, nothing else tells the backends apart)."""
+    return not await _on_citus(db)
+
+
 async def _on_citus(db: Executor) -> bool:
     # open_pool's connections know (asked once when opened; a proxy forwards the question);
     # a pool's are one of them; anything else is asked now.

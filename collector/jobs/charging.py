@@ -340,7 +340,10 @@ async def record_decisions(
     async def apply(conn: Executor, items: Sequence[tuple[ClaimedCharge, Decision]]) -> None:
         ids = await record_outcomes(
             conn,
-            [(claimed.attempt_id, d, ending(claimed, d)) for claimed, d in items],
+            [
+                (claimed.attempt_id, claimed.customer_id, d, ending(claimed, d))
+                for claimed, d in items
+            ],
             as_of=as_of,
             source=source,
         )

@@ -48,6 +48,7 @@ async def judge(
             installment_id=installment_id,
             instrument_key=claimed.instrument_key,
             method_kind=claimed.method_kind.value,
+            customer_id=claimed.customer_id,
         )
         for claimed in claims
         for installment_id, _ in claimed.presents
@@ -113,7 +114,7 @@ async def refuse(
     left as it was)."""
     if not refused:
         return
-    await mark_verdicts(db, [(c.attempt_id, False, r.reason) for c, r in refused])
+    await mark_verdicts(db, [(c.attempt_id, c.customer_id, False, r.reason) for c, r in refused])
     await money.follow(
         db,
         [
@@ -128,6 +129,7 @@ async def refuse(
         ],
         as_of=as_of,
         source=ELIGIBILITY_SOURCE,
+        customer_of={c.attempt_id: c.customer_id for c, _ in refused},
     )
     for claimed, verdict in refused:
         PRESENTMENTS_REFUSED.labels(reason=verdict.reason).inc()
@@ -168,7 +170,9 @@ async def screen(
             to_send.append(dataclasses.replace(claimed, reinitiation=True))
         else:
             to_send.append(claimed)
-    await mark_verdicts(db, [(c.attempt_id, True, None) for c in to_send if c.reinitiation])
+    await mark_verdicts(
+        db, [(c.attempt_id, c.customer_id, True, None) for c in to_send if c.reinitiation]
+    )
     await refuse(db, refused, as_of=as_of)
     return to_send, refused
 
@@ -282,6 +286,7 @@ async def _set_aside_candidate(
                 as_of=as_of,
                 source="attention",
                 reason="claim_refused_by_database",
+                customer_of={candidate.installment_id: candidate.customer_id},
             )
     except asyncpg.PostgresError as replan_exc:
         if not is_row_error(replan_exc):

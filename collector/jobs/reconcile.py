@@ -49,7 +49,7 @@ async def reconcile(
     after_id = 0
     limiter = anyio.CapacityLimiter(concurrency)
     while True:
-        batch = await claim_unresolved(
+        claimed = await claim_unresolved(
             pool,
             after_id=after_id,
             limit=batch_size,
@@ -57,10 +57,13 @@ async def reconcile(
             run_id=run_id,
             deadline_s=deadline_s,
         )
-        if not batch:
+        if claimed.scanned_to is None:
             return taken
+        after_id = claimed.scanned_to
+        batch = claimed.taken
+        if not batch:
+            continue  # every candidate was taken by another pass meanwhile
         taken += len(batch)
-        after_id = batch[-1].charge.attempt_id
         in_doubt = {
             item.charge.attempt_id for item in batch if item.status is AttemptStatus.IN_DOUBT
         }

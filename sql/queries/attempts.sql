@@ -1,5 +1,6 @@
 -- claim_due --
--- Claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
+-- On one node (plain PostgreSQL; Citus: claim_candidates, then claim_due_routed a shard
+-- group at a time): claim up to $4 collectable installments after the keyset cursor ($2, $3) for business date
 -- $1: lock them (SKIP LOCKED, so concurrent passes never see each other's rows) and record one
 -- pending attempt each for what is left to take (owed - paid - in flight - cancelled; owed:
 -- rent + late fees - waivers) under a deterministic idempotency key. $5 = enabled gateways,
@@ -64,6 +65,88 @@ SELECT attempt_id, idempotency_key, source, installment_id, lease_id, customer_i
 FROM picked, presented
 ORDER BY next_attempt_on, installment_id;
 
+-- claim_candidates --
+-- The claim's scan on Citus: up to $4 collectable installments after the keyset cursor ($2, $3) for business date $1,
+-- unlocked, with their customers: the claim's scan (a plain read; on Citus one per shard,
+-- merged in (next_attempt_on, id) order). $5 = enabled gateways, $6 = installments this pass
+-- set aside (passed over); a lease with a promise to pay (open or kept) is passed over until
+-- the promise's resume_on (the eligibility check refuses it too). Owed - paid - in flight -
+-- cancelled is what is left to take (owed: rent + late fees - waivers). claim_due locks and
+-- re-checks them a shard at a time.
+SELECT i.id, i.next_attempt_on, i.customer_id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id AND l.status = 'active'
+JOIN payment_methods pm
+  ON pm.customer_id = i.customer_id AND pm.is_primary AND pm.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.next_attempt_on IS NOT NULL
+  AND i.next_attempt_on <= $1
+  AND (i.next_attempt_on, i.id) > ($2::date, $3::bigint)
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
+  AND pm.gateway = ANY($5::text[])
+  AND i.id <> ALL ($6::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM promises pr
+                  WHERE pr.lease_id = i.lease_id AND pr.customer_id = i.customer_id
+                    AND pr.status IN ('open', 'kept') AND pr.resume_on > $1::date)
+ORDER BY i.next_attempt_on, i.id
+LIMIT $4;
+
+-- claim_due_routed --
+-- claim_due on Citus (collector/db/routing.py one_node): claim candidate installments $2 of customers $3 (one shard's) for business date $1: lock
+-- them (SKIP LOCKED, so concurrent passes never see each other's rows), re-check under the
+-- lock what claim_candidates saw, and record one pending attempt each for what is left to
+-- take under a deterministic idempotency key. $4 = enabled gateways, $5 = run id, $6 = claim
+-- deadline in seconds. The caller presents the money (money.present, its own statement: a
+-- function that touches distributed tables must not run inside a routed one) in the same
+-- transaction, which marks the installments processing: this statement writes no money
+-- state. Every distributed table carries the customers (single-shard on Citus); the
+-- attempt ids come from the column's default (no nextval here: it would stop routing).
+-- The MATERIALIZED CTE keeps the lookups on the primary key.
+WITH picked AS MATERIALIZED (
+    SELECT i.id AS installment_id, i.lease_id, i.customer_id, i.due_on, i.next_attempt_on,
+           i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
+           i.attempts + 1 AS attempt_no,
+           'collector-inst-' || i.id || '-' || (i.attempts + 1) AS idempotency_key,
+           CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
+           pm.id AS payment_method_id, pm.gateway, pm.kind, pm.token, pm.brand,
+           pm.instrument_key
+    FROM installments i
+    JOIN leases l
+      ON l.id = i.lease_id AND l.customer_id = i.customer_id
+     AND l.customer_id = ANY ($3::bigint[]) AND l.status = 'active'
+    JOIN payment_methods pm
+      ON pm.customer_id = i.customer_id AND pm.customer_id = ANY ($3::bigint[])
+     AND pm.is_primary AND pm.status = 'active'
+    WHERE i.id = ANY ($2::bigint[]) AND i.customer_id = ANY ($3::bigint[])
+      AND i.status IN ('scheduled', 'overdue')
+      AND i.next_attempt_on IS NOT NULL
+      AND i.next_attempt_on <= $1
+      AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
+      AND pm.gateway = ANY($4::text[])
+      AND NOT EXISTS (SELECT 1 FROM promises pr
+                      WHERE pr.lease_id = i.lease_id AND pr.customer_id = i.customer_id
+                        AND pr.customer_id = ANY ($3::bigint[])
+                        AND pr.status IN ('open', 'kept') AND pr.resume_on > $1::date)
+    FOR UPDATE OF i SKIP LOCKED
+), attempts AS (
+    INSERT INTO charge_attempts
+        (installment_id, payment_method_id, amount_cents, idempotency_key, source, status,
+         gateway, run_id, claimed_until, customer_id, instrument_key, as_of, effective_on,
+         last_sent_at)
+    SELECT installment_id, payment_method_id, amount_cents, idempotency_key,
+           source, 'pending', gateway, $5, now() + make_interval(secs => $6), customer_id,
+           instrument_key, $1, $1, now()
+    FROM picked
+    RETURNING id, installment_id, customer_id
+)
+SELECT a.id AS attempt_id, p.idempotency_key, p.source, p.installment_id, p.lease_id,
+       p.customer_id, p.due_on, $1::date AS as_of, $1::date AS effective_on,
+       false AS reinitiation, p.next_attempt_on, p.amount_cents, p.attempt_no,
+       p.payment_method_id, p.gateway, p.kind, p.token, p.brand, p.instrument_key
+FROM attempts a
+JOIN picked p ON p.installment_id = a.installment_id AND p.customer_id = a.customer_id
+ORDER BY p.next_attempt_on, p.installment_id;
+
 -- register_keys --
 -- New attempts' keys $1 of customers $2 will be sent to gateways: each once across all
 -- customers (sql/0022). A key already held refuses the whole batch (a unique violation),
@@ -79,7 +162,7 @@ VALUES ($1, $2)
 ON CONFLICT (idempotency_key) DO NOTHING;
 
 -- next_candidate --
--- The installment claim_due ($1 date, after ($2, $3), gateways $4, passing over $5) would take
+-- On one node (Citus: claim_candidates, then lock_candidate): the installment claim_due ($1 date, after ($2, $3), gateways $4, passing over $5) would take
 -- first, locked, with its customer: the row to set aside when its claim is refused
 SELECT i.id, i.next_attempt_on, l.customer_id
 FROM installments i
@@ -100,8 +183,16 @@ ORDER BY i.next_attempt_on, i.id
 LIMIT 1
 FOR UPDATE OF i SKIP LOCKED;
 
+-- lock_candidate --
+-- next_candidate on Citus, after claim_candidates: lock installment $1 of customer $2 (one shard), if no one else holds it: the row
+-- claim_candidates found first, to set aside when its claim is refused
+SELECT i.id, i.next_attempt_on, i.customer_id
+FROM installments i
+WHERE i.id = $1 AND i.customer_id = $2
+FOR UPDATE SKIP LOCKED;
+
 -- record_outcomes --
--- Store many gateway answers in one statement: each attempt's outcome, after a hard decline
+-- On one node (Citus: record_outcomes_routed): store many gateway answers in one statement: each attempt's outcome, after a hard decline
 -- its payment method disabled, and what the answer does to its money (money_follow_v1:
 -- $8 the journal kind, NULL for none yet; $9 whether it sets the plan, $10 the plan's date;
 -- $11 business date, $12 source). Only attempts still pending or in doubt change, so
@@ -146,28 +237,98 @@ WITH o AS (
 )
 SELECT c.id AS attempt_id FROM changed c, followed;
 
+-- record_outcomes_routed --
+-- record_outcomes on Citus: store many gateway answers of customers $8 (one shard's on Citus) in one statement: each
+-- attempt's outcome, and after a hard decline its payment method disabled (method_disabled:
+-- by this statement; the caller writes its outbox event). Only attempts
+-- still pending or in doubt change, so a late duplicate answer (a reconciler and a slow
+-- worker answering the same key) is recorded once. Returns the attempts that changed; the
+-- caller applies their money (money.follow) in the same transaction, its own statement (a
+-- function that touches distributed tables must not run inside a routed one).
+WITH o AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                $7::text[])
+      AS o(attempt_id, attempt_status, gateway_ref, code, message, disable_method,
+           network_advice)
+), changed AS (
+    UPDATE charge_attempts a
+    SET status = o.attempt_status,
+        gateway_ref = coalesce(o.gateway_ref, a.gateway_ref),
+        outcome_code = o.code,
+        outcome_message = o.message,
+        network_advice = coalesce(o.network_advice, a.network_advice),
+        updated_at = now(),
+        -- now() stays outside the CASEs (Citus refuses non-immutable functions inside CASE
+        -- or COALESCE of a distributed statement): now() + NULL is NULL.
+        resolved_at = now() + CASE WHEN o.attempt_status = 'in_doubt' THEN NULL::interval
+                                   ELSE interval '0' END,
+        -- An in-doubt attempt is due for a lookup at once; a resolved one is nobody's claim.
+        claimed_until = now() + CASE WHEN o.attempt_status = 'in_doubt' THEN interval '0' END
+    FROM o
+    -- The primary key, not the partial index of unresolved attempts: that index holds a dead
+    -- entry for every attempt resolved since the last VACUUM, thousands during a large pass.
+    WHERE a.id = ANY ($1::bigint[]) AND a.customer_id = ANY ($8::bigint[])
+      AND a.id = o.attempt_id
+      AND a.status IN ('pending', 'in_doubt')
+    RETURNING a.id, a.customer_id, a.payment_method_id
+), methods_disabled AS (
+    UPDATE payment_methods pm
+    SET status = 'disabled', disabled_reason = o.code, updated_at = now()
+    FROM changed c
+    JOIN o ON o.attempt_id = c.id
+    WHERE pm.id = c.payment_method_id AND pm.customer_id = c.customer_id
+      AND pm.customer_id = ANY ($8::bigint[])
+      AND o.disable_method AND pm.status = 'active'
+    RETURNING pm.id
+)
+SELECT c.id AS attempt_id, c.customer_id, c.payment_method_id,
+       c.payment_method_id IN (SELECT d.id FROM methods_disabled d) AS method_disabled
+FROM changed c;
+
+-- live_runs --
+-- The passes alive now, with the database's clock: run ids whose liveness lock (namespace $1,
+-- pg_advisory_lock($1, run_id)) is held in this database. Its own statement, on the node the
+-- engine is connected to (where every pass's session lock is): pg_locks inside a routed
+-- statement would be read on a worker, where every live pass looks dead (Citus).
+SELECT coalesce(array_agg(l.objid::bigint ORDER BY l.objid), '{}'::bigint[]) AS run_ids,
+       now() AS now
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+
+-- unresolved_candidates --
+-- Up to $3 attempts with id above $1 that need reconciliation, unlocked, with their
+-- customers (a plain read, on Citus one per shard): pending ones whose pass is gone (its run
+-- is not among the live ones $4) or whose claim deadline passed (the backstop, and the only
+-- test for manual payments, which belong to no pass), and in-doubt ones due for a lookup.
+-- $2 = enabled gateways. claim_unresolved locks and re-checks them a shard at a time.
+SELECT a.id, a.customer_id
+FROM charge_attempts a
+WHERE a.status IN ('pending', 'in_doubt')
+  AND a.id > $1
+  AND a.gateway = ANY($2::text[])
+  AND (a.claimed_until IS NULL
+       OR a.claimed_until < now()
+       OR (a.run_id IS NOT NULL AND a.run_id <> ALL ($4::bigint[])))
+ORDER BY a.id
+LIMIT $3;
+
 -- claim_unresolved --
--- Take over, for run $3, up to $4 attempts with id above $1 that need reconciliation: pending
--- ones whose pass is gone (its liveness lock is free) or whose claim deadline passed (the
--- backstop, and the only test for manual payments, which belong to no pass), and in-doubt ones
--- due for a lookup. $2 = enabled gateways, $5 = claim deadline in seconds, $6 = the liveness
--- lock namespace: a live pass holds pg_advisory_lock($6, run_id).
-WITH live_runs AS (
-    SELECT l.objid::bigint AS run_id
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $6::oid
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-), picked AS MATERIALIZED (
-    SELECT a.id
+-- Take over, for run $3, the candidate attempts $1 of customers $2 (one shard's) that still
+-- need reconciliation (the test of unresolved_candidates again, under the row lock; $4 = the
+-- live runs, $5 = claim deadline in seconds, $6 = the database's clock when the live runs
+-- were read). Every distributed table carries the customers (single-shard on Citus); no
+-- now() in RETURNING (Citus refuses it there): ages count from $6.
+WITH picked AS MATERIALIZED (
+    SELECT a.id, a.customer_id
     FROM charge_attempts a
-    WHERE a.status IN ('pending', 'in_doubt')
-      AND a.id > $1
-      AND a.gateway = ANY($2::text[])
+    WHERE a.id = ANY ($1::bigint[]) AND a.customer_id = ANY ($2::bigint[])
+      AND a.status IN ('pending', 'in_doubt')
       AND (a.claimed_until IS NULL
            OR a.claimed_until < now()
-           OR (a.run_id IS NOT NULL AND a.run_id NOT IN (SELECT run_id FROM live_runs)))
+           OR (a.run_id IS NOT NULL AND a.run_id <> ALL ($4::bigint[])))
     ORDER BY a.id
-    LIMIT $4
     FOR UPDATE OF a SKIP LOCKED
 ), details AS (
     SELECT p.id, pm.kind, pm.token, pm.brand, pm.customer_id,
@@ -175,24 +336,33 @@ WITH live_runs AS (
            coalesce(i.attempts, 1) AS attempt_no,
            j.installment_ids AS allocation_ids, j.amounts AS allocation_cents
     FROM picked p
-    JOIN charge_attempts a ON a.id = p.id
-    JOIN payment_methods pm ON pm.id = a.payment_method_id
-    LEFT JOIN installments i ON i.id = a.installment_id
-    LEFT JOIN payments pay ON pay.id = a.payment_id
+    JOIN charge_attempts a
+      ON a.id = p.id AND a.customer_id = p.customer_id AND a.customer_id = ANY ($2::bigint[])
+    JOIN payment_methods pm
+      ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id
+     AND pm.customer_id = ANY ($2::bigint[])
+    LEFT JOIN installments i
+      ON i.id = a.installment_id AND i.customer_id = a.customer_id
+     AND i.customer_id = ANY ($2::bigint[])
+    LEFT JOIN payments pay
+      ON pay.id = a.payment_id AND pay.customer_id = a.customer_id
+     AND pay.customer_id = ANY ($2::bigint[])
     LEFT JOIN LATERAL (
         SELECT array_agg(m.installment_id ORDER BY m.id) AS installment_ids,
                array_agg(m.amount_cents ORDER BY m.id) AS amounts
         FROM money_movements m
-        WHERE m.attempt_id = p.id AND m.kind = 'presented'
+        WHERE m.attempt_id = p.id AND m.customer_id = p.customer_id
+          AND m.customer_id = ANY ($2::bigint[]) AND m.kind = 'presented'
     ) j ON true
 )
 UPDATE charge_attempts a
-SET run_id = $3, claimed_until = now() + make_interval(secs => $5), updated_at = now()
+SET run_id = $3, claimed_until = $6::timestamptz + make_interval(secs => $5),
+    updated_at = $6::timestamptz
 FROM details d
-WHERE a.id = d.id
+WHERE a.id = d.id AND a.customer_id = d.customer_id AND a.customer_id = ANY ($2::bigint[])
 RETURNING a.id AS attempt_id, a.status, a.idempotency_key, a.source, a.amount_cents,
           -- Time-dependent guards (key retention, search lag) count from the last send.
-          extract(epoch FROM now() - a.last_sent_at)::float8 AS age_s,
+          extract(epoch FROM $6::timestamptz - a.last_sent_at)::float8 AS age_s,
           a.as_of, a.effective_on, a.reinitiation, a.instrument_key,
           a.installment_id, a.payment_id, d.lease_id, d.due_on, d.attempt_no,
           a.payment_method_id, a.gateway, d.kind, d.token, d.brand, d.customer_id,

@@ -8,8 +8,18 @@ ON CONFLICT (customer_id, dedupe_key) DO NOTHING
 RETURNING id;
 
 -- money_events --
--- Write the events of the answers of attempts $1 not written yet (sql/0016); how many
+-- Write the events of the answers of attempts $1 not written yet (sql/0016); how many. On
+-- one node (Citus: money_events_routed)
 SELECT outbox_money_events_v1($1::bigint[]) AS written;
+
+-- money_events_routed --
+-- money_events on Citus: the events of attempts $1 of customers $2 (one shard's; sql/0023)
+SELECT outbox_money_events_v2($1::bigint[], $2::bigint[]) AS written;
+
+-- methods_disabled --
+-- Write the method.disabled events of methods $1 of customers $2 (one shard's on Citus),
+-- disabled in this transaction (sql/0023); how many
+SELECT outbox_methods_disabled_v1($1::bigint[], $2::bigint[]) AS written;
 
 -- dispatch_lock --
 -- One dispatcher at a time, for the rest of this transaction (the key spells "colloutb"; the

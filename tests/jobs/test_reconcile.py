@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from collector.config import Settings
-from collector.db.attempts import ClaimCursor
+from collector.db.attempts import ClaimCursor, live_runs
 from collector.db.runs import liveness_lock, start_run
 from collector.domain import ClaimedCharge
 from collector.gateways.base import ChargeRequest, Gateway, InDoubt, Succeeded
@@ -88,6 +88,21 @@ async def test_a_live_pass_keeps_its_claims_until_it_dies(
     # Its lock is gone: the next pass takes over at once, with no deadline to wait for.
     after = await run_pass(pool, gateways, settings, as_of=TODAY)
     assert (after.counts.reconciled, after.counts.succeeded) == (10, 10)
+
+
+async def test_the_live_runs_are_read_on_their_own_from_the_passes_locks(
+    pool: asyncpg.Pool,
+) -> None:
+    # Read in a statement of their own (on Citus a pg_locks read inside a routed statement
+    # ran on a worker, where every live pass looked dead), then given to claim_unresolved.
+    live_run = await start_run(pool, as_of=TODAY, host="alive", pid=3)
+    gone_run = await start_run(pool, as_of=TODAY, host="gone", pid=4)
+    async with liveness_lock(pool, live_run):
+        live, now = await live_runs(pool)
+        assert live_run in live and gone_run not in live
+        assert now.tzinfo is not None  # the database's clock, for the take-over's times
+    live, _ = await live_runs(pool)
+    assert live_run not in live
 
 
 async def test_claim_deadline_is_a_backstop_for_a_live_but_stuck_pass(

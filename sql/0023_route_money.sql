@@ -1,0 +1,476 @@
+-- The money path's functions on Citus (issue 12, part 2): plpgsql, each statement naming the
+-- customers whose rows it touches, so that on Citus every statement routes to one shard.
+--
+-- * money_apply_v2(rows, customers): 0021's money_apply_v1 with customer_id = ANY(customers)
+--   on every table it names (R2), plpgsql (Citus cannot plan parameterized LANGUAGE sql
+--   functions over distributed tables). money_present_v2, money_follow_v2, money_replan_v2,
+--   outbox_money_events_v2: the v1 argument lists plus the statement's customers, applying
+--   through money_apply_v2. outbox_methods_disabled_v1: the method.disabled event the
+--   payment_methods trigger writes, for the recorder to write itself.
+-- * The v1 functions stay as they were: plain PostgreSQL runs the collection pass's hot
+--   statements as before (collector/db/routing.py one_node: the claim, the record and the
+--   eligibility read keep their one-statement shapes, with the v1 functions inside them);
+--   on Citus the pass calls the v2 functions as statements of their own. Callers outside
+--   the pass (manual pay, settlement, fees, charge-off, payoff, the portal) still call v1.
+-- * movement_*_cents_v1: the same values written as searched CASEs. Inlined into a routed
+--   statement, the simple form (CASE p_kind WHEN 'settled' ...) reached the worker deparsed
+--   as "CASE m.kind WHEN NULL::boolean ..." ("operator does not exist: text = boolean",
+--   CITUS_FINDINGS 6): Citus 13.2 deparses the inlined CaseTestExpr wrongly.
+
+-- What one journal row does to its installment's money (0006, 0017, 0021): the same values,
+-- as searched CASEs (see the header).
+CREATE OR REPLACE FUNCTION movement_paid_cents_v1(p_kind text, p_amount bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind = 'settled' THEN p_amount WHEN p_kind = 'reversed' THEN -p_amount
+                ELSE 0 END
+$$;
+
+CREATE OR REPLACE FUNCTION movement_in_flight_cents_v1(p_kind text, p_amount bigint)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind = 'presented' THEN p_amount
+                WHEN p_kind IN ('released', 'settled', 'returned') THEN -p_amount
+                ELSE 0 END
+$$;
+
+CREATE OR REPLACE FUNCTION movement_cancelled_cents_v1(p_kind text, p_amount bigint)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind = 'cancelled' THEN p_amount
+                WHEN p_kind = 'reinstated' THEN -p_amount
+                ELSE 0 END
+$$;
+
+CREATE OR REPLACE FUNCTION movement_fee_cents_v1(p_kind text, p_amount bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind = 'fee_assessed' THEN p_amount ELSE 0 END
+$$;
+
+CREATE OR REPLACE FUNCTION movement_fee_waived_cents_v1(p_kind text, p_amount bigint)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind = 'fee_waived' THEN p_amount ELSE 0 END
+$$;
+
+-- The one writer of an installment's money state (0006, 0017, 0021), for the rows p_rows of
+-- customers p_customers (all the rows' customers; on Citus those of one shard). Same
+-- arithmetic as 0021's money_apply_v1, every value computed in the UPDATE from the row it
+-- locked.
+CREATE FUNCTION money_apply_v2(p_rows bigint[], p_customers bigint[]) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+BEGIN
+    IF coalesce(cardinality(p_rows), 0) = 0 THEN
+        RETURN;
+    END IF;
+    WITH d AS (
+        SELECT m.installment_id, m.customer_id,
+               sum(movement_paid_cents_v1(m.kind, m.amount_cents))::bigint AS paid,
+               sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))::bigint AS in_flight,
+               sum(movement_cancelled_cents_v1(m.kind, m.amount_cents))::bigint AS cancelled,
+               sum(movement_fee_cents_v1(m.kind, m.amount_cents))::bigint AS fee,
+               sum(movement_fee_waived_cents_v1(m.kind, m.amount_cents))::bigint AS waived,
+               count(*) FILTER (WHERE m.kind = 'presented' AND m.source IN ('batch', 'retry'))
+                   ::integer AS attempts,
+               sum(CASE WHEN m.kind = 'presented' THEN 1 WHEN m.answers THEN -1 ELSE 0 END)
+                   ::integer AS awaiting,
+               max(m.id) FILTER (WHERE m.sets_plan) AS plan_row
+        FROM money_movements m
+        WHERE m.id = ANY (p_rows) AND m.customer_id = ANY (p_customers)
+        GROUP BY m.installment_id, m.customer_id
+    ), n AS (
+        SELECT d.*, plan.retry_on AS plan_on
+        FROM d
+        LEFT JOIN money_movements plan
+          ON plan.id = d.plan_row AND plan.customer_id = d.customer_id
+         AND plan.customer_id = ANY (p_customers)
+    )
+    UPDATE installments i
+    SET paid_cents = i.paid_cents + n.paid,
+        in_flight_cents = i.in_flight_cents + n.in_flight,
+        cancelled_cents = i.cancelled_cents + n.cancelled,
+        fee_cents = i.fee_cents + n.fee,
+        fee_waived_cents = i.fee_waived_cents + n.waived,
+        attempts = i.attempts + n.attempts,
+        awaiting_answers = i.awaiting_answers + n.awaiting,
+        planned = i.planned OR n.plan_row IS NOT NULL,
+        plan_on = CASE WHEN n.plan_row IS NOT NULL THEN n.plan_on ELSE i.plan_on END,
+        status = installment_status_v2(
+            CASE WHEN n.cancelled < 0 THEN 'reinstated' ELSE i.status END,
+            i.owed_cents + n.fee - n.waived, i.paid_cents + n.paid,
+            i.in_flight_cents + n.in_flight, i.cancelled_cents + n.cancelled,
+            i.awaiting_answers + n.awaiting, i.attempts + n.attempts,
+            i.planned OR n.plan_row IS NOT NULL),
+        next_attempt_on = installment_next_attempt_v1(
+            installment_status_v2(
+                CASE WHEN n.cancelled < 0 THEN 'reinstated' ELSE i.status END,
+                i.owed_cents + n.fee - n.waived, i.paid_cents + n.paid,
+                i.in_flight_cents + n.in_flight, i.cancelled_cents + n.cancelled,
+                i.awaiting_answers + n.awaiting, i.attempts + n.attempts,
+                i.planned OR n.plan_row IS NOT NULL),
+            i.planned OR n.plan_row IS NOT NULL,
+            CASE WHEN n.plan_row IS NOT NULL THEN n.plan_on ELSE i.plan_on END,
+            i.due_on),
+        updated_at = now()
+    FROM n
+    WHERE i.id = n.installment_id AND i.customer_id = n.customer_id
+      AND i.customer_id = ANY (p_customers);
+END;
+$$;
+
+-- Present money (0006's money_present_v1) for customers p_customers (one shard's on Citus):
+-- one 'presented' row per (attempt, installment, amount, customer), then apply them with
+-- money_apply_v2. The claim on Citus calls it as its own statement, a shard group at a time.
+CREATE FUNCTION money_present_v2(
+    p_attempt bigint[], p_installment bigint[], p_amount bigint[], p_customer bigint[],
+    p_payment bigint[], p_as_of date, p_source text[], p_customers bigint[]
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_rows bigint[];
+BEGIN
+    WITH added AS (
+        INSERT INTO money_movements
+            (customer_id, installment_id, attempt_id, payment_id, kind, amount_cents, as_of,
+             source)
+        SELECT m.customer_id, m.installment_id, m.attempt_id, m.payment_id, 'presented',
+               m.amount_cents, p_as_of, m.source
+        FROM unnest(p_attempt, p_installment, p_amount, p_customer, p_payment, p_source)
+          AS m(attempt_id, installment_id, amount_cents, customer_id, payment_id, source)
+        RETURNING id
+    )
+    SELECT array_agg(id) INTO v_rows FROM added;
+    PERFORM money_apply_v2(v_rows, p_customers);
+    RETURN coalesce(cardinality(v_rows), 0);
+END;
+$$;
+
+-- What became of attempts p_attempt of customers p_customers (0006's money_follow_v1, every
+-- journal read naming the customers): for each attempt, p_kind 'accepted', 'released',
+-- 'settled' or 'returned' mirrors its presented rows, 'reversed' its settled rows; each once
+-- (the unique indexes). An ending is a first answer unless the attempt was accepted before.
+-- Rows of p_sets_plan carry p_retry_on as the installment's next collection date.
+CREATE FUNCTION money_follow_v2(
+    p_attempt bigint[], p_kind text[], p_sets_plan boolean[], p_retry_on date[],
+    p_reason text[], p_as_of date, p_source text, p_customers bigint[]
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_rows bigint[];
+BEGIN
+    WITH added AS (
+        INSERT INTO money_movements
+            (customer_id, installment_id, attempt_id, payment_id, kind, amount_cents, as_of,
+             source, answers, sets_plan, retry_on, reason)
+        SELECT p.customer_id, p.installment_id, p.attempt_id, p.payment_id, f.kind,
+               p.amount_cents, p_as_of, p_source,
+               f.kind = 'accepted'
+                   OR (f.kind IN ('released', 'settled', 'returned') AND acc.id IS NULL),
+               f.sets_plan, f.retry_on, f.reason
+        FROM unnest(p_attempt, p_kind, p_sets_plan, p_retry_on, p_reason)
+          AS f(attempt_id, kind, sets_plan, retry_on, reason)
+        CROSS JOIN LATERAL (
+            SELECT m.customer_id, m.installment_id, m.attempt_id, m.payment_id, m.amount_cents
+            FROM money_movements m
+            WHERE m.attempt_id = f.attempt_id AND m.customer_id = ANY (p_customers)
+              AND m.kind = 'presented'
+              AND f.kind IN ('accepted', 'released', 'settled', 'returned')
+            UNION ALL
+            SELECT m.customer_id, m.installment_id, m.attempt_id, m.payment_id, m.amount_cents
+            FROM money_movements m
+            WHERE m.attempt_id = f.attempt_id AND m.customer_id = ANY (p_customers)
+              AND m.kind = 'settled' AND f.kind = 'reversed'
+        ) p
+        LEFT JOIN LATERAL (
+            SELECT acc.id FROM money_movements acc
+            WHERE acc.attempt_id = p.attempt_id AND acc.installment_id = p.installment_id
+              AND acc.customer_id = p.customer_id AND acc.customer_id = ANY (p_customers)
+              AND acc.kind = 'accepted'
+            LIMIT 1
+        ) acc ON true
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    )
+    SELECT array_agg(id) INTO v_rows FROM added;
+    PERFORM money_apply_v2(v_rows, p_customers);
+    RETURN coalesce(cardinality(v_rows), 0);
+END;
+$$;
+
+-- Set the collection date of installments p_installment of customers p_customers without
+-- moving money (0006's money_replan_v1; the installment carries its customer since 0022).
+CREATE FUNCTION money_replan_v2(
+    p_installment bigint[], p_customers bigint[], p_retry_on date, p_as_of date,
+    p_source text, p_reason text
+) RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_rows bigint[];
+BEGIN
+    WITH added AS (
+        INSERT INTO money_movements
+            (customer_id, installment_id, kind, amount_cents, as_of, source, sets_plan,
+             retry_on, reason)
+        SELECT i.customer_id, i.id, 'replanned', 0, p_as_of, p_source, true, p_retry_on,
+               p_reason
+        FROM installments i
+        WHERE i.id = ANY (p_installment) AND i.customer_id = ANY (p_customers)
+        RETURNING id
+    )
+    SELECT array_agg(id) INTO v_rows FROM added;
+    PERFORM money_apply_v2(v_rows, p_customers);
+    RETURN coalesce(cardinality(v_rows), 0);
+END;
+$$;
+
+-- The outbox's money events (0016's outbox_money_events_v1) of attempts p_attempts of
+-- customers p_customers (one shard's on Citus): every table it reads or writes names the
+-- customers, every join between them includes customer_id. Same events, same order.
+CREATE FUNCTION outbox_money_events_v2(p_attempts bigint[], p_customers bigint[])
+RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_customer bigint[];
+    v_lease bigint[];
+    v_type text[];
+    v_as_of date[];
+    v_body jsonb[];
+    v_key text[];
+    v_written integer;
+    v_paid_off integer;
+BEGIN
+    -- The events, read in one routed statement (an INSERT ... SELECT over these joins is not
+    -- routed by Citus, "complex joins"), then written from the arrays.
+    WITH answer_rows AS (
+        -- Each branch names its kinds, so the journal's partial unique indexes (attempt_id
+        -- leads each) find the rows.
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id AND m.kind = 'accepted'
+             AND m.customer_id = ANY (p_customers)
+        UNION ALL
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id
+             AND m.kind IN ('released', 'settled', 'returned')
+             AND m.customer_id = ANY (p_customers)
+        UNION ALL
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id AND m.kind = 'reversed'
+             AND m.customer_id = ANY (p_customers)
+    ), typed AS (
+        SELECT r.*, CASE r.kind
+                        WHEN 'accepted' THEN 'payment.pending_settlement'
+                        WHEN 'released' THEN 'payment.failed'
+                        WHEN 'settled' THEN 'payment.succeeded'
+                        ELSE 'ach.returned'
+                    END AS type
+        FROM answer_rows r
+    ), answers AS (
+        -- An attempt's first row of each event type, as the trigger once saw it.
+        SELECT DISTINCT ON (t.attempt_id, t.type) t.*, t.type || ':' || t.attempt_id AS key
+        FROM typed t
+        ORDER BY t.attempt_id, t.type, t.id
+    )
+    SELECT array_agg(e.customer_id ORDER BY e.id), array_agg(e.lease_id ORDER BY e.id),
+           array_agg(e.type ORDER BY e.id), array_agg(e.as_of ORDER BY e.id),
+           array_agg(e.body ORDER BY e.id), array_agg(e.key ORDER BY e.id)
+    INTO v_customer, v_lease, v_type, v_as_of, v_body, v_key
+    FROM (
+        SELECT n.id, n.customer_id, i.lease_id, n.type, n.as_of,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'attempt_id', a.id,
+                   'payment_id', a.payment_id,
+                   'installment_ids', j.installment_ids,
+                   'amount_cents', a.amount_cents,
+                   'source', a.source,
+                   'gateway', a.gateway,
+                   'method', jsonb_build_object('id', pm.id, 'kind', pm.kind,
+                                                'brand', pm.brand, 'bank_name', pm.bank_name,
+                                                'last4', pm.last4),
+                   'effective_on', CASE WHEN n.type = 'payment.pending_settlement'
+                                        THEN a.effective_on END,
+                   'reason_class', CASE WHEN n.type = 'payment.failed' THEN
+                       outbox_reason_class_v1(a.status, a.outcome_code, pm.status,
+                                              pm.disabled_reason) END,
+                   'code', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                THEN coalesce(r.return_code, a.outcome_code) END,
+                   'return_category', r.category,
+                   'reversed_paid', CASE WHEN n.type = 'ach.returned'
+                                         THEN n.kind = 'reversed' END,
+                   'method_disabled', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                           THEN pm.status = 'disabled' END,
+                   'retry_planned', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                         THEN j.retry_on IS NOT NULL END,
+                   'retry_on', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                    THEN j.retry_on END
+               )) AS body,
+               n.key
+        FROM answers n
+        JOIN installments i
+          ON i.id = n.installment_id AND i.customer_id = n.customer_id
+         AND i.customer_id = ANY (p_customers)
+        JOIN charge_attempts a
+          ON a.id = n.attempt_id AND a.customer_id = n.customer_id
+         AND a.customer_id = ANY (p_customers)
+        JOIN payment_methods pm
+          ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id
+         AND pm.customer_id = ANY (p_customers)
+        LEFT JOIN charge_returns r
+          ON r.attempt_id = a.id AND r.customer_id = a.customer_id
+         AND r.customer_id = ANY (p_customers)
+        CROSS JOIN LATERAL (
+            SELECT array_agg(m.installment_id ORDER BY m.installment_id) AS installment_ids,
+                   min(mi.next_attempt_on) AS retry_on
+            FROM money_movements m
+            JOIN installments mi
+              ON mi.id = m.installment_id AND mi.customer_id = m.customer_id
+             AND mi.customer_id = ANY (p_customers)
+            WHERE m.attempt_id = a.id AND m.customer_id = a.customer_id
+              AND m.customer_id = ANY (p_customers) AND m.kind = 'presented'
+        ) j
+        WHERE NOT EXISTS (SELECT 1 FROM outbox_events e
+                          WHERE e.customer_id = n.customer_id
+                            AND e.customer_id = ANY (p_customers)
+                            AND e.dedupe_key = n.key)
+    ) e;
+    IF v_key IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- Ids in journal order: delivery keeps each lease's events in id order.
+    WITH written AS (
+        INSERT INTO outbox_events (customer_id, lease_id, ordering_key, type, as_of, body,
+                                   dedupe_key)
+        SELECT u.customer_id, u.lease_id, 'lease:' || u.lease_id, u.type, u.as_of, u.body,
+               u.key
+        FROM unnest(v_customer, v_lease, v_type, v_as_of, v_body, v_key) WITH ORDINALITY
+          AS u(customer_id, lease_id, type, as_of, body, key, n)
+        ORDER BY u.n
+        ON CONFLICT (customer_id, dedupe_key) DO NOTHING
+        RETURNING customer_id, lease_id, type, as_of
+    )
+    SELECT count(*)::integer,
+           array_agg(w.customer_id) FILTER (WHERE w.type = 'payment.succeeded'),
+           array_agg(w.lease_id) FILTER (WHERE w.type = 'payment.succeeded'),
+           array_agg(w.as_of) FILTER (WHERE w.type = 'payment.succeeded')
+    INTO v_written, v_customer, v_lease, v_as_of
+    FROM written w;
+    IF v_lease IS NULL THEN
+        RETURN v_written;
+    END IF;
+    -- The lease's last money came in: every installment paid (or cancelled). Read after the
+    -- money event it follows was written, so its id comes after it.
+    SELECT array_agg(s.customer_id ORDER BY s.lease_id), array_agg(s.lease_id ORDER BY s.lease_id),
+           array_agg(s.as_of ORDER BY s.lease_id),
+           array_agg(jsonb_build_object('paid_cents', t.paid_cents,
+                                        'installments', t.installments) ORDER BY s.lease_id)
+    INTO v_customer, v_lease, v_as_of, v_body
+    FROM (SELECT DISTINCT ON (e.lease_id) e.customer_id, e.lease_id, e.as_of
+          FROM unnest(v_customer, v_lease, v_as_of) AS e(customer_id, lease_id, as_of)
+          ORDER BY e.lease_id, e.as_of DESC) s
+    CROSS JOIN LATERAL (
+        SELECT sum(i.paid_cents)::bigint AS paid_cents, count(*) AS installments,
+               bool_and(i.status IN ('paid', 'cancelled')) AS done
+        FROM installments i
+        WHERE i.lease_id = s.lease_id AND i.customer_id = s.customer_id
+          AND i.customer_id = ANY (p_customers)
+    ) t
+    WHERE t.done;
+    IF v_lease IS NULL THEN
+        RETURN v_written;
+    END IF;
+    INSERT INTO outbox_events (customer_id, lease_id, ordering_key, type, as_of, body,
+                               dedupe_key)
+    SELECT u.customer_id, u.lease_id, 'lease:' || u.lease_id, 'lease.paid_off', u.as_of,
+           u.body, 'lease.paid_off:' || u.lease_id
+    FROM unnest(v_customer, v_lease, v_as_of, v_body) AS u(customer_id, lease_id, as_of, body)
+    ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
+    GET DIAGNOSTICS v_paid_off = ROW_COUNT;
+    RETURN v_written + v_paid_off;
+END;
+$$;
+
+-- The method.disabled events (0011's outbox_method_disabled_v1, a deferred trigger on
+-- payment_methods) of methods p_methods of customers p_customers (one shard's on Citus), in
+-- the statement order of the caller: the recorder calls it after the answers that disabled
+-- them, in their transaction. Same event and dedupe key as the trigger's (method and
+-- transaction), so where the trigger still runs (plain PostgreSQL) it finds the event there.
+-- The business date is the latest journal date of the card or account, whoever's customer
+-- it is on file with: a read across customers (on Citus across shards, aggregated).
+CREATE FUNCTION outbox_methods_disabled_v1(p_methods bigint[], p_customers bigint[])
+RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_ids bigint[];
+    v_customer bigint[];
+    v_keys text[];
+    v_body jsonb[];
+    v_on date[];
+    v_today date := current_date;
+    v_txid bigint := txid_current();
+    v_written integer;
+BEGIN
+    SELECT array_agg(pm.id ORDER BY pm.id), array_agg(pm.customer_id ORDER BY pm.id),
+           array_agg(pm.instrument_key ORDER BY pm.id),
+           array_agg(jsonb_strip_nulls(jsonb_build_object(
+               'method', jsonb_build_object('id', pm.id, 'kind', pm.kind, 'brand', pm.brand,
+                                            'bank_name', pm.bank_name, 'last4', pm.last4),
+               'reason', pm.disabled_reason,
+               'was_primary', pm.is_primary)) ORDER BY pm.id)
+    INTO v_ids, v_customer, v_keys, v_body
+    FROM payment_methods pm
+    WHERE pm.id = ANY (p_methods) AND pm.customer_id = ANY (p_customers)
+      AND pm.status = 'disabled';
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(k.as_of ORDER BY u.n)
+    INTO v_on
+    FROM unnest(v_keys) WITH ORDINALITY AS u(instrument_key, n)
+    LEFT JOIN (
+        SELECT a.instrument_key, max(m.as_of) AS as_of
+        FROM charge_attempts a
+        JOIN money_movements m ON m.attempt_id = a.id AND m.customer_id = a.customer_id
+        WHERE a.instrument_key = ANY (v_keys)
+          AND m.kind IN ('presented', 'accepted', 'released', 'settled', 'returned',
+                         'reversed')
+        GROUP BY a.instrument_key
+    ) k ON k.instrument_key = u.instrument_key;
+    INSERT INTO outbox_events (customer_id, ordering_key, type, as_of, body, dedupe_key)
+    SELECT u.customer_id, 'customer:' || u.customer_id, 'method.disabled',
+           coalesce(u.as_of, v_today), u.body, 'method.disabled:' || u.id || ':' || v_txid
+    FROM unnest(v_ids, v_customer, v_on, v_body) AS u(id, customer_id, as_of, body)
+    ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    RETURN v_written;
+END;
+$$;
+
+-- On Citus a generic plan of these statements cannot be pruned to a shard ("cannot push
+-- down this subquery", CITUS_FINDINGS 5): there, plan each call for its values. Plain
+-- PostgreSQL keeps 0010's generic plans. (A database that gets the extension later needs
+-- the same: collector/db/distribution.py's placement is the other place that knows.)
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        ALTER FUNCTION money_apply_v2(bigint[], bigint[]) SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION money_follow_v2(bigint[], text[], boolean[], date[], text[], date, text,
+                                       bigint[]) SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION money_replan_v2(bigint[], bigint[], date, date, text, text)
+            SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION outbox_money_events_v2(bigint[], bigint[])
+            SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION outbox_methods_disabled_v1(bigint[], bigint[])
+            SET plan_cache_mode = force_custom_plan;
+        ALTER FUNCTION money_present_v2(bigint[], bigint[], bigint[], bigint[], bigint[], date,
+                                        text[], bigint[]) SET plan_cache_mode = force_custom_plan;
+        -- Row triggers run on the shard, on a worker, where a statement over another
+        -- distributed table is a nested distributed query (refused). On Citus the batch
+        -- paths write these events themselves, in the transaction of the change
+        -- (outbox_money_events_v2, outbox_methods_disabled_v1); the trigger stays the
+        -- guarantee on plain PostgreSQL only.
+        DROP TRIGGER money_movements_outbox ON money_movements;
+        DROP TRIGGER payment_methods_outbox_disabled ON payment_methods;
+    END IF;
+END;
+$$;
