@@ -255,3 +255,84 @@ BEGIN
     RETURNING f.entry_count, f.total_cents;
 END;
 $$;
+
+-- The outbox's deliverers (sql/0011): claim, for endpoint p_endpoint and p_claim_s seconds,
+-- up to p_limit due deliveries that are at the head of their ordering key (no earlier
+-- pending delivery of that key to that endpoint), with their events. The statement it
+-- replaces locked with FOR UPDATE SKIP LOCKED over every shard, which Citus refuses. Here the
+-- heads are read without locks (a plain read over every shard; an ordering key is one
+-- customer's, so DISTINCT ON leads with the customer and each shard answers for its own),
+-- then each shard group's candidates are locked and claimed in one statement that names its
+-- customers, the head and due checks made again on the locked rows. One call from the
+-- engine on both; on plain PostgreSQL one group.
+CREATE FUNCTION outbox_claim_deliveries_v1(
+    p_endpoint text, p_limit integer, p_claim_s double precision
+) RETURNS TABLE (customer_id bigint, event_id bigint, attempts integer, type text,
+                 lease_id bigint, as_of date, body jsonb, created_at timestamptz)
+LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now();
+    v_customers bigint[];
+    v_events bigint[];
+    v_group record;
+BEGIN
+    SELECT array_agg(c.customer_id ORDER BY c.event_id), array_agg(c.event_id ORDER BY c.event_id)
+    INTO v_customers, v_events
+    FROM (
+        SELECT h.customer_id, h.event_id
+        FROM (
+            SELECT DISTINCT ON (d.customer_id, d.ordering_key) d.customer_id, d.event_id,
+                   d.next_attempt_at, d.claimed_until
+            FROM event_deliveries d
+            WHERE d.endpoint = p_endpoint AND d.status = 'pending'
+            ORDER BY d.customer_id, d.ordering_key, d.event_id
+        ) h
+        WHERE h.next_attempt_at <= v_now AND (h.claimed_until IS NULL OR h.claimed_until < v_now)
+        ORDER BY h.event_id
+        LIMIT p_limit
+    ) c;
+    IF v_events IS NULL THEN
+        RETURN;
+    END IF;
+    -- The shard groups (collector/db/routing.py's, in SQL): Citus's shard function is named
+    -- only where the extension is.
+    FOR v_group IN EXECUTE CASE
+        WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN $q$
+            SELECT array_agg(u.c) AS customers, array_agg(u.e) AS events
+            FROM unnest($1::bigint[], $2::bigint[]) AS u(c, e)
+            GROUP BY get_shard_id_for_distribution_column('customers', u.c)
+        $q$
+        ELSE 'SELECT $1::bigint[] AS customers, $2::bigint[] AS events'
+    END USING v_customers, v_events
+    LOOP
+        RETURN QUERY
+        WITH due AS (
+            SELECT d.customer_id, d.event_id
+            FROM event_deliveries d
+            WHERE d.customer_id = ANY (v_group.customers) AND d.event_id = ANY (v_group.events)
+              AND d.endpoint = p_endpoint AND d.status = 'pending'
+              AND d.next_attempt_at <= v_now
+              AND (d.claimed_until IS NULL OR d.claimed_until < v_now)
+              AND NOT EXISTS (
+                  SELECT 1 FROM event_deliveries e
+                  WHERE e.customer_id = d.customer_id
+                    AND e.customer_id = ANY (v_group.customers)
+                    AND e.endpoint = p_endpoint AND e.ordering_key = d.ordering_key
+                    AND e.status = 'pending' AND e.event_id < d.event_id)
+            ORDER BY d.event_id
+            FOR UPDATE OF d SKIP LOCKED
+        )
+        UPDATE event_deliveries d
+        SET claimed_until = v_now + make_interval(secs => p_claim_s)
+        FROM due, outbox_events o
+        WHERE d.customer_id = ANY (v_group.customers)
+          AND d.customer_id = due.customer_id AND d.event_id = due.event_id
+          AND d.endpoint = p_endpoint
+          AND o.customer_id = ANY (v_group.customers)
+          AND o.customer_id = due.customer_id AND o.id = due.event_id
+        RETURNING d.customer_id, d.event_id, d.attempts, o.type, o.lease_id, o.as_of, o.body,
+                  o.created_at;
+    END LOOP;
+END;
+$$;
