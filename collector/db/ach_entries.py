@@ -16,6 +16,7 @@ import asyncpg
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
+from collector.db.routing import shard_groups
 
 # Any fixed 64-bit number: the transaction-level advisory lock every export takes.
 EXPORT_LOCK_KEY: Final = 0x6E61_6368_6578  # "nachex"
@@ -77,6 +78,7 @@ class FileEntry:
     """One debit of a file, as the file renders it."""
 
     idempotency_key: str
+    customer_id: int
     trace_number: str
     amount_cents: int
     token: str
@@ -91,6 +93,7 @@ class NewChange:
     """A notification of change to record, its corrected data already masked."""
 
     idempotency_key: str
+    customer_id: int  # the entry's customer (sql/0022)
     original_trace: str
     notice_trace: str
     change_code: str
@@ -225,11 +228,11 @@ async def claim_file(
     file_id_modifier: str,
     created_at: datetime,
     created_local: datetime,
-    keys: Sequence[str],
+    entries: Sequence[FileEntry],
 ) -> AchFile | None:
-    """Record a file and put the unfiled debits with these keys in it, under its effective
-    entry date; None (and no file) when none was left. Run it inside the caller's
-    transaction."""
+    """Record a file and put these unfiled debits in it, under its effective entry date, one
+    statement per shard group of their customers (one on plain PostgreSQL); None (and no
+    file) when none was left. Run it inside the caller's transaction."""
     await db.execute(
         QUERIES["ach_entries.insert_file"],
         file_name,
@@ -242,11 +245,13 @@ async def claim_file(
         entry_description,
         created_local,
     )
-    row = await db.fetchrow(
-        QUERIES["ach_entries.claim_entries"], file_name, list(keys), effective_on
-    )
-    assert row is not None  # the file row was inserted just above
-    if row["entry_count"] == 0:
+    row = None
+    for customers, keys in await _by_shard(db, entries):
+        row = await db.fetchrow(
+            QUERIES["ach_entries.claim_entries"], file_name, customers, keys, effective_on
+        )
+        assert row is not None  # the file row was inserted just above
+    if row is None or row["entry_count"] == 0:
         await db.execute(QUERIES["ach_entries.delete_file"], file_name)
         return None
     return AchFile(
@@ -262,13 +267,21 @@ async def claim_file(
     )
 
 
-async def release_entries(db: Executor, file: AchFile, keys: Sequence[str]) -> AchFile | None:
-    """Take these debits out of a file not yet on disk (unfiled again, for the next export);
-    the file as it is now, or None when it holds nothing any more (its record is dropped).
-    Run it inside the caller's transaction."""
-    row = await db.fetchrow(QUERIES["ach_entries.release_entries"], file.file_name, list(keys))
+async def release_entries(
+    db: Executor, file: AchFile, entries: Sequence[FileEntry]
+) -> AchFile | None:
+    """Take these debits out of a file not yet on disk (unfiled again, for the next export),
+    one statement per shard group of their customers; the file as it is now, or None when it
+    holds nothing any more (its record is dropped). Run it inside the caller's transaction."""
+    row = None
+    for customers, keys in await _by_shard(db, entries):
+        row = await db.fetchrow(
+            QUERIES["ach_entries.release_entries"], file.file_name, customers, keys
+        )
+        if row is None:
+            raise ValueError(f"file {file.file_name} is already written")
     if row is None:
-        raise ValueError(f"file {file.file_name} is already written")
+        return file
     if row["entry_count"] == 0:
         await db.execute(QUERIES["ach_entries.delete_file"], file.file_name)
         return None
@@ -300,9 +313,21 @@ async def file_entries(db: Executor, file_name: str) -> list[FileEntry]:
     return [_file_entry(row) for row in rows]
 
 
+async def _by_shard(
+    db: Executor, entries: Sequence[FileEntry]
+) -> list[tuple[list[int], list[str]]]:
+    """The entries' customers and keys, one pair per shard group (collector/db/routing.py)."""
+    pairs = []
+    for customers in await shard_groups(db, (e.customer_id for e in entries)):
+        group = set(customers)
+        pairs.append((customers, [e.idempotency_key for e in entries if e.customer_id in group]))
+    return pairs
+
+
 def _file_entry(row: asyncpg.Record) -> FileEntry:
     return FileEntry(
         idempotency_key=row["idempotency_key"],
+        customer_id=row["customer_id"],
         trace_number=row["trace_number"],
         amount_cents=row["amount_cents"],
         token=row["token"],
@@ -321,12 +346,20 @@ async def keys_by_trace(db: Executor, traces: Sequence[tuple[str, int]]) -> dict
     """The idempotency key of the debit each (trace number, amount) names: trace numbers repeat
     once the sequence rolls over, so the most recent filed debit of that trace, one of that
     amount first (0: any amount). Unknown traces are left out."""
+    return {trace: key for trace, (key, _) in (await entries_by_trace(db, traces)).items()}
+
+
+async def entries_by_trace(
+    db: Executor, traces: Sequence[tuple[str, int]]
+) -> dict[str, tuple[str, int]]:
+    """The idempotency key and customer of the debit each (trace number, amount) names, as
+    :func:`keys_by_trace` picks it. Unknown traces are left out."""
     rows = await db.fetch(
         QUERIES["ach_entries.keys_by_trace"],
         [trace for trace, _ in traces],
         [amount for _, amount in traces],
     )
-    return {row["trace_number"]: row["idempotency_key"] for row in rows}
+    return {row["trace_number"]: (row["idempotency_key"], row["customer_id"]) for row in rows}
 
 
 async def insert_change(db: Executor, change: NewChange) -> bool:
@@ -342,5 +375,6 @@ async def insert_change(db: Executor, change: NewChange) -> bool:
         change.corrected_transaction_code,
         change.corrected_text,
         change.received_on,
+        change.customer_id,
     )
     return row is not None

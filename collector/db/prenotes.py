@@ -126,9 +126,11 @@ async def by_key(db: Executor, idempotency_key: str) -> Prenote | None:
     return Prenote(**dict(row)) if row is not None else None
 
 
-async def mark_returned(db: Executor, prenote_id: int, *, code: str, as_of: date) -> bool:
+async def mark_returned(
+    db: Executor, prenote_id: int, *, customer_id: int, code: str, as_of: date
+) -> bool:
     """Record the prenote's return; False when it was recorded before."""
-    row = await db.fetchrow(QUERIES["prenotes.mark_returned"], prenote_id, code, as_of)
+    row = await db.fetchrow(QUERIES["prenotes.mark_returned"], prenote_id, code, as_of, customer_id)
     return row is not None
 
 
@@ -154,9 +156,9 @@ async def methods_of_token(
     return list(await db.fetch(QUERIES["prenotes.methods_of_token"], customer_id, gateway, token))
 
 
-async def set_last4(db: Executor, method_id: int, last4: str) -> None:
+async def set_last4(db: Executor, method_id: int, last4: str, *, customer_id: int) -> None:
     """Show ``last4`` as the method's account's last four."""
-    await db.execute(QUERIES["prenotes.set_last4"], method_id, last4)
+    await db.execute(QUERIES["prenotes.set_last4"], method_id, last4, customer_id)
 
 
 async def record_change(

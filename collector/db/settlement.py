@@ -11,6 +11,7 @@ import asyncpg
 from collector.db.outbox import write_money_events
 from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
+from collector.db.routing import shard_groups
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,27 +70,47 @@ async def attempt_by_key(db: Executor, idempotency_key: str) -> DebitInFlight | 
 
 
 async def settle_attempts(
-    db: Executor, attempt_ids: Sequence[int], *, as_of: date, source: str
+    db: Executor, debits: Sequence[DebitInFlight], *, as_of: date, source: str
 ) -> list[int]:
-    """Mark these debits settled (and their manual payments) and settle their money, in one
-    statement, and their outbox events; return the ids that changed."""
-    if not attempt_ids:
+    """Mark these debits settled (and their manual payments) and settle their money, one
+    statement per shard group of their customers (one on plain PostgreSQL), and their outbox
+    events; return the ids that changed."""
+    if not debits:
         return []
     async with transaction(db) as conn:
-        rows = await fetch_planned(
-            conn, QUERIES["settlement.settle_attempts"], list(attempt_ids), as_of, source
-        )
-        changed = [row["attempt_id"] for row in rows]
+        changed: list[int] = []
+        for customers in await shard_groups(conn, (d.customer_id for d in debits)):
+            group = set(customers)
+            rows = await fetch_planned(
+                conn,
+                QUERIES["settlement.settle_attempts"],
+                customers,
+                [d.attempt_id for d in debits if d.customer_id in group],
+                as_of,
+                source,
+            )
+            changed += [row["attempt_id"] for row in rows]
         await write_money_events(conn, changed)
     return changed
 
 
 async def decline_processing(
-    db: Executor, *, attempt_id: int, code: str, message: str, disable_method: bool
+    db: Executor,
+    *,
+    attempt_id: int,
+    customer_id: int,
+    code: str,
+    message: str,
+    disable_method: bool,
 ) -> bool:
     """Mark a payment its gateway had left processing as declined; False if it was not."""
     row = await db.fetchrow(
-        QUERIES["settlement.decline_processing"], attempt_id, code, message, disable_method
+        QUERIES["settlement.decline_processing"],
+        attempt_id,
+        code,
+        message,
+        disable_method,
+        customer_id,
     )
     return row is not None
 
@@ -98,6 +119,7 @@ async def record_return(
     db: Executor,
     *,
     attempt_id: int,
+    customer_id: int,
     code: str,
     category: str,
     source: str,
@@ -114,6 +136,7 @@ async def record_return(
         source,
         disable_method,
         as_of,
+        customer_id,
     )
     return None if row is None else bool(row["reversed_paid"])
 

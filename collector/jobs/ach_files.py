@@ -63,10 +63,10 @@ from collector.db.ach_entries import (
     NewChange,
     claim_file,
     dates_to_file,
+    entries_by_trace,
     file_candidates,
     file_entries,
     insert_change,
-    keys_by_trace,
     lock_exports,
     mark_written,
     modifiers_used,
@@ -243,7 +243,7 @@ async def claim_files(
                     file_id_modifier=modifier,
                     created_at=created_at,
                     created_local=created_local,
-                    keys=[entry.idempotency_key for entry in chunk],
+                    entries=chunk,
                 )
                 if file is not None:
                     claimed.append(file)
@@ -326,7 +326,7 @@ async def _without_unrenderable(
             return file  # another export put it on disk meanwhile: it is what it is
         for entry, (reason, detail) in bad:
             await _set_aside_entry(conn, entry, reason, detail | {"file_name": file.file_name})
-        return await release_entries(conn, file, [entry.idempotency_key for entry, _ in bad])
+        return await release_entries(conn, file, [entry for entry, _ in bad])
 
 
 def _write_atomically(outbox: Path, name: str, text: str) -> Path:
@@ -426,11 +426,12 @@ async def import_returns(
     read or applied is set aside and the rest go on. Raise NachaError (nothing applied) for a
     file whose structure cannot be read."""
     parsed = read_returns(text)
-    keys = await keys_by_trace(
+    traced = await entries_by_trace(
         pool,
         [(entry.original_trace, entry.amount_cents) for entry in parsed.returns]
         + [(change.original_trace, 0) for change in parsed.changes],
     )
+    keys = {trace: key for trace, (key, _) in traced.items()}
     applied = already = unknown = deferred = changes = changes_already = set_aside_count = 0
     for bad in parsed.malformed:
         subject_id = bad.original_trace or bad.trace or f"line {bad.line}"
@@ -518,6 +519,7 @@ async def import_returns(
             continue
         new = NewChange(
             idempotency_key=key,
+            customer_id=traced[change.original_trace][1],
             original_trace=change.original_trace,
             notice_trace=change.notice_trace,
             change_code=change.change_code,

@@ -110,7 +110,9 @@ async def apply_prenote_return(
 ) -> bool:
     """Apply the return of a prenote, once; False when it was applied before."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await prenotes.mark_returned(conn, prenote.id, code=code, as_of=as_of):
+        if not await prenotes.mark_returned(
+            conn, prenote.id, customer_id=prenote.customer_id, code=code, as_of=as_of
+        ):
             return False
         if code in PRENOTE_CLOSING_RETURNS:
             # Before any live debit: every method of the account, whatever row names it. The
@@ -253,7 +255,12 @@ async def apply_change(
         if not recorded:
             continue
         if "last4" in fields:
-            await prenotes.set_last4(db, row["id"], last4)  # type: ignore[arg-type]
+            await prenotes.set_last4(
+                db,
+                row["id"],
+                last4,  # type: ignore[arg-type]
+                customer_id=method.customer_id,
+            )
         done += 1
         log.warning(
             "payment_method_corrected",

@@ -85,11 +85,7 @@ async def apply_settlements(
         async with pool.acquire() as conn:
 
             async def settle_batch(db: Executor, debits: Sequence[DebitInFlight]) -> None:
-                ids = set(
-                    await settle_attempts(
-                        db, [d.attempt_id for d in debits], as_of=as_of, source=source
-                    )
-                )
+                ids = set(await settle_attempts(db, debits, as_of=as_of, source=source))
                 counts.settled += len(ids)
                 for debit in debits:
                     if debit.attempt_id in ids:
@@ -198,6 +194,7 @@ async def _apply_return(
     reversed_paid = await record_return(
         db,
         attempt_id=debit.attempt_id,
+        customer_id=debit.customer_id,
         code=fact.code,
         category=decision.category,
         source=source,
@@ -260,6 +257,7 @@ async def _apply_decline(
     if not await decline_processing(
         db,
         attempt_id=debit.attempt_id,
+        customer_id=debit.customer_id,
         code=fact.code,
         message=fact.message,
         disable_method=decision.disable_method,

@@ -32,8 +32,12 @@ RETURNING idempotency_key, trace_number, effective_on, amount_cents, file_name,
           NULL::timestamptz AS written_at, NULL::date AS exported_on;
 
 -- lock_exports --
--- Serialize exports for the rest of the transaction (file id modifiers and claims)
-SELECT pg_advisory_xact_lock($1::bigint);
+-- Serialize exports for the rest of the transaction (file id modifiers and claims). On Citus
+-- the entries have a foreign key to the files (a reference table), so a transaction that
+-- writes files after reading entries over every shard must use one connection per node
+-- (citus.multi_shard_modify_mode); plain PostgreSQL keeps the setting as a placeholder.
+SELECT pg_advisory_xact_lock($1::bigint),
+       set_config('citus.multi_shard_modify_mode', 'sequential', true);
 
 -- dates_to_file --
 -- The (effective date, SEC code, entry description) groups of gateway $1 with unfiled debits
@@ -47,8 +51,8 @@ ORDER BY effective_on, sec_code, entry_description;
 -- file_candidates --
 -- The unfiled debits of gateway $1 with SEC code $2 and entry description $3, requested on or
 -- before $5, that a file effective $4 holds when no file may be effective before $6
-SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name,
-       prenote
+SELECT idempotency_key, customer_id, trace_number, amount_cents, token, individual_id,
+       individual_name, prenote
 FROM ach_entries
 WHERE file_name IS NULL AND gateway = $1 AND sec_code = $2 AND entry_description = $3
   AND coalesce(requested_on, effective_on) <= $5
@@ -69,34 +73,18 @@ INSERT INTO ach_files (file_name, gateway, sec_code, effective_on, exported_on,
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- claim_entries --
--- Put the unfiled debits with keys $2 into file $1 under its effective entry date $3, and
--- record the file's count and total
-WITH claimed AS (
-    UPDATE ach_entries
-    SET file_name = $1, effective_on = $3, requested_on = coalesce(requested_on, effective_on)
-    WHERE idempotency_key = ANY ($2::text[]) AND file_name IS NULL
-    RETURNING amount_cents
-)
-UPDATE ach_files
-SET entry_count = (SELECT count(*) FROM claimed),
-    total_cents = (SELECT coalesce(sum(amount_cents), 0) FROM claimed)
-WHERE file_name = $1
-RETURNING entry_count, total_cents;
+-- Put the unfiled debits with keys $3 of customers $2 (one shard group: collector/db/
+-- routing.py) into file $1 under its effective entry date $4, and add them to the file's
+-- count and total (sql/0023); the file's count and total after
+SELECT entry_count, total_cents
+FROM ach_claim_entries_v1($1::text, $2::bigint[], $3::text[], $4::date);
 
 -- release_entries --
--- Take the debits with keys $2 out of file $1 (not yet on disk), unfiled again, and record the
--- file's new count and total
-WITH released AS (
-    UPDATE ach_entries
-    SET file_name = NULL, effective_on = coalesce(requested_on, effective_on)
-    WHERE file_name = $1 AND idempotency_key = ANY ($2::text[])
-    RETURNING amount_cents
-)
-UPDATE ach_files
-SET entry_count = entry_count - (SELECT count(*) FROM released),
-    total_cents = total_cents - (SELECT coalesce(sum(amount_cents), 0) FROM released)
-WHERE file_name = $1 AND written_at IS NULL
-RETURNING entry_count, total_cents;
+-- Take the debits with keys $3 of customers $2 (one shard group) out of file $1 (not yet on
+-- disk), unfiled again, and take them off the file's count and total (sql/0023); the file's
+-- count and total after, no row when the file is written
+SELECT entry_count, total_cents
+FROM ach_release_entries_v1($1::text, $2::bigint[], $3::text[]);
 
 -- delete_file --
 -- Drop the record of file $1, which holds no debit
@@ -112,8 +100,8 @@ ORDER BY created_at, file_name;
 
 -- file_entries --
 -- The debits (and prenotes) of file $1 in trace number order
-SELECT idempotency_key, trace_number, amount_cents, token, individual_id, individual_name,
-       prenote
+SELECT idempotency_key, customer_id, trace_number, amount_cents, token, individual_id,
+       individual_name, prenote
 FROM ach_entries
 WHERE file_name = $1
 ORDER BY trace_number;
@@ -123,26 +111,25 @@ ORDER BY trace_number;
 UPDATE ach_files SET written_at = $2 WHERE file_name = $1 AND written_at IS NULL;
 
 -- keys_by_trace --
--- The idempotency key of the debit each trace number of $1 names (with amount $2, 0 when
--- unknown): a trace number repeats after the sequence rolls over, so the most recent filed
--- entry of that trace, preferring one of the same amount
-SELECT DISTINCT ON (r.trace_number) r.trace_number, e.idempotency_key
+-- The idempotency key (and customer) of the debit each trace number of $1 names (with amount
+-- $2, 0 when unknown): a trace number repeats after the sequence rolls over, so the most
+-- recent filed entry of that trace, preferring one of the same amount
+SELECT DISTINCT ON (r.trace_number) r.trace_number, e.idempotency_key, e.customer_id
 FROM unnest($1::text[], $2::bigint[]) AS r (trace_number, amount_cents)
 JOIN ach_entries e ON e.trace_number = r.trace_number
 ORDER BY r.trace_number, (e.file_name IS NOT NULL) DESC, (e.amount_cents = r.amount_cents) DESC,
          e.created_at DESC;
 
 -- insert_change --
--- Record a notification of change for the debit with key $1 (NULL: unknown) and original trace
--- $2, sent as the bank's trace $3: change code $4, corrected routing $5, account last four $6,
--- transaction code $7, other corrected data $8, received on business date $9; one already
--- recorded changes nothing and returns no row
+-- Record a notification of change for the debit with key $1 of customer $10 and original
+-- trace $2, sent as the bank's trace $3: change code $4, corrected routing $5, account last
+-- four $6, transaction code $7, other corrected data $8, received on business date $9; one
+-- already recorded changes nothing and returns no row. The entry's customer (each entry
+-- names it, sql/0022) comes from keys_by_trace: one shard.
 INSERT INTO ach_notifications_of_change (customer_id, idempotency_key, original_trace,
                                          notice_trace, change_code, corrected_routing,
                                          corrected_account_last4, corrected_transaction_code,
                                          corrected_text, received_on)
--- The entry's customer: a debit's or a prenote's, each entry names it (sql/0022).
-SELECT (SELECT e.customer_id FROM ach_entries e WHERE e.idempotency_key = $1 LIMIT 1),
-       $1, $2, $3, $4, $5, $6, $7, $8, $9
+VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (original_trace, notice_trace, change_code, customer_id) DO NOTHING
 RETURNING id;

@@ -6,7 +6,7 @@ WITH next_collection AS (
     SELECT DISTINCT ON (l.customer_id) l.customer_id, i.lease_id, i.next_attempt_on AS on_date,
            i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents
     FROM installments i
-    JOIN leases l ON l.id = i.lease_id
+    JOIN leases l ON l.customer_id = i.customer_id AND l.id = i.lease_id
     WHERE i.status IN ('scheduled', 'overdue')
       AND i.next_attempt_on > $1::date AND i.next_attempt_on <= $1::date + $2::integer
       AND l.status = 'active'
@@ -39,14 +39,14 @@ SELECT i.id AS installment_id, i.lease_id, l.customer_id, i.next_attempt_on AS c
        i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
        i.amount_cents AS scheduled_cents,
        (SELECT a.amount_cents FROM charge_attempts a
-        JOIN installments i2 ON i2.id = a.installment_id
-        WHERE i2.lease_id = i.lease_id AND a.source IN ('batch', 'retry')
-          AND a.status <> 'refused'
+        JOIN installments i2 ON i2.customer_id = a.customer_id AND i2.id = a.installment_id
+        WHERE a.customer_id = i.customer_id AND i2.lease_id = i.lease_id
+          AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
         ORDER BY a.id DESC LIMIT 1) AS previous_cents,
        l.notice_range_min_cents, l.notice_range_max_cents,
        pm.id AS method_id, pm.kind AS method_kind, pm.brand, pm.bank_name, pm.last4
 FROM installments i
-JOIN leases l ON l.id = i.lease_id
+JOIN leases l ON l.customer_id = i.customer_id AND l.id = i.lease_id
 LEFT JOIN payment_methods pm
   ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
 WHERE i.status IN ('scheduled', 'overdue')
@@ -100,15 +100,17 @@ RETURNING event_id;
 -- the earliest business date a notice of that amount was written
 SELECT p.attempt_id, p.installment_id, i.amount_cents AS scheduled_cents,
        (SELECT a.amount_cents FROM charge_attempts a
-        JOIN installments i2 ON i2.id = a.installment_id
-        WHERE i2.lease_id = i.lease_id AND a.source IN ('batch', 'retry')
-          AND a.status <> 'refused' AND a.id < p.attempt_id
+        JOIN installments i2 ON i2.customer_id = a.customer_id AND i2.id = a.installment_id
+        WHERE a.customer_id = i.customer_id AND i2.lease_id = i.lease_id
+          AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
+          AND a.id < p.attempt_id
         ORDER BY a.id DESC LIMIT 1) AS previous_cents,
        l.notice_range_min_cents, l.notice_range_max_cents,
        (SELECT min(d.notified_on) FROM debit_notices d
-        WHERE d.installment_id = p.installment_id AND d.amount_cents = p.amount_cents)
+        WHERE d.customer_id = i.customer_id AND d.installment_id = p.installment_id
+          AND d.amount_cents = p.amount_cents)
            AS notified_on
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(attempt_id, installment_id,
                                                            amount_cents)
 JOIN installments i ON i.id = p.installment_id
-JOIN leases l ON l.id = i.lease_id;
+JOIN leases l ON l.customer_id = i.customer_id AND l.id = i.lease_id;

@@ -50,31 +50,9 @@ RETURNING o.id;
 -- claim --
 -- Claim for endpoint $1, for $3 seconds, up to $2 deliveries that are due and at the head of
 -- their ordering key (no earlier pending delivery of that key to that endpoint), with their
--- events
-WITH heads AS MATERIALIZED (
-    SELECT DISTINCT ON (d.ordering_key) d.customer_id, d.event_id
-    FROM event_deliveries d
-    WHERE d.endpoint = $1 AND d.status = 'pending'
-    ORDER BY d.ordering_key, d.event_id
-), due AS (
-    SELECT d.customer_id, d.event_id
-    FROM heads h
-    JOIN event_deliveries d
-      ON d.customer_id = h.customer_id AND d.event_id = h.event_id AND d.endpoint = $1
-    -- Checked on the locked row itself: another deliverer may have claimed it meanwhile.
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-      AND (d.claimed_until IS NULL OR d.claimed_until < now())
-    ORDER BY d.event_id
-    LIMIT $2
-    FOR UPDATE OF d SKIP LOCKED
-)
-UPDATE event_deliveries d
-SET claimed_until = now() + make_interval(secs => $3)
-FROM due, outbox_events o
-WHERE d.customer_id = due.customer_id AND d.event_id = due.event_id AND d.endpoint = $1
-  AND o.customer_id = due.customer_id AND o.id = due.event_id
-RETURNING d.customer_id, d.event_id, d.attempts, o.type, o.lease_id, o.as_of, o.body,
-          o.created_at;
+-- events: one call, which locks per shard group (sql/0023)
+SELECT customer_id, event_id, attempts, type, lease_id, as_of, body, created_at
+FROM outbox_claim_deliveries_v1($1::text, $2::integer, $3::float8);
 
 -- delivered --
 -- Deliveries ($1 customers, $2 events) to endpoint $3 were answered 2xx with statuses $4
@@ -82,7 +60,9 @@ UPDATE event_deliveries d
 SET status = 'delivered', attempts = d.attempts + 1, last_status = r.http_status,
     last_error = NULL, delivered_at = now(), claimed_until = NULL
 FROM unnest($1::bigint[], $2::bigint[], $4::integer[]) AS r(customer_id, event_id, http_status)
-WHERE d.customer_id = r.customer_id AND d.event_id = r.event_id AND d.endpoint = $3
+-- The customers named on the table too: Citus prunes to their shards (CITUS_FINDINGS 1).
+WHERE d.customer_id = ANY ($1::bigint[])
+  AND d.customer_id = r.customer_id AND d.event_id = r.event_id AND d.endpoint = $3
   AND d.status = 'pending';
 
 -- failed --
@@ -101,7 +81,8 @@ WHERE customer_id = $1 AND event_id = $2 AND endpoint = $3 AND status = 'pending
 UPDATE event_deliveries d
 SET claimed_until = NULL
 FROM unnest($1::bigint[], $2::bigint[]) AS r(customer_id, event_id)
-WHERE d.customer_id = r.customer_id AND d.event_id = r.event_id AND d.endpoint = $3
+WHERE d.customer_id = ANY ($1::bigint[])
+  AND d.customer_id = r.customer_id AND d.event_id = r.event_id AND d.endpoint = $3
   AND d.status = 'pending';
 
 -- list --
@@ -150,17 +131,20 @@ RETURNING event_id;
 
 -- backlog --
 -- What waits for each endpoint of $1: its pending deliveries plus the events not fanned out
--- yet, and the age in seconds of the oldest of them (0 when none)
+-- yet, and the age in seconds of the oldest of them (0 when none); two plain reads over
+-- every shard, each event joined to its deliveries on the customer (co-located)
 WITH undispatched AS (
     SELECT count(*) AS n, min(created_at) AS oldest FROM outbox_events WHERE NOT dispatched
+), pending AS (
+    SELECT d.endpoint, count(*) AS n, min(o.created_at) AS oldest
+    FROM event_deliveries d
+    JOIN outbox_events o ON o.customer_id = d.customer_id AND o.id = d.event_id
+    WHERE d.endpoint = ANY ($1::text[]) AND d.status = 'pending'
+    GROUP BY d.endpoint
 )
-SELECT e.endpoint,
-       u.n + (SELECT count(*) FROM event_deliveries d
-              WHERE d.endpoint = e.endpoint AND d.status = 'pending') AS pending,
-       coalesce(extract(epoch FROM now() - least(
-           u.oldest,
-           (SELECT min(o.created_at) FROM event_deliveries d
-            JOIN outbox_events o ON o.customer_id = d.customer_id AND o.id = d.event_id
-            WHERE d.endpoint = e.endpoint AND d.status = 'pending'))), 0)::float8
+SELECT e.endpoint, u.n + coalesce(p.n, 0) AS pending,
+       coalesce(extract(epoch FROM now() - least(u.oldest, p.oldest)), 0)::float8
          AS oldest_age_s
-FROM unnest($1::text[]) AS e(endpoint), undispatched u;
+FROM unnest($1::text[]) AS e(endpoint)
+CROSS JOIN undispatched u
+LEFT JOIN pending p ON p.endpoint = e.endpoint;
