@@ -5,8 +5,8 @@
 --   on every table it names (R2), plpgsql (Citus cannot plan parameterized LANGUAGE sql
 --   functions over distributed tables). money_present_v2, money_follow_v2, money_replan_v2,
 --   outbox_money_events_v2: the v1 argument lists plus the statement's customers, applying
---   through money_apply_v2. outbox_methods_disabled_v1: the method.disabled event the
---   payment_methods trigger writes, for the recorder to write itself.
+--   through money_apply_v2. (The method.disabled events stay the payment_methods trigger's,
+--   which 0024 makes work on Citus.)
 -- * The v1 functions stay as they were: plain PostgreSQL runs the collection pass's hot
 --   statements as before (collector/db/routing.py one_node: the claim, the record and the
 --   eligibility read keep their one-statement shapes, with the v1 functions inside them);
@@ -390,87 +390,10 @@ BEGIN
 END;
 $$;
 
--- The method.disabled events (0011's outbox_method_disabled_v1, a deferred trigger on
--- payment_methods) of methods p_methods of customers p_customers (one shard's on Citus), in
--- the statement order of the caller: the recorder calls it after the answers that disabled
--- them, in their transaction. Same event and dedupe key as the trigger's (method and
--- transaction), so where the trigger still runs (plain PostgreSQL) it finds the event there.
--- The business date is the latest journal date of the card or account, whoever's customer
--- it is on file with: a read across customers (on Citus across shards, aggregated).
-CREATE FUNCTION outbox_methods_disabled_v1(p_methods bigint[], p_customers bigint[])
-RETURNS integer
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
-DECLARE
-    v_ids bigint[];
-    v_customer bigint[];
-    v_keys text[];
-    v_body jsonb[];
-    v_on date[];
-    v_today date := current_date;
-    v_txid bigint := txid_current();
-    v_written integer;
-BEGIN
-    SELECT array_agg(pm.id ORDER BY pm.id), array_agg(pm.customer_id ORDER BY pm.id),
-           array_agg(pm.instrument_key ORDER BY pm.id),
-           array_agg(jsonb_strip_nulls(jsonb_build_object(
-               'method', jsonb_build_object('id', pm.id, 'kind', pm.kind, 'brand', pm.brand,
-                                            'bank_name', pm.bank_name, 'last4', pm.last4),
-               'reason', pm.disabled_reason,
-               'was_primary', pm.is_primary)) ORDER BY pm.id)
-    INTO v_ids, v_customer, v_keys, v_body
-    FROM payment_methods pm
-    WHERE pm.id = ANY (p_methods) AND pm.customer_id = ANY (p_customers)
-      AND pm.status = 'disabled';
-    IF v_ids IS NULL THEN
-        RETURN 0;
-    END IF;
-    SELECT array_agg(k.as_of ORDER BY u.n)
-    INTO v_on
-    FROM unnest(v_keys) WITH ORDINALITY AS u(instrument_key, n)
-    LEFT JOIN (
-        SELECT a.instrument_key, max(m.as_of) AS as_of
-        FROM charge_attempts a
-        JOIN money_movements m ON m.attempt_id = a.id AND m.customer_id = a.customer_id
-        WHERE a.instrument_key = ANY (v_keys)
-          AND m.kind IN ('presented', 'accepted', 'released', 'settled', 'returned',
-                         'reversed')
-        GROUP BY a.instrument_key
-    ) k ON k.instrument_key = u.instrument_key;
-    INSERT INTO outbox_events (customer_id, ordering_key, type, as_of, body, dedupe_key)
-    SELECT u.customer_id, 'customer:' || u.customer_id, 'method.disabled',
-           coalesce(u.as_of, v_today), u.body, 'method.disabled:' || u.id || ':' || v_txid
-    FROM unnest(v_ids, v_customer, v_on, v_body) AS u(id, customer_id, as_of, body)
-    ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
-    GET DIAGNOSTICS v_written = ROW_COUNT;
-    RETURN v_written;
-END;
-$$;
-
--- On Citus a generic plan of these statements cannot be pruned to a shard ("cannot push
--- down this subquery", CITUS_FINDINGS 5): there, plan each call for its values. Plain
--- PostgreSQL keeps 0010's generic plans. (A database that gets the extension later needs
--- the same: collector/db/distribution.py's placement is the other place that knows.)
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
-        ALTER FUNCTION money_apply_v2(bigint[], bigint[]) SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION money_follow_v2(bigint[], text[], boolean[], date[], text[], date, text,
-                                       bigint[]) SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION money_replan_v2(bigint[], bigint[], date, date, text, text)
-            SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION outbox_money_events_v2(bigint[], bigint[])
-            SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION outbox_methods_disabled_v1(bigint[], bigint[])
-            SET plan_cache_mode = force_custom_plan;
-        ALTER FUNCTION money_present_v2(bigint[], bigint[], bigint[], bigint[], bigint[], date,
-                                        text[], bigint[]) SET plan_cache_mode = force_custom_plan;
-        -- Row triggers run on the shard, on a worker, where a statement over another
-        -- distributed table is a nested distributed query (refused). On Citus the batch
-        -- paths write these events themselves, in the transaction of the change
-        -- (outbox_money_events_v2, outbox_methods_disabled_v1); the trigger stays the
-        -- guarantee on plain PostgreSQL only.
-        DROP TRIGGER money_movements_outbox ON money_movements;
-        DROP TRIGGER payment_methods_outbox_disabled ON payment_methods;
-    END IF;
-END;
-$$;
+-- On Citus, two adjustments of what this migration makes are made where the tables are
+-- placed (collector/db/distribution.py, adjust_for_citus): the v2 functions plan each call
+-- for its values (a generic plan cannot be pruned to a shard, CITUS_FINDINGS 5), and the
+-- journal's deferred outbox trigger is dropped (a row trigger runs on the shard, where a
+-- statement over another distributed table is a nested distributed query; the paths that
+-- write the journal write its events themselves, outbox_money_events_v2). Plain PostgreSQL
+-- keeps both.

@@ -135,11 +135,11 @@ BEGIN
         UPDATE payments p SET status = 'succeeded', updated_at = v_now
         WHERE p.customer_id = ANY (p_customers) AND p.id = ANY (v_payments);
     END IF;
-    PERFORM money_follow_v1(v_ids, array_fill('settled'::text, ARRAY[cardinality(v_ids)]),
+    PERFORM money_follow_v2(v_ids, array_fill('settled'::text, ARRAY[cardinality(v_ids)]),
                             array_fill(false, ARRAY[cardinality(v_ids)]),
                             array_fill(NULL::date, ARRAY[cardinality(v_ids)]),
                             array_fill(NULL::text, ARRAY[cardinality(v_ids)]),
-                            p_as_of, p_source);
+                            p_as_of, p_source, p_customers);
     RETURN QUERY SELECT u.id, u.cents FROM unnest(v_ids, v_amounts) AS u(id, cents);
 END;
 $$;

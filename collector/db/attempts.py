@@ -10,7 +10,7 @@ from datetime import date, datetime
 import asyncpg
 
 from collector.db.money import Ending, Presentment, follow, present
-from collector.db.outbox import write_methods_disabled, write_money_events
+from collector.db.outbox import write_money_events
 from collector.db.pool import Executor, fetch_planned, transaction
 from collector.db.queries import QUERIES
 from collector.db.routing import one_node, shard_groups
@@ -225,12 +225,6 @@ async def record_outcomes(
                 customer_of={row["attempt_id"]: row["customer_id"] for row in rows},
             )
             await write_money_events(conn, sorted(ids), customers=group)
-            # The trigger's event, written here (on Citus the trigger cannot run; sql/0023).
-            await write_methods_disabled(
-                conn,
-                sorted({row["payment_method_id"] for row in rows if row["method_disabled"]}),
-                customers=group,
-            )
             changed |= ids
     return changed
 

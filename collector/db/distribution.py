@@ -128,6 +128,7 @@ async def distribute(db: Executor) -> list[str]:
     placed = {row["name"] for row in await db.fetch(_PLACED)}
     todo = [t for t in TABLES if t.name not in placed]
     if not todo:
+        await adjust_for_citus(db)
         return []
     # Citus places a table only when every foreign key it is part of already points at a
     # placed table, and a local table that references a table being placed is pulled along;
@@ -166,4 +167,33 @@ async def distribute(db: Executor) -> list[str]:
         await db.execute(
             f"ALTER TABLE {key['table_name']} ADD CONSTRAINT {key['conname']} {key['definition']}"
         )
+    await adjust_for_citus(db)
     return done
+
+
+# What differs on Citus from the schema the migrations make, restated on every placement run
+# (idempotent), so a database that gets Citus after its migrations gets it too:
+# - the v2 money functions plan each call for its values: a generic plan of their statements
+#   cannot be pruned to one shard ("cannot push down this subquery");
+# - the journal's deferred outbox trigger is dropped: a row trigger runs on the shard, where
+#   a statement over another distributed table is a nested distributed query; every path that
+#   writes the journal on Citus writes its events itself (outbox_money_events_v2, sql/0023).
+_CITUS_ADJUSTMENTS = (
+    "ALTER FUNCTION money_apply_v2(bigint[], bigint[]) SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_follow_v2(bigint[], text[], boolean[], date[], text[], date, text,"
+    " bigint[]) SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_replan_v2(bigint[], bigint[], date, date, text, text)"
+    " SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION outbox_money_events_v2(bigint[], bigint[])"
+    " SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_present_v2(bigint[], bigint[], bigint[], bigint[], bigint[], date,"
+    " text[], bigint[]) SET plan_cache_mode = force_custom_plan",
+    "DROP TRIGGER IF EXISTS money_movements_outbox ON money_movements",
+)
+
+
+async def adjust_for_citus(db: Executor) -> None:
+    """Make the Citus-only adjustments (see _CITUS_ADJUSTMENTS); the caller knows it is on
+    Citus."""
+    for statement in _CITUS_ADJUSTMENTS:
+        await db.execute(statement)

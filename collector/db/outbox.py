@@ -134,20 +134,6 @@ async def write_money_events(
     return int(written or 0)
 
 
-async def write_methods_disabled(
-    db: Executor, method_ids: Sequence[int], *, customers: Sequence[int]
-) -> int:
-    """Write the method.disabled events of these methods, disabled in the caller's
-    transaction (one shard group's customers), after the statement that disabled them; how
-    many were written. On plain PostgreSQL the deferred trigger finds them written."""
-    if not method_ids:
-        return 0
-    written = await db.fetchval(
-        QUERIES["outbox.methods_disabled"], list(method_ids), list(customers)
-    )
-    return int(written or 0)
-
-
 async def dispatch(pool: Pool, endpoints: Sequence[str], *, limit: int) -> int:
     """Fan out up to ``limit`` undispatched events to ``endpoints``; how many were."""
     if not endpoints:

@@ -89,8 +89,9 @@ async def settle_attempts(
                 as_of,
                 source,
             )
-            changed += [row["attempt_id"] for row in rows]
-        await write_money_events(conn, changed)
+            ids = [row["attempt_id"] for row in rows]
+            await write_money_events(conn, ids, customers=customers)
+            changed += ids
     return changed
 
 

@@ -24,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from collector.db import money
 from collector.db.attention import apply_isolated, is_row_error, set_aside
+from collector.db.outbox import write_money_events
 from collector.db.pool import Connection, Executor
 from collector.db.settlement import (
     DebitInFlight,
@@ -219,7 +220,9 @@ async def _apply_return(
         ],
         as_of=as_of,
         source=source,
+        customer_of={debit.attempt_id: debit.customer_id},
     )
+    await write_money_events(db, [debit.attempt_id], customers=[debit.customer_id])
     log.warning(
         "debit_returned",
         attempt_id=debit.attempt_id,
@@ -276,7 +279,9 @@ async def _apply_decline(
         ],
         as_of=as_of,
         source=source,
+        customer_of={debit.attempt_id: debit.customer_id},
     )
+    await write_money_events(db, [debit.attempt_id], customers=[debit.customer_id])
     return True
 
 

@@ -16,11 +16,6 @@ SELECT outbox_money_events_v1($1::bigint[]) AS written;
 -- money_events on Citus: the events of attempts $1 of customers $2 (one shard's; sql/0023)
 SELECT outbox_money_events_v2($1::bigint[], $2::bigint[]) AS written;
 
--- methods_disabled --
--- Write the method.disabled events of methods $1 of customers $2 (one shard's on Citus),
--- disabled in this transaction (sql/0023); how many
-SELECT outbox_methods_disabled_v1($1::bigint[], $2::bigint[]) AS written;
-
 -- dispatch_lock --
 -- One dispatcher at a time, for the rest of this transaction (the key spells "colloutb"; the
 -- one-key form never meets the passes' two-key liveness locks)
