@@ -112,7 +112,8 @@ async def manual_pay(
             payoff=body.payoff,
             payoff_quote_days=settings.payoff_quote_days,
             allocation_order=settings.allocation_order,
-            customer_id=await owners.customer_of(pool, lease_id),
+            # Known when the portal read the lease before (else read on Citus only).
+            customer_id=owners.known(lease_id),
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -3,7 +3,8 @@
 -- customer's shard, where its row locks are taken.
 
 -- lock_lease --
--- Lock lease $1 of customer $2, and the customer, for a manual payment: a lease's manual payments run one at a
+-- Lock lease $1 of customer $2 ($2 NULL: whoever's it is; plain PostgreSQL only, see
+-- collector/db/payments.py), and the customer, for a manual payment: a lease's manual payments run one at a
 -- time, and a customer's start one at a time across leases, so the rate limit counts each.
 -- Lease first, then customer (the order every manual payment takes). NO KEY UPDATE on the
 -- customer: inserts referencing it take KEY SHARE and need not wait. The reads that depend on
@@ -11,7 +12,9 @@
 SELECT l.id, l.customer_id, l.status
 FROM leases l
 JOIN customers c ON c.id = l.customer_id
-WHERE l.id = $1 AND l.customer_id = $2 AND c.id = $2
+-- With $2 given, its value is folded into the plan (Citus plans a statement it cannot route
+-- without its parameters with them), so it routes to the customer's shard.
+WHERE l.id = $1 AND ($2::bigint IS NULL OR (l.customer_id = $2 AND c.id = $2))
 FOR UPDATE OF l FOR NO KEY UPDATE OF c;
 
 -- claim_view --
