@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
@@ -44,6 +44,23 @@ def _statements(
         ("portal.waiting_for_method", (customer,)),
         ("portal.customer_next_due", (customer, today)),
         ("portal.clear_primary", (customer,)),
+        ("portal.set_primary", (customer, method)),
+        ("portal.authorize", (customer, method, "primary")),
+        (
+            "portal.insert_method",
+            (
+                customer,
+                "card",
+                "sandbox_card",
+                "sandbox_card_ok",
+                "Visa",
+                None,
+                "4242",
+                None,
+                None,
+                None,
+            ),
+        ),
         ("payments.lock_lease", (lease, customer)),
         ("payments.claim_view", (lease, "routing-check", today, customer, None, 5, 60)),
         ("payments.lock_open_installments", (lease, customer)),
@@ -91,6 +108,7 @@ def _statements(
         ("payments.allocations", (0, customer)),
         ("promises.lock_lease", (lease, today, customer)),
         ("promises.open_promise", (lease, customer)),
+        ("promises.insert", (lease, customer, 100, today, today + timedelta(days=7), False)),
         ("promises.list", (lease, customer)),
         ("fees.lease_fees", (lease, customer)),
         ("fees.waive", (lease, 0, today, "portal", "routing check", customer)),
