@@ -18,10 +18,10 @@
 --   now() in RETURNING.
 --
 -- On plain PostgreSQL the same functions run: one statement from the engine, as before.
--- The functions they replace (lease_balance_v3, lease_payoff_v1, money_cancel_v1,
--- money_waive_fee_v1, promise_money_v1) stay while the pass's queries call them
--- (promises.resolve and due_collections call lease_balance_v3 and promise_money_v1) or code
--- of the previous release may during a deploy.
+-- Of the functions they replace, lease_payoff_v1, money_cancel_v1 and money_waive_fee_v1
+-- are dropped here (nothing calls them any more); lease_balance_v3 and promise_money_v1 stay
+-- while the pass's promises.resolve and promises.due_collections call them (not routed yet:
+-- they read every open promise, a pass-side change).
 
 -- A customer's leases' balances on business date p_as_of (lease_balance_v3's definitions, one
 -- line per lease with installments; p_lease NULL: every lease of the customer, else that
@@ -268,6 +268,7 @@ BEGIN
     RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
+DROP FUNCTION money_cancel_v1(bigint, bigint, bigint, date, text);
 
 -- Record a pending manual payment of lease p_lease (customer p_customer) with method
 -- p_method, its allocations (parallel arrays p_ids, p_cents) and its pending charge attempt
@@ -465,3 +466,4 @@ BEGIN
         FROM c;
 END;
 $$;
+DROP FUNCTION lease_payoff_v1(bigint, date, integer);

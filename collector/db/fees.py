@@ -1,5 +1,5 @@
 """Late fees' repository (``sql/queries/fees.sql``): the pass's assessment (one statement a
-pass, through ``money_assess_fees_v1``), the waiver (``money_waive_fee_v1``, under the
+pass, through ``money_assess_fees_v1``), the waiver (``money_waive_fee_v2``, under the
 installment's row lock), and the reads of the dry run and the portal."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Payoff quotes: what a customer must pay today to own a lease's goods. The amount is
-computed in one place, ``lease_payoff_v1`` (sql/0017_payoff_early_purchase.sql, with the
-lease's late fees since sql/0021_late_fees.sql); this module
+computed in one place, ``lease_payoff_v2`` (sql/0017_payoff_early_purchase.sql, with the
+lease's late fees since sql/0021_late_fees.sql, with its customer since
+sql/0023_route_portal.sql); this module
 reads it (sql/queries/payments.sql, ``payoff_quote``) for the quote endpoint and for the
 payoff payment's claim."""
 
