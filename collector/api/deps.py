@@ -1,4 +1,5 @@
-"""What handlers receive: the pool, the gateways, the settings and the business date.
+"""What handlers receive: the pool, the gateways, the settings, the business date and the
+leases' customers (collector.db.portal.LeaseOwners).
 
 Each is an ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, and four
 thread hops a request cost manual pay most of its tail latency (p99 130-250 ms at 200/s).
@@ -14,6 +15,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from collector.config import Settings
+from collector.db.portal import LeaseOwners
 from collector.gateways.base import Gateway
 
 
@@ -32,6 +34,12 @@ async def _gateways(request: Request) -> Mapping[str, Gateway]:
     return gateways
 
 
+async def _lease_owners(request: Request) -> LeaseOwners:
+    # One per application (per pool): which customer each lease belongs to, once read.
+    owners: LeaseOwners = request.app.state.lease_owners
+    return owners
+
+
 async def _today(request: Request) -> date:
     # Business dates are the lessor's local dates; tests pin the clock through app.state.
     clock = request.app.state.clock
@@ -44,3 +52,4 @@ PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 GatewaysDep = Annotated[Mapping[str, Gateway], Depends(_gateways)]
 TodayDep = Annotated[date, Depends(_today)]
+LeaseOwnersDep = Annotated[LeaseOwners, Depends(_lease_owners)]

@@ -7,11 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from collector.api.deps import PoolDep, TodayDep
+from collector.api.deps import LeaseOwnersDep, PoolDep, TodayDep
 from collector.api.errors import LeaseId, PathId, error_responses
 from collector.api.schemas import FeeWaived, FeeWaiver, LateFee, LeaseFees, LeaseState, Problem
 from collector.db import fees
-from collector.db.portal import lease_exists
 from collector.exceptions import Conflict, NotFound, Unprocessable
 from collector.fees.rules import valid_state
 from collector.logs import get_logger
@@ -29,12 +28,13 @@ WAIVE_SOURCE = "api"
     summary="A lease's late fees, with their waivers",
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
-async def list_fees(lease_id: LeaseId, pool: PoolDep) -> LeaseFees:
+async def list_fees(lease_id: LeaseId, pool: PoolDep, owners: LeaseOwnersDep) -> LeaseFees:
     """Every late fee of the lease, oldest installment first."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if not await lease_exists(conn, lease_id):
-            raise NotFound("no such lease")
-        found = await fees.lease_fees(conn, lease_id)
+    # One statement once the lease's customer is known (a lease never changes customer).
+    customer_id = await owners.customer_of(pool, lease_id)
+    if customer_id is None:
+        raise NotFound("no such lease")
+    found = await fees.lease_fees(pool, customer_id, lease_id)
     return LeaseFees(
         lease_id=lease_id,
         fees=[LateFee.model_validate(f, from_attributes=True) for f in found],
@@ -59,12 +59,17 @@ async def waive_fee(
     body: Annotated[FeeWaiver, Body()],
     pool: PoolDep,
     today: TodayDep,
+    owners: LeaseOwnersDep,
 ) -> FeeWaived:
     """Waive the whole fee: a 'fee_waived' journal row with the reason; what the installment
     owes drops by the fee. Once only; a fee paid (or in flight) in part is refunded instead."""
+    customer_id = await owners.customer_of(pool, lease_id)
+    if customer_id is None:
+        raise NotFound(f"no late fee {fee_id} on lease {lease_id}")
     async with pool.acquire() as conn, conn.transaction():
         done = await fees.waive(
             conn,
+            customer_id=customer_id,
             lease_id=lease_id,
             fee_id=fee_id,
             as_of=today,
@@ -106,12 +111,14 @@ async def waive_fee(
     ),
 )
 async def set_state(
-    lease_id: LeaseId, body: Annotated[LeaseState, Body()], pool: PoolDep
+    lease_id: LeaseId, body: Annotated[LeaseState, Body()], pool: PoolDep, owners: LeaseOwnersDep
 ) -> LeaseState:
     """Set the state whose late-fee rule applies to the lease's fees from now on."""
     if body.state is not None and not valid_state(body.state):
         raise Unprocessable(f"state {body.state!r} is not a two-letter US state or territory code")
-    async with pool.acquire() as conn, conn.transaction():
-        if not await fees.set_lease_state(conn, lease_id, body.state):
-            raise NotFound("no such lease")
+    customer_id = await owners.customer_of(pool, lease_id)
+    if customer_id is None or not await fees.set_lease_state(
+        pool, customer_id, lease_id, body.state
+    ):
+        raise NotFound("no such lease")
     return body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from collector.aging import bucket_of
-from collector.api.deps import PoolDep, SettingsDep, TodayDep
+from collector.api.deps import LeaseOwnersDep, PoolDep, SettingsDep, TodayDep
 from collector.api.errors import CustomerId, LeaseId, error_responses
 from collector.api.schemas import (
     LeaseDetail,
@@ -38,11 +38,15 @@ async def list_leases(customer_id: CustomerId, pool: PoolDep, today: TodayDep) -
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
 async def get_lease(
-    lease_id: LeaseId, pool: PoolDep, today: TodayDep, settings: SettingsDep
+    lease_id: LeaseId,
+    pool: PoolDep,
+    today: TodayDep,
+    settings: SettingsDep,
+    owners: LeaseOwnersDep,
 ) -> LeaseDetail:
     """The lease with its overdue, pending and next due amounts, the primary method, and how
     far past due it is."""
-    lease = await portal.read_lease(pool, lease_id, today=today)
+    lease = await portal.read_lease(pool, lease_id, today=today, owners=owners)
     detail = LeaseDetail.model_validate(lease, from_attributes=True)
     detail.delinquency_bucket = bucket_of(lease.days_past_due, settings.delinquency_bucket_days)
     return detail
@@ -53,9 +57,11 @@ async def get_lease(
     summary="Every installment of a lease, in order",
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
-async def get_schedule(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> Schedule:
+async def get_schedule(
+    lease_id: LeaseId, pool: PoolDep, today: TodayDep, owners: LeaseOwnersDep
+) -> Schedule:
     """The lease's installments; an unsettled bank debit shows as 'pending', never as paid."""
-    items = await portal.read_schedule(pool, lease_id, today=today)
+    items = await portal.read_schedule(pool, lease_id, today=today, owners=owners)
     return Schedule(
         lease_id=lease_id,
         installments=[ScheduleLine.model_validate(item, from_attributes=True) for item in items],
@@ -68,11 +74,17 @@ async def get_schedule(lease_id: LeaseId, pool: PoolDep, today: TodayDep) -> Sch
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
 async def get_payoff(
-    lease_id: LeaseId, pool: PoolDep, today: TodayDep, settings: SettingsDep
+    lease_id: LeaseId,
+    pool: PoolDep,
+    today: TodayDep,
+    settings: SettingsDep,
+    owners: LeaseOwnersDep,
 ) -> PayoffQuote:
-    """The lease's payoff quote on today's business date (lease_payoff_v1: the one
+    """The lease's payoff quote on today's business date (lease_payoff_v2: the one
     computation, which a payment with ``payoff`` pays)."""
-    quote = await read_payoff(pool, lease_id, as_of=today, quote_days=settings.payoff_quote_days)
+    quote = await read_payoff(
+        pool, lease_id, as_of=today, quote_days=settings.payoff_quote_days, owners=owners
+    )
     return PayoffQuote(
         lease_id=quote.lease_id,
         as_of=quote.as_of,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
-from collector.api.deps import GatewaysDep, PoolDep, SettingsDep, TodayDep
+from collector.api.deps import GatewaysDep, LeaseOwnersDep, PoolDep, SettingsDep, TodayDep
 from collector.api.errors import LeaseId, error_responses
 from collector.api.schemas import ManualPayment, PaymentResult, Problem, refuse_account_numbers
 from collector.db.payments import PaymentRequest, RateLimit
@@ -84,6 +84,7 @@ async def manual_pay(
     settings: SettingsDep,
     today: TodayDep,
     gateways: GatewaysDep,
+    owners: LeaseOwnersDep,
     body: Annotated[ManualPayment | None, Body()] = None,
 ) -> JSONResponse:
     """Charge the overdue amount (or part of it), in the allocation order (by default the
@@ -111,6 +112,8 @@ async def manual_pay(
             payoff=body.payoff,
             payoff_quote_days=settings.payoff_quote_days,
             allocation_order=settings.allocation_order,
+            # Known when the portal read the lease before (else read on Citus only).
+            customer_id=owners.known(lease_id),
         ),
         retry_days=settings.soft_retry_days,
         card_rules=settings.card_rules,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from collector.api.deps import PoolDep, SettingsDep, TodayDep
+from collector.api.deps import LeaseOwnersDep, PoolDep, SettingsDep, TodayDep
 from collector.api.errors import LeaseId, error_responses
 from collector.api.schemas import NewPromise, Problem, PromiseView
 from collector.db import promises
@@ -27,7 +27,12 @@ router = APIRouter(tags=["promises"])
     },
 )
 async def make_promise(
-    lease_id: LeaseId, body: NewPromise, pool: PoolDep, settings: SettingsDep, today: TodayDep
+    lease_id: LeaseId,
+    body: NewPromise,
+    pool: PoolDep,
+    settings: SettingsDep,
+    today: TodayDep,
+    owners: LeaseOwnersDep,
 ) -> PromiseView:
     """Record the promise: automatic collection of the lease pauses until its date (and on
     it, when ``auto_collect`` asks the engine to collect the promised amount then)."""
@@ -40,6 +45,7 @@ async def make_promise(
             auto_collect=body.auto_collect,
             today=today,
             max_days=settings.promise_max_days,
+            customer_id=await owners.customer_of(pool, lease_id),
         ),
     )
     return PromiseView.model_validate(made, from_attributes=True)
@@ -50,7 +56,9 @@ async def make_promise(
     summary="A lease's promises to pay, newest first",
     responses=error_responses(not_found="No such lease.", unprocessable="Invalid lease id."),
 )
-async def list_promises(lease_id: LeaseId, pool: PoolDep) -> list[PromiseView]:
+async def list_promises(
+    lease_id: LeaseId, pool: PoolDep, owners: LeaseOwnersDep
+) -> list[PromiseView]:
     """Every promise of the lease with its status and the money counted toward it."""
-    found = await promises.lease_promises(pool, lease_id)
+    found = await promises.lease_promises(pool, lease_id, owners=owners)
     return [PromiseView.model_validate(p, from_attributes=True) for p in found]

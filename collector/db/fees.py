@@ -1,5 +1,5 @@
 """Late fees' repository (``sql/queries/fees.sql``): the pass's assessment (one statement a
-pass, through ``money_assess_fees_v1``), the waiver (``money_waive_fee_v1``, under the
+pass, through ``money_assess_fees_v1``), the waiver (``money_waive_fee_v2``, under the
 installment's row lock), and the reads of the dry run and the portal."""
 
 from __future__ import annotations
@@ -68,10 +68,20 @@ async def due(
 
 
 async def waive(
-    db: Executor, *, lease_id: int, fee_id: int, as_of: date, source: str, reason: str
+    db: Executor,
+    *,
+    customer_id: int,
+    lease_id: int,
+    fee_id: int,
+    as_of: date,
+    source: str,
+    reason: str,
 ) -> Waiver:
-    """Waive fee ``fee_id`` of lease ``lease_id`` whole, with ``reason``; what became of it."""
-    row = await db.fetchrow(QUERIES["fees.waive"], lease_id, fee_id, as_of, source, reason)
+    """Waive fee ``fee_id`` of customer ``customer_id``'s lease ``lease_id`` whole, with
+    ``reason``; what became of it."""
+    row = await db.fetchrow(
+        QUERIES["fees.waive"], lease_id, fee_id, as_of, source, reason, customer_id
+    )
     assert row is not None
     return Waiver(
         outcome=row["outcome"],
@@ -81,11 +91,13 @@ async def waive(
     )
 
 
-async def lease_fees(db: Executor, lease_id: int) -> list[LeaseFee]:
-    """The fees of a lease, oldest installment first, with their waivers."""
-    return [LeaseFee(**dict(r)) for r in await db.fetch(QUERIES["fees.lease_fees"], lease_id)]
+async def lease_fees(db: Executor, customer_id: int, lease_id: int) -> list[LeaseFee]:
+    """The fees of a lease of the customer, oldest installment first, with their waivers."""
+    rows = await db.fetch(QUERIES["fees.lease_fees"], lease_id, customer_id)
+    return [LeaseFee(**dict(r)) for r in rows]
 
 
-async def set_lease_state(db: Executor, lease_id: int, state: str | None) -> bool:
-    """Set a lease's jurisdiction; False when there is no such lease."""
-    return await db.fetchval(QUERIES["fees.lease_state"], lease_id, state) is not None
+async def set_lease_state(db: Executor, customer_id: int, lease_id: int, state: str | None) -> bool:
+    """Set the jurisdiction of a lease of the customer; False when they have no such lease."""
+    found = await db.fetchval(QUERIES["fees.lease_state"], lease_id, state, customer_id)
+    return found is not None

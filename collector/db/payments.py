@@ -15,6 +15,7 @@ import asyncpg
 from collector.db.attempts import register_keys
 from collector.db.payoff import read_payoff
 from collector.db.pool import Executor
+from collector.db.portal import lease_customer, on_citus
 from collector.db.queries import QUERIES
 from collector.domain import AttemptSource, ClaimedCharge, LeaseStatus, MethodKind
 from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
@@ -51,6 +52,9 @@ class PaymentRequest:
     payoff_quote_days: int = 10
     # What the payment pays first (COLLECTOR_ALLOCATION_ORDER): see allocate_in_order.
     allocation_order: str = "installment"
+    # The lease's customer, when the caller knows it (the API's LeaseOwners); else it is read
+    # first (every statement of the payment names it: on Citus it routes them to one shard).
+    customer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,9 +105,16 @@ async def start_payment(
     it raises, nothing was recorded.
     """
     async with pool.acquire() as conn, conn.transaction():
+        customer_id = req.customer_id
+        if customer_id is None and await on_citus(conn):
+            # The locks must route to the customer's shard: find the customer first. On plain
+            # PostgreSQL the locking statement finds it, as many statements as before.
+            customer_id = await lease_customer(conn, req.lease_id)
+            if customer_id is None:
+                raise NotFound(f"lease {req.lease_id} does not exist")
         # Two round trips before the insert: the locks, then everything read under them (a
         # read in the locking statement would use a snapshot taken before its lock waits).
-        lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id)
+        lease = await conn.fetchrow(QUERIES["payments.lock_lease"], req.lease_id, customer_id)
         if lease is None:
             raise NotFound(f"lease {req.lease_id} does not exist")
         view = await conn.fetchrow(
@@ -160,7 +171,7 @@ async def start_payment(
         if view["any_processing"]:
             raise Conflict("a payment is in progress for this lease; try again shortly")
         if req.payoff:
-            lines, amount = await _payoff_claim(conn, req)
+            lines, amount = await _payoff_claim(conn, req, lease["customer_id"])
         else:
             lines = [
                 (iid, cents, rent)
@@ -235,6 +246,7 @@ async def start_payment(
                 req.lease_id,
                 req.as_of,
                 AttemptSource.MANUAL.value,
+                lease["customer_id"],
             )
         charge = ClaimedCharge(
             attempt_id=row["attempt_id"],
@@ -268,13 +280,15 @@ async def start_payment(
 
 
 async def _payoff_claim(
-    conn: asyncpg.pool.PoolConnectionProxy, req: PaymentRequest
+    conn: asyncpg.pool.PoolConnectionProxy, req: PaymentRequest, customer_id: int
 ) -> tuple[list[tuple[int, int, int]], int]:
     """Lock the lease's installments with money left and return them (id, cents left, of it
     rent; oldest first; late fees are part of what is left) with the payoff amount; raises
     Conflict while money of the lease is in flight or when the request names another amount
     than today's quote, Unprocessable when nothing is left to pay."""
-    locked = await conn.fetchrow(QUERIES["payments.lock_open_installments"], req.lease_id)
+    locked = await conn.fetchrow(
+        QUERIES["payments.lock_open_installments"], req.lease_id, customer_id
+    )
     assert locked is not None
     if locked["any_in_flight"]:
         # Counting it as paid would give the goods away if it comes back; counting it as
@@ -283,7 +297,13 @@ async def _payoff_claim(
             "money of this lease is in flight (a bank debit awaiting settlement): the payoff"
             " can be paid once it has settled"
         )
-    quote = await read_payoff(conn, req.lease_id, as_of=req.as_of, quote_days=req.payoff_quote_days)
+    quote = await read_payoff(
+        conn,
+        req.lease_id,
+        as_of=req.as_of,
+        quote_days=req.payoff_quote_days,
+        customer_id=customer_id,
+    )
     if quote.amount_cents == 0:
         raise Unprocessable("nothing is left to pay on this lease")
     if req.amount_cents is not None and req.amount_cents != quote.amount_cents:
@@ -363,6 +383,7 @@ class PaymentOutcome:
 async def record_payment_outcome(
     db: Executor,
     *,
+    customer_id: int,
     payment_id: int,
     attempt_id: int,
     outcome: PaymentOutcome,
@@ -388,15 +409,16 @@ async def record_payment_outcome(
         money_kind,
         as_of,
         source,
+        customer_id,
     )
     return bool(rows)
 
 
 async def refuse_payment(
-    db: Executor, *, payment_id: int, status_code: int, body: dict[str, Any]
+    db: Executor, *, customer_id: int, payment_id: int, status_code: int, body: dict[str, Any]
 ) -> None:
     """Mark a payment refused before any charge, with the answer to replay."""
-    await db.execute(QUERIES["payments.refuse"], payment_id, status_code, body)
+    await db.execute(QUERIES["payments.refuse"], payment_id, status_code, body, customer_id)
 
 
 def response_json(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Payoff quotes: what a customer must pay today to own a lease's goods. The amount is
-computed in one place, ``lease_payoff_v1`` (sql/0017_payoff_early_purchase.sql, with the
-lease's late fees since sql/0021_late_fees.sql); this module
+computed in one place, ``lease_payoff_v2`` (sql/0017_payoff_early_purchase.sql, with the
+lease's late fees since sql/0021_late_fees.sql, with its customer since
+sql/0023_route_portal.sql); this module
 reads it (sql/queries/payments.sql, ``payoff_quote``) for the quote endpoint and for the
 payoff payment's claim."""
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from collector.db.pool import Executor
+from collector.db.portal import LeaseOwners, owner_of
 from collector.db.queries import QUERIES
 from collector.exceptions import NotFound
 
@@ -41,9 +43,24 @@ class PayoffQuote:
     late_fees_cents: int = 0  # of the amount, the lease's unpaid late fees
 
 
-async def read_payoff(db: Executor, lease_id: int, *, as_of: date, quote_days: int) -> PayoffQuote:
-    """The payoff quote of lease ``lease_id`` on ``as_of``; raises NotFound for no such lease."""
-    row = await db.fetchrow(QUERIES["payments.payoff_quote"], lease_id, as_of, quote_days)
+async def read_payoff(
+    db: Executor,
+    lease_id: int,
+    *,
+    as_of: date,
+    quote_days: int,
+    owners: LeaseOwners | None = None,
+    customer_id: int | None = None,
+) -> PayoffQuote:
+    """The payoff quote of lease ``lease_id`` on ``as_of``; raises NotFound for no such lease.
+    ``customer_id``: the lease's customer when known, else found through ``owners`` (or read)."""
+    if customer_id is None:
+        customer_id = await owner_of(db, lease_id, owners)
+    row = None
+    if customer_id is not None:
+        row = await db.fetchrow(
+            QUERIES["payments.payoff_quote"], lease_id, as_of, quote_days, customer_id
+        )
     if row is None:
         raise NotFound(f"lease {lease_id} does not exist")
     components = tuple(

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from collector.db import money, outbox, prenotes
+from collector.db.distribution import has_citus
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
@@ -145,6 +146,53 @@ def _method(row: asyncpg.Record) -> MethodView:
     )
 
 
+class LeaseOwners:
+    """The customer of each lease, as found: a lease never changes customer, and every
+    statement about a lease names its customer (on Citus the distribution key, so the
+    statement routes to one shard; a lease id alone does not). A lease's customer is read
+    once (``portal.lease_customer``: on Citus a read of every shard) and kept for as long as
+    this lives: the API keeps one per application, that is per pool and database. At most
+    ``max_size`` leases are kept (then it starts afresh). A lease not found is not kept."""
+
+    __slots__ = ("_known", "_max_size")
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self._known: dict[int, int] = {}
+        self._max_size = max_size
+
+    async def customer_of(self, db: Executor, lease_id: int) -> int | None:
+        """The lease's customer, or None when there is no such lease."""
+        known = self._known.get(lease_id)
+        if known is not None:
+            return known
+        found = await lease_customer(db, lease_id)
+        if found is not None:
+            if len(self._known) >= self._max_size:
+                self._known.clear()
+            self._known[lease_id] = found
+        return found
+
+    def known(self, lease_id: int) -> int | None:
+        """The lease's customer if it was read before, else None (nothing is read)."""
+        return self._known.get(lease_id)
+
+
+async def on_citus(db: Executor) -> bool:
+    """Whether the database is a Citus coordinator (as collector.db.routing asks it)."""
+    # open_pool's connections know (asked once when opened); anything else is asked now.
+    known: bool | None = getattr(db, "on_citus", None)
+    if known is None:
+        known = await has_citus(db)
+    return known
+
+
+async def owner_of(db: Executor, lease_id: int, owners: LeaseOwners | None) -> int | None:
+    """The lease's customer, through ``owners`` when given (else read now); None: no lease."""
+    if owners is not None:
+        return await owners.customer_of(db, lease_id)
+    return await lease_customer(db, lease_id)
+
+
 # -- One function per named query ---------------------------------------------------------------
 
 
@@ -154,9 +202,9 @@ async def customer_exists(db: Executor, customer_id: int) -> bool:
     return found
 
 
-async def lease_exists(db: Executor, lease_id: int) -> bool:
-    """Whether the lease exists."""
-    found: bool = await db.fetchval(QUERIES["portal.lease_exists"], lease_id)
+async def lease_customer(db: Executor, lease_id: int) -> int | None:
+    """The customer of the lease, or None when there is no such lease."""
+    found: int | None = await db.fetchval(QUERIES["portal.lease_customer"], lease_id)
     return found
 
 
@@ -166,9 +214,12 @@ async def customer_leases(db: Executor, customer_id: int, *, today: date) -> lis
     return [LeaseSummary(**dict(row)) for row in rows]
 
 
-async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView | None:
-    """The lease with its amounts on ``today``, or None when there is no such lease."""
-    row = await db.fetchrow(QUERIES["portal.lease_detail"], lease_id, today)
+async def lease_detail(
+    db: Executor, customer_id: int, lease_id: int, *, today: date
+) -> LeaseView | None:
+    """The customer's lease with its amounts on ``today``, or None when they have no such
+    lease."""
+    row = await db.fetchrow(QUERIES["portal.lease_detail"], customer_id, lease_id, today)
     if row is None:
         return None
     method = None
@@ -201,9 +252,16 @@ async def lease_detail(db: Executor, lease_id: int, *, today: date) -> LeaseView
     )
 
 
-async def lease_schedule(db: Executor, lease_id: int, *, today: date) -> list[ScheduleItem]:
-    """Every installment of the lease in seq order, with the status shown on ``today``."""
-    rows = await db.fetch(QUERIES["portal.lease_schedule"], lease_id, today, list(HELD_REASONS))
+async def lease_schedule(
+    db: Executor, lease_id: int, *, today: date, customer_id: int | None = None
+) -> list[ScheduleItem]:
+    """Every installment of the lease in seq order, with the status shown on ``today``
+    (``customer_id``: the lease's customer, read when not given)."""
+    if customer_id is None:
+        customer_id = await lease_customer(db, lease_id)
+    rows = await db.fetch(
+        QUERIES["portal.lease_schedule"], lease_id, today, list(HELD_REASONS), customer_id
+    )
     return [ScheduleItem(**dict(row)) for row in rows]
 
 
@@ -301,20 +359,29 @@ async def read_customer_leases(
         return await customer_leases(conn, customer_id, today=today)
 
 
-async def read_lease(pool: asyncpg.Pool, lease_id: int, *, today: date) -> LeaseView:
+async def read_lease(
+    pool: asyncpg.Pool, lease_id: int, *, today: date, owners: LeaseOwners | None = None
+) -> LeaseView:
     """The lease in full; raise NotFound when there is no such lease."""
-    view = await lease_detail(pool, lease_id, today=today)
+    customer_id = await owner_of(pool, lease_id, owners)
+    view = None
+    if customer_id is not None:
+        view = await lease_detail(pool, customer_id, lease_id, today=today)
     if view is None:
         raise NotFound("no such lease")
     return view
 
 
-async def read_schedule(pool: asyncpg.Pool, lease_id: int, *, today: date) -> list[ScheduleItem]:
+async def read_schedule(
+    pool: asyncpg.Pool, lease_id: int, *, today: date, owners: LeaseOwners | None = None
+) -> list[ScheduleItem]:
     """The lease's schedule; raise NotFound when there is no such lease."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if not await lease_exists(conn, lease_id):
-            raise NotFound("no such lease")
-        return await lease_schedule(conn, lease_id, today=today)
+    # One statement once the lease's customer is known (a lease never changes customer, so
+    # the two need no common snapshot).
+    customer_id = await owner_of(pool, lease_id, owners)
+    if customer_id is None:
+        raise NotFound("no such lease")
+    return await lease_schedule(pool, lease_id, today=today, customer_id=customer_id)
 
 
 async def read_customer_methods(pool: asyncpg.Pool, customer_id: int) -> list[MethodView]:

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from collector.db.pool import Executor
+from collector.db.portal import LeaseOwners, lease_customer, owner_of
 from collector.db.queries import QUERIES
 from collector.exceptions import Conflict, NotFound, Unprocessable
 
@@ -27,6 +28,9 @@ class NewPromise:
     auto_collect: bool
     today: date  # the business date it is made
     max_days: int  # how far ahead a promise may be (COLLECTOR_PROMISE_MAX_DAYS)
+    # The lease's customer when the caller knows it (the API's LeaseOwners), else read first:
+    # every statement names it (on Citus it routes them to the customer's shard).
+    customer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,12 +91,23 @@ async def make_promise(pool: asyncpg.Pool, new: NewPromise) -> Promise:
             f"promised_on may be at most {new.max_days} days ahead (by {latest.isoformat()})"
         )
     async with pool.acquire() as conn, conn.transaction():
-        lease = await conn.fetchrow(QUERIES["promises.lock_lease"], new.lease_id, new.today)
+        customer_id = new.customer_id
+        if customer_id is None:
+            customer_id = await lease_customer(conn, new.lease_id)
+        lease = None
+        if customer_id is not None:
+            lease = await conn.fetchrow(
+                QUERIES["promises.lock_lease"], new.lease_id, new.today, customer_id
+            )
         if lease is None:
             raise NotFound(f"lease {new.lease_id} does not exist")
+        assert customer_id is not None
         if lease["status"] != "active":
             raise Unprocessable(f"lease {new.lease_id} is {lease['status']}: it takes no promise")
-        if await conn.fetchval(QUERIES["promises.open_promise"], new.lease_id) is not None:
+        if (
+            await conn.fetchval(QUERIES["promises.open_promise"], new.lease_id, customer_id)
+            is not None
+        ):
             raise Conflict(f"lease {new.lease_id} already has an open promise")
         overdue: int = lease["overdue_cents"]
         if overdue == 0:
@@ -116,20 +131,23 @@ async def make_promise(pool: asyncpg.Pool, new: NewPromise) -> Promise:
             if exc.constraint_name == "promises_one_open":
                 raise Conflict(f"lease {new.lease_id} already has an open promise") from exc
             raise
-        found = [p for p in await _list(conn, new.lease_id) if p.id == promise_id]
+        found = [p for p in await _list(conn, new.lease_id, customer_id) if p.id == promise_id]
     return found[0]
 
 
-async def lease_promises(pool: Executor, lease_id: int) -> list[Promise]:
+async def lease_promises(
+    pool: Executor, lease_id: int, *, owners: LeaseOwners | None = None
+) -> list[Promise]:
     """Lease ``lease_id``'s promises, newest first; raises NotFound when there is no lease."""
-    found = await _list(pool, lease_id)
-    if not found and not await pool.fetchval(QUERIES["portal.lease_exists"], lease_id):
+    customer_id = await owner_of(pool, lease_id, owners)
+    if customer_id is None:
         raise NotFound(f"lease {lease_id} does not exist")
-    return found
+    return await _list(pool, lease_id, customer_id)
 
 
-async def _list(db: Executor, lease_id: int) -> list[Promise]:
-    return [Promise(**dict(row)) for row in await db.fetch(QUERIES["promises.list"], lease_id)]
+async def _list(db: Executor, lease_id: int, customer_id: int) -> list[Promise]:
+    rows = await db.fetch(QUERIES["promises.list"], lease_id, customer_id)
+    return [Promise(**dict(row)) for row in rows]
 
 
 async def resolve(db: Executor, *, as_of: date) -> list[Resolved]:

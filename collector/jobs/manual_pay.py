@@ -202,7 +202,11 @@ async def pay_now(
         )
         assert charge.payment_id is not None
         await refuse_payment(
-            db, payment_id=charge.payment_id, status_code=answer.status_code, body=answer.body
+            db,
+            customer_id=charge.customer_id,
+            payment_id=charge.payment_id,
+            status_code=answer.status_code,
+            body=answer.body,
         )
         return charge, reason
 
@@ -271,6 +275,7 @@ async def record_payment_answer(
         try:
             return await record_payment_outcome(
                 conn,
+                customer_id=charge.customer_id,
                 payment_id=charge.payment_id,
                 attempt_id=charge.attempt_id,
                 outcome=payment_outcome(decision, answer=answer),

@@ -22,21 +22,26 @@ GROUP BY rule
 ORDER BY rule;
 
 -- waive --
--- Waive fee $2 of lease $1 on business date $3 ($4 source, $5 reason); returns the outcome
--- ('waived', 'not_found', 'already_waived', 'fee_paid') and the waiver
+-- Waive fee $2 of lease $1 of customer $6 on business date $3 ($4 source, $5 reason);
+-- returns the outcome ('waived', 'not_found', 'already_waived', 'fee_paid') and the waiver
+-- (money_waive_fee_v2, sql/0023_route_portal.sql: every statement names the customer)
 SELECT outcome, waiver_id, installment_id, amount_cents
-FROM money_waive_fee_v1($1, $2, $3, $4, $5);
+FROM money_waive_fee_v2($6, $1, $2, $3, $4, $5);
 
 -- lease_fees --
--- The fees of lease $1, oldest installment first, with their waivers
+-- The fees of lease $1 (customer $2), oldest installment first, with their waivers
 SELECT f.id AS fee_id, f.installment_id, i.seq, f.amount_cents, f.as_of AS assessed_on,
        f.reason AS rule, w.id AS waiver_id, w.as_of AS waived_on, w.reason AS waiver_reason
 FROM installments i
-JOIN money_movements f ON f.installment_id = i.id AND f.kind = 'fee_assessed'
-LEFT JOIN money_movements w ON w.installment_id = i.id AND w.kind = 'fee_waived'
-WHERE i.lease_id = $1
+JOIN money_movements f
+    ON f.installment_id = i.id AND f.customer_id = i.customer_id AND f.kind = 'fee_assessed'
+LEFT JOIN money_movements w
+    ON w.installment_id = i.id AND w.customer_id = i.customer_id AND w.customer_id = $2
+       AND w.kind = 'fee_waived'
+WHERE i.customer_id = $2 AND f.customer_id = $2 AND i.lease_id = $1
 ORDER BY i.due_on, i.id;
 
 -- lease_state --
--- Set lease $1's jurisdiction to $2 (a two-letter code, NULL: unknown); returns the lease id
-UPDATE leases SET state = $2 WHERE id = $1 RETURNING id;
+-- Set lease $1's (customer $3's) jurisdiction to $2 (a two-letter code, NULL: unknown);
+-- returns the lease id
+UPDATE leases SET state = $2 WHERE customer_id = $3 AND id = $1 RETURNING id;

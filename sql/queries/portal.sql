@@ -1,45 +1,38 @@
 -- The customer portal's reads and its payment-method changes. A lease's overdue and pending
--- amounts and its next due installment come from lease_balance_v3 (sql/0021_late_fees.sql),
--- where they are defined once; $2 is the business date ("today").
+-- amounts and its next due installment come from lease_balances_v1 (sql/0023_route_portal.sql),
+-- where they are defined once; "today" is the business date.
+-- Every statement names the customer on every distributed table it reads or writes (on Citus
+-- it routes to the customer's shard); a request that names a lease resolves its customer
+-- first (lease_customer).
 
 -- customer_exists --
 -- Whether customer $1 exists
 SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1);
 
--- lease_exists --
--- Whether lease $1 exists
-SELECT EXISTS (SELECT 1 FROM leases WHERE id = $1);
+-- lease_customer --
+-- The customer of lease $1; no row when there is no such lease
+-- A plain read by id: on Citus it asks every shard (a lease id is not the distribution key),
+-- once per lease and process (collector/db/portal.py keeps the answer: a lease never changes
+-- customer).
+SELECT customer_id FROM leases WHERE id = $1;
 
 -- customer_leases --
 -- One line per lease of customer $1 with its overdue amount and next due installment on date $2
-SELECT l.id, l.agreement_ref, l.store, l.status,
-       b.overdue_cents, b.next_due_on, b.next_due_cents
-FROM leases l
-CROSS JOIN LATERAL lease_balance_v3(l.id, $2) b
-WHERE l.customer_id = $1
-ORDER BY l.id;
+SELECT id, agreement_ref, store, status, overdue_cents, next_due_on, next_due_cents
+FROM portal_leases_v1($1, NULL, $2);
 
 -- lease_detail --
--- Lease $1 with its amounts on date $2 and its customer's primary method (display fields only),
--- and its days past due: those of its oldest installment with money neither paid nor in
--- flight due before $2 (0: none; the definition of sql/queries/delinquency.sql)
-SELECT l.id, l.customer_id, l.agreement_ref, l.store, l.status, l.order_details, l.state,
-       b.overdue_cents, b.pending_cents, b.next_due_on, b.next_due_cents, b.fees_owed_cents,
-       coalesce((SELECT ($2::date - min(i.due_on))::integer FROM installments i
-                 WHERE i.lease_id = l.id AND i.due_on < $2::date
-                   AND i.status IN ('scheduled', 'overdue')
-                   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0), 0)
-           AS days_past_due,
-       pm.id AS method_id, pm.kind AS method_kind, pm.gateway AS method_gateway,
-       pm.brand AS method_brand, pm.bank_name AS method_bank_name, pm.last4 AS method_last4,
-       pm.status AS method_status
-FROM leases l
-CROSS JOIN LATERAL lease_balance_v3(l.id, $2) b
-LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
-WHERE l.id = $1;
+-- Lease $2 of customer $1 with its amounts on date $3 and the customer's primary method
+-- (display fields only), and its days past due: those of its oldest installment with money
+-- neither paid nor in flight due before $3 (0: none; the definition of
+-- sql/queries/delinquency.sql); no row when the customer has no such lease
+SELECT id, customer_id, agreement_ref, store, status, order_details, state, overdue_cents,
+       pending_cents, next_due_on, next_due_cents, fees_owed_cents, days_past_due, method_id,
+       method_kind, method_gateway, method_brand, method_bank_name, method_last4, method_status
+FROM portal_leases_v1($1, $2, $3);
 
 -- lease_schedule --
--- Every installment of lease $1 in seq order, with the status the portal shows on date $2, its
+-- Every installment of lease $1 (customer $4) in seq order, with the status the portal shows on date $2, its
 -- rent and late fee (net of a waiver) and what of each is paid, and its fee's id (to waive it)
 -- An unsettled bank debit is 'pending', never paid; an unpaid one past its due date is 'overdue'
 -- even before the pass that will try to collect it (a missed cron day) has run.
@@ -72,16 +65,17 @@ SELECT i.id AS installment_id, i.seq, i.due_on, i.amount_cents, i.paid_cents,
 FROM installments i
 LEFT JOIN LATERAL (
     SELECT max(o.resume_on) AS resume_on FROM promises o
-    WHERE o.lease_id = i.lease_id AND o.status IN ('open', 'kept')
+    WHERE o.customer_id = $4 AND o.lease_id = i.lease_id AND o.status IN ('open', 'kept')
 ) pr ON i.status IN ('scheduled', 'overdue') AND i.next_attempt_on IS NOT NULL
     AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
 LEFT JOIN LATERAL (
     SELECT m.reason FROM money_movements m
-    WHERE m.installment_id = i.id AND m.sets_plan
+    WHERE m.customer_id = $4 AND m.installment_id = i.id AND m.sets_plan
     ORDER BY m.id DESC LIMIT 1
 ) plan ON i.status IN ('scheduled', 'overdue')
-LEFT JOIN money_movements fee ON fee.installment_id = i.id AND fee.kind = 'fee_assessed'
-WHERE i.lease_id = $1
+LEFT JOIN money_movements fee
+    ON fee.customer_id = $4 AND fee.installment_id = i.id AND fee.kind = 'fee_assessed'
+WHERE i.customer_id = $4 AND i.lease_id = $1
 ORDER BY i.seq;
 
 -- customer_methods --
@@ -150,13 +144,13 @@ RETURNING id;
 -- authorizes it again, and they deserve a try
 SELECT i.id
 FROM installments i
-JOIN leases l ON l.id = i.lease_id
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id
 CROSS JOIN LATERAL (
     SELECT m.reason FROM money_movements m
-    WHERE m.installment_id = i.id AND m.sets_plan
+    WHERE m.customer_id = $1 AND m.installment_id = i.id AND m.sets_plan
     ORDER BY m.id DESC LIMIT 1
 ) plan
-WHERE l.customer_id = $1 AND l.status = 'active'
+WHERE i.customer_id = $1 AND l.customer_id = $1 AND l.status = 'active'
   AND i.status = 'overdue' AND i.next_attempt_on IS NULL
   AND plan.reason = 'two_strike_stop'
 ORDER BY i.due_on, i.id;
@@ -166,8 +160,8 @@ ORDER BY i.due_on, i.id;
 -- hard decline, exhausted retries, a refused presentment): a new method deserves a try
 SELECT i.id
 FROM installments i
-JOIN leases l ON l.id = i.lease_id
-WHERE l.customer_id = $1 AND l.status = 'active'
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id
+WHERE i.customer_id = $1 AND l.customer_id = $1 AND l.status = 'active'
   AND i.status = 'overdue' AND i.next_attempt_on IS NULL
 ORDER BY i.due_on, i.id;
 
@@ -175,6 +169,6 @@ ORDER BY i.due_on, i.id;
 -- The earliest due date on or after $2 of a scheduled installment of customer $1's active leases
 SELECT min(i.due_on)
 FROM installments i
-JOIN leases l ON l.id = i.lease_id
-WHERE l.customer_id = $1 AND l.status = 'active'
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id
+WHERE i.customer_id = $1 AND l.customer_id = $1 AND l.status = 'active'
   AND i.status = 'scheduled' AND i.due_on >= $2;

@@ -4,17 +4,16 @@
 -- nor cancelled, of installments due before the business date.
 
 -- lock_lease --
--- Lock lease $1 for a new promise, with its customer, its status and its overdue amount on
--- business date $2 (the same lease lock manual pay takes: the two run one at a time per lease)
-SELECT l.id, l.customer_id, l.status, b.overdue_cents
-FROM leases l
-CROSS JOIN LATERAL lease_balance_v3(l.id, $2::date) b
-WHERE l.id = $1
-FOR UPDATE OF l;
+-- Lock lease $1 of customer $3 for a new promise, with its status and its overdue amount on
+-- business date $2 (the same lease lock manual pay takes: the two run one at a time per
+-- lease); the balance is read after the lock is held, in one call (promise_lock_lease_v1,
+-- sql/0023_route_portal.sql: every statement names the customer); no row for no such lease
+SELECT id, customer_id, status, overdue_cents
+FROM promise_lock_lease_v1($3, $1, $2::date);
 
 -- open_promise --
--- The id of lease $1's open promise, if any
-SELECT id FROM promises WHERE lease_id = $1 AND status = 'open';
+-- The id of lease $1's (customer $2's) open promise, if any
+SELECT id FROM promises WHERE customer_id = $2 AND lease_id = $1 AND status = 'open';
 
 -- insert --
 -- Record an open promise of lease $1 (customer $2) to pay $3 cents by $5, made on $4, $6:
@@ -24,16 +23,12 @@ VALUES ($2, $1, $3, $4, $5, $6)
 RETURNING id;
 
 -- list --
--- Lease $1's promises, newest first, with the money counted toward each (for an open one,
--- as it stands now; for a resolved one, what counted when it was resolved)
-SELECT pr.id, pr.lease_id, pr.amount_cents, pr.made_on, pr.promised_on, pr.auto_collect,
-       pr.resume_on, pr.status, pr.resolved_on, pr.payment_id, pr.created_at,
-       CASE WHEN pr.status = 'open' THEN m.settled_cents ELSE pr.paid_cents END AS paid_cents,
-       CASE WHEN pr.status = 'open' THEN m.in_flight_cents ELSE 0 END AS pending_cents
-FROM promises pr
-CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
-WHERE pr.lease_id = $1
-ORDER BY pr.id DESC;
+-- Lease $1's (customer $2's) promises, newest first, with the money counted toward each (for
+-- an open one, as it stands now; for a resolved one, what counted when it was resolved):
+-- lease_promises_v1 (sql/0023_route_portal.sql), every statement naming the customer
+SELECT id, lease_id, amount_cents, made_on, promised_on, auto_collect, resume_on, status,
+       resolved_on, payment_id, created_at, paid_cents, pending_cents
+FROM lease_promises_v1($2, $1);
 
 -- resolve --
 -- Decide every open promise on business date $1 in one statement: kept once the settled
