@@ -12,7 +12,7 @@
 --   (SELECT ... FROM f(...)), never inside a statement over a distributed table, where it
 --   would run nested on a worker;
 -- * a statement that needs another function's result (the balance, the money of a
---   promise, the journal's money_present_v1 / money_follow_v1 / money_apply_v1) gets it
+--   promise, the journal's money_present_v2 / money_follow_v2 / money_apply_v2) gets it
 --   from a statement of its own in the function, through variables;
 -- * no nextval in a routed CTE (the column defaults draw ids in plain INSERT ... VALUES), no
 --   now() in RETURNING.
@@ -232,7 +232,7 @@ BEGIN
     VALUES (p_customer, v_inst.id, 'fee_waived', v_fee.amount_cents, p_as_of, p_source,
             p_reason)
     RETURNING id INTO v_row;
-    PERFORM money_apply_v1(ARRAY[v_row]);
+    PERFORM money_apply_v2(ARRAY[v_row], ARRAY[p_customer]);
     RETURN QUERY SELECT 'waived'::text, v_row, v_inst.id, v_fee.amount_cents;
 END;
 $$;
@@ -264,7 +264,7 @@ BEGIN
         RETURNING id
     )
     SELECT array_agg(id) INTO v_rows FROM added;
-    PERFORM money_apply_v1(v_rows);
+    PERFORM money_apply_v2(v_rows, ARRAY[p_customer]);
     RETURN coalesce(cardinality(v_rows), 0);
 END;
 $$;
@@ -273,7 +273,7 @@ DROP FUNCTION money_cancel_v1(bigint, bigint, bigint, date, text);
 -- Record a pending manual payment of lease p_lease (customer p_customer) with method
 -- p_method, its allocations (parallel arrays p_ids, p_cents) and its pending charge attempt
 -- (key derived from the payment id, deadline p_deadline_s seconds away), then present the
--- allocations' money in the journal (money_present_v1: it marks them in flight). One call,
+-- allocations' money in the journal (money_present_v2: it marks them in flight). One call,
 -- as payments.insert_payment's one statement was; each statement inside names the customer.
 CREATE FUNCTION payment_insert_v1(
     p_lease bigint, p_customer bigint, p_method bigint, p_amount bigint, p_request_key text,
@@ -314,11 +314,11 @@ BEGIN
             now() + make_interval(secs => p_deadline_s), p_customer, v_instrument, p_as_of,
             p_as_of, now())
     RETURNING charge_attempts.id INTO v_attempt;
-    PERFORM money_present_v1(
+    PERFORM money_present_v2(
         array_fill(v_attempt, ARRAY[cardinality(p_ids)]), p_ids, p_cents,
         array_fill(p_customer, ARRAY[cardinality(p_ids)]),
         array_fill(v_payment, ARRAY[cardinality(p_ids)]), p_as_of,
-        array_fill('manual'::text, ARRAY[cardinality(p_ids)]));
+        array_fill('manual'::text, ARRAY[cardinality(p_ids)]), ARRAY[p_customer]);
     RETURN QUERY SELECT v_payment, v_created, v_attempt, v_key;
 END;
 $$;
@@ -327,7 +327,7 @@ $$;
 -- p_attempt_status, p_payment_status, gateway ref, code, message, p_disable (disable the
 -- method), p_response_status / p_response_body the first answer (NULL: keep the one stored),
 -- p_advice network advice, then what it does to the money (p_kind the journal kind, NULL for
--- none yet; money_follow_v1, a manual payment's ending sets no plan). Only an attempt still
+-- none yet; money_follow_v2, a manual payment's ending sets no plan). Only an attempt still
 -- pending or in doubt changes; returns its id, or no row. payments.record_outcome's one
 -- statement, as one call.
 CREATE FUNCTION payment_record_outcome_v1(
@@ -369,8 +369,9 @@ BEGIN
         WHERE pm.customer_id = p_customer AND pm.id = v_method AND pm.status = 'active';
     END IF;
     IF p_kind IS NOT NULL THEN
-        PERFORM money_follow_v1(ARRAY[v_attempt], ARRAY[p_kind], ARRAY[false],
-                                ARRAY[NULL::date], ARRAY[p_code], p_as_of, p_source);
+        PERFORM money_follow_v2(ARRAY[v_attempt], ARRAY[p_kind], ARRAY[false],
+                                ARRAY[NULL::date], ARRAY[p_code], p_as_of, p_source,
+                                ARRAY[p_customer]);
     END IF;
     RETURN QUERY SELECT v_attempt;
 END;

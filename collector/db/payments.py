@@ -13,10 +13,12 @@ from typing import Any
 import asyncpg
 
 from collector.db.attempts import register_keys
+from collector.db.outbox import write_money_events
 from collector.db.payoff import read_payoff
-from collector.db.pool import Executor
-from collector.db.portal import lease_customer, on_citus
+from collector.db.pool import Executor, transaction
+from collector.db.portal import lease_customer
 from collector.db.queries import QUERIES
+from collector.db.routing import one_node
 from collector.domain import AttemptSource, ClaimedCharge, LeaseStatus, MethodKind
 from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
 
@@ -106,7 +108,7 @@ async def start_payment(
     """
     async with pool.acquire() as conn, conn.transaction():
         customer_id = req.customer_id
-        if customer_id is None and await on_citus(conn):
+        if customer_id is None and not await one_node(conn):
             # The locks must route to the customer's shard: find the customer first. On plain
             # PostgreSQL the locking statement finds it, as many statements as before.
             customer_id = await lease_customer(conn, req.lease_id)
@@ -393,6 +395,31 @@ async def record_payment_outcome(
 ) -> bool:
     """Store the answer and apply what it does to the money (journal kind ``money_kind``,
     None for nothing yet), in one statement; False when the attempt was already resolved."""
+    if not await one_node(db):
+        # On Citus the journal's outbox trigger cannot run (distribution.py): the events of
+        # the answer are written here, in its transaction.
+        async with transaction(db) as conn:
+            recorded = await _record_payment_outcome(
+                conn, customer_id, payment_id, attempt_id, outcome, money_kind, as_of, source
+            )
+            if recorded and money_kind is not None:
+                await write_money_events(conn, [attempt_id], customers=[customer_id])
+        return recorded
+    return await _record_payment_outcome(
+        db, customer_id, payment_id, attempt_id, outcome, money_kind, as_of, source
+    )
+
+
+async def _record_payment_outcome(
+    db: Executor,
+    customer_id: int,
+    payment_id: int,
+    attempt_id: int,
+    outcome: PaymentOutcome,
+    money_kind: str | None,
+    as_of: date,
+    source: str,
+) -> bool:
     rows = await db.fetch(
         QUERIES["payments.record_outcome"],
         payment_id,

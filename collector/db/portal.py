@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 
 from collector.db import money, outbox, prenotes
-from collector.db.distribution import has_citus
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
 from collector.domain import MethodStatus
@@ -175,15 +174,6 @@ class LeaseOwners:
     def known(self, lease_id: int) -> int | None:
         """The lease's customer if it was read before, else None (nothing is read)."""
         return self._known.get(lease_id)
-
-
-async def on_citus(db: Executor) -> bool:
-    """Whether the database is a Citus coordinator (as collector.db.routing asks it)."""
-    # open_pool's connections know (asked once when opened); anything else is asked now.
-    known: bool | None = getattr(db, "on_citus", None)
-    if known is None:
-        known = await has_citus(db)
-    return known
 
 
 async def owner_of(db: Executor, lease_id: int, owners: LeaseOwners | None) -> int | None:
