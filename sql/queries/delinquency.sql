@@ -127,18 +127,22 @@ SELECT bucket, leases, past_due_cents FROM delinquency_totals WHERE as_of = $1;
 -- roll_rates --
 -- Where the past-due cents of snapshot $1 went by snapshot $2: per lease, its bucket on $1
 -- and on $2 ('current' when not past due on $2 and not charged off; 'charged_off' when its
--- lease was charged off by $2), with its cents on $1
+-- lease was charged off by $2), with its cents on $1. Every join by customer (a lease is
+-- one customer's): on Citus each shard reads its own.
 SELECT f.bucket AS from_bucket,
        CASE WHEN l.status = 'charged_off' AND EXISTS (
                 SELECT 1 FROM installments i
-                JOIN money_movements m ON m.installment_id = i.id AND m.kind = 'charged_off'
-                WHERE i.lease_id = f.lease_id AND m.as_of <= $2)
+                JOIN money_movements m ON m.installment_id = i.id
+                                      AND m.customer_id = i.customer_id
+                                      AND m.kind = 'charged_off'
+                WHERE i.lease_id = f.lease_id AND i.customer_id = f.customer_id
+                  AND m.as_of <= $2)
             THEN 'charged_off'
             ELSE coalesce(t.bucket, 'current') END AS to_bucket,
        count(*)::integer AS leases,
        sum(f.past_due_cents)::bigint AS cents
 FROM delinquency_snapshots f
-JOIN leases l ON l.id = f.lease_id
+JOIN leases l ON l.id = f.lease_id AND l.customer_id = f.customer_id
 LEFT JOIN delinquency_snapshots t
   ON t.as_of = $2 AND t.customer_id = f.customer_id AND t.lease_id = f.lease_id
 WHERE f.as_of = $1
@@ -146,16 +150,17 @@ GROUP BY 1, 2;
 
 -- recoveries --
 -- Money settled on or before business date $1 on installments of charged-off leases after
--- their charge-off: how many leases, how many cents
+-- their charge-off: how many leases, how many cents (joined by customer, for Citus)
 SELECT count(DISTINCT c.lease_id)::integer AS leases,
        coalesce(sum(movement_paid_cents_v1(m.kind, m.amount_cents)), 0)::bigint AS cents
 FROM (
-    SELECT i.lease_id, i.id AS installment_id, co.id AS charge_off_row
+    SELECT i.lease_id, i.customer_id, i.id AS installment_id, co.id AS charge_off_row
     FROM money_movements co
-    JOIN installments i ON i.id = co.installment_id
+    JOIN installments i ON i.id = co.installment_id AND i.customer_id = co.customer_id
     WHERE co.kind = 'charged_off'
 ) c
-JOIN money_movements m ON m.installment_id = c.installment_id AND m.id > c.charge_off_row
+JOIN money_movements m ON m.installment_id = c.installment_id AND m.customer_id = c.customer_id
+                      AND m.id > c.charge_off_row
 WHERE m.kind IN ('settled', 'reversed') AND m.as_of <= $1;
 
 -- lease_aging --

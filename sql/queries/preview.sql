@@ -1,3 +1,8 @@
+-- The dry run's reads (collector/db/preview.py). Every join and correlated subquery names
+-- the customer beside the lease (a lease, its installments, methods and promises are one
+-- customer's), so on Citus each is a plain multi-shard read that each shard answers for
+-- its own customers.
+
 -- due_by_gateway --
 -- What a pass for business date $1 would charge, by gateway and method kind, with the enabled
 -- gateways $2, and of it the late fees already assessed: not the leases a promise to pay
@@ -12,7 +17,7 @@ SELECT pm.gateway, pm.kind, count(*) AS installments,
                  i.owed_cents - i.paid_cents - i.in_flight_cents
                  - i.cancelled_cents))::bigint AS fee_cents
 FROM installments i
-JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id AND l.status = 'active'
 JOIN payment_methods pm
   ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
 WHERE i.status IN ('scheduled', 'overdue')
@@ -21,11 +26,13 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND pm.gateway = ANY($2::text[])
   AND NOT EXISTS (SELECT 1 FROM promises pr
-                  WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                  WHERE pr.lease_id = i.lease_id AND pr.customer_id = i.customer_id
+                    AND pr.status IN ('open', 'kept')
                     AND pr.resume_on > $1::date)
   AND NOT ($3::integer > 0 AND EXISTS (
       SELECT 1 FROM installments o
-      WHERE o.lease_id = i.lease_id AND o.status IN ('scheduled', 'overdue')
+      WHERE o.lease_id = i.lease_id AND o.customer_id = i.customer_id
+        AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $3::integer
         AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0))
 GROUP BY pm.gateway, pm.kind
@@ -45,7 +52,8 @@ FROM (
                WHEN l.status <> 'active' THEN 'lease_' || l.status
                WHEN $3::integer > 0 AND EXISTS (
                    SELECT 1 FROM installments o
-                   WHERE o.lease_id = l.id AND o.status IN ('scheduled', 'overdue')
+                   WHERE o.lease_id = l.id AND o.customer_id = l.customer_id
+                     AND o.status IN ('scheduled', 'overdue')
                      AND o.due_on < $1::date - $3::integer
                      AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0)
                    THEN 'charge_off'
@@ -57,11 +65,12 @@ FROM (
                WHEN NOT pm.gateway = ANY($2::text[]) THEN 'gateway_not_enabled'
            END AS reason
     FROM installments i
-    JOIN leases l ON l.id = i.lease_id
+    JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id
     LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary
     LEFT JOIN LATERAL (
         SELECT max(o.resume_on) AS resume_on FROM promises o
-        WHERE o.lease_id = l.id AND o.status IN ('open', 'kept')
+        WHERE o.lease_id = l.id AND o.customer_id = l.customer_id
+          AND o.status IN ('open', 'kept')
     ) pr ON true
     WHERE i.due_on <= $1 AND i.status IN ('scheduled', 'overdue')
 ) s
@@ -87,7 +96,7 @@ SELECT i.id AS installment_id, i.next_attempt_on, i.lease_id, l.customer_id, i.d
        CASE WHEN i.status = 'overdue' THEN 'retry' ELSE 'batch' END AS source,
        pm.id AS payment_method_id, pm.gateway, pm.kind, pm.brand, pm.instrument_key
 FROM installments i
-JOIN leases l ON l.id = i.lease_id AND l.status = 'active'
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id AND l.status = 'active'
 JOIN payment_methods pm
   ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
 WHERE i.status IN ('scheduled', 'overdue')
@@ -97,11 +106,13 @@ WHERE i.status IN ('scheduled', 'overdue')
   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND pm.gateway = ANY($4::text[])
   AND NOT EXISTS (SELECT 1 FROM promises pr
-                  WHERE pr.lease_id = i.lease_id AND pr.status IN ('open', 'kept')
+                  WHERE pr.lease_id = i.lease_id AND pr.customer_id = i.customer_id
+                    AND pr.status IN ('open', 'kept')
                     AND pr.resume_on > $1::date)
   AND NOT ($6::integer > 0 AND EXISTS (
       SELECT 1 FROM installments o
-      WHERE o.lease_id = i.lease_id AND o.status IN ('scheduled', 'overdue')
+      WHERE o.lease_id = i.lease_id AND o.customer_id = i.customer_id
+        AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $6::integer
         AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0))
 ORDER BY i.next_attempt_on, i.id
@@ -118,13 +129,14 @@ SELECT l.id AS lease_id, l.customer_id,
        sum(i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents)::bigint
            AS amount_cents
 FROM leases l
-JOIN installments i ON i.lease_id = l.id
+JOIN installments i ON i.lease_id = l.id AND i.customer_id = l.customer_id
 WHERE $2::integer > 0 AND l.status = 'active'
   AND i.status <> 'cancelled'
   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
   AND EXISTS (
       SELECT 1 FROM installments o
-      WHERE o.lease_id = l.id AND o.status IN ('scheduled', 'overdue')
+      WHERE o.lease_id = l.id AND o.customer_id = l.customer_id
+        AND o.status IN ('scheduled', 'overdue')
         AND o.due_on < $1::date - $2::integer
         AND o.owed_cents - o.paid_cents - o.in_flight_cents - o.cancelled_cents > 0)
 GROUP BY l.id, l.customer_id

@@ -71,16 +71,18 @@ WHERE (e.file_name IS NULL OR f.written_at IS NULL)
       SELECT 1 FROM charge_attempts a
       JOIN needs_attention n
         ON n.resolved_at IS NULL AND n.subject = 'attempt' AND n.subject_id = a.id::text
-      WHERE a.idempotency_key = e.idempotency_key);
+      -- The entry's customer is its attempt's: the same shard on Citus (R1).
+      WHERE a.idempotency_key = e.idempotency_key AND a.customer_id = e.customer_id);
 
 -- business_day_attempts --
 -- The attempts made on business date $1, by gateway, method kind and status as it stands now:
 -- each attempt counted once, under its latest outcome (an in-doubt attempt resolved later
 -- moves from in_doubt to its answer), with its cents. BRIN charge_attempts_as_of_brin.
+-- Every join carries the customer (R1): on Citus each shard counts its own.
 SELECT a.gateway, pm.kind AS method_kind, a.status AS outcome,
        count(*) AS attempts, sum(a.amount_cents)::bigint AS cents
 FROM charge_attempts a
-JOIN payment_methods pm ON pm.id = a.payment_method_id
+JOIN payment_methods pm ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id
 WHERE a.as_of = $1
 GROUP BY a.gateway, pm.kind, a.status;
 
@@ -107,8 +109,8 @@ SELECT a.gateway,
        CASE WHEN m.kind = 'settled' THEN 'settled' ELSE 'returned' END AS result,
        count(DISTINCT m.attempt_id) AS debits, sum(m.amount_cents)::bigint AS cents
 FROM money_movements m
-JOIN charge_attempts a ON a.id = m.attempt_id
-JOIN payment_methods pm ON pm.id = a.payment_method_id
+JOIN charge_attempts a ON a.id = m.attempt_id AND a.customer_id = m.customer_id
+JOIN payment_methods pm ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id
 WHERE m.as_of = $1 AND m.kind IN ('settled', 'returned', 'reversed') AND pm.kind = 'ach'
 GROUP BY 1, 2;
 
@@ -116,7 +118,7 @@ GROUP BY 1, 2;
 -- Leases charged off on business date $1 and the cents written off, from the journal
 SELECT count(DISTINCT i.lease_id) AS leases, coalesce(sum(m.amount_cents), 0)::bigint AS cents
 FROM money_movements m
-JOIN installments i ON i.id = m.installment_id
+JOIN installments i ON i.id = m.installment_id AND i.customer_id = m.customer_id
 WHERE m.as_of = $1 AND m.kind = 'charged_off';
 
 -- business_day_late_fees --
