@@ -12,8 +12,9 @@ from datetime import date
 import asyncpg
 
 from collector.aging import BucketTotal, bucket_labels
-from collector.db.pool import Executor
+from collector.db.pool import Executor, transaction
 from collector.db.queries import QUERIES
+from collector.db.routing import one_node, shard_groups
 
 # Two passes of one business date write its snapshot one after the other (a lock per date,
 # held to the end of the writing transaction).
@@ -53,8 +54,22 @@ async def write_snapshot(
 
 
 async def charge_off(db: Executor, *, as_of: date, days: int, source: str) -> list[ChargedOff]:
-    """Charge off the active leases more than ``days`` days past due on ``as_of``."""
-    rows = await db.fetch(QUERIES["delinquency.charge_off"], as_of, days, source)
+    """Charge off the active leases more than ``days`` days past due on ``as_of``: one
+    statement on one node; on Citus the candidates' customers read once, then one call per
+    shard group of them (sql/0027)."""
+    if await one_node(db):
+        rows = await db.fetch(QUERIES["delinquency.charge_off"], as_of, days, source)
+    else:
+        customers = [
+            r["customer_id"]
+            for r in await db.fetch(QUERIES["delinquency.charge_off_candidates"], as_of, days)
+        ]
+        rows = []
+        for group in await shard_groups(db, customers):
+            async with transaction(db) as conn:
+                rows += await conn.fetch(
+                    QUERIES["delinquency.charge_off_group"], as_of, days, source, group
+                )
     return [
         ChargedOff(lease_id=r["lease_id"], customer_id=r["customer_id"], cents=r["cents"])
         for r in rows

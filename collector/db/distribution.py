@@ -193,7 +193,9 @@ _CITUS_ADJUSTMENTS = (
 
 
 async def adjust_for_citus(db: Executor) -> None:
-    """Make the Citus-only adjustments (see _CITUS_ADJUSTMENTS); the caller knows it is on
-    Citus."""
+    """Make the Citus-only adjustments (see _CITUS_ADJUSTMENTS), in the caller's
+    transaction; the caller knows it is on Citus."""
+    # Trigger DDL on a distributed table needs it, even a DROP ... IF EXISTS.
+    await db.execute("SET LOCAL citus.enable_unsafe_triggers = on")
     for statement in _CITUS_ADJUSTMENTS:
         await db.execute(statement)

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from collector.db.pool import Executor
+from collector.db.pool import Executor, transaction
 from collector.db.queries import QUERIES
+from collector.db.routing import one_node, shard_groups
 from collector.fees.rules import FeeTable
 
 
@@ -52,10 +53,33 @@ class LeaseFee:
 
 
 async def assess(db: Executor, table: FeeTable, *, as_of: date, source: str) -> Assessed:
-    """Assess every late fee due on ``as_of`` (one statement); what was added."""
-    row = await db.fetchrow(QUERIES["fees.assess"], as_of, *table.sql_args(), source)
-    assert row is not None
-    return Assessed(fees=row["fees"], cents=row["cents"])
+    """Assess every late fee due on ``as_of``; what was added. One statement on one node; on
+    Citus the fees due read once, then recorded one shard group of customers at a time
+    (sql/0027)."""
+    if await one_node(db):
+        row = await db.fetchrow(QUERIES["fees.assess"], as_of, *table.sql_args(), source)
+        assert row is not None
+        return Assessed(fees=row["fees"], cents=row["cents"])
+    due_rows = await db.fetch(QUERIES["fees.due_rows"], as_of, *table.sql_args())
+    fees = cents = 0
+    for group in await shard_groups(db, [r["customer_id"] for r in due_rows]):
+        members = set(group)
+        mine = [r for r in due_rows if r["customer_id"] in members]
+        async with transaction(db) as conn:
+            row = await conn.fetchrow(
+                QUERIES["fees.record_group"],
+                [r["installment_id"] for r in mine],
+                [r["customer_id"] for r in mine],
+                [r["fee_cents"] for r in mine],
+                [r["rule"] for r in mine],
+                as_of,
+                source,
+                group,
+            )
+        assert row is not None
+        fees += row["fees"]
+        cents += row["cents"]
+    return Assessed(fees=fees, cents=cents)
 
 
 async def due(

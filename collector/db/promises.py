@@ -161,9 +161,13 @@ async def due_collections(db: Executor, *, as_of: date) -> list[DueCollection]:
     return [DueCollection(**dict(row)) for row in rows]
 
 
-async def link_payment(db: Executor, *, promise_id: int, lease_id: int, request_key: str) -> None:
+async def link_payment(
+    db: Executor, *, promise_id: int, customer_id: int, lease_id: int, request_key: str
+) -> None:
     """Remember the manual-pay payment made under ``request_key`` for the promise."""
-    await db.execute(QUERIES["promises.link_payment"], promise_id, lease_id, request_key)
+    await db.execute(
+        QUERIES["promises.link_payment"], promise_id, lease_id, request_key, customer_id
+    )
 
 
 async def counts(db: Executor) -> dict[str, int]:

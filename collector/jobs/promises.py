@@ -99,7 +99,13 @@ async def collect_promised(
                 reason=str(exc),
             )
             continue
-        await promises.link_payment(pool, promise_id=due.id, lease_id=due.lease_id, request_key=key)
+        await promises.link_payment(
+            pool,
+            promise_id=due.id,
+            customer_id=due.customer_id,
+            lease_id=due.lease_id,
+            request_key=key,
+        )
         status = str(answer.body.get("status") or _STATUS_OF_CODE.get(answer.status_code, "other"))
         PROMISES_COLLECTED.labels(status=status).inc()
         sent += 1

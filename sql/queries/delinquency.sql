@@ -116,6 +116,22 @@ RETURNING id;
 -- through money_charge_off_v1, source $3); returns each lease charged off and its cents
 SELECT lease_id, customer_id, cents FROM money_charge_off_v1($1::date, $2::integer, $3::text);
 
+-- charge_off_candidates --
+-- The customers with an active lease more than $2 days past due on business date $1 (a plain
+-- read over every shard, joined by customer): on Citus the charge-off runs per shard group of
+-- them
+SELECT DISTINCT i.customer_id
+FROM installments i
+JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id AND l.status = 'active'
+WHERE i.status IN ('scheduled', 'overdue')
+  AND i.due_on < $1::date - $2::integer
+  AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0;
+
+-- charge_off_group --
+-- money_charge_off_v1 for customers $4 (one shard group's; sql/0027)
+SELECT lease_id, customer_id, cents
+FROM money_charge_off_v2($1::date, $2::integer, $3::text, $4::bigint[]);
+
 -- snapshot_dates --
 -- The business date of the latest snapshot on or before $1, if any
 SELECT max(as_of) FROM delinquency_totals WHERE as_of <= $1;

@@ -10,6 +10,20 @@ SELECT fees, cents
 FROM money_assess_fees_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigint[],
                           $6::bigint[], $7, $8, $9, $10, $11);
 
+-- due_rows --
+-- The late fees a pass on business date $1 would assess, one row each (the rules as for
+-- assess): on Citus the fees are recorded per shard group of their customers
+SELECT installment_id, customer_id, fee_cents, rule
+FROM late_fees_due_v1($1, $2::text[], $3::integer[], $4::integer[], $5::bigint[],
+                      $6::bigint[], $7, $8, $9, $10);
+
+-- record_group --
+-- Record late fees $1 (installments) of customers $2, $3 cents under rules $4, on business
+-- date $5 from source $6, for customers $7 (one shard group's; sql/0027)
+SELECT fees, cents
+FROM money_record_fees_v1($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::date,
+                          $6::text, $7::bigint[]);
+
 -- due --
 -- The late fees a pass on business date $1 would assess, by rule (count, cents), but on leases
 -- $11, which it would charge off first (the pass's charge-off comes before its fees). Reads

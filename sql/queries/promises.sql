@@ -34,14 +34,26 @@ FROM lease_promises_v1($2, $1);
 -- Decide every open promise on business date $1 in one statement: kept once the settled
 -- money counted toward it reaches its amount; cancelled when its lease is no longer active;
 -- broken once its date has passed and the money counted, in flight included, falls short.
+-- The money counted: the lease's journal rows under attempts made from the promise's
+-- creation to its date (what promise_money_v2 counts for one promise), summed here for all
+-- of them with every join on the customer, so that on Citus each shard decides its own
+-- promises (a function per row inside the statement would run nested on the workers).
 -- Returns the promises resolved.
 WITH counted AS (
     SELECT pr.customer_id, pr.id, pr.amount_cents, pr.promised_on, l.status AS lease_status,
-           m.settled_cents, m.in_flight_cents
+           coalesce(sum(movement_paid_cents_v1(m.kind, m.amount_cents))
+                        FILTER (WHERE a.id IS NOT NULL), 0)::bigint AS settled_cents,
+           coalesce(sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))
+                        FILTER (WHERE a.id IS NOT NULL), 0)::bigint AS in_flight_cents
     FROM promises pr
-    JOIN leases l ON l.id = pr.lease_id
-    CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
+    JOIN leases l ON l.id = pr.lease_id AND l.customer_id = pr.customer_id
+    LEFT JOIN installments i ON i.lease_id = pr.lease_id AND i.customer_id = pr.customer_id
+    LEFT JOIN money_movements m ON m.installment_id = i.id AND m.customer_id = i.customer_id
+    LEFT JOIN charge_attempts a
+      ON a.id = m.attempt_id AND a.customer_id = m.customer_id
+     AND a.created_at >= pr.created_at AND a.as_of <= pr.promised_on
     WHERE pr.status = 'open'
+    GROUP BY pr.customer_id, pr.id, pr.amount_cents, pr.promised_on, l.status
 ), decided AS (
     SELECT c.*,
            CASE
@@ -63,25 +75,54 @@ RETURNING pr.id, pr.lease_id, pr.customer_id, pr.status, pr.amount_cents, pr.pai
 -- due_collections --
 -- The open promises of active leases to collect automatically on business date $1: their
 -- date is $1; what they still lack (amount - settled - in flight, counted as in resolve),
--- and what to collect: that, at most the lease's overdue amount (what manual pay can take)
-SELECT pr.id, pr.lease_id, pr.customer_id,
-       pr.amount_cents - m.settled_cents - m.in_flight_cents AS missing_cents,
-       least(pr.amount_cents - m.settled_cents - m.in_flight_cents, b.overdue_cents)
+-- and what to collect: that, at most the lease's overdue amount (what manual pay can take:
+-- lease_balances_v1's overdue_cents). Joined on the customer throughout (see resolve).
+WITH due AS (
+    SELECT pr.customer_id, pr.id, pr.lease_id, pr.amount_cents, pr.created_at, pr.promised_on
+    FROM promises pr
+    JOIN leases l ON l.id = pr.lease_id AND l.customer_id = pr.customer_id AND l.status = 'active'
+    WHERE pr.status = 'open' AND pr.auto_collect AND pr.promised_on = $1::date
+), counted AS (
+    SELECT d.customer_id, d.id,
+           coalesce(sum(movement_paid_cents_v1(m.kind, m.amount_cents))
+                        FILTER (WHERE a.id IS NOT NULL), 0)::bigint AS settled_cents,
+           coalesce(sum(movement_in_flight_cents_v1(m.kind, m.amount_cents))
+                        FILTER (WHERE a.id IS NOT NULL), 0)::bigint AS in_flight_cents
+    FROM due d
+    LEFT JOIN installments i ON i.lease_id = d.lease_id AND i.customer_id = d.customer_id
+    LEFT JOIN money_movements m ON m.installment_id = i.id AND m.customer_id = i.customer_id
+    LEFT JOIN charge_attempts a
+      ON a.id = m.attempt_id AND a.customer_id = m.customer_id
+     AND a.created_at >= d.created_at AND a.as_of <= d.promised_on
+    GROUP BY d.customer_id, d.id
+), overdue AS (
+    SELECT d.customer_id, d.id,
+           coalesce(sum(i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents)
+                        FILTER (WHERE i.due_on < $1::date
+                                  AND i.status IN ('scheduled', 'overdue')), 0)::bigint
+               AS overdue_cents
+    FROM due d
+    LEFT JOIN installments i ON i.lease_id = d.lease_id AND i.customer_id = d.customer_id
+    GROUP BY d.customer_id, d.id
+)
+SELECT d.id, d.lease_id, d.customer_id,
+       d.amount_cents - c.settled_cents - c.in_flight_cents AS missing_cents,
+       least(d.amount_cents - c.settled_cents - c.in_flight_cents, o.overdue_cents)
            AS collect_cents
-FROM promises pr
-JOIN leases l ON l.id = pr.lease_id AND l.status = 'active'
-CROSS JOIN LATERAL promise_money_v1(pr.lease_id, pr.created_at, pr.promised_on) m
-CROSS JOIN LATERAL lease_balance_v3(pr.lease_id, $1::date) b
-WHERE pr.status = 'open' AND pr.auto_collect AND pr.promised_on = $1::date
-  AND pr.amount_cents - m.settled_cents - m.in_flight_cents > 0
-ORDER BY pr.id;
+FROM due d
+JOIN counted c ON c.customer_id = d.customer_id AND c.id = d.id
+JOIN overdue o ON o.customer_id = d.customer_id AND o.id = d.id
+WHERE d.amount_cents - c.settled_cents - c.in_flight_cents > 0
+ORDER BY d.id;
 
 -- link_payment --
--- Promise $1's automatic collection is lease $2's manual-pay payment under key $3
+-- Promise $1 of customer $4: its automatic collection is lease $2's manual-pay payment under
+-- key $3 (one customer: one shard)
 UPDATE promises pr
 SET payment_id = p.id
 FROM payments p
-WHERE pr.id = $1 AND p.lease_id = $2 AND p.request_key = $3 AND pr.payment_id IS NULL;
+WHERE pr.customer_id = $4 AND p.customer_id = $4
+  AND pr.id = $1 AND p.lease_id = $2 AND p.request_key = $3 AND pr.payment_id IS NULL;
 
 -- counts --
 -- How many promises are in each status (the gauges: counters are lost with a textfile host)
