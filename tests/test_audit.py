@@ -96,10 +96,10 @@ async def answer(
     plan: bool = False,
 ) -> None:
     """Store a gateway's answer on the attempt and apply what it does to the money."""
-    await conn.execute(
+    customer_id = await conn.fetchval(
         "UPDATE charge_attempts SET status = $2, gateway_ref = CASE WHEN $2 IN"
         " ('succeeded', 'processing', 'returned') THEN 'ref_' || id ELSE gateway_ref END"
-        " WHERE id = $1",
+        " WHERE id = $1 RETURNING customer_id",
         attempt_id,
         status,
     )
@@ -108,6 +108,7 @@ async def answer(
         [Ending(attempt_id=attempt_id, kind=kind, sets_plan=plan, retry_on=retry_on)],
         as_of=as_of,
         source="test",
+        customer_of={attempt_id: customer_id},
     )
 
 
@@ -742,7 +743,11 @@ async def charged(pool: asyncpg.Pool, gateways: Mapping[str, Gateway]) -> Charge
             paid,
         )
         await money.follow(
-            conn, [Ending(attempt_id=paid, kind=MovementKind.SETTLED)], as_of=DAY, source="t"
+            conn,
+            [Ending(attempt_id=paid, kind=MovementKind.SETTLED)],
+            as_of=DAY,
+            source="t",
+            customer_of={paid: card.customer_id},
         )
         # Taken, answer lost: the ledger is in doubt until a lookup; not a mismatch.
         pending = await new_attempt(conn, card, installment_id=card.installment_ids[1])

@@ -159,9 +159,6 @@ KNOWN: list[str] = [
     "R1 prenotes.facts: debited/a(charge_attempts) x v/pm(payment_methods)",
     "R1 prenotes.facts: open/o(ach_prenotes) x v/pm(payment_methods)",
     "R1 prenotes.facts: returned/r(ach_prenotes) x v/pm(payment_methods)",
-    "R1 promises.due_collections: l(leases) x pr(promises)",
-    "R1 promises.link_payment: p(payments) x pr(promises)",
-    "R1 promises.resolve: counted/l(leases) x counted/pr(promises)",
     "R1 seed.set_terms: l(leases) x s/i(installments)",
     "R2 attempts.claim_due: picked/i(installments) not pinned by customer_id",
     "R2 attempts.claim_due: picked/l(leases) not pinned by customer_id",
@@ -187,9 +184,6 @@ KNOWN: list[str] = [
     "R3 fn money_payoff_follow_v1: calls money_apply_v1(), LANGUAGE sql on tables",
     "R3 fn money_present_v1: calls money_apply_v1(), LANGUAGE sql on tables",
     "R3 fn money_replan_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 promises.due_collections: calls lease_balance_v3(), LANGUAGE sql on tables",
-    "R3 promises.due_collections: calls promise_money_v1(), LANGUAGE sql on tables",
-    "R3 promises.resolve: calls promise_money_v1(), LANGUAGE sql on tables",
 ]
 
 

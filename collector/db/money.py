@@ -74,17 +74,14 @@ async def follow(
     *,
     as_of: date,
     source: str,
-    customer_of: Mapping[int, int] | None = None,
+    customer_of: Mapping[int, int],
 ) -> None:
     """Apply what became of these attempts (each once); an ending of kind None (no answer
     yet: in doubt) adds nothing. ``customer_of``: each attempt's customer, so that each
-    statement names its shard group's customers (one group on plain PostgreSQL); without it
-    the function finds them (a read across shards on Citus)."""
+    statement names its shard group's customers (one group on plain PostgreSQL). Required:
+    a statement that does not name its customers cannot run on Citus."""
     endings = [e for e in endings if e.kind is not None]
     if not endings:
-        return
-    if customer_of is None:
-        await db.execute(QUERIES["money.follow_attempts"], *_follow_args(endings, as_of, source))
         return
     for group in await shard_groups(db, (customer_of[e.attempt_id] for e in endings)):
         members = set(group)
@@ -112,21 +109,11 @@ async def replan(
     as_of: date,
     source: str,
     reason: str,
-    customer_of: Mapping[int, int] | None = None,
+    customer_of: Mapping[int, int],
 ) -> None:
     """Set the next collection date of these installments without moving money.
     ``customer_of``: each installment's customer (as for ``follow``)."""
     if not installment_ids:
-        return
-    if customer_of is None:
-        await db.execute(
-            QUERIES["money.replan_installments"],
-            list(installment_ids),
-            retry_on,
-            as_of,
-            source,
-            reason,
-        )
         return
     for group in await shard_groups(db, (customer_of[i] for i in installment_ids)):
         members = set(group)

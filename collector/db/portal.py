@@ -314,7 +314,13 @@ async def reopen_authorized(db: Executor, customer_id: int, *, today: date) -> i
         for row in await db.fetch(QUERIES["portal.waiting_for_authorization"], customer_id)
     ]
     await money.replan(
-        db, ids, retry_on=today, as_of=today, source="portal", reason="method_reauthorized"
+        db,
+        ids,
+        retry_on=today,
+        as_of=today,
+        source="portal",
+        reason="method_reauthorized",
+        customer_of=dict.fromkeys(ids, customer_id),
     )
     return len(ids)
 
@@ -325,7 +331,13 @@ async def reopen_retries(db: Executor, customer_id: int, *, today: date) -> int:
     each presentment by the card's or account's history, whatever row names it now."""
     ids = [row["id"] for row in await db.fetch(QUERIES["portal.waiting_for_method"], customer_id)]
     await money.replan(
-        db, ids, retry_on=today, as_of=today, source="portal", reason="primary_method_changed"
+        db,
+        ids,
+        retry_on=today,
+        as_of=today,
+        source="portal",
+        reason="primary_method_changed",
+        customer_of=dict.fromkeys(ids, customer_id),
     )
     return len(ids)
 

@@ -11,22 +11,10 @@ SELECT money_present_v2($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], 
 SELECT money_follow_v2($1::bigint[], $2::text[], $3::boolean[], $4::date[], $5::text[],
                        $6::date, $7::text, $8::bigint[]);
 
--- follow_attempts --
--- money.follow for callers that do not know the attempts' customers (plain PostgreSQL
--- only): attempts $1, kinds $2, plan flags $3 and dates $4, reasons $5, business date $6,
--- source $7
-SELECT money_follow_v1($1::bigint[], $2::text[], $3::boolean[], $4::date[], $5::text[],
-                       $6::date, $7::text);
-
 -- replan --
 -- Set the collection date of installments $1 of customers $6 (one shard's on Citus) to $2
 -- (NULL: none) on business date $3, from source $4 for reason $5, without moving money
 SELECT money_replan_v2($1::bigint[], $6::bigint[], $2::date, $3::date, $4::text, $5::text);
-
--- replan_installments --
--- money.replan for callers that do not know the installments' customers (plain PostgreSQL
--- only): installments $1, date $2, business date $3, source $4, reason $5
-SELECT money_replan_v1($1::bigint[], $2::date, $3::date, $4::text, $5::text);
 
 -- set_aside --
 -- Set a row aside for an operator: subject $1 with id $2 (customer $3), reason $4, detail $5.
