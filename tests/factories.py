@@ -104,7 +104,8 @@ async def put_state(
     it). ``attempts``: that many earlier batch presentments, declined."""
     row = await conn.fetchrow(
         "SELECT i.amount_cents, i.due_on, l.customer_id, pm.id AS method_id, pm.gateway,"
-        " pm.instrument_key FROM installments i JOIN leases l ON l.id = i.lease_id"
+        " pm.instrument_key FROM installments i"
+        " JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id"
         " LEFT JOIN payment_methods pm ON pm.customer_id = l.customer_id"
         " WHERE i.id = $1 ORDER BY pm.is_primary DESC NULLS LAST LIMIT 1",
         installment_id,
@@ -121,22 +122,28 @@ async def put_state(
         paid_cents = row["amount_cents"]
     if paid_cents:
         for kind in ("presented", "settled"):
-            await conn.execute(
+            movement = await conn.fetchval(
                 "INSERT INTO money_movements (customer_id, installment_id, kind, amount_cents,"
-                " as_of, source, answers) VALUES ($1, $2, $3, $4, $5, 'migration', $3 = 'settled')",
+                " as_of, source, answers) VALUES ($1, $2, $3, $4, $5, 'migration', $3 = 'settled')"
+                " RETURNING id",
                 row["customer_id"],
                 installment_id,
                 kind,
                 paid_cents,
                 row["due_on"],
             )
+            await conn.execute(
+                "SELECT money_apply_v2(ARRAY[$1::bigint], ARRAY[$2::bigint])",
+                movement,
+                row["customer_id"],
+            )
     for n in range(1, attempts + 1):
         attempt_id = await _attempt(
             conn, installment_id, row, n, row["amount_cents"] - paid_cents, "declined"
         )
         await conn.execute(
-            "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
-            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'])",
+            "SELECT money_present_v2(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
+            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'], ARRAY[$4::bigint])",
             attempt_id,
             installment_id,
             row["amount_cents"] - paid_cents,
@@ -144,10 +151,11 @@ async def put_state(
             row["due_on"],
         )
         await conn.execute(
-            "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['released'], ARRAY[true],"
-            " ARRAY[NULL::date], ARRAY['test'], $2, 'test')",
+            "SELECT money_follow_v2(ARRAY[$1::bigint], ARRAY['released'], ARRAY[true],"
+            " ARRAY[NULL::date], ARRAY['test'], $2, 'test', ARRAY[$3::bigint])",
             attempt_id,
             row["due_on"],
+            row["customer_id"],
         )
         if row["method_id"] is not None:
             # The customer authorized the method again after each: a history of declines in a
@@ -171,8 +179,8 @@ async def put_state(
             attempt_status,
         )
         await conn.execute(
-            "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
-            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'])",
+            "SELECT money_present_v2(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[$3::bigint],"
+            " ARRAY[$4::bigint], ARRAY[NULL::bigint], $5, ARRAY['batch'], ARRAY[$4::bigint])",
             attempt_id,
             installment_id,
             row["amount_cents"] - paid_cents,
@@ -182,19 +190,21 @@ async def put_state(
         if attempt_status == "processing":
             # The gateway took the debit: answered, settling later.
             await conn.execute(
-                "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['accepted'], ARRAY[false],"
-                " ARRAY[NULL::date], ARRAY[NULL::text], $2, 'test')",
+                "SELECT money_follow_v2(ARRAY[$1::bigint], ARRAY['accepted'], ARRAY[false],"
+                " ARRAY[NULL::date], ARRAY[NULL::text], $2, 'test', ARRAY[$3::bigint])",
                 attempt_id,
                 row["due_on"],
+                row["customer_id"],
             )
     if status == "overdue" or (next_attempt_on is not None and next_attempt_on != row["due_on"]):
         await conn.execute(
-            "SELECT money_replan_v1(ARRAY[$1::bigint], $2, $3, 'test', 'state for a test')",
+            "SELECT money_replan_v2(ARRAY[$1::bigint], ARRAY[$4::bigint], $2, $3, 'test',"
+            " 'state for a test')",
             installment_id,
             next_attempt_on,
             row["due_on"],
+            row["customer_id"],
         )
-    await conn.execute("SELECT installments_derive_v1(ARRAY[$1::bigint])", installment_id)
     got = await conn.fetchval("SELECT status FROM installments WHERE id = $1", installment_id)
     assert got == status, f"installment {installment_id} is {got}, not {status}"
 
