@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import anyio
 import asyncpg
 
 from collector.db.pool import open_pool, took_session_lock
+from collector.db.routing import one_node, shard_groups
 
 KEY = (4_242, 7)
 
@@ -48,3 +50,16 @@ async def test_an_ordinary_connection_comes_back_without_a_reset_round_trip(
         async with pool.acquire() as conn:
             assert conn.get_server_pid() == pid
             assert not await conn.fetchval("SELECT pg_is_in_recovery()")
+
+
+async def test_asking_whether_the_pool_is_citus_takes_no_connection(database_url: str) -> None:
+    # A repository handed the pool asks routing which backend it is; with every connection
+    # held in a transaction (a pass under load), asking must not wait for one.
+    async with (
+        open_pool(database_url, size=1) as pool,
+        pool.acquire() as conn,
+        conn.transaction(),
+    ):
+        with anyio.fail_after(2):
+            assert await one_node(pool)
+            assert await shard_groups(pool, [3, 1, 3]) == [[1, 3]]

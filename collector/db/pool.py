@@ -129,10 +129,25 @@ async def open_pool(
         )
     except CANNOT_CONNECT as exc:
         raise DatabaseError(f"cannot connect to the database: {describe(exc)}") from exc
+    # Asked now, once: a repository handed the pool (not a connection) asks routing whether
+    # this is Citus, and must not need a second connection for it while the caller may hold
+    # one in a transaction (a pool-exhaustion deadlock under load).
+    _POOLS_ON_CITUS[id(pool)] = bool(await pool.fetchval(_HAS_CITUS))
     try:
         yield pool
     finally:
+        _POOLS_ON_CITUS.pop(id(pool), None)
         await pool.close()
+
+
+# Whether each open pool of open_pool's reaches Citus, by the pool's id while it is open
+# (asyncpg's Pool takes no attributes and no weak references).
+_POOLS_ON_CITUS: dict[int, bool] = {}
+
+
+def pool_on_citus(pool: asyncpg.Pool) -> bool | None:
+    """Whether ``pool`` (one of open_pool's, open) reaches Citus; None for another pool."""
+    return _POOLS_ON_CITUS.get(id(pool))
 
 
 async def fetch_planned(db: Executor, query: str, *args: object) -> list[asyncpg.Record]:

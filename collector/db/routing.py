@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import asyncpg
+
 from collector.db.distribution import has_citus
-from collector.db.pool import Executor
+from collector.db.pool import Executor, pool_on_citus
 
 # The shard each customer's rows are on; customers is the table every money table is
 # co-located with (collector/db/distribution.py).
@@ -46,9 +48,11 @@ async def one_node(db: Executor) -> bool:
 
 
 async def _on_citus(db: Executor) -> bool:
-    # open_pool's connections know (asked once when opened; a proxy forwards the question);
-    # a pool's are one of them; anything else is asked now.
-    known: bool | None = getattr(db, "on_citus", None)
+    # open_pool's pools and their connections know (asked once, when opened; a proxy forwards
+    # the question), so asking never takes a connection; anything else is asked now.
+    known: bool | None = (
+        pool_on_citus(db) if isinstance(db, asyncpg.Pool) else getattr(db, "on_citus", None)
+    )
     if known is None:
         known = await has_citus(db)
     return known
