@@ -318,7 +318,7 @@ async def assert_where_tokens_put_them(db: Db, total: int, *, demo_only: bool = 
     (``demo_only``: leases other than the seed's, tests.factories', are left out)."""
     rows = await db.fetch(
         "SELECT pm.token, i.status, count(*) AS n FROM installments i"
-        " JOIN leases l ON l.id = i.lease_id"
+        " JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id"
         " JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary"
         " WHERE NOT $1 OR l.agreement_ref NOT LIKE 'AGR-T-%'"
         " GROUP BY 1, 2",
