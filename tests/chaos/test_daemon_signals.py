@@ -212,12 +212,21 @@ async def test_sigkill_with_manual_payments_in_flight_resolves_each_exactly_once
                 )
                 daemon.process.send_signal(signal.SIGKILL)
                 await daemon.wait(30)
+                killed_at = await pool.fetchval("SELECT clock_timestamp()")
             finally:
                 await blocker.close()
             with anyio.fail_after(60):
                 await storm_done.wait()
     finally:
         await daemon.kill()
+    # The dead daemon's server sessions can still run the statement they had received (one
+    # that waited for the blocker's lock) and commit it; what is pending is known once none
+    # of them runs any more.
+    await wait_until(
+        lambda: _no_statement_started_before(pool, killed_at),
+        what="the killed daemon's last statements",
+        timeout_s=30,
+    )
     sent = result[0]
     lost = [s for s in sent if s.status == -1]
     pending = {
@@ -325,3 +334,12 @@ async def test_after_sigterm_the_portal_takes_no_new_manual_payment(
     taken = await pool.fetchval("SELECT count(*) FROM payments WHERE request_key = $1", probe.key)
     print(f"probe after SIGTERM: {probe.status} {probe.answer}")
     assert taken == 0, f"a manual payment taken after SIGTERM: {probe.status} {probe.answer}"
+
+
+async def _no_statement_started_before(pool: asyncpg.Pool, moment: object) -> bool:
+    running: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state <> 'idle' AND query_start < $1",
+        moment,
+    )
+    return running == 0
