@@ -100,11 +100,7 @@ async def claim_due(
             sorted(cursor.skipped),
         )
         if claimed_rows:
-            # Before the cursor moves: a key another customer holds refuses the batch, and
-            # the caller claims it again one row at a time from where this batch began.
-            await register_keys(
-                db, [(row["idempotency_key"], row["customer_id"]) for row in claimed_rows]
-            )
+            await _register_batch_keys(db, claimed_rows)
             last = claimed_rows[-1]
             cursor.after_on, cursor.after_id = last["next_attempt_on"], last["installment_id"]
         return [_claimed(row) for row in claimed_rows]
@@ -154,15 +150,19 @@ async def claim_due(
             )
             rows += claimed
         if rows:
-            # Before the cursor moves: a key another customer holds refuses the batch, and
-            # the caller claims it again one row at a time from where this batch began.
-            await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
+            await _register_batch_keys(db, rows)
         # Past every candidate seen: one another pass holds now is that pass's.
         last = candidates[-1]
         cursor.after_on, cursor.after_id = last["next_attempt_on"], last["id"]
         if rows:
             rows.sort(key=lambda row: (row["next_attempt_on"], row["installment_id"]))
             return [_claimed(row) for row in rows]
+
+
+async def _register_batch_keys(db: Executor, rows: Sequence[asyncpg.Record]) -> None:
+    # Called before the cursor moves: a key another customer holds refuses the batch, and
+    # the caller claims it again one row at a time from where this batch began.
+    await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
 
 
 async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
