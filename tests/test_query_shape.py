@@ -135,14 +135,9 @@ KNOWN: list[str] = [
     "R1 fn installments_derive_v1: i(installments) x s/j/m(money_movements)",
     "R1 fn installments_derive_v1: n/plan(money_movements) x s/j/m(money_movements)",
     "R1 fn installments_derive_v1: s/j/m(money_movements) correlated to ids (no customer table)",
-    "R1 fn money_apply_v1: d/m(money_movements) x i(installments)",
-    "R1 fn money_apply_v1: d/m(money_movements) x n/plan(money_movements)",
     "R1 fn money_charge_off_v1: due/i(installments) x due/l(leases)",
     "R1 fn money_charge_off_v1: due/i(installments) x flipped/l(leases)",
     "R1 fn money_charge_off_v1: i(installments) x m(money_movements)",
-    "R1 fn money_follow_v1: added/acc/acc(money_movements) x added/p/m(money_movements)",
-    "R1 fn money_follow_v1: added/p/m(money_movements) correlated to f (no customer table)",
-    "R1 fn money_replan_v1: added/i(installments) x added/l(leases)",
     "R1 fn outbox_money_events_v1: answer_rows/m(money_movements) x money_events/a(charge_attempts)",
     "R1 fn outbox_money_events_v1: answer_rows/m(money_movements) x money_events/i(installments)",
     "R1 fn outbox_money_events_v1: answer_rows/m(money_movements) x money_events/j/m(money_movements)",
@@ -178,12 +173,6 @@ KNOWN: list[str] = [
     "R3 attempts.record_outcomes: calls money_follow_v1() inside a statement on tables",
     "R3 attempts.record_outcomes: now() in CASE of a write to changed/a(charge_attempts)",
     "R3 fn money_assess_fees_v1: calls late_fees_due_v1() inside a statement on tables",
-    "R3 fn money_assess_fees_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 fn money_charge_off_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 fn money_follow_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 fn money_payoff_follow_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 fn money_present_v1: calls money_apply_v1(), LANGUAGE sql on tables",
-    "R3 fn money_replan_v1: calls money_apply_v1(), LANGUAGE sql on tables",
 ]
 
 

@@ -188,6 +188,8 @@ _CITUS_ADJUSTMENTS = (
     " SET plan_cache_mode = force_custom_plan",
     "ALTER FUNCTION money_present_v2(bigint[], bigint[], bigint[], bigint[], bigint[], date,"
     " text[], bigint[]) SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_payoff_end_v1(bigint[], bigint[])"
+    " SET plan_cache_mode = force_custom_plan",
     "DROP TRIGGER IF EXISTS money_movements_outbox ON money_movements",
 )
 
