@@ -98,7 +98,7 @@ async def answer(
     """Store a gateway's answer on the attempt and apply what it does to the money."""
     customer_id = await conn.fetchval(
         "UPDATE charge_attempts SET status = $2, gateway_ref = CASE WHEN $2 IN"
-        " ('succeeded', 'processing', 'returned') THEN 'ref_' || id ELSE gateway_ref END"
+        " ('succeeded', 'processing', 'returned') THEN 'ref_' || id::text ELSE gateway_ref END"
         " WHERE id = $1 RETURNING customer_id",
         attempt_id,
         status,

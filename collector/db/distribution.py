@@ -190,6 +190,14 @@ _CITUS_ADJUSTMENTS = (
     " text[], bigint[]) SET plan_cache_mode = force_custom_plan",
     "ALTER FUNCTION money_payoff_end_v1(bigint[], bigint[])"
     " SET plan_cache_mode = force_custom_plan",
+    # The v1 forms read their rows' customers, a multi-shard read, then call v2 (sql/0028).
+    "ALTER FUNCTION money_apply_v1(bigint[]) SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_present_v1(bigint[], bigint[], bigint[], bigint[], bigint[], date,"
+    " text[]) SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_follow_v1(bigint[], text[], boolean[], date[], text[], date, text)"
+    " SET plan_cache_mode = force_custom_plan",
+    "ALTER FUNCTION money_replan_v1(bigint[], date, date, text, text)"
+    " SET plan_cache_mode = force_custom_plan",
     "DROP TRIGGER IF EXISTS money_movements_outbox ON money_movements",
 )
 

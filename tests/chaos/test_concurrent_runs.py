@@ -141,7 +141,8 @@ async def test_four_runs_and_a_storm_of_manual_payments_take_each_installment_on
     # An installment the day's passes left untouched is one whose method a hard decline
     # disabled before its turn came: nothing else may be left behind.
     left = await pool.fetch(
-        "SELECT i.id, pm.token, pm.status FROM installments i JOIN leases l ON l.id = i.lease_id"
+        "SELECT i.id, pm.token, pm.status FROM installments i"
+        " JOIN leases l ON l.id = i.lease_id AND l.customer_id = i.customer_id"
         " JOIN payment_methods pm ON pm.customer_id = l.customer_id AND pm.is_primary"
         " WHERE i.status = 'scheduled' AND pm.status = 'active'"
     )

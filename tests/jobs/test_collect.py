@@ -239,7 +239,8 @@ async def test_dry_run_reports_the_due_set_a_pass_then_charges_and_writes_nothin
     async with pool.acquire() as conn:
         charged = await conn.fetch(
             "SELECT a.gateway, pm.kind, count(*) AS n, sum(a.amount_cents) AS cents"
-            " FROM charge_attempts a JOIN payment_methods pm ON pm.id = a.payment_method_id"
+            " FROM charge_attempts a JOIN payment_methods pm"
+            " ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id"
             " GROUP BY 1, 2 ORDER BY 1, 2"
         )
     assert [(r["gateway"], r["kind"], r["n"], r["cents"]) for r in charged] == [
