@@ -167,9 +167,18 @@ async def _register_batch_keys(db: Executor, rows: Sequence[asyncpg.Record]) -> 
 
 async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
     """Hold new attempts' (idempotency key, customer) pairs across all customers, in the
-    caller's transaction: a key another customer holds raises UniqueViolationError, and the
-    transaction sends nothing."""
-    await db.execute(QUERIES["attempts.register_keys"], [k for k, _ in keys], [c for _, c in keys])
+    caller's transaction: a key already held raises UniqueViolationError (the error plain
+    PostgreSQL would give, on every backend), and the transaction sends nothing."""
+    registered = await db.fetch(
+        QUERIES["attempts.register_keys"], [k for k, _ in keys], [c for _, c in keys]
+    )
+    if len(registered) != len(keys):
+        held = sorted({k for k, _ in keys} - {r["idempotency_key"] for r in registered})
+        refused = asyncpg.UniqueViolationError(
+            f"idempotency key already held: {', '.join(held) or 'a key given twice'}"
+        )
+        refused.table_name, refused.constraint_name = "idempotency_keys", "idempotency_keys_pkey"
+        raise refused
 
 
 async def register_key_again(db: Executor, key: str, customer_id: int) -> None:

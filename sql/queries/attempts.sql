@@ -149,10 +149,15 @@ ORDER BY p.next_attempt_on, p.installment_id;
 
 -- register_keys --
 -- New attempts' keys $1 of customers $2 will be sent to gateways: each once across all
--- customers (sql/0022). A key already held refuses the whole batch (a unique violation),
--- which the claim answers by claiming one row at a time and setting aside the one refused.
+-- customers (sql/0022). Returns the keys it registered: one already held is not, and the
+-- caller refuses the whole batch (attempts.register_keys), which the claim answers by
+-- claiming one row at a time and setting aside the one refused. (Not left to the unique
+-- violation: on Citus this INSERT ... SELECT goes through the coordinator, and a worker's
+-- violation arrives there as an internal error, without its SQLSTATE.)
 INSERT INTO idempotency_keys (idempotency_key, customer_id)
-SELECT * FROM unnest($1::text[], $2::bigint[]);
+SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key;
 
 -- register_key_again --
 -- Key $1 of customer $2, derived the same way on every try (a prenote's), will be sent: held
