@@ -279,8 +279,34 @@ def _conjuncts(node: Any) -> Iterator[Any]:
     if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
         for arg in node.args or ():
             yield from _conjuncts(arg)
+    elif (folded := _folded_any(node)) is not None:
+        yield folded
     else:
         yield node
+
+
+def _folded_any(node: Any) -> Any:
+    """`(p IS NULL OR col = ANY (p))` (sql/0030): under a plan made for a given p (Citus
+    plans these functions per call), `p IS NULL` folds to false and the `= ANY` is what
+    remains; None for anything else."""
+    if not (isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.OR_EXPR):
+        return None
+    args = list(node.args or ())
+    if len(args) != 2:
+        return None
+    null_test, any_part = args
+    if not (
+        isinstance(null_test, ast.NullTest)
+        and null_test.nulltesttype == enums.NullTestType.IS_NULL
+        and isinstance(any_part, ast.A_Expr)
+        and any_part.kind == enums.A_Expr_Kind.AEXPR_OP_ANY
+    ):
+        return None
+    tested, listed = null_test.arg, _strip(any_part.rexpr)
+    if not (isinstance(tested, ast.ColumnRef) and isinstance(listed, ast.ColumnRef)):
+        return None
+    names = [getattr(f, "sval", None) for f in tested.fields or ()]
+    return any_part if names == [getattr(f, "sval", None) for f in listed.fields or ()] else None
 
 
 def _op_name(node: Any) -> str | None:
