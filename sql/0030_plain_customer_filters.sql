@@ -7,10 +7,12 @@
 -- call). Here p_customers NULL means "the rows name their customers": each such condition
 -- becomes `(p_customers IS NULL OR x.customer_id = ANY (p_customers))`, which a generic plan
 -- cannot use in an index, and the v1 wrappers (plain PostgreSQL's one-statement pass; nothing
--- calls them on Citus) pass NULL instead of reading their rows' customers first. On Citus,
--- where these functions plan each call for its values (distribution.py), the test of a given
--- array folds to false and the condition is the `= ANY` that prunes, as before. Bodies
--- otherwise unchanged.
+-- calls them on Citus) pass NULL instead of reading their rows' customers first; the events'
+-- function (outbox_money_events_v2), which plain PostgreSQL's settlement calls with a batch's
+-- customers, takes the same form. On Citus, where these functions plan each call for its
+-- values (distribution.py), the test of a given array folds to false and the condition is
+-- the `= ANY` that prunes, as before. Bodies otherwise unchanged; tests/test_money_journal.py
+-- keeps every generically planned function to this form.
 
 CREATE OR REPLACE FUNCTION money_apply_v2(p_rows bigint[], p_customers bigint[]) RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
@@ -219,6 +221,173 @@ BEGIN
     PERFORM money_apply_v2(v_rows, p_customers);
     PERFORM money_payoff_end_v1(v_rows, p_customers);
     RETURN coalesce(cardinality(v_rows), 0);
+END;
+$$;
+
+-- The money events of a batch, as routed (0023): on plain PostgreSQL settlement and the
+-- routed record path call it with a whole batch's customers.
+CREATE OR REPLACE FUNCTION outbox_money_events_v2(p_attempts bigint[], p_customers bigint[])
+RETURNS integer
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_customer bigint[];
+    v_lease bigint[];
+    v_type text[];
+    v_as_of date[];
+    v_body jsonb[];
+    v_key text[];
+    v_written integer;
+    v_paid_off integer;
+BEGIN
+    -- The events, read in one routed statement (an INSERT ... SELECT over these joins is not
+    -- routed by Citus, "complex joins"), then written from the arrays.
+    WITH answer_rows AS (
+        -- Each branch names its kinds, so the journal's partial unique indexes (attempt_id
+        -- leads each) find the rows.
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id AND m.kind = 'accepted'
+             AND (p_customers IS NULL OR m.customer_id = ANY (p_customers))
+        UNION ALL
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id
+             AND m.kind IN ('released', 'settled', 'returned')
+             AND (p_customers IS NULL OR m.customer_id = ANY (p_customers))
+        UNION ALL
+        SELECT m.id, m.attempt_id, m.customer_id, m.installment_id, m.kind, m.as_of
+        FROM unnest(p_attempts) AS p(attempt_id)
+        JOIN money_movements m ON m.attempt_id = p.attempt_id AND m.kind = 'reversed'
+             AND (p_customers IS NULL OR m.customer_id = ANY (p_customers))
+    ), typed AS (
+        SELECT r.*, CASE r.kind
+                        WHEN 'accepted' THEN 'payment.pending_settlement'
+                        WHEN 'released' THEN 'payment.failed'
+                        WHEN 'settled' THEN 'payment.succeeded'
+                        ELSE 'ach.returned'
+                    END AS type
+        FROM answer_rows r
+    ), answers AS (
+        -- An attempt's first row of each event type, as the trigger once saw it.
+        SELECT DISTINCT ON (t.attempt_id, t.type) t.*, t.type || ':' || t.attempt_id AS key
+        FROM typed t
+        ORDER BY t.attempt_id, t.type, t.id
+    )
+    SELECT array_agg(e.customer_id ORDER BY e.id), array_agg(e.lease_id ORDER BY e.id),
+           array_agg(e.type ORDER BY e.id), array_agg(e.as_of ORDER BY e.id),
+           array_agg(e.body ORDER BY e.id), array_agg(e.key ORDER BY e.id)
+    INTO v_customer, v_lease, v_type, v_as_of, v_body, v_key
+    FROM (
+        SELECT n.id, n.customer_id, i.lease_id, n.type, n.as_of,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'attempt_id', a.id,
+                   'payment_id', a.payment_id,
+                   'installment_ids', j.installment_ids,
+                   'amount_cents', a.amount_cents,
+                   'source', a.source,
+                   'gateway', a.gateway,
+                   'method', jsonb_build_object('id', pm.id, 'kind', pm.kind,
+                                                'brand', pm.brand, 'bank_name', pm.bank_name,
+                                                'last4', pm.last4),
+                   'effective_on', CASE WHEN n.type = 'payment.pending_settlement'
+                                        THEN a.effective_on END,
+                   'reason_class', CASE WHEN n.type = 'payment.failed' THEN
+                       outbox_reason_class_v1(a.status, a.outcome_code, pm.status,
+                                              pm.disabled_reason) END,
+                   'code', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                THEN coalesce(r.return_code, a.outcome_code) END,
+                   'return_category', r.category,
+                   'reversed_paid', CASE WHEN n.type = 'ach.returned'
+                                         THEN n.kind = 'reversed' END,
+                   'method_disabled', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                           THEN pm.status = 'disabled' END,
+                   'retry_planned', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                         THEN j.retry_on IS NOT NULL END,
+                   'retry_on', CASE WHEN n.type IN ('payment.failed', 'ach.returned')
+                                    THEN j.retry_on END
+               )) AS body,
+               n.key
+        FROM answers n
+        JOIN installments i
+          ON i.id = n.installment_id AND i.customer_id = n.customer_id
+         AND (p_customers IS NULL OR i.customer_id = ANY (p_customers))
+        JOIN charge_attempts a
+          ON a.id = n.attempt_id AND a.customer_id = n.customer_id
+         AND (p_customers IS NULL OR a.customer_id = ANY (p_customers))
+        JOIN payment_methods pm
+          ON pm.id = a.payment_method_id AND pm.customer_id = a.customer_id
+         AND (p_customers IS NULL OR pm.customer_id = ANY (p_customers))
+        LEFT JOIN charge_returns r
+          ON r.attempt_id = a.id AND r.customer_id = a.customer_id
+         AND (p_customers IS NULL OR r.customer_id = ANY (p_customers))
+        CROSS JOIN LATERAL (
+            SELECT array_agg(m.installment_id ORDER BY m.installment_id) AS installment_ids,
+                   min(mi.next_attempt_on) AS retry_on
+            FROM money_movements m
+            JOIN installments mi
+              ON mi.id = m.installment_id AND mi.customer_id = m.customer_id
+             AND (p_customers IS NULL OR mi.customer_id = ANY (p_customers))
+            WHERE m.attempt_id = a.id AND m.customer_id = a.customer_id
+              AND (p_customers IS NULL OR m.customer_id = ANY (p_customers)) AND m.kind = 'presented'
+        ) j
+        WHERE NOT EXISTS (SELECT 1 FROM outbox_events e
+                          WHERE e.customer_id = n.customer_id
+                            AND (p_customers IS NULL OR e.customer_id = ANY (p_customers))
+                            AND e.dedupe_key = n.key)
+    ) e;
+    IF v_key IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- Ids in journal order: delivery keeps each lease's events in id order.
+    WITH written AS (
+        INSERT INTO outbox_events (customer_id, lease_id, ordering_key, type, as_of, body,
+                                   dedupe_key)
+        SELECT u.customer_id, u.lease_id, 'lease:' || u.lease_id, u.type, u.as_of, u.body,
+               u.key
+        FROM unnest(v_customer, v_lease, v_type, v_as_of, v_body, v_key) WITH ORDINALITY
+          AS u(customer_id, lease_id, type, as_of, body, key, n)
+        ORDER BY u.n
+        ON CONFLICT (customer_id, dedupe_key) DO NOTHING
+        RETURNING customer_id, lease_id, type, as_of
+    )
+    SELECT count(*)::integer,
+           array_agg(w.customer_id) FILTER (WHERE w.type = 'payment.succeeded'),
+           array_agg(w.lease_id) FILTER (WHERE w.type = 'payment.succeeded'),
+           array_agg(w.as_of) FILTER (WHERE w.type = 'payment.succeeded')
+    INTO v_written, v_customer, v_lease, v_as_of
+    FROM written w;
+    IF v_lease IS NULL THEN
+        RETURN v_written;
+    END IF;
+    -- The lease's last money came in: every installment paid (or cancelled). Read after the
+    -- money event it follows was written, so its id comes after it.
+    SELECT array_agg(s.customer_id ORDER BY s.lease_id), array_agg(s.lease_id ORDER BY s.lease_id),
+           array_agg(s.as_of ORDER BY s.lease_id),
+           array_agg(jsonb_build_object('paid_cents', t.paid_cents,
+                                        'installments', t.installments) ORDER BY s.lease_id)
+    INTO v_customer, v_lease, v_as_of, v_body
+    FROM (SELECT DISTINCT ON (e.lease_id) e.customer_id, e.lease_id, e.as_of
+          FROM unnest(v_customer, v_lease, v_as_of) AS e(customer_id, lease_id, as_of)
+          ORDER BY e.lease_id, e.as_of DESC) s
+    CROSS JOIN LATERAL (
+        SELECT sum(i.paid_cents)::bigint AS paid_cents, count(*) AS installments,
+               bool_and(i.status IN ('paid', 'cancelled')) AS done
+        FROM installments i
+        WHERE i.lease_id = s.lease_id AND i.customer_id = s.customer_id
+          AND (p_customers IS NULL OR i.customer_id = ANY (p_customers))
+    ) t
+    WHERE t.done;
+    IF v_lease IS NULL THEN
+        RETURN v_written;
+    END IF;
+    INSERT INTO outbox_events (customer_id, lease_id, ordering_key, type, as_of, body,
+                               dedupe_key)
+    SELECT u.customer_id, u.lease_id, 'lease:' || u.lease_id, 'lease.paid_off', u.as_of,
+           u.body, 'lease.paid_off:' || u.lease_id
+    FROM unnest(v_customer, v_lease, v_as_of, v_body) AS u(customer_id, lease_id, as_of, body)
+    ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
+    GET DIAGNOSTICS v_paid_off = ROW_COUNT;
+    RETURN v_written + v_paid_off;
 END;
 $$;
 
