@@ -7,8 +7,13 @@ here before anyone tries it on a cluster; ``tests/citus/`` runs the engine on on
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 import pytest
+
+from collector.db.distribution import PLAIN_KEY_INDEXES
+from tests.factories import make_lease
 
 # Every table whose rows are, or decide, a movement of a customer's money.
 MONEY_TABLES = (
@@ -94,10 +99,13 @@ async def test_every_unique_key_of_a_money_table_includes_the_customer(
     pool: asyncpg.Pool,
 ) -> None:
     rows = await pool.fetch(UNIQUE_KEYS, list(MONEY_TABLES))
+    # Plain PostgreSQL's own indexes on the idempotency key alone (sql/0031), which a
+    # database's move to Citus drops before placing its tables (distribution.py).
+    plain_only = set(PLAIN_KEY_INDEXES.values())
     without = sorted(
         f"{row['table_name']}.{row['index_name']}"
         for row in rows
-        if "customer_id" not in row["columns"]
+        if "customer_id" not in row["columns"] and row["index_name"] not in plain_only
     )
     assert without == [], f"unique keys without customer_id: {', '.join(without)}"
 
@@ -153,3 +161,32 @@ async def test_global_uniqueness_lives_in_a_table_keyed_by_the_value(
         table,
     )
     assert primary == [key]
+
+
+async def test_on_plain_postgresql_the_table_that_sends_a_key_holds_it_once(
+    pool: asyncpg.Pool,
+) -> None:
+    rows = await pool.fetch(UNIQUE_KEYS, list(PLAIN_KEY_INDEXES))
+    held = {(row["table_name"], row["index_name"]): row["columns"] for row in rows}
+    for table, index in PLAIN_KEY_INDEXES.items():
+        assert held.get((table, index)) == ["idempotency_key"], table
+    # What the index is for: one key under two customers would get the second the first's
+    # charge from the gateway. The attempt itself is refused, with nothing else written.
+    async with pool.acquire() as conn:
+        first, second = [await make_lease(conn, due_dates=[date(2026, 11, 2)]) for _ in "ab"]
+        insert = (
+            "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
+            " idempotency_key, source, status, gateway, customer_id, instrument_key, as_of,"
+            " effective_on) SELECT $1, pm.id, 5000, 'collector-inst-1-1', 'batch', 'pending',"
+            " pm.gateway, pm.customer_id, pm.instrument_key, '2026-11-02', '2026-11-02'"
+            " FROM payment_methods pm WHERE pm.id = $2"
+        )
+        # Rolled back: a bare attempt with no journal is what the closing audit refuses.
+        attempts = conn.transaction()
+        await attempts.start()
+        try:
+            await conn.execute(insert, first.installment_ids[0], first.method_id)
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(insert, second.installment_ids[0], second.method_id)
+        finally:
+            await attempts.rollback()

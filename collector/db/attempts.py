@@ -169,6 +169,10 @@ async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
     """Hold new attempts' (idempotency key, customer) pairs across all customers, in the
     caller's transaction: a key already held raises UniqueViolationError (the error plain
     PostgreSQL would give, on every backend), and the transaction sends nothing."""
+    if await one_node(db):
+        # Plain PostgreSQL: the unique index on the key alone (sql/0031) already refused a
+        # key held elsewhere, in the statement that inserted the attempt.
+        return
     registered = await db.fetch(
         QUERIES["attempts.register_keys"], [k for k, _ in keys], [c for _, c in keys]
     )
@@ -182,7 +186,10 @@ async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
 
 
 async def register_key_again(db: Executor, key: str, customer_id: int) -> None:
-    """Hold a key derived the same way on every try (a prenote's); a retry is no change."""
+    """Hold a key derived the same way on every try (a prenote's); a retry is no change.
+    Plain PostgreSQL needs nothing: the prenote's own unique index holds it (sql/0031)."""
+    if await one_node(db):
+        return
     await db.execute(QUERIES["attempts.register_key_again"], key, customer_id)
 
 

@@ -72,6 +72,33 @@ TABLES: tuple[Table, ...] = (
 # Tables of the public schema that stay local to the coordinator, on purpose.
 LOCAL_TABLES = frozenset({"schema_migrations"})
 
+# Plain PostgreSQL holds each idempotency key once by a unique index on the key alone in the
+# table that sends it (sql/0031); Citus refuses a unique index without the distribution
+# column, and holds them in the lookup table idempotency_keys instead (attempts.
+# register_keys). A plain database that gets Citus: its keys are copied into the lookup table
+# and these indexes dropped, before its tables are placed (_hold_plain_keys).
+PLAIN_KEY_INDEXES = {
+    "charge_attempts": "charge_attempts_key_once",
+    "ach_prenotes": "ach_prenotes_key_once",
+}
+
+_PLAIN_INDEXES_LEFT = """
+SELECT c.relname::text AS name
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'i' AND c.relname = ANY ($1::text[])
+"""
+
+# Every key either table sent while the indexes held them, into the lookup table (a key held
+# there already, as 0022 copied them, is left as it is).
+_HOLD_KEYS = """
+INSERT INTO idempotency_keys (idempotency_key, customer_id)
+SELECT idempotency_key, customer_id FROM charge_attempts
+UNION ALL
+SELECT idempotency_key, customer_id FROM ach_prenotes
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
 _HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 
 _PLACED = """
@@ -137,6 +164,7 @@ async def distribute(db: Executor) -> list[str]:
     # In one transaction (the caller's) with foreign keys to reference tables, Citus must run
     # every step over one connection per node.
     await db.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+    await _hold_plain_keys(db)
     names = [t.name for t in todo]
     keys = await db.fetch(_FOREIGN_KEYS, names)
     for key in keys:
@@ -169,6 +197,21 @@ async def distribute(db: Executor) -> list[str]:
         )
     await adjust_for_citus(db)
     return done
+
+
+async def _hold_plain_keys(db: Executor) -> None:
+    """Before a plain database's tables are placed: the keys its unique indexes held go into
+    the lookup table, and the indexes go (Citus would refuse to place their tables)."""
+    left = [
+        row["name"] for row in await db.fetch(_PLAIN_INDEXES_LEFT, list(PLAIN_KEY_INDEXES.values()))
+    ]
+    if not left:
+        return
+    await db.execute(_HOLD_KEYS)
+    for name in sorted(left):
+        # The names are this module's constants, read back from the catalog: DDL takes no
+        # parameters.
+        await db.execute(f'DROP INDEX "{name}"')
 
 
 # What differs on Citus from the schema the migrations make, restated on every placement run

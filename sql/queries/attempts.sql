@@ -148,8 +148,9 @@ JOIN picked p ON p.installment_id = a.installment_id AND p.customer_id = a.custo
 ORDER BY p.next_attempt_on, p.installment_id;
 
 -- register_keys --
--- New attempts' keys $1 of customers $2 will be sent to gateways: each once across all
--- customers (sql/0022). Returns the keys it registered: one already held is not, and the
+-- On Citus (plain PostgreSQL: the unique index on the key alone, sql/0031): new attempts'
+-- keys $1 of customers $2 will be sent to gateways: each once across all customers
+-- (sql/0022). Returns the keys it registered: one already held is not, and the
 -- caller refuses the whole batch (attempts.register_keys), which the claim answers by
 -- claiming one row at a time and setting aside the one refused. (Not left to the unique
 -- violation: on Citus this INSERT ... SELECT goes through the coordinator, and a worker's
@@ -160,7 +161,7 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key;
 
 -- register_key_again --
--- Key $1 of customer $2, derived the same way on every try (a prenote's), will be sent: held
+-- On Citus (plain PostgreSQL: sql/0031): key $1 of customer $2, derived the same way on every try (a prenote's), will be sent: held
 -- once; a retry after a crash registers nothing new
 INSERT INTO idempotency_keys (idempotency_key, customer_id)
 VALUES ($1, $2)

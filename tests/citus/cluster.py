@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -25,10 +26,21 @@ class ClusterUnavailable(Exception):
     """No usable Citus coordinator: the reason, for a skip or an error message."""
 
 
-async def make_cluster_database(admin_url: str, database: str, shard_count: int) -> str:
+async def make_cluster_database(
+    admin_url: str,
+    database: str,
+    shard_count: int,
+    *,
+    plain_first: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> str:
     """(Re)create ``database`` on every node of the cluster whose coordinator ``admin_url``
     reaches, register its nodes, migrate it (which places the tables) with ``shard_count``
-    shards per distributed table; its URL."""
+    shards per distributed table; its URL.
+
+    With ``plain_first``, the coordinator's database is first a plain PostgreSQL one:
+    migrated before it has the extension, then given to ``plain_first`` (to write rows in
+    it), and only then made a Citus database and migrated again, as a lessor's database that
+    moves to Citus."""
     try:
         admin = await asyncpg.connect(admin_url, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -55,6 +67,9 @@ async def make_cluster_database(admin_url: str, database: str, shard_count: int)
             await conn.close()
         conn = await asyncpg.connect(_with_database(node_url, database))
         try:
+            if plain_first is not None and node_url == admin_url:
+                await migrate(conn)
+                await plain_first(conn)
             await conn.execute("CREATE EXTENSION citus")
         finally:
             await conn.close()

@@ -50,11 +50,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def citus_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The migrated, distributed test database on the cluster."""
+def citus_admin_url(request: pytest.FixtureRequest) -> str:
+    """The cluster's coordinator, its ``postgres`` database."""
     if not selected(request.config):
         pytest.skip(f"a Citus test: {HOW}")
-    admin_url = os.environ.get("COLLECTOR_TEST_CITUS_URL", DEFAULT_URL)
+    return os.environ.get("COLLECTOR_TEST_CITUS_URL", DEFAULT_URL)
+
+
+@pytest.fixture(scope="session")
+def citus_url(citus_admin_url: str) -> Iterator[str]:
+    """The migrated, distributed test database on the cluster."""
+    admin_url = citus_admin_url
     try:
         yield anyio.run(make_cluster_database, admin_url, DATABASE, SHARD_COUNT)
     except ClusterUnavailable as exc:

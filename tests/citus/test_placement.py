@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 import pytest
 
-from collector.db.distribution import TABLES, distribute
+from collector.db.attempts import register_keys
+from collector.db.distribution import PLAIN_KEY_INDEXES, TABLES, distribute
 from collector.db.migrate import migrate
+from tests.citus.cluster import make_cluster_database
+from tests.factories import make_lease
 
 
 async def test_every_table_is_placed_as_the_map_says(pool: asyncpg.Pool) -> None:
@@ -84,3 +89,53 @@ async def test_a_value_kept_unique_across_customers_is_refused_for_a_second_cust
         await conn.execute(sql, key, first, *rest)
         with pytest.raises(asyncpg.UniqueViolationError):
             await conn.execute(sql, key, second, *rest)
+
+
+async def test_a_plain_database_that_moves_to_citus_keeps_every_key_held(
+    citus_url: str, citus_admin_url: str
+) -> None:
+    # On plain PostgreSQL the attempts' own unique index holds each key (sql/0031) and the
+    # lookup table is not written; on Citus the lookup table must hold every key sent before.
+    key = "collector-inst-424242-1"
+    first: list[int] = []
+
+    async def history(conn: asyncpg.Connection) -> None:
+        lease = await make_lease(conn, due_dates=[date(2026, 11, 2)])
+        first.append(lease.customer_id)
+        await conn.execute(
+            "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
+            " idempotency_key, source, status, gateway, customer_id, instrument_key, as_of,"
+            " effective_on) SELECT $1, pm.id, 5000, $2, 'batch', 'declined', pm.gateway,"
+            " pm.customer_id, pm.instrument_key, '2026-11-02', '2026-11-02'"
+            " FROM payment_methods pm WHERE pm.id = $3",
+            lease.installment_ids[0],
+            key,
+            lease.method_id,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+    url = await make_cluster_database(
+        citus_admin_url, "collector_citus_moved", 4, plain_first=history
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_class WHERE relname = ANY ($1::text[])",
+                list(PLAIN_KEY_INDEXES.values()),
+            )
+            == 0
+        )
+        placed = {
+            r[0] for r in await conn.fetch("SELECT logicalrelid::text FROM pg_dist_partition")
+        }
+        assert {t.name for t in TABLES} <= placed
+        assert await conn.fetch("SELECT idempotency_key, customer_id FROM idempotency_keys") == [
+            (key, first[0])
+        ]
+        other = await make_lease(conn, due_dates=[date(2026, 11, 2)])
+        async with conn.transaction():
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await register_keys(conn, [(key, other.customer_id)])
+    finally:
+        await conn.close()
