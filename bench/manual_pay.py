@@ -14,7 +14,8 @@ sandbox or the in-memory gateway) while the requests are sent: the requests star
 pass has claimed its first batch, and the output says whether the pass was still running
 when the last one was answered, and the pass's rate over the requests' window and overall.
 The manual payments' installments are due after the pass's date, so the pass never takes
-them. The last line is machine-readable:
+them. ``--pass-nice N`` runs the pass at niceness N, as ops/systemd/collector-run.service
+does. The last line is machine-readable:
 
     p50_ms=<number> p99_ms=<number> errors=<count> [pass_charges_per_s=<n> ...]
 """
@@ -185,6 +186,13 @@ def main() -> int:
     )
     parser.add_argument("--pass-gateway", choices=("sandbox", "memory"), default="sandbox")
     parser.add_argument(
+        "--pass-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the pass at niceness N, as ops/systemd/collector-run.service does (Nice=10)",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="log the daemon's statements and print them per request (not with --during-pass:"
@@ -250,6 +258,8 @@ def main() -> int:
                     env=pass_env,
                     stdout=pass_out,
                     stderr=subprocess.DEVNULL,
+                    # The pass's own process only: its PostgreSQL backends keep theirs.
+                    preexec_fn=(lambda: os.nice(args.pass_nice)) if args.pass_nice else None,
                 )
                 anyio.run(wait_claiming, url, pass_proc, backend="asyncio")
                 claimed_before = anyio.run(batch_charges, url, backend="asyncio")
@@ -307,6 +317,8 @@ def main() -> int:
     command = f"uv run python bench/manual_pay.py --rps {args.rps:g} --seconds {args.seconds:g}"
     if args.during_pass:
         command += f" --during-pass {args.during_pass} --pass-gateway {args.pass_gateway}"
+        if args.pass_nice:
+            command += f" --pass-nice {args.pass_nice}"
     if args.statements:
         command += " --statements"
     print(f"command: {command}")
