@@ -1,6 +1,6 @@
 """A static check that a SQL statement keeps the distributed shape (Citus, by customer).
 
-On Citus (/work/notes/CITUS_FINDINGS.md, rules R1-R3 of issue 12) a statement that joins two
+On Citus (README, Past one database: rules R1-R3 and the numbered findings) a statement that joins two
 tables distributed by customer without equating their customers cannot be pushed down to the
 shards: Citus refuses it or pulls a table to the coordinator; a statement that takes row locks
 runs only when it routes to one shard. Both are visible in the statement's text, so this module
@@ -33,7 +33,7 @@ functions in RETURNING of a distributed write or in CASE / COALESCE of an UPDATE
 (finding 3), and calls of functions that touch distributed tables: LANGUAGE sql ones anywhere
 (finding 4), plpgsql ones inside a statement that itself reads tables (finding 8).
 
-Checked on the Citus 13.2 cluster (db hlint, the migrated schema, see /work/notes/h-lint.md):
+Checked on the Citus 13.2 cluster (a database of the migrated schema):
 a join on lease_id alone is refused; the same join through a CTE or an uncorrelated IN runs by
 pulling money_movements whole to the coordinator (a subplan without a filter); FOR UPDATE runs
 with `= $1` on one table of a co-located join, but with `= ANY($1)` only when every table

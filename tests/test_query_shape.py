@@ -179,7 +179,7 @@ async def test_every_statement_keeps_the_distributed_shape(pool: asyncpg.Pool) -
     new = sorted(set(found) - set(KNOWN))
     fixed = sorted(set(KNOWN) - set(found))
     assert not new and not fixed, (
-        "new violations (fix the statement; see /work/notes/CITUS_FINDINGS.md):\n  "
+        "new violations (fix the statement; see the README, Past one database):\n  "
         + "\n  ".join(new)
         + "\nfixed (remove from KNOWN):\n  "
         + "\n  ".join(fixed)
