@@ -186,6 +186,13 @@ def main() -> int:
     )
     parser.add_argument("--pass-gateway", choices=("sandbox", "memory"), default="sandbox")
     parser.add_argument(
+        "--pass-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the pass's COLLECTOR_BATCH_SIZE (default: the engine's, 500)",
+    )
+    parser.add_argument(
         "--pass-nice",
         type=int,
         default=0,
@@ -243,7 +250,11 @@ def main() -> int:
             anyio.run(wait_ready, port, daemon, backend="asyncio")
             if args.during_pass:
                 pass_env = engine_env(
-                    url, gateway=args.pass_gateway, latency_ms=0, audit_after_pass=False
+                    url,
+                    gateway=args.pass_gateway,
+                    latency_ms=0,
+                    audit_after_pass=False,
+                    batch_size=args.pass_batch_size,
                 )
                 pass_proc = subprocess.Popen(
                     [
@@ -319,6 +330,8 @@ def main() -> int:
         command += f" --during-pass {args.during_pass} --pass-gateway {args.pass_gateway}"
         if args.pass_nice:
             command += f" --pass-nice {args.pass_nice}"
+        if args.pass_batch_size is not None:
+            command += f" --pass-batch-size {args.pass_batch_size}"
     if args.statements:
         command += " --statements"
     print(f"command: {command}")
