@@ -74,6 +74,34 @@ async def make_lease(
     return LeaseRef(customer_id, lease_id, method_id, ids)
 
 
+async def attempt_under_key(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    lease: LeaseRef,
+    key: str,
+    *,
+    as_of: date,
+    status: str = "declined",
+    gateway_ref: str | None = None,
+) -> int:
+    """An attempt of ``lease``'s first installment, of 5,000 cents through its method, under
+    ``key`` (no journal: the caller writes it, or rolls back); its id."""
+    attempt_id: int = await conn.fetchval(
+        "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
+        " idempotency_key, source, status, gateway, gateway_ref, customer_id,"
+        " instrument_key, as_of, effective_on)"
+        " SELECT $1, pm.id, 5000, $2, 'batch', $3, pm.gateway, $4, pm.customer_id,"
+        " pm.instrument_key, $5, $5"
+        " FROM payment_methods pm WHERE pm.id = $6 RETURNING id",
+        lease.installment_ids[0],
+        key,
+        status,
+        gateway_ref,
+        as_of,
+        lease.method_id,
+    )
+    return attempt_id
+
+
 async def installment(
     conn: asyncpg.pool.PoolConnectionProxy, installment_id: int
 ) -> asyncpg.Record:

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from collector.db.distribution import PLAIN_KEY_INDEXES
-from tests.factories import make_lease
+from tests.factories import attempt_under_key, make_lease
 
 # Every table whose rows are, or decide, a movement of a customer's money.
 MONEY_TABLES = (
@@ -174,19 +174,13 @@ async def test_on_plain_postgresql_the_table_that_sends_a_key_holds_it_once(
     # charge from the gateway. The attempt itself is refused, with nothing else written.
     async with pool.acquire() as conn:
         first, second = [await make_lease(conn, due_dates=[date(2026, 11, 2)]) for _ in "ab"]
-        insert = (
-            "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
-            " idempotency_key, source, status, gateway, customer_id, instrument_key, as_of,"
-            " effective_on) SELECT $1, pm.id, 5000, 'collector-inst-1-1', 'batch', 'pending',"
-            " pm.gateway, pm.customer_id, pm.instrument_key, '2026-11-02', '2026-11-02'"
-            " FROM payment_methods pm WHERE pm.id = $2"
-        )
+        key, on = "collector-inst-1-1", date(2026, 11, 2)
         # Rolled back: a bare attempt with no journal is what the closing audit refuses.
         attempts = conn.transaction()
         await attempts.start()
         try:
-            await conn.execute(insert, first.installment_ids[0], first.method_id)
+            await attempt_under_key(conn, first, key, as_of=on, status="pending")
             with pytest.raises(asyncpg.UniqueViolationError):
-                await conn.execute(insert, second.installment_ids[0], second.method_id)
+                await attempt_under_key(conn, second, key, as_of=on, status="pending")
         finally:
             await attempts.rollback()

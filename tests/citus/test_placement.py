@@ -11,7 +11,7 @@ from collector.db.attempts import register_keys
 from collector.db.distribution import PLAIN_KEY_INDEXES, TABLES, distribute
 from collector.db.migrate import migrate
 from tests.citus.cluster import make_cluster_database
-from tests.factories import make_lease
+from tests.factories import attempt_under_key, make_lease
 
 
 async def test_every_table_is_placed_as_the_map_says(pool: asyncpg.Pool) -> None:
@@ -102,16 +102,7 @@ async def test_a_plain_database_that_moves_to_citus_keeps_every_key_held(
     async def history(conn: asyncpg.Connection) -> None:
         lease = await make_lease(conn, due_dates=[date(2026, 11, 2)])
         first.append(lease.customer_id)
-        await conn.execute(
-            "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
-            " idempotency_key, source, status, gateway, customer_id, instrument_key, as_of,"
-            " effective_on) SELECT $1, pm.id, 5000, $2, 'batch', 'declined', pm.gateway,"
-            " pm.customer_id, pm.instrument_key, '2026-11-02', '2026-11-02'"
-            " FROM payment_methods pm WHERE pm.id = $3",
-            lease.installment_ids[0],
-            key,
-            lease.method_id,
-        )
+        await attempt_under_key(conn, lease, key, as_of=date(2026, 11, 2))
         assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
 
     url = await make_cluster_database(

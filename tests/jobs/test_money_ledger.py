@@ -36,7 +36,7 @@ from collector.jobs.presentment import claim, screen
 from collector.jobs.settle import SettleCounts, apply_by_key
 from collector.metrics import NEEDS_ATTENTION
 from collector.policy import CardRetryRules
-from tests.factories import attempts_of, installment, make_lease, put_state
+from tests.factories import attempt_under_key, attempts_of, installment, make_lease, put_state
 
 # A Monday. ACH debits made for a banking day settle two banking days later; 2026-11-11
 # (Veterans Day) is no banking day.
@@ -1096,28 +1096,19 @@ async def test_a_settlement_fact_for_an_unknown_key_is_set_aside_and_the_file_go
     await _assert_clean_but_set_aside(pool, 1)
 
 
-async def _colliding_attempt(pool: asyncpg.Pool, poisoned_iid: int) -> None:
+async def _colliding_attempt(pool: asyncpg.Pool, key: str) -> None:
     """An attempt carried over from an earlier system, on another customer's installment,
-    whose idempotency key is the one the claim derives for ``poisoned_iid``'s first attempt."""
+    under ``key``: one the engine will derive for an attempt of its own."""
     async with pool.acquire() as conn:
         other = await make_lease(conn, due_dates=[LONG_AGO])
         oid = other.installment_ids[0]
-        attempt_id = await conn.fetchval(
-            "INSERT INTO charge_attempts (installment_id, payment_method_id, amount_cents,"
-            " idempotency_key, source, status, gateway, gateway_ref, customer_id,"
-            " instrument_key, as_of, effective_on)"
-            " SELECT $1, pm.id, 5000, $2, 'batch', 'declined', pm.gateway, 'legacy-1',"
-            " pm.customer_id, pm.instrument_key, $3, $3"
-            " FROM payment_methods pm WHERE pm.id = $4 RETURNING id",
-            oid,
-            f"collector-inst-{poisoned_iid}-1",
-            LONG_AGO,
-            other.method_id,
+        attempt_id = await attempt_under_key(
+            conn, other, key, as_of=LONG_AGO, gateway_ref="legacy-1"
         )
         # Held across customers, as 0022's backfill holds every key of the earlier history.
         await conn.execute(
             "INSERT INTO idempotency_keys (idempotency_key, customer_id) VALUES ($1, $2)",
-            f"collector-inst-{poisoned_iid}-1",
+            key,
             other.customer_id,
         )
         await conn.execute(
@@ -1144,7 +1135,7 @@ async def test_a_row_whose_claim_violates_a_constraint_is_set_aside_and_the_pass
         poisoned = await make_lease(conn, due_dates=[MON])
         healthy.append(await make_lease(conn, due_dates=[MON]))
     bad = poisoned.installment_ids[0]
-    await _colliding_attempt(pool, bad)
+    await _colliding_attempt(pool, f"collector-inst-{bad}-1")
     await _assert_clean(pool)
     before = _attention_count("installment", "claim_refused_by_database")
     result = await run_pass(pool, gateways, settings, as_of=MON)
@@ -1160,3 +1151,34 @@ async def test_a_row_whose_claim_violates_a_constraint_is_set_aside_and_the_pass
     assert len(await _open_attention(pool)) == 1
     await _assert_never_over_taken(pool)
     await _assert_clean_but_set_aside(pool, 1)
+
+
+async def test_a_manual_payment_under_a_key_another_customer_holds_is_never_sent(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    # The payment's key is derived from its id (collector-pay-<id>): a carried-over attempt
+    # of another customer holding the next one must stop the payment before the gateway
+    # hears of it (on plain PostgreSQL the attempts' unique index on the key, sql/0031; on
+    # Citus the lookup table).
+    lease = await _overdue(pool, "sandbox_card_ok", retry_on=MON + timedelta(days=3))
+    async with pool.acquire() as conn:
+        next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('payments', 'id'))")
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
+        )
+    held = f"collector-pay-{next_id}"
+    await _colliding_attempt(pool, held)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM sandbox.charges WHERE idempotency_key = $1", held)
+        == 0
+    )
+    assert (await _money(pool, lease.installment_ids[0]))[:3] == ("overdue", 0, 0)
+    # The way out: the customer's retry of the same request is a new payment, under a key
+    # of its own, and is collected once.
+    answer = await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
+    assert answer.status_code == 201
+    assert (await _money(pool, lease.installment_ids[0]))[:2] == ("paid", 10_000)
+    await _assert_clean(pool)
