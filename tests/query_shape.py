@@ -1,8 +1,8 @@
 """A static check that a SQL statement keeps the distributed shape (Citus, by customer).
 
-On Citus (README, Past one database: rules R1-R3 and the numbered findings) a statement that joins two
-tables distributed by customer without equating their customers cannot be pushed down to the
-shards: Citus refuses it or pulls a table to the coordinator; a statement that takes row locks
+On Citus (README, Past one database: rules R1-R3 and the numbered findings) a statement that
+joins two tables distributed by customer without equating their customers cannot be pushed
+down to the shards: Citus refuses it or pulls a table to the coordinator; a statement that takes row locks
 runs only when it routes to one shard. Both are visible in the statement's text, so this module
 reads the text with PostgreSQL's own parser (pglast wraps libpg_query, the parser of the
 server itself: whatever the server accepts, it parses the same way, CTEs, LATERAL, plpgsql

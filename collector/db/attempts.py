@@ -167,8 +167,9 @@ async def _register_batch_keys(db: Executor, rows: Sequence[asyncpg.Record]) -> 
 
 async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
     """Hold new attempts' (idempotency key, customer) pairs across all customers, in the
-    caller's transaction: a key already held raises UniqueViolationError (the error plain
-    PostgreSQL would give, on every backend), and the transaction sends nothing."""
+    caller's transaction. On Citus a key already held raises UniqueViolationError, the error
+    plain PostgreSQL's unique index on the key (sql/0031) raised already in the insert of the
+    attempt, where this has nothing left to do; either way the transaction sends nothing."""
     if await one_node(db):
         # Plain PostgreSQL: the unique index on the key alone (sql/0031) already refused a
         # key held elsewhere, in the statement that inserted the attempt.

@@ -161,8 +161,9 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key;
 
 -- register_key_again --
--- On Citus (plain PostgreSQL: sql/0031): key $1 of customer $2, derived the same way on every try (a prenote's), will be sent: held
--- once; a retry after a crash registers nothing new
+-- On Citus (plain PostgreSQL: sql/0031): key $1 of customer $2, derived the same way on
+-- every try (a prenote's), will be sent: held once; a retry after a crash registers nothing
+-- new
 INSERT INTO idempotency_keys (idempotency_key, customer_id)
 VALUES ($1, $2)
 ON CONFLICT (idempotency_key) DO NOTHING;
