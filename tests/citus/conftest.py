@@ -60,9 +60,8 @@ def citus_admin_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def citus_url(citus_admin_url: str) -> Iterator[str]:
     """The migrated, distributed test database on the cluster."""
-    admin_url = citus_admin_url
     try:
-        yield anyio.run(make_cluster_database, admin_url, DATABASE, SHARD_COUNT)
+        yield anyio.run(make_cluster_database, citus_admin_url, DATABASE, SHARD_COUNT)
     except ClusterUnavailable as exc:
         pytest.skip(f"{exc}; {HOW}")
 
