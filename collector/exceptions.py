@@ -14,7 +14,8 @@
     │   └── AlreadyAttempted   an attempt with that idempotency key exists
     ├── NotFound               no such record (API: 404)
     ├── Unprocessable          a well-formed request that cannot be done (API: 422)
-    └── RateLimited            too many requests of one customer for now (API: 429)
+    ├── RateLimited            too many requests of one customer for now (API: 429)
+    └── TryAgain               nothing was done, and a new try may succeed (API: 503)
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class Unprocessable(CollectorError):
 
 class RateLimited(CollectorError):
     """Too many requests of one customer in the window; try again in ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TryAgain(CollectorError):
+    """Nothing was recorded or sent, and the same request tried again may succeed."""
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)

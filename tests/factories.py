@@ -102,6 +102,37 @@ async def attempt_under_key(
     return attempt_id
 
 
+async def carried_over_attempt(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, key: str, *, as_of: date
+) -> LeaseRef:
+    """An attempt carried over from an earlier system under ``key`` (one the engine will
+    derive for an attempt of its own), declined on ``as_of`` on a new lease of a new
+    customer, with its journal and its key held across customers; that lease."""
+    other = await make_lease(conn, due_dates=[as_of])
+    attempt_id = await attempt_under_key(conn, other, key, as_of=as_of, gateway_ref="legacy-1")
+    # Held across customers, as 0022's backfill holds every key of the earlier history.
+    await conn.execute(
+        "INSERT INTO idempotency_keys (idempotency_key, customer_id) VALUES ($1, $2)",
+        key,
+        other.customer_id,
+    )
+    await conn.execute(
+        "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[5000::bigint],"
+        " ARRAY[$3::bigint], ARRAY[NULL::bigint], $4, ARRAY['batch'])",
+        attempt_id,
+        other.installment_ids[0],
+        other.customer_id,
+        as_of,
+    )
+    await conn.execute(
+        "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['released'], ARRAY[true],"
+        " ARRAY[NULL::date], ARRAY['do_not_honor'], $2, 'migration')",
+        attempt_id,
+        as_of,
+    )
+    return other
+
+
 async def installment(
     conn: asyncpg.pool.PoolConnectionProxy, installment_id: int
 ) -> asyncpg.Record:

@@ -19,7 +19,7 @@ from collector.api.gate import Drain, PortalGate
 from collector.api.limits import BodyLimits
 from collector.config import Settings
 from collector.db.portal import LeaseOwners
-from collector.exceptions import Conflict, NotFound, RateLimited, Unprocessable
+from collector.exceptions import Conflict, NotFound, RateLimited, TryAgain, Unprocessable
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger
 
@@ -87,6 +87,14 @@ def create_app(
         return JSONResponse(
             {"detail": str(exc), "code": "rate_limited"},
             status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(TryAgain)
+    async def _try_again(_: Request, exc: TryAgain) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "code": "try_again"},
+            status_code=503,
             headers={"Retry-After": str(exc.retry_after_s)},
         )
 

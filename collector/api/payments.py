@@ -64,6 +64,11 @@ def request_hash(body: ManualPayment) -> str:
             "model": Problem,
             "description": "The customer started too many payments just now; see Retry-After",
         },
+        503: {
+            "model": Problem,
+            "description": "Nothing was charged and the payment could not be started now"
+            " (`code` try_again); try again after Retry-After",
+        },
     },
 )
 async def manual_pay(

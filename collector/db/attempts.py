@@ -3,12 +3,14 @@ attempts of dead passes. One method per named query; rows become domain values h
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import asyncpg
 
+from collector.db.distribution import PLAIN_KEY_INDEXES
 from collector.db.money import Ending, Presentment, follow, present
 from collector.db.outbox import write_money_events
 from collector.db.pool import Executor, fetch_planned, transaction
@@ -165,6 +167,29 @@ async def _register_batch_keys(db: Executor, rows: Sequence[asyncpg.Record]) -> 
     await register_keys(db, [(row["idempotency_key"], row["customer_id"]) for row in rows])
 
 
+# The constraints that refuse an attempt whose idempotency key is held already: Citus's
+# lookup table (register_keys raises its error), plain PostgreSQL's index on the key alone
+# (sql/0031), and the (key, customer) unique key both backends keep.
+KEY_HELD_CONSTRAINTS = frozenset(
+    {"idempotency_keys_pkey", "charge_attempts_idempotency_key_key", *PLAIN_KEY_INDEXES.values()}
+)
+
+
+_HELD_KEY = re.compile(r"^Key \(idempotency_key(?:, customer_id)?\)=\(([^,)]*)")
+
+
+def held_key(exc: BaseException) -> str | None:
+    """The key named when the database refused new attempts because it is held already ("" if
+    the refusal names none); None for any other error."""
+    if not (
+        isinstance(exc, asyncpg.UniqueViolationError)
+        and exc.constraint_name in KEY_HELD_CONSTRAINTS
+    ):
+        return None
+    named = _HELD_KEY.match(exc.detail or "")
+    return named.group(1) if named else ""
+
+
 async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
     """Hold new attempts' (idempotency key, customer) pairs across all customers, in the
     caller's transaction. On Citus a key already held raises UniqueViolationError, the error
@@ -182,6 +207,8 @@ async def register_keys(db: Executor, keys: Sequence[tuple[str, int]]) -> None:
         refused = asyncpg.UniqueViolationError(
             f"idempotency key already held: {', '.join(held) or 'a key given twice'}"
         )
+        # Worded as PostgreSQL's own refusal by a unique index (plain PostgreSQL's, sql/0031).
+        refused.detail = f"Key (idempotency_key)=({held[0] if held else ''}) already exists."
         refused.table_name, refused.constraint_name = "idempotency_keys", "idempotency_keys_pkey"
         raise refused
 

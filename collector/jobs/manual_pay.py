@@ -18,12 +18,14 @@ from typing import Any
 import anyio
 import asyncpg
 
+from collector.db.attempts import held_key
 from collector.db.attention import is_row_error, set_aside
 from collector.db.payments import (
     ClaimedPayment,
     Earlier,
     PaymentOutcome,
     PaymentRequest,
+    Present,
     record_payment_outcome,
     refuse_payment,
     response_json,
@@ -31,7 +33,7 @@ from collector.db.payments import (
 )
 from collector.db.pool import Executor
 from collector.domain import AttemptStatus, ClaimedCharge
-from collector.exceptions import Conflict
+from collector.exceptions import Conflict, TryAgain
 from collector.jobs.charging import (
     RECORD_SHIELD_S,
     Charger,
@@ -56,6 +58,12 @@ _PAYMENT_STATUS = {
 }
 # Where a payment stands once its answer is known: a repeat of its key replays that.
 _FINAL = frozenset({"succeeded", "processing", "declined", "failed", "refused", "returned"})
+
+HELD_KEY_TRIES = 3
+"""Payment ids a manual payment tries when the idempotency key derived from one
+(``collector-pay-<id>``) is held by an attempt of another customer; then the portal is told
+to try again."""
+HELD_KEY_RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,7 +218,7 @@ async def pay_now(
         )
         return charge, reason
 
-    claimed = await start_payment(pool, request, present=present_payment)
+    claimed = await _start_past_held_keys(pool, request, present_payment)
     if isinstance(claimed, Earlier):
         return replay(claimed, lease_id=request.lease_id)
     if claimed.refused is not None:
@@ -255,6 +263,34 @@ async def pay_now(
         amount_cents=claimed.charge.amount_cents,
     )
     return answer
+
+
+async def _start_past_held_keys(
+    pool: asyncpg.Pool, request: PaymentRequest, present: Present
+) -> ClaimedPayment | Earlier:
+    """start_payment, past keys held elsewhere: a key another customer's attempt holds (one
+    carried over from an earlier system, or a restored database whose sequence went back)
+    refuses the claim before anything is sent. Its transaction rolled back, nothing was
+    recorded; the held key is set aside for an operator (counted, alerted, logged), and the
+    next try takes a new payment id, so a new key. Raises TryAgain when every try met one."""
+    for _ in range(HELD_KEY_TRIES):
+        try:
+            return await start_payment(pool, request, present=present)
+        except asyncpg.UniqueViolationError as exc:
+            key = held_key(exc)
+            if key is None:
+                raise
+            await set_aside(
+                pool,
+                subject="attempt",
+                subject_id=key or "unnamed",
+                reason="manual_pay_key_held",
+                detail={"lease_id": request.lease_id, "constraint": exc.constraint_name},
+            )
+    raise TryAgain(
+        "the payment could not be started and nothing was charged; try again shortly",
+        retry_after_s=HELD_KEY_RETRY_AFTER_S,
+    )
 
 
 async def record_payment_answer(

@@ -17,8 +17,9 @@ import pytest
 from collector.api.app import create_app
 from collector.config import Settings
 from collector.gateways.base import Gateway
+from collector.jobs.manual_pay import HELD_KEY_TRIES
 from tests.api.conftest import API_TOKEN, NOW
-from tests.factories import make_lease
+from tests.factories import carried_over_attempt, make_lease
 
 TODAY = date(2026, 11, 26)
 LAST_MONTH = TODAY - timedelta(days=31)
@@ -224,3 +225,34 @@ async def test_twenty_declined_manual_payments_do_not_reach_the_gateway_twenty_t
         # The gateway's own record of what it was asked.
         sent = await conn.fetchval("SELECT count(*) FROM sandbox.charges")
     assert sent == reach_gateway
+
+
+async def test_a_payment_whose_keys_are_all_held_is_answered_503_and_charges_nothing(
+    pool: asyncpg.Pool, portal: Callable[..., Any]
+) -> None:
+    # Every key the next tries would derive (collector-pay-<id>) is held by an attempt of
+    # another customer: the portal gets a JSON 503 with Retry-After, not a 500, and nothing
+    # is recorded or sent; once past them, the same request is collected.
+    async with pool.acquire() as conn:
+        lease = await make_lease(conn, due_dates=[LAST_MONTH], amount_cents=10_000)
+        next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('payments', 'id'))")
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
+        )
+        for n in range(HELD_KEY_TRIES):
+            await carried_over_attempt(conn, f"collector-pay-{next_id + n}", as_of=LAST_MONTH)
+    async with portal() as http:
+        before = await _written(pool)
+        refused = await _pay(http, lease.lease_id, "held-1")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "try_again"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert await _written(pool) == before
+        taken = await _pay(http, lease.lease_id, "held-1")
+        assert taken.status_code == 201, taken.text
+    held = await pool.fetchval(
+        "SELECT count(*) FROM needs_attention WHERE reason = 'manual_pay_key_held'"
+    )
+    assert held == HELD_KEY_TRIES
+    # An operator looks at the held keys (the audit lists them) and resolves them.
+    await pool.execute("UPDATE needs_attention SET resolved_at = now() WHERE resolved_at IS NULL")

@@ -27,16 +27,16 @@ from collector.db.portal import NewMethod, add_method, change_primary, read_leas
 from collector.db.runs import start_run
 from collector.domain import ClaimedCharge
 from collector.eligibility import REINITIATIONS_EXHAUSTED
-from collector.exceptions import Conflict, Unprocessable
+from collector.exceptions import Conflict, TryAgain, Unprocessable
 from collector.gateways.base import ChargeRequest, Gateway, Outcome, Returned, Succeeded
 from collector.jobs.charging import Charger
 from collector.jobs.collect import run_pass
-from collector.jobs.manual_pay import PaymentAnswer, pay_now
+from collector.jobs.manual_pay import HELD_KEY_TRIES, PaymentAnswer, pay_now
 from collector.jobs.presentment import claim, screen
 from collector.jobs.settle import SettleCounts, apply_by_key
 from collector.metrics import NEEDS_ATTENTION
 from collector.policy import CardRetryRules
-from tests.factories import attempt_under_key, attempts_of, installment, make_lease, put_state
+from tests.factories import attempts_of, carried_over_attempt, installment, make_lease, put_state
 
 # A Monday. ACH debits made for a banking day settle two banking days later; 2026-11-11
 # (Veterans Day) is no banking day.
@@ -1097,34 +1097,8 @@ async def test_a_settlement_fact_for_an_unknown_key_is_set_aside_and_the_file_go
 
 
 async def _colliding_attempt(pool: asyncpg.Pool, key: str) -> None:
-    """An attempt carried over from an earlier system, on another customer's installment,
-    under ``key``: one the engine will derive for an attempt of its own."""
     async with pool.acquire() as conn:
-        other = await make_lease(conn, due_dates=[LONG_AGO])
-        oid = other.installment_ids[0]
-        attempt_id = await attempt_under_key(
-            conn, other, key, as_of=LONG_AGO, gateway_ref="legacy-1"
-        )
-        # Held across customers, as 0022's backfill holds every key of the earlier history.
-        await conn.execute(
-            "INSERT INTO idempotency_keys (idempotency_key, customer_id) VALUES ($1, $2)",
-            key,
-            other.customer_id,
-        )
-        await conn.execute(
-            "SELECT money_present_v1(ARRAY[$1::bigint], ARRAY[$2::bigint], ARRAY[5000::bigint],"
-            " ARRAY[$3::bigint], ARRAY[NULL::bigint], $4, ARRAY['batch'])",
-            attempt_id,
-            oid,
-            other.customer_id,
-            LONG_AGO,
-        )
-        await conn.execute(
-            "SELECT money_follow_v1(ARRAY[$1::bigint], ARRAY['released'], ARRAY[true],"
-            " ARRAY[NULL::date], ARRAY['do_not_honor'], $2, 'migration')",
-            attempt_id,
-            LONG_AGO,
-        )
+        await carried_over_attempt(conn, key, as_of=LONG_AGO)
 
 
 async def test_a_row_whose_claim_violates_a_constraint_is_set_aside_and_the_pass_goes_on(
@@ -1153,32 +1127,73 @@ async def test_a_row_whose_claim_violates_a_constraint_is_set_aside_and_the_pass
     await _assert_clean_but_set_aside(pool, 1)
 
 
+async def _next_payment_id(pool: asyncpg.Pool) -> int:
+    """The id the next payment will get (read without using it up)."""
+    async with pool.acquire() as conn:
+        next_id: int = await conn.fetchval(
+            "SELECT nextval(pg_get_serial_sequence('payments', 'id'))"
+        )
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
+        )
+    return next_id
+
+
 async def test_a_manual_payment_under_a_key_another_customer_holds_is_never_sent(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
     # The payment's key is derived from its id (collector-pay-<id>): a carried-over attempt
-    # of another customer holding the next one must stop the payment before the gateway
+    # of another customer holding the next one must stop that claim before the gateway
     # hears of it (on plain PostgreSQL the attempts' unique index on the key, sql/0031; on
-    # Citus the lookup table).
+    # Citus the lookup table). The way out is automatic: the held key is set aside and the
+    # payment goes on under the next id's key.
     lease = await _overdue(pool, "sandbox_card_ok", retry_on=MON + timedelta(days=3))
-    async with pool.acquire() as conn:
-        next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('payments', 'id'))")
-        await conn.execute(
-            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
-        )
+    next_id = await _next_payment_id(pool)
     held = f"collector-pay-{next_id}"
     await _colliding_attempt(pool, held)
-    with pytest.raises(asyncpg.UniqueViolationError):
+    before = _attention_count("attempt", "manual_pay_key_held")
+    answer = await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
+    assert answer.status_code == 201
+    assert answer.body["payment_id"] > next_id
+    assert (await _money(pool, lease.installment_ids[0]))[:2] == ("paid", 10_000)
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 1
+    sent = await pool.fetch("SELECT idempotency_key FROM sandbox.charges")
+    assert held not in [r["idempotency_key"] for r in sent]
+    assert f"collector-pay-{answer.body['payment_id']}" in [r["idempotency_key"] for r in sent]
+    assert await _open_attention(pool) == [("attempt", held, "manual_pay_key_held")]
+    assert _attention_count("attempt", "manual_pay_key_held") == before + 1
+    # A repeat of the request replays the payment made.
+    again = await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
+    assert (again.status_code, again.body) == (201, answer.body)
+    await _assert_clean_but_set_aside(pool, 1)
+
+
+async def test_a_manual_payment_that_meets_held_keys_on_every_try_charges_nothing(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    # Keys held for the next HELD_KEY_TRIES ids (a restored database whose payment sequence
+    # went back): the portal is told to try again, nothing recorded or sent; the next
+    # request, past them, is collected once.
+    lease = await _overdue(pool, "sandbox_card_ok", retry_on=MON + timedelta(days=3))
+    next_id = await _next_payment_id(pool)
+    held = [f"collector-pay-{next_id + n}" for n in range(HELD_KEY_TRIES)]
+    for key in held:
+        await _colliding_attempt(pool, key)
+    with pytest.raises(TryAgain) as refused:
         await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
+    assert refused.value.retry_after_s > 0
     assert await pool.fetchval("SELECT count(*) FROM payments") == 0
     assert (
-        await pool.fetchval("SELECT count(*) FROM sandbox.charges WHERE idempotency_key = $1", held)
+        await pool.fetchval(
+            "SELECT count(*) FROM sandbox.charges WHERE idempotency_key = ANY ($1)", held
+        )
         == 0
     )
     assert (await _money(pool, lease.installment_ids[0]))[:3] == ("overdue", 0, 0)
-    # The way out: the customer's retry of the same request is a new payment, under a key
-    # of its own, and is collected once.
+    assert sorted(await _open_attention(pool)) == sorted(
+        ("attempt", key, "manual_pay_key_held") for key in held
+    )
     answer = await _pay(pool, gateways, settings, lease.lease_id, "portal-1", as_of=MON)
     assert answer.status_code == 201
     assert (await _money(pool, lease.installment_ids[0]))[:2] == ("paid", 10_000)
-    await _assert_clean(pool)
+    await _assert_clean_but_set_aside(pool, HELD_KEY_TRIES)
