@@ -38,11 +38,18 @@ RETURNING id;
 SELECT i.id AS installment_id, i.lease_id, l.customer_id, i.next_attempt_on AS collection_on,
        i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
        i.amount_cents AS scheduled_cents,
-       (SELECT a.amount_cents FROM charge_attempts a
-        JOIN installments i2 ON i2.customer_id = a.customer_id AND i2.id = a.installment_id
-        WHERE a.customer_id = i.customer_id AND i2.lease_id = i.lease_id
-          AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
-        ORDER BY a.id DESC LIMIT 1) AS previous_cents,
+       -- Each installment's newest automatic attempt, then the newest of those, as in
+       -- notice_facts (sql/0032: never a walk back along the primary key).
+       (SELECT b.amount_cents
+        FROM installments i2
+        CROSS JOIN LATERAL (
+            SELECT a.id, a.amount_cents FROM charge_attempts a
+            WHERE a.installment_id = i2.id AND a.customer_id = i2.customer_id
+              AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
+            ORDER BY a.id DESC LIMIT 1
+        ) b
+        WHERE i2.customer_id = i.customer_id AND i2.lease_id = i.lease_id
+        ORDER BY b.id DESC LIMIT 1) AS previous_cents,
        l.notice_range_min_cents, l.notice_range_max_cents,
        pm.id AS method_id, pm.kind AS method_kind, pm.brand, pm.bank_name, pm.last4
 FROM installments i
@@ -99,12 +106,22 @@ RETURNING event_id;
 -- debit of the lease before the attempt, the scheduled amount, the lease's notice range and
 -- the earliest business date a notice of that amount was written
 SELECT p.attempt_id, p.installment_id, i.amount_cents AS scheduled_cents,
-       (SELECT a.amount_cents FROM charge_attempts a
-        JOIN installments i2 ON i2.customer_id = a.customer_id AND i2.id = a.installment_id
-        WHERE a.customer_id = i.customer_id AND i2.lease_id = i.lease_id
-          AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
-          AND a.id < p.attempt_id
-        ORDER BY a.id DESC LIMIT 1) AS previous_cents,
+       -- Each installment's newest attempt before this one, then the newest of those: one
+       -- backward range of (installment_id, id) per installment of the lease (sql/0032).
+       -- Asked of the whole lease at once, the planner was seen to walk the primary key,
+       -- (id, customer_id), back from this attempt to the customer's previous one: every
+       -- attempt in between, all of them for a customer's first.
+       (SELECT b.amount_cents
+        FROM installments i2
+        CROSS JOIN LATERAL (
+            SELECT a.id, a.amount_cents FROM charge_attempts a
+            WHERE a.installment_id = i2.id AND a.customer_id = i2.customer_id
+              AND a.source IN ('batch', 'retry') AND a.status <> 'refused'
+              AND a.id < p.attempt_id
+            ORDER BY a.id DESC LIMIT 1
+        ) b
+        WHERE i2.customer_id = i.customer_id AND i2.lease_id = i.lease_id
+        ORDER BY b.id DESC LIMIT 1) AS previous_cents,
        l.notice_range_min_cents, l.notice_range_max_cents,
        (SELECT min(d.notified_on) FROM debit_notices d
         WHERE d.customer_id = i.customer_id AND d.installment_id = p.installment_id
