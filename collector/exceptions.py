@@ -14,8 +14,9 @@
     │   └── AlreadyAttempted   an attempt with that idempotency key exists
     ├── NotFound               no such record (API: 404)
     ├── Unprocessable          a well-formed request that cannot be done (API: 422)
-    ├── RateLimited            too many requests of one customer for now (API: 429)
-    └── TryAgain               nothing was done, and a new try may succeed (API: 503)
+    └── RetryLater             nothing was done; come back after ``retry_after_s``
+        ├── RateLimited        too many requests of one customer for now (API: 429)
+        └── TryAgain           a new try of the same request may succeed (API: 503)
 """
 
 from __future__ import annotations
@@ -69,17 +70,18 @@ class Unprocessable(CollectorError):
     """The request is well formed but cannot be carried out; the message says why."""
 
 
-class RateLimited(CollectorError):
+class RetryLater(CollectorError):
+    """Nothing was recorded or sent; the same request may be made again in
+    ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(RetryLater):
     """Too many requests of one customer in the window; try again in ``retry_after_s``."""
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
-
-class TryAgain(CollectorError):
+class TryAgain(RetryLater):
     """Nothing was recorded or sent, and the same request tried again may succeed."""
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s

@@ -19,7 +19,14 @@ from collector.api.gate import Drain, PortalGate
 from collector.api.limits import BodyLimits
 from collector.config import Settings
 from collector.db.portal import LeaseOwners
-from collector.exceptions import Conflict, NotFound, RateLimited, TryAgain, Unprocessable
+from collector.exceptions import (
+    Conflict,
+    NotFound,
+    RateLimited,
+    RetryLater,
+    TryAgain,
+    Unprocessable,
+)
 from collector.gateways.base import Gateway
 from collector.jobs.charging import Charger
 
@@ -84,22 +91,23 @@ def create_app(
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "code": "rate_limited"},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )
+        return _retry_later(exc, code="rate_limited", status_code=429)
 
     @app.exception_handler(TryAgain)
     async def _try_again(_: Request, exc: TryAgain) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "code": "try_again"},
-            status_code=503,
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )
+        return _retry_later(exc, code="try_again", status_code=503)
 
     @app.exception_handler(Unprocessable)
     async def _unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     return app
+
+
+def _retry_later(exc: RetryLater, *, code: str, status_code: int) -> JSONResponse:
+    """The answer to a request refused for now, with nothing done: when to come back."""
+    return JSONResponse(
+        {"detail": str(exc), "code": code},
+        status_code=status_code,
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
