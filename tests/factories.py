@@ -102,6 +102,16 @@ async def attempt_under_key(
     return attempt_id
 
 
+async def next_payment_id(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
+    """The id the next payment will get (read without using it up): manual pay derives its
+    idempotency key from it (collector-pay-<id>)."""
+    next_id: int = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('payments', 'id'))")
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
+    )
+    return next_id
+
+
 async def carried_over_attempt(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, key: str, *, as_of: date
 ) -> LeaseRef:

@@ -19,7 +19,7 @@ from collector.config import Settings
 from collector.gateways.base import Gateway
 from collector.jobs.manual_pay import HELD_KEY_TRIES
 from tests.api.conftest import API_TOKEN, NOW
-from tests.factories import carried_over_attempt, make_lease
+from tests.factories import carried_over_attempt, make_lease, next_payment_id
 
 TODAY = date(2026, 11, 26)
 LAST_MONTH = TODAY - timedelta(days=31)
@@ -235,10 +235,7 @@ async def test_a_payment_whose_keys_are_all_held_is_answered_503_and_charges_not
     # is recorded or sent; once past them, the same request is collected.
     async with pool.acquire() as conn:
         lease = await make_lease(conn, due_dates=[LAST_MONTH], amount_cents=10_000)
-        next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('payments', 'id'))")
-        await conn.execute(
-            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
-        )
+        next_id = await next_payment_id(conn)
         for n in range(HELD_KEY_TRIES):
             await carried_over_attempt(conn, f"collector-pay-{next_id + n}", as_of=LAST_MONTH)
     async with portal() as http:

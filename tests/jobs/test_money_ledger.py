@@ -36,7 +36,14 @@ from collector.jobs.presentment import claim, screen
 from collector.jobs.settle import SettleCounts, apply_by_key
 from collector.metrics import NEEDS_ATTENTION
 from collector.policy import CardRetryRules
-from tests.factories import attempts_of, carried_over_attempt, installment, make_lease, put_state
+from tests.factories import (
+    attempts_of,
+    carried_over_attempt,
+    installment,
+    make_lease,
+    next_payment_id,
+    put_state,
+)
 
 # A Monday. ACH debits made for a banking day settle two banking days later; 2026-11-11
 # (Veterans Day) is no banking day.
@@ -1128,15 +1135,8 @@ async def test_a_row_whose_claim_violates_a_constraint_is_set_aside_and_the_pass
 
 
 async def _next_payment_id(pool: asyncpg.Pool) -> int:
-    """The id the next payment will get (read without using it up)."""
     async with pool.acquire() as conn:
-        next_id: int = await conn.fetchval(
-            "SELECT nextval(pg_get_serial_sequence('payments', 'id'))"
-        )
-        await conn.execute(
-            "SELECT setval(pg_get_serial_sequence('payments', 'id'), $1, false)", next_id
-        )
-    return next_id
+        return await next_payment_id(conn)
 
 
 async def test_a_manual_payment_under_a_key_another_customer_holds_is_never_sent(
