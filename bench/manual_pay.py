@@ -30,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import anyio
 import asyncpg
@@ -50,6 +52,12 @@ from collector.db.pool import open_pool
 
 TOKEN = "bench-token-0123456789abcdef"
 DATABASE = "bench_manual_pay"
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    sent_s: float  # after the first request was sent
+    latency_ms: float
 
 
 def _free_port() -> int:
@@ -104,8 +112,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
+async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answered], int]:
+    """Send one payment per lease at ``rps`` a second; each one's send time and latency."""
+    answered: list[Answered] = []
     errors = 0
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(
@@ -114,10 +123,12 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[float]
         limits=limits,
         timeout=30,
     ) as http:
+        start = anyio.current_time()
 
         async def one(lease_id: int) -> None:
             nonlocal errors
             started = time.perf_counter()
+            sent_s = anyio.current_time() - start
             try:
                 response = await http.post(
                     f"/v1/leases/{lease_id}/payments",
@@ -128,15 +139,14 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[float]
                     errors += 1
             except httpx.HTTPError:
                 errors += 1
-            latencies.append((time.perf_counter() - started) * 1000)
+            answered.append(Answered(sent_s, (time.perf_counter() - started) * 1000))
 
-        start = anyio.current_time()
         async with anyio.create_task_group() as tg:
             for n, lease_id in enumerate(lease_ids):
                 # Open loop: each request leaves at its own time, whatever the others do.
                 await anyio.sleep_until(start + n / rps)
                 tg.start_soon(one, lease_id)
-    return latencies, errors
+    return answered, errors
 
 
 async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -173,6 +183,16 @@ async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
             await anyio.sleep(0.05)
 
 
+def _sent(answered: Answered) -> float:
+    return answered.sent_s
+
+
+def _pass_rate_limits(gateway: str, rate: float | None) -> str | None:
+    if rate is None:
+        return None
+    return json.dumps({f"{gateway}_card": rate, f"{gateway}_ach": rate})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rps", type=float, default=200)
@@ -198,6 +218,22 @@ def main() -> int:
         default=0,
         metavar="N",
         help="run the pass at niceness N, as ops/systemd/collector-run.service does (Nice=10)",
+    )
+    parser.add_argument(
+        "--pass-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="pace the pass at R charges a second (its gateways' COLLECTOR_RATE_LIMITS), to"
+        " leave the cores room for the portal",
+    )
+    parser.add_argument(
+        "--latencies",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each request's send time (s) and latency (ms), one a line: where in the"
+        " run the slow ones were (at the start: something the daemon had not warmed)",
     )
     parser.add_argument(
         "--statements",
@@ -255,6 +291,7 @@ def main() -> int:
                     latency_ms=0,
                     audit_after_pass=False,
                     batch_size=args.pass_batch_size,
+                    rate_limits=_pass_rate_limits(args.pass_gateway, args.pass_rate),
                 )
                 pass_proc = subprocess.Popen(
                     [
@@ -276,7 +313,7 @@ def main() -> int:
                 claimed_before = anyio.run(batch_charges, url, backend="asyncio")
             started = time.monotonic()
             log_from = server.log_size()
-            latencies, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
+            answered, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
             log_to = server.log_size()
             if pass_proc is not None:
                 still_running = pass_proc.poll() is None
@@ -289,7 +326,11 @@ def main() -> int:
                 pass_proc.wait(timeout=3600)
         pass_out.seek(0)
         pass_lines = pass_out.read().decode().strip().splitlines()
-    latencies.sort()
+    if args.latencies is not None:
+        args.latencies.write_text(
+            "".join(f"{a.sent_s:.3f} {a.latency_ms:.1f}\n" for a in sorted(answered, key=_sent))
+        )
+    latencies = sorted(a.latency_ms for a in answered)
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     print(
         f"{len(latencies)} manual payments at {args.rps:g}/s for {args.seconds:g}s;"
@@ -332,6 +373,8 @@ def main() -> int:
             command += f" --pass-nice {args.pass_nice}"
         if args.pass_batch_size is not None:
             command += f" --pass-batch-size {args.pass_batch_size}"
+        if args.pass_rate is not None:
+            command += f" --pass-rate {args.pass_rate:g}"
     if args.statements:
         command += " --statements"
     print(f"command: {command}")

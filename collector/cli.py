@@ -332,7 +332,11 @@ async def _ensure_database(url: str) -> None:
 
 
 @asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def _database(
+    settings: Settings, *, keep_open: bool = False
+) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """Migrate, then open the pool (``keep_open``: every connection at once, kept; see
+    open_pool)."""
     url = database_url(settings)
     if settings.database_url is None:
         await _ensure_database(url)
@@ -341,6 +345,7 @@ async def _database(settings: Settings) -> AsyncIterator[tuple[str, asyncpg.Pool
     async with open_pool(
         url,
         size=settings.pool_size,
+        keep_open=keep_open,
         statement_timeout_s=settings.statement_timeout_s,
         lock_timeout_s=settings.lock_timeout_s,
     ) as pool:
@@ -796,7 +801,7 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
     if not await wait_for_database(ready, settings, host=host, port=port):
         return 0
     async with (
-        _database(settings) as (url, pool),
+        _database(settings, keep_open=True) as (url, pool),
         open_gateways(settings.gateways, _gateway_context(settings, url)) as gateways,
     ):
         await serve(

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import asyncpg
 
-from collector.api.app import create_app
+from collector.api.app import create_app, walk_routes
 from collector.api.server import Listening, serve_api
 from collector.config import Settings
 from collector.failures import describe_failure
@@ -99,6 +99,8 @@ async def serve(
     # limit is the process's, not one per path.
     charger = Charger.for_settings(gateways, settings)
     app = create_app(settings, pool, gateways, clock=clock, charger=charger)
+    # Built now, not by the first customers' requests (and frozen with the rest below).
+    await walk_routes(app)
     # Everything imported and built so far lives as long as the process: keep it out of the
     # garbage collector's scans, whose pauses showed in the API's tail latency.
     gc.freeze()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+from typing import Any
+
 import anyio
 import asyncpg
 
-from collector.db.pool import open_pool, took_session_lock
+from collector.db.pool import SessionConnection, init_connection, open_pool, took_session_lock
 from collector.db.routing import one_node, shard_groups
 
 KEY = (4_242, 7)
@@ -63,3 +66,54 @@ async def test_asking_whether_the_pool_is_citus_takes_no_connection(database_url
         with anyio.fail_after(2):
             assert await one_node(pool)
             assert await shard_groups(pool, [3, 1, 3]) == [[1, 3]]
+
+
+async def test_a_kept_open_pool_opens_every_connection_at_once(database_url: str) -> None:
+    # The daemon's: a portal request never waits for a session to be opened.
+    async with open_pool(database_url, size=4, keep_open=True) as pool:
+        assert pool.get_size() == 4
+        assert pool.get_idle_size() == 4
+    async with open_pool(database_url, size=4) as pool:
+        # A pass's or a command's: sessions open as they are needed.
+        assert pool.get_size() == 1
+
+
+class _CountingIntrospection(SessionConnection):
+    """A connection that counts asyncpg's type introspection queries."""
+
+    __slots__ = ("introspections",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.introspections = 0
+
+    async def _introspect_types(self, *args: Any) -> Any:
+        self.introspections += 1
+        return await super()._introspect_types(*args)
+
+
+async def test_a_new_connection_learns_the_array_types_in_one_introspection(
+    database_url: str,
+) -> None:
+    # Without it, each statement that first binds or returns one of these arrays on a
+    # connection cost one more introspection round trip (two or three in a first manual
+    # payment).
+    conn = await asyncpg.connect(database_url, connection_class=_CountingIntrospection)
+    try:
+        await init_connection(conn)
+        learned = conn.introspections
+        assert learned == 1
+        row = await conn.fetchrow(
+            "SELECT $1::bigint[] AS ids, $2::integer[] AS n, $3::boolean[] AS flags,"
+            " $4::date[] AS days, $5::timestamptz[] AS at, ARRAY[$6::jsonb] AS bodies",
+            [1, 2],
+            [3],
+            [True],
+            [date(2026, 12, 4)],
+            [datetime(2026, 12, 4, tzinfo=UTC)],
+            {"a": 1},
+        )
+        assert row is not None and row["bodies"] == [{"a": 1}]
+        assert conn.introspections == learned
+    finally:
+        await conn.close()

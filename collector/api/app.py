@@ -10,6 +10,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Message, Scope
 
 from collector import __version__
 from collector.api import fees, health, leases, payment_methods, payments, promises, webhooks
@@ -102,6 +103,44 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     return app
+
+
+# A path no route takes (no route has a NUL in it), so the walk reaches every route.
+_NO_ROUTE = "/\x00no-route"
+
+
+async def walk_routes(app: FastAPI) -> None:
+    """Build every route's matching state now, before the first request.
+
+    FastAPI (0.165) builds a route's matching context the first time a request is matched
+    past it, about 4 ms a route: the portal's first requests paid 50 ms for it between
+    them. A request whose path no route takes walks them all; sent to the router itself (no
+    middleware: it is not counted as an answer), it changes nothing. What it answers (404)
+    is discarded.
+    """
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def discard(_: Message) -> None:
+        return None
+
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": _NO_ROUTE,
+        "raw_path": _NO_ROUTE.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": None,
+        "server": None,
+        "state": {},
+    }
+    await app.router(scope, receive, discard)
 
 
 def _retry_later(exc: RetryLater, *, code: str, status_code: int) -> JSONResponse:

@@ -28,6 +28,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from collector.calendar import ach_effective_date, ach_settles_on
+from collector.db.pool import learn_array_types
 from collector.domain import MethodKind
 from collector.exceptions import GatewayError
 from collector.gateways.base import (
@@ -468,6 +469,8 @@ async def _open_sandbox(ctx: GatewayContext, *, ach: bool) -> AsyncIterator[Sand
             # state behind (its one lock is a transaction's), and asyncpg still rolls back an
             # open transaction itself, as in the engine's pool (collector/db/pool.py).
             reset=_keep_session,
+            # Its array types' codecs at once, not by the first charges (as the engine's).
+            init=learn_array_types,
             timeout=10,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
