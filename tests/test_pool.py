@@ -8,7 +8,14 @@ from typing import Any
 import anyio
 import asyncpg
 
-from collector.db.pool import SessionConnection, init_connection, open_pool, took_session_lock
+from collector.db.pool import (
+    FEW_ROWS,
+    SessionConnection,
+    fetch_planned,
+    init_connection,
+    open_pool,
+    took_session_lock,
+)
 from collector.db.routing import one_node, shard_groups
 
 KEY = (4_242, 7)
@@ -117,3 +124,39 @@ async def test_a_new_connection_learns_the_array_types_in_one_introspection(
         assert conn.introspections == learned
     finally:
         await conn.close()
+
+
+_FEW_ROWS_QUERY = "SELECT x FROM unnest($1::bigint[]) AS x ORDER BY x  -- fetch_planned test"
+
+
+async def _executions(conn: asyncpg.Connection) -> list[int]:
+    """How many times each of this session's prepared statements of the test query ran."""
+    rows = await conn.fetch(
+        "SELECT generic_plans + custom_plans AS runs FROM pg_prepared_statements"
+        " WHERE statement = $1 ORDER BY prepare_time",
+        _FEW_ROWS_QUERY,
+    )
+    return [row["runs"] for row in rows]
+
+
+async def test_a_call_for_few_rows_runs_the_cached_statement(database_url: str) -> None:
+    async with open_pool(database_url, size=1) as pool, pool.acquire() as conn:
+        for _ in range(3):
+            rows = await fetch_planned(conn, _FEW_ROWS_QUERY, [2, 1], rows=2)
+            assert [r["x"] for r in rows] == [1, 2]
+        # One statement, prepared once and run three times: one round trip a call.
+        assert await _executions(conn) == [3]
+
+
+async def test_a_batch_call_never_runs_on_the_few_rows_statement(database_url: str) -> None:
+    async with open_pool(database_url, size=1) as pool, pool.acquire() as conn:
+        await fetch_planned(conn, _FEW_ROWS_QUERY, [1], rows=1)
+        batch = list(range(FEW_ROWS + 1))
+        for _ in range(2):
+            rows = await fetch_planned(conn, _FEW_ROWS_QUERY, batch, rows=len(batch))
+            assert len(rows) == len(batch)
+            rows = await fetch_planned(conn, _FEW_ROWS_QUERY, batch)
+            assert len(rows) == len(batch)
+        # The cached statement (the first prepared) ran once: each batch call prepared a
+        # statement of its own, planned for its values, not on the plan a few rows chose.
+        assert (await _executions(conn))[0] == 1

@@ -56,6 +56,7 @@ async def histories(
             sorted(NEVER_RETRY_ADVICE),
             sorted(DEAD_ACCOUNT_RETURNS),
             strike_limit,
+            rows=len(subjects),
         )
         return {key: _history(row, row) for key, row in _keyed(rows).items()}
     keys = sorted({s.instrument_key for s in subjects})
@@ -68,6 +69,7 @@ async def histories(
             as_of,
             sorted(NEVER_RETRY_ADVICE),
             sorted(DEAD_ACCOUNT_RETURNS),
+            rows=len(keys),
         )
     }
     rows = []
@@ -85,6 +87,7 @@ async def histories(
             [instruments[s.instrument_key]["authorized_at"] for s in part],
             group,
             strike_limit,
+            rows=len(part),
         )
     keyed = {(s.attempt_id, s.installment_id): s.instrument_key for s in subjects}
     return {key: _history(row, instruments[keyed[key]]) for key, row in _keyed(rows).items()}
