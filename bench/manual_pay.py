@@ -37,6 +37,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 import httpx
+import psutil
 
 from bench._engine import engine_env
 from bench._measure import Server, split_statements
@@ -183,6 +184,11 @@ async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
             await anyio.sleep(0.05)
 
 
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def _sent(answered: Answered) -> float:
     return answered.sent_s
 
@@ -278,6 +284,8 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    daemon_process = psutil.Process(daemon.pid)
+    cpu_from = cpu_to = (0.0, 0.0)
     pass_proc: subprocess.Popen[bytes] | None = None
     window: tuple[float, int, int] | None = None
     still_running = False
@@ -313,8 +321,10 @@ def main() -> int:
                 claimed_before = anyio.run(batch_charges, url, backend="asyncio")
             started = time.monotonic()
             log_from = server.log_size()
+            cpu_from = (_cpu_s(daemon_process), server.server_cpu_s())
             answered, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
             log_to = server.log_size()
+            cpu_to = (_cpu_s(daemon_process), server.server_cpu_s())
             if pass_proc is not None:
                 still_running = pass_proc.poll() is None
                 claimed_after = anyio.run(batch_charges, url, backend="asyncio")
@@ -336,7 +346,15 @@ def main() -> int:
         f"{len(latencies)} manual payments at {args.rps:g}/s for {args.seconds:g}s;"
         f" max {latencies[-1]:.1f} ms, errors {errors}"
     )
+    daemon_ms = (cpu_to[0] - cpu_from[0]) * 1000 / requests
+    server_ms = (cpu_to[1] - cpu_from[1]) * 1000 / requests
+    print(
+        f"CPU per request while they were sent: daemon {daemon_ms:.1f} ms, PostgreSQL"
+        f" {server_ms:.1f} ms" + (" (the server's includes the pass's)" if args.during_pass else "")
+    )
     fields = f"p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}"
+    if not args.during_pass:
+        fields += f" daemon_cpu_ms={daemon_ms:.2f} pg_cpu_ms={server_ms:.2f}"
     if args.statements:
         found = server.statements_logged(log_from, log_to)
         total, control = split_statements(found)
