@@ -117,7 +117,10 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answer
     """Send one payment per lease at ``rps`` a second; each one's send time and latency."""
     answered: list[Answered] = []
     errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    # An idle connection is given up before the daemon's keep-alive timeout (5 s) closes it:
+    # at the same 5 s (httpx's default) a request now and then went out on a connection the
+    # daemon was closing, and failed with ReadError.
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=2)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Bearer {TOKEN}"},
@@ -138,8 +141,10 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answer
                 )
                 if response.status_code != 201:
                     errors += 1
-            except httpx.HTTPError:
+                    _say_error(f"HTTP {response.status_code}: {response.text[:200]}")
+            except httpx.HTTPError as exc:
                 errors += 1
+                _say_error(f"{type(exc).__name__}: {exc}")
             answered.append(Answered(sent_s, (time.perf_counter() - started) * 1000))
 
         async with anyio.create_task_group() as tg:
@@ -182,6 +187,17 @@ async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
             if proc.poll() is not None:
                 raise RuntimeError("the pass exited before it claimed anything")
             await anyio.sleep(0.05)
+
+
+_ERRORS_SHOWN = 5
+
+
+def _say_error(what: str) -> None:
+    """Print the first few failed requests: which failure, not only how many."""
+    global _ERRORS_SHOWN
+    if _ERRORS_SHOWN:
+        _ERRORS_SHOWN -= 1
+        print(f"request failed: {what}", file=sys.stderr)
 
 
 def _cpu_s(process: psutil.Process) -> float:
