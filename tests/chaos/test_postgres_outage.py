@@ -9,6 +9,11 @@ it disturbs no other test; the sandbox gateway keeps its charges on the suite's 
 taking charges while the engine's database is down, and those answers are what the engine
 must not lose.
 
+The daemon's portal through a restart too: while the database is away a manual payment is
+answered 503 with nothing recorded, and once it is back every connection the daemon kept
+open (all of them dead) is replaced as it is used: more payments at once than the pool
+holds are all answered.
+
 "In the middle of recording" is made exact rather than hoped for: the test takes an EXCLUSIVE
 lock on ``money_movements``, waits until ``pg_stat_activity`` shows the recorder's statement
 (attempts.record_outcomes) waiting on it, and stops the server then: the batch of answers
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import anyio
 import asyncpg
+import httpx
 import pytest
 
 from collector.db.embedded import database_url_of
@@ -43,14 +49,17 @@ from tests.chaos.helpers import (
     business_today,
     chaos_settings,
     child_env,
+    free_port,
     pass_in_process,
     passes_until_resolved,
     run_collector,
     sandbox_record,
     start_collector,
+    start_daemon,
     wait_until,
 )
 from tests.chaos.pgcluster import ChaosServer, chaos_server
+from tests.chaos.storm import API_TOKEN, STORM_ATTEMPTS, make_overdue_leases
 
 pytestmark = pytest.mark.chaos
 
@@ -244,3 +253,93 @@ async def test_the_run_row_of_a_pass_that_lost_its_database_is_closed(
     finally:
         await conn.close()
     assert not running, f"{outage}: run rows still 'running': {[dict(r) for r in running]}"
+
+
+# What a manual payment may answer once the daemon has its database: taken (201), in flight
+# or in doubt (202), declined (402); never a 5xx.
+_ANSWERED = {201, 202, 402}
+
+
+async def test_the_daemon_serves_again_on_every_kept_connection_after_its_database_restarts(
+    engine_server: ChaosServer, server_url: str, tmp_path: Path, rng: random.Random
+) -> None:
+    # The daemon keeps all its pool's connections open (open_pool(keep_open=True)): after a
+    # restart every one of them is dead, and each must be replaced as it is next used.
+    tag = f"{os.getpid()}_daemon"
+    engine_db, sandbox_db = f"chaos_engine_{tag}", f"chaos_sandbox_{tag}"
+    admin = await asyncpg.connect(engine_server.url)
+    await admin.execute(f'CREATE DATABASE "{engine_db}"')
+    await admin.close()
+    shared = await asyncpg.connect(server_url)
+    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
+    await shared.execute(f'CREATE DATABASE "{sandbox_db}"')
+    await shared.close()
+    url = engine_server.url_of(engine_db)
+    sandbox_url = database_url_of(server_url, sandbox_db)
+    pool_size = 4
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    async with open_pool(url) as pool:
+        leases = await make_overdue_leases(pool, 3 * pool_size + 2, rng, business_today())
+    env = child_env(
+        url,
+        COLLECTOR_API_TOKENS=API_TOKEN,
+        COLLECTOR_SANDBOX_DATABASE_URL=sandbox_url,
+        COLLECTOR_POOL_SIZE=str(pool_size),
+        COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS=STORM_ATTEMPTS,
+    )
+    port = free_port()
+    daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=False)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=30,
+        ) as http:
+
+            async def pay(lease_id: int, key: str) -> httpx.Response:
+                return await http.post(
+                    f"/v1/leases/{lease_id}/payments", json={}, headers={"Idempotency-Key": key}
+                )
+
+            first = await pay(leases[0].lease_id, "before")
+            assert first.status_code in _ANSWERED, first.text
+
+            await anyio.to_thread.run_sync(engine_server.stop, "fast")
+            try:
+                away = await pay(leases[1].lease_id, "during")
+                assert away.status_code == 503, away.text
+                assert (await http.get("/readyz")).status_code == 503
+            finally:
+                await anyio.to_thread.run_sync(engine_server.start)
+
+            # The same key again: nothing of it was recorded while the database was away.
+            again = await pay(leases[1].lease_id, "during")
+            assert again.status_code in _ANSWERED, again.text
+            # More payments at once than the pool holds: every connection, each of them
+            # dead after the restart, is used (and so replaced) at least once.
+            answers: list[httpx.Response] = []
+
+            async def one(lease_id: int) -> None:
+                answers.append(await pay(lease_id, "after"))
+
+            async with anyio.create_task_group() as tg:
+                for lease in leases[2:]:
+                    tg.start_soon(one, lease.lease_id)
+            assert sorted(a.status_code for a in answers if a.status_code not in _ANSWERED) == []
+            assert len(answers) == len(leases) - 2
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        with anyio.CancelScope(shield=True):
+            await daemon.kill()
+    async with open_pool(url) as pool:
+        await assert_audit_clean(pool)
+        # Nothing is pending for good: every payment the portal answered has its outcome.
+        pending = await pool.fetchval("SELECT count(*) FROM payments WHERE status = 'pending'")
+        assert pending == 0
+    shared = await asyncpg.connect(server_url)
+    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
+    await shared.close()
