@@ -128,6 +128,7 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answer
         timeout=30,
     ) as http:
         start = anyio.current_time()
+        LOAD_STARTED_AT.append(time.time())
 
         async def one(lease_id: int) -> None:
             nonlocal errors
@@ -189,6 +190,8 @@ async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
             await anyio.sleep(0.05)
 
 
+# When the load began (time.time()), for --latencies.
+LOAD_STARTED_AT: list[float] = []
 _ERRORS_SHOWN = 5
 
 
@@ -353,8 +356,11 @@ def main() -> int:
         pass_out.seek(0)
         pass_lines = pass_out.read().decode().strip().splitlines()
     if args.latencies is not None:
+        # The first line gives the wall clock (epoch seconds, UTC) of the first request, to
+        # set the slow ones beside the server's log.
         args.latencies.write_text(
-            "".join(f"{a.sent_s:.3f} {a.latency_ms:.1f}\n" for a in sorted(answered, key=_sent))
+            f"# first request sent at {LOAD_STARTED_AT[0]:.3f} (epoch s); send s, latency ms\n"
+            + "".join(f"{a.sent_s:.3f} {a.latency_ms:.1f}\n" for a in sorted(answered, key=_sent))
         )
     latencies = sorted(a.latency_ms for a in answered)
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
