@@ -27,6 +27,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,32 @@ async def _recorder_waiting(conn: asyncpg.Connection) -> bool:
     return found
 
 
+@asynccontextmanager
+async def _databases(
+    engine_server: ChaosServer, server_url: str, tag: str
+) -> AsyncIterator[tuple[str, str]]:
+    """A migrated engine database on the throwaway server, and a fresh database for the
+    sandbox on the suite's shared server (dropped afterwards): their URLs."""
+    engine_db, sandbox_db = f"chaos_engine_{tag}", f"chaos_sandbox_{tag}"
+    admin = await asyncpg.connect(engine_server.url)
+    await admin.execute(f'CREATE DATABASE "{engine_db}"')
+    await admin.close()
+    shared = await asyncpg.connect(server_url)
+    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
+    await shared.execute(f'CREATE DATABASE "{sandbox_db}"')
+    await shared.close()
+    url = engine_server.url_of(engine_db)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield url, database_url_of(server_url, sandbox_db)
+    shared = await asyncpg.connect(server_url)
+    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
+    await shared.close()
+
+
 @pytest.fixture(scope="module", params=["a pass", "recording"], ids=["mid-pass", "mid-recording"])
 async def outage(
     request: pytest.FixtureRequest,
@@ -118,87 +145,73 @@ async def outage(
     rng = random.Random(seed)
     scale = Scale(long_form(request.config))
     tag = f"{os.getpid()}_{re.sub(r'[^a-z]', '', where)}"
-    engine_db, sandbox_db = f"chaos_engine_{tag}", f"chaos_sandbox_{tag}"
-    admin = await asyncpg.connect(engine_server.url)
-    await admin.execute(f'CREATE DATABASE "{engine_db}"')
-    await admin.close()
-    shared = await asyncpg.connect(server_url)
-    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
-    await shared.execute(f'CREATE DATABASE "{sandbox_db}"')
-    await shared.close()
-    url = engine_server.url_of(engine_db)
-    # The sandbox on a server of its own (the gateway takes charges while the engine's
-    # database is down), or in the engine's database, the default (it goes down too).
-    own = rng.random() < 0.5
-    sandbox_url = database_url_of(server_url, sandbox_db) if own else url
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    async with _databases(engine_server, server_url, tag) as (url, sandbox_of_its_own):
+        # The sandbox on a server of its own (the gateway takes charges while the engine's
+        # database is down), or in the engine's database, the default (it goes down too).
+        own = rng.random() < 0.5
+        sandbox_url = sandbox_of_its_own if own else url
 
-    total = scale(600, 10_000)
-    async with open_pool(url) as pool:
-        await seed_demo(pool, customers=total, due_on=business_today(), mix="demo", installments=1)
-    env = child_env(
-        url,
-        COLLECTOR_SANDBOX_DATABASE_URL=sandbox_url,
-        COLLECTOR_SANDBOX_LATENCY_MS="5",
-        COLLECTOR_CONCURRENCY="32",
-        COLLECTOR_BATCH_SIZE="100",
-    )
-    logs = tmp_path_factory.mktemp("outage")
-    mode = rng.choice(["fast", "immediate"])
-    stop_after = int(total * rng.uniform(0.1, 0.6))
-    watch = await asyncpg.connect(url)
-    child = await start_collector(["run", "--date", business_today().isoformat()], env, logs)
-    try:
-
-        async def recorded() -> bool:
-            n: int = await watch.fetchval(
-                "SELECT count(*) FROM charge_attempts WHERE status <> 'pending'"
+        total = scale(600, 10_000)
+        async with open_pool(url) as pool:
+            await seed_demo(
+                pool, customers=total, due_on=business_today(), mix="demo", installments=1
             )
-            return n >= stop_after
-
-        await wait_until(recorded, what=f"{stop_after} answers recorded", alive=child)
-        if where == "recording":
-            blocker = await asyncpg.connect(url)
-            await blocker.execute("BEGIN; LOCK TABLE money_movements IN EXCLUSIVE MODE")
-            await wait_until(
-                lambda: _recorder_waiting(watch), what="the recorder mid-statement", alive=child
-            )
-        await watch.close(timeout=1)
-        stopped_at = time.monotonic()
-        await anyio.to_thread.run_sync(engine_server.stop, mode)
-        with anyio.move_on_after(DOWN_S):
-            await child.process.wait()
-        down_s = time.monotonic() - stopped_at
-        await anyio.to_thread.run_sync(engine_server.start)
-        returncode = await child.wait()
-        print(
-            f"stopped ({mode}) after {stop_after} answers, in the middle of {where}, the"
-            f" sandbox {'on its own server' if own else 'in the same database'};"
-            f" the child exited {returncode}, the server was down {down_s:.1f} s"
+        env = child_env(
+            url,
+            COLLECTOR_SANDBOX_DATABASE_URL=sandbox_url,
+            COLLECTOR_SANDBOX_LATENCY_MS="5",
+            COLLECTOR_CONCURRENCY="32",
+            COLLECTOR_BATCH_SIZE="100",
         )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            if not engine_server.running:
-                engine_server.start()
-            await child.kill()
-        raise
-    yield Outage(
-        where=where,
-        seed=seed,
-        mode=mode,
-        child=child,
-        returncode=returncode,
-        total=total,
-        database_url=url,
-        sandbox_url=sandbox_url,
-    )
-    shared = await asyncpg.connect(server_url)
-    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
-    await shared.close()
+        logs = tmp_path_factory.mktemp("outage")
+        mode = rng.choice(["fast", "immediate"])
+        stop_after = int(total * rng.uniform(0.1, 0.6))
+        watch = await asyncpg.connect(url)
+        child = await start_collector(["run", "--date", business_today().isoformat()], env, logs)
+        try:
+
+            async def recorded() -> bool:
+                n: int = await watch.fetchval(
+                    "SELECT count(*) FROM charge_attempts WHERE status <> 'pending'"
+                )
+                return n >= stop_after
+
+            await wait_until(recorded, what=f"{stop_after} answers recorded", alive=child)
+            if where == "recording":
+                blocker = await asyncpg.connect(url)
+                await blocker.execute("BEGIN; LOCK TABLE money_movements IN EXCLUSIVE MODE")
+                await wait_until(
+                    lambda: _recorder_waiting(watch), what="the recorder mid-statement", alive=child
+                )
+            await watch.close(timeout=1)
+            stopped_at = time.monotonic()
+            await anyio.to_thread.run_sync(engine_server.stop, mode)
+            with anyio.move_on_after(DOWN_S):
+                await child.process.wait()
+            down_s = time.monotonic() - stopped_at
+            await anyio.to_thread.run_sync(engine_server.start)
+            returncode = await child.wait()
+            print(
+                f"stopped ({mode}) after {stop_after} answers, in the middle of {where}, the"
+                f" sandbox {'on its own server' if own else 'in the same database'};"
+                f" the child exited {returncode}, the server was down {down_s:.1f} s"
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if not engine_server.running:
+                    engine_server.start()
+                await child.kill()
+            raise
+        yield Outage(
+            where=where,
+            seed=seed,
+            mode=mode,
+            child=child,
+            returncode=returncode,
+            total=total,
+            database_url=url,
+            sandbox_url=sandbox_url,
+        )
 
 
 async def test_after_a_database_outage_the_next_pass_finishes_exactly_once(
@@ -265,81 +278,81 @@ async def test_the_daemon_serves_again_on_every_kept_connection_after_its_databa
 ) -> None:
     # The daemon keeps all its pool's connections open (open_pool(keep_open=True)): after a
     # restart every one of them is dead, and each must be replaced as it is next used.
-    tag = f"{os.getpid()}_daemon"
-    engine_db, sandbox_db = f"chaos_engine_{tag}", f"chaos_sandbox_{tag}"
-    admin = await asyncpg.connect(engine_server.url)
-    await admin.execute(f'CREATE DATABASE "{engine_db}"')
-    await admin.close()
-    shared = await asyncpg.connect(server_url)
-    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
-    await shared.execute(f'CREATE DATABASE "{sandbox_db}"')
-    await shared.close()
-    url = engine_server.url_of(engine_db)
-    sandbox_url = database_url_of(server_url, sandbox_db)
     pool_size = 4
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    async with open_pool(url) as pool:
-        leases = await make_overdue_leases(pool, 3 * pool_size + 2, rng, business_today())
-    env = child_env(
-        url,
-        COLLECTOR_API_TOKENS=API_TOKEN,
-        COLLECTOR_SANDBOX_DATABASE_URL=sandbox_url,
-        COLLECTOR_POOL_SIZE=str(pool_size),
-        COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS=STORM_ATTEMPTS,
-    )
-    port = free_port()
-    daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=False)
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {API_TOKEN}"},
-            timeout=30,
-        ) as http:
+    tag = f"{os.getpid()}_daemon"
+    async with _databases(engine_server, server_url, tag) as (url, sandbox_url):
+        async with open_pool(url) as pool:
+            leases = await make_overdue_leases(pool, 3 * pool_size + 2, rng, business_today())
+        env = child_env(
+            url,
+            COLLECTOR_API_TOKENS=API_TOKEN,
+            COLLECTOR_SANDBOX_DATABASE_URL=sandbox_url,
+            COLLECTOR_POOL_SIZE=str(pool_size),
+            COLLECTOR_MANUAL_PAY_MAX_ATTEMPTS=STORM_ATTEMPTS,
+        )
+        port = free_port()
+        daemon = await start_daemon(env, tmp_path / "logs", port=port, schedule=False)
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+                timeout=30,
+            ) as http:
 
-            async def pay(lease_id: int, key: str) -> httpx.Response:
-                return await http.post(
-                    f"/v1/leases/{lease_id}/payments", json={}, headers={"Idempotency-Key": key}
-                )
+                async def pay(lease_id: int, key: str) -> httpx.Response:
+                    return await http.post(
+                        f"/v1/leases/{lease_id}/payments", json={}, headers={"Idempotency-Key": key}
+                    )
 
-            first = await pay(leases[0].lease_id, "before")
-            assert first.status_code in _ANSWERED, first.text
+                first = await pay(leases[0].lease_id, "before")
+                assert first.status_code in _ANSWERED, first.text
 
-            await anyio.to_thread.run_sync(engine_server.stop, "fast")
+                await anyio.to_thread.run_sync(engine_server.stop, "fast")
+                try:
+                    away = await pay(leases[1].lease_id, "during")
+                    assert away.status_code == 503, away.text
+                    assert (await http.get("/readyz")).status_code == 503
+                finally:
+                    await anyio.to_thread.run_sync(engine_server.start)
+
+                # The same key again: nothing of it was recorded while the database was away.
+                again = await pay(leases[1].lease_id, "during")
+                assert again.status_code in _ANSWERED, again.text
+                # More payments at once than the pool holds: every connection, each of them
+                # dead after the restart, is used (and so replaced) at least once.
+                answers: list[httpx.Response] = []
+
+                async def one(lease_id: int) -> None:
+                    answers.append(await pay(lease_id, "after"))
+
+                async with anyio.create_task_group() as tg:
+                    for lease in leases[2:]:
+                        tg.start_soon(one, lease.lease_id)
+                assert [a.status_code for a in answers if a.status_code not in _ANSWERED] == []
+                assert len(answers) == len(leases) - 2
+                assert (await http.get("/readyz")).status_code == 200
+        finally:
+            with anyio.CancelScope(shield=True):
+                await daemon.kill()
+        async with open_pool(url) as pool:
+            await assert_audit_clean(pool)
+            # Nothing is pending for good: every payment the portal answered has its outcome.
+            pending = await pool.fetchval("SELECT count(*) FROM payments WHERE status = 'pending'")
+            assert pending == 0
+            # Payments the sandbox left in doubt (202) are resolved by the next passes' lookups.
+            settings = chaos_settings(url)
+            today = business_today()
+            await passes_until_resolved(
+                pool, lambda: pass_in_process(pool, settings, today, sandbox_url=sandbox_url)
+            )
+            # And the gateway took each key at most once, as the ledger says (no double charge
+            # across the restart).
+            box = await asyncpg.connect(sandbox_url)
             try:
-                away = await pay(leases[1].lease_id, "during")
-                assert away.status_code == 503, away.text
-                assert (await http.get("/readyz")).status_code == 503
+                record = await sandbox_record(box)
             finally:
-                await anyio.to_thread.run_sync(engine_server.start)
-
-            # The same key again: nothing of it was recorded while the database was away.
-            again = await pay(leases[1].lease_id, "during")
-            assert again.status_code in _ANSWERED, again.text
-            # More payments at once than the pool holds: every connection, each of them
-            # dead after the restart, is used (and so replaced) at least once.
-            answers: list[httpx.Response] = []
-
-            async def one(lease_id: int) -> None:
-                answers.append(await pay(lease_id, "after"))
-
-            async with anyio.create_task_group() as tg:
-                for lease in leases[2:]:
-                    tg.start_soon(one, lease.lease_id)
-            assert sorted(a.status_code for a in answers if a.status_code not in _ANSWERED) == []
-            assert len(answers) == len(leases) - 2
-            assert (await http.get("/readyz")).status_code == 200
-    finally:
-        with anyio.CancelScope(shield=True):
-            await daemon.kill()
-    async with open_pool(url) as pool:
-        await assert_audit_clean(pool)
-        # Nothing is pending for good: every payment the portal answered has its outcome.
-        pending = await pool.fetchval("SELECT count(*) FROM payments WHERE status = 'pending'")
-        assert pending == 0
-    shared = await asyncpg.connect(server_url)
-    await shared.execute(f'DROP DATABASE IF EXISTS "{sandbox_db}" WITH (FORCE)')
-    await shared.close()
+                await box.close()
+            assert record, "the sandbox took no charge: nothing tested"
+            await assert_gateway_matches_ledger(
+                pool, record, gateways=["sandbox_card", "sandbox_ach"]
+            )
