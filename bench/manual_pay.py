@@ -113,8 +113,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answered], int]:
-    """Send one payment per lease at ``rps`` a second; each one's send time and latency."""
+async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answered], int, float]:
+    """Send one payment per lease at ``rps`` a second: each one's send time and latency, the
+    failures, and the wall clock (epoch s) of the first request."""
     answered: list[Answered] = []
     errors = 0
     # An idle connection is given up before the daemon's keep-alive timeout (5 s) closes it:
@@ -128,7 +129,7 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answer
         timeout=30,
     ) as http:
         start = anyio.current_time()
-        LOAD_STARTED_AT.append(time.time())
+        started_at = time.time()
 
         async def one(lease_id: int) -> None:
             nonlocal errors
@@ -153,7 +154,7 @@ async def load(port: int, lease_ids: list[int], rps: float) -> tuple[list[Answer
                 # Open loop: each request leaves at its own time, whatever the others do.
                 await anyio.sleep_until(start + n / rps)
                 tg.start_soon(one, lease_id)
-    return answered, errors
+    return answered, errors, started_at
 
 
 async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -190,8 +191,6 @@ async def wait_claiming(url: str, proc: subprocess.Popen[bytes]) -> None:
             await anyio.sleep(0.05)
 
 
-# When the load began (time.time()), for --latencies.
-LOAD_STARTED_AT: list[float] = []
 _ERRORS_SHOWN = 5
 
 
@@ -341,7 +340,9 @@ def main() -> int:
             started = time.monotonic()
             log_from = server.log_size()
             cpu_from = (_cpu_s(daemon_process), server.server_cpu_s())
-            answered, errors = anyio.run(load, port, lease_ids, args.rps, backend="asyncio")
+            answered, errors, load_started_at = anyio.run(
+                load, port, lease_ids, args.rps, backend="asyncio"
+            )
             log_to = server.log_size()
             cpu_to = (_cpu_s(daemon_process), server.server_cpu_s())
             if pass_proc is not None:
@@ -359,7 +360,7 @@ def main() -> int:
         # The first line gives the wall clock (epoch seconds, UTC) of the first request, to
         # set the slow ones beside the server's log.
         args.latencies.write_text(
-            f"# first request sent at {LOAD_STARTED_AT[0]:.3f} (epoch s); send s, latency ms\n"
+            f"# first request sent at {load_started_at:.3f} (epoch s); send s, latency ms\n"
             + "".join(f"{a.sent_s:.3f} {a.latency_ms:.1f}\n" for a in sorted(answered, key=_sent))
         )
     latencies = sorted(a.latency_ms for a in answered)
