@@ -78,7 +78,7 @@ def _lookup_args(lookup: str, attempts: list[int], installments: list[int]) -> t
     if lookup == "notices.notice_facts":
         return (attempts, installments, [5_000] * len(attempts))
     if lookup == "notices.upcoming_debits":
-        return (AS_OF - timedelta(days=3), 10)
+        return (AS_OF - timedelta(days=3), 10, date.min, 0, 500)
     return (
         attempts,
         installments,

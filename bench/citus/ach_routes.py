@@ -294,7 +294,8 @@ async def _prenotes_and_notices(conn: Any, check: Check) -> None:
         lambda: notices.notice_facts(conn, [(debit.attempt_id, debit.installment_id or 0, 100)]),
     )
     upcoming = await check(
-        "notices.upcoming_debits", lambda: notices.upcoming_debits(conn, as_of=AS_OF, days=10)
+        "notices.upcoming_debits",
+        lambda: notices.upcoming_debits(conn, as_of=AS_OF, days=10, limit=500),
     )
     await check(
         "notices.expiring_cards",

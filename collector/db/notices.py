@@ -54,9 +54,20 @@ class UpcomingDebit:
     last4: str | None
 
 
-async def upcoming_debits(db: Executor, *, as_of: date, days: int) -> list[UpcomingDebit]:
-    """Automatic collections planned from ``as_of`` to ``days`` days later."""
-    rows = await db.fetch(QUERIES["notices.upcoming_debits"], as_of, days)
+UpcomingCursor = tuple[date, int]
+"""Where a read of upcoming debits goes on from: the last (collection date, installment id)."""
+
+FIRST_UPCOMING: UpcomingCursor = (date.min, 0)
+
+
+async def upcoming_debits(
+    db: Executor, *, as_of: date, days: int, limit: int, after: UpcomingCursor = FIRST_UPCOMING
+) -> list[UpcomingDebit]:
+    """Up to ``limit`` automatic collections planned from ``as_of`` to ``days`` days later,
+    after ``after``, in (collection date, installment id) order."""
+    rows = await db.fetch(
+        QUERIES["notices.upcoming_debits"], as_of, days, after[0], after[1], limit
+    )
     return [
         UpcomingDebit(
             installment_id=r["installment_id"],

@@ -11,12 +11,18 @@ by every pass before it claims anything:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 import asyncpg
 
 from collector.config import Settings
-from collector.db.notices import UpcomingDebit, upcoming_debits, write_debit_notices
+from collector.db.notices import (
+    FIRST_UPCOMING,
+    UpcomingDebit,
+    upcoming_debits,
+    write_debit_notices,
+)
 from collector.db.queries import QUERIES
 from collector.eligibility import VARYING_DEBIT_NOTICE_DAYS, debit_varies, notice_required
 from collector.logs import get_logger
@@ -36,9 +42,32 @@ async def write_due_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: da
 
 
 async def _debit_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date) -> int:
+    """The debit notices due on ``as_of``, a batch of upcoming debits at a time: the horizon
+    holds ten days of collections, which a pass must not hold in memory at once (nor write in
+    one statement). Each batch's notices commit on their own; a pass that stops part way
+    leaves the rest to the next one, which writes each notice once all the same."""
     horizon = max(settings.debit_notice_days, VARYING_DEBIT_NOTICE_DAYS)
-    due: list[tuple[UpcomingDebit, bool]] = []
-    for debit in await upcoming_debits(pool, as_of=as_of, days=horizon):
+    written = 0
+    after = FIRST_UPCOMING
+    while True:
+        batch = await upcoming_debits(
+            pool, as_of=as_of, days=horizon, limit=settings.batch_size, after=after
+        )
+        written += await write_debit_notices(pool, _due(batch, settings, as_of), as_of=as_of)
+        if len(batch) < settings.batch_size:
+            break
+        after = (batch[-1].collection_on, batch[-1].installment_id)
+    if written:
+        log.info("notices_written", type="debit.upcoming", count=written)
+    return written
+
+
+def _due(
+    debits: Sequence[UpcomingDebit], settings: Settings, as_of: date
+) -> list[tuple[UpcomingDebit, bool]]:
+    """Those of ``debits`` whose notice is due on ``as_of``, each with whether it varies."""
+    due = []
+    for debit in debits:
         ahead = (
             VARYING_DEBIT_NOTICE_DAYS
             if notice_required(debit.amount_cents, debit.facts)
@@ -46,7 +75,4 @@ async def _debit_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date)
         )
         if (debit.collection_on - as_of).days <= ahead:
             due.append((debit, debit_varies(debit.amount_cents, debit.facts)))
-    written = await write_debit_notices(pool, due, as_of=as_of)
-    if written:
-        log.info("notices_written", type="debit.upcoming", count=written)
-    return written
+    return due

@@ -31,10 +31,12 @@ ON CONFLICT (customer_id, dedupe_key) DO NOTHING
 RETURNING id;
 
 -- upcoming_debits --
--- Automatic collections planned from business date $1 to $1 + $2 days, with what deciding
--- their notice needs: the amount a presentment would take, the previous automatic debit of
--- the lease (before this date), the installment's scheduled amount and the lease's notice
--- range, and the primary method's display fields
+-- Up to $5 automatic collections planned from business date $1 to $1 + $2 days, after the
+-- keyset cursor ($3 collection date, $4 installment id), in that order (the collectable
+-- index's: a batch at a time, never the whole horizon at once), with what deciding their
+-- notice needs: the amount a presentment would take, the previous automatic debit of the
+-- lease (before this date), the installment's scheduled amount and the lease's notice range,
+-- and the primary method's display fields
 SELECT i.id AS installment_id, i.lease_id, l.customer_id, i.next_attempt_on AS collection_on,
        i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents,
        i.amount_cents AS scheduled_cents,
@@ -58,9 +60,11 @@ LEFT JOIN payment_methods pm
   ON pm.customer_id = l.customer_id AND pm.is_primary AND pm.status = 'active'
 WHERE i.status IN ('scheduled', 'overdue')
   AND i.next_attempt_on >= $1::date AND i.next_attempt_on <= $1::date + $2::integer
+  AND (i.next_attempt_on, i.id) > ($3::date, $4::bigint)
   AND l.status = 'active'
   AND i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents > 0
-ORDER BY i.next_attempt_on, i.id;
+ORDER BY i.next_attempt_on, i.id
+LIMIT $5;
 
 -- write_debit_notices --
 -- Record notices (customers $1, leases $2, installments $3, amounts $4, collection dates $5,

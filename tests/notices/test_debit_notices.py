@@ -9,11 +9,13 @@ from datetime import date, timedelta
 import asyncpg
 
 from collector.config import Settings
+from collector.db.notices import FIRST_UPCOMING, upcoming_debits
 from collector.eligibility import (
     DEBIT_NOTICE_REQUIRED,
 )
 from collector.gateways.base import Gateway
 from collector.jobs.collect import run_pass
+from collector.jobs.notices import write_due_notices
 from collector.jobs.presentment import would_refuse
 from tests.factories import attempts_of, installment, make_lease, put_state
 
@@ -95,3 +97,46 @@ async def test_a_debit_within_the_customers_range_needs_no_ten_day_notice(
         await put_state(conn, lease.installment_ids[0], status="scheduled", paid_cents=2_000)
     result = await run_pass(pool, gateways, settings, as_of=DAY)
     assert result.counts.succeeded == 1 and result.counts.refused == 0
+
+
+async def test_the_horizon_is_read_a_batch_at_a_time_from_where_the_last_one_ended(
+    pool: asyncpg.Pool,
+) -> None:
+    # Five debits in the ten-day horizon, three on one date: a batch of two ends between
+    # two of them, and the next batch goes on from the second, not past the third.
+    days = [1, 3, 3, 3, 8]
+    async with pool.acquire() as conn:
+        leases = [await make_lease(conn, due_dates=[DAY + timedelta(days=d)]) for d in days]
+    expected = sorted(
+        (DAY + timedelta(days=d), lease.installment_ids[0])
+        for d, lease in zip(days, leases, strict=True)
+    )
+    seen = []
+    after = FIRST_UPCOMING
+    while True:
+        batch = await upcoming_debits(pool, as_of=DAY, days=10, limit=2, after=after)
+        assert len(batch) <= 2
+        seen += [(d.collection_on, d.installment_id) for d in batch]
+        if len(batch) < 2:
+            break
+        after = (batch[-1].collection_on, batch[-1].installment_id)
+    assert seen == expected
+
+
+async def test_a_pass_writes_every_due_notice_however_small_its_batches(
+    pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
+) -> None:
+    days = [1, 3, 3, 3, 8]
+    async with pool.acquire() as conn:
+        leases = [await make_lease(conn, due_dates=[DAY + timedelta(days=d)]) for d in days]
+    written = await write_due_notices(
+        pool, settings.model_copy(update={"batch_size": 2}), as_of=DAY
+    )
+    notified = sorted(n["body"]["installment_id"] for n in await _notices(pool))
+    # Three days ahead and nearer; the debit eight days out has no notice yet.
+    due = sorted(lease.installment_ids[0] for d, lease in zip(days, leases, strict=True) if d <= 3)
+    assert written == 4 and notified == due
+    # Once each: a second pass the same day writes none again.
+    assert (
+        await write_due_notices(pool, settings.model_copy(update={"batch_size": 2}), as_of=DAY) == 0
+    )
