@@ -13,6 +13,10 @@ statistics), one after the other:
   500, one claimer, charges concurrent, one record statement per batch; no journal, no
   eligibility check, no policy: see bench/_contenders.py), through the same in-memory
   gateway, and ``loop+sandbox`` through the sandbox;
+- ``loop+journal``: that loop writing, in its same two statements a batch, what the design
+  asks of every charge besides: the journal's presented and answer rows, the money in flight,
+  and the customer's money event (no eligibility check, no notices, no policy): the floor of
+  any job that keeps this ledger;
 - ``per_row``: one transaction per installment (lock it, insert its attempt, charge it,
   record it, commit), ``--per-row-workers`` connections at once;
 - ``procrastinate``: one procrastinate job per installment (deferred first, timed apart),
@@ -69,6 +73,7 @@ RUN_DATABASE = "bench_compare_run"
 CONTENDERS = (
     "engine",
     "loop",
+    "loop+journal",
     "per_row",
     "procrastinate",
     "engine+sandbox",
@@ -77,6 +82,7 @@ CONTENDERS = (
 LABELS = {
     "engine": "engine, memory gateway (collector run)",
     "loop": "batched loop on asyncpg, memory gateway",
+    "loop+journal": "batched loop + journal and money events",
     "per_row": "one transaction per installment, memory",
     "procrastinate": "procrastinate, one job per installment",
     "engine+sandbox": "engine, durable sandbox gateway",
@@ -240,6 +246,7 @@ async def run_contender(server: Server, name: str, args: argparse.Namespace) -> 
                 as_of=AS_OF,
                 batch_size=args.batch_size,
                 concurrency=args.concurrency,
+                journal=name == "loop+journal",
             )
             await marks.stop()
         return charges, _gateway_notes(gateway, charges)
@@ -287,7 +294,13 @@ async def run_contender(server: Server, name: str, args: argparse.Namespace) -> 
             notes.append(f"ran {m:,} of the {n:,} installments (--procrastinate-jobs)")
         return run.paid, notes + _gateway_notes(gateway, run.paid)
 
-    body = {"loop": loop, "loop+sandbox": loop, "per_row": rows, "procrastinate": jobs}[name]
+    body = {
+        "loop": loop,
+        "loop+journal": loop,
+        "loop+sandbox": loop,
+        "per_row": rows,
+        "procrastinate": jobs,
+    }[name]
     result = await in_process(server, url, name, args, body)
     expected = min(args.procrastinate_jobs or n, n) if name == "procrastinate" else n
     paid = await _paid(url)
@@ -379,6 +392,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]]) -> int:
     print("ratios:")
     pairs = [
         ("engine", "loop"),
+        ("engine", "loop+journal"),
+        ("loop+journal", "loop"),
         ("engine", "per_row"),
         ("engine", "procrastinate"),
         ("loop", "per_row"),
@@ -399,7 +414,12 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]]) -> int:
         "CPU per charge, client + PostgreSQL: "
         + ", ".join(f"{name} {us:,.0f} us" for name, us in cost.items())
     )
-    for a, b in (("engine", "loop"), ("engine+sandbox", "loop+sandbox")):
+    for a, b in (
+        ("engine", "loop"),
+        ("engine", "loop+journal"),
+        ("loop+journal", "loop"),
+        ("engine+sandbox", "loop+sandbox"),
+    ):
         if a in cost and b in cost and cost[a]:
             print(f"  {b} / {a} CPU per charge = {cost[b] / cost[a]:.3f}")
     if "procrastinate" in chosen and chosen["procrastinate"].charges < args.installments:
