@@ -11,6 +11,7 @@ import asyncpg
 from collector.db.pool import (
     FEW_ROWS,
     SessionConnection,
+    execute_counted,
     fetch_planned,
     init_connection,
     open_pool,
@@ -160,3 +161,16 @@ async def test_a_batch_call_never_runs_on_the_few_rows_statement(database_url: s
         # The cached statement (the first prepared) ran once: each batch call prepared a
         # statement of its own, planned for its values, not on the plan a few rows chose.
         assert (await _executions(conn))[0] == 1
+
+
+async def test_a_counted_statement_says_how_many_rows_it_wrote_and_returns_none(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMP TABLE counted (n integer PRIMARY KEY) ON COMMIT DROP")
+        insert = "INSERT INTO counted SELECT generate_series(1, $1::integer) ON CONFLICT DO NOTHING"
+        assert await execute_counted(conn, insert, 3) == 3
+        # Two of five are new: the ones that conflicted are not counted.
+        assert await execute_counted(conn, insert, 5) == 2
+        assert await execute_counted(conn, "UPDATE counted SET n = n + 10 WHERE n > $1", 3) == 2
+        assert await execute_counted(conn, "DELETE FROM counted WHERE n < $1", 0) == 0

@@ -299,7 +299,7 @@ async def _prenotes_and_notices(conn: Any, check: Check) -> None:
     )
     await check(
         "notices.expiring_cards",
-        lambda: conn.fetch(QUERIES["notices.expiring_cards"], AS_OF, 30),
+        lambda: conn.execute(QUERIES["notices.expiring_cards"], AS_OF, 30),
     )
     if upcoming:
         await check(

@@ -207,6 +207,17 @@ async def fetch_planned(
     return await statement.fetch(*args)
 
 
+async def execute_counted(db: Executor, query: str, *args: object) -> int:
+    """Run a statement that writes a set of rows the caller only counts; how many it wrote.
+
+    Counted from the command's status ("INSERT 0 12"), not with RETURNING: asyncpg decodes
+    every row a statement returns into a list before it hands back anything, even from
+    execute(), so a RETURNING over a data-sized set costs memory in proportion to it."""
+    status = await db.execute(query, *args)
+    count = status.rsplit(" ", 1)[-1]
+    return int(count) if count.isdigit() else 0
+
+
 @asynccontextmanager
 async def transaction(db: Executor) -> AsyncIterator[Connection | PoolConnectionProxy]:
     """A transaction on ``db``: on one of the pool's connections, or on the caller's

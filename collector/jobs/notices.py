@@ -23,6 +23,7 @@ from collector.db.notices import (
     upcoming_debits,
     write_debit_notices,
 )
+from collector.db.pool import execute_counted
 from collector.db.queries import QUERIES
 from collector.eligibility import VARYING_DEBIT_NOTICE_DAYS, debit_varies, notice_required
 from collector.logs import get_logger
@@ -33,12 +34,12 @@ log = get_logger()
 async def write_due_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date) -> int:
     """Write the notices due on business date ``as_of``; how many were new."""
     written = await _debit_notices(pool, settings, as_of=as_of)
-    rows = await pool.fetch(
-        QUERIES["notices.expiring_cards"], as_of, settings.card_expiry_notice_days
+    expiring = await execute_counted(
+        pool, QUERIES["notices.expiring_cards"], as_of, settings.card_expiry_notice_days
     )
-    if rows:
-        log.info("notices_written", type="method.expiring", count=len(rows))
-    return written + len(rows)
+    if expiring:
+        log.info("notices_written", type="method.expiring", count=expiring)
+    return written + expiring
 
 
 async def _debit_notices(pool: asyncpg.Pool, settings: Settings, *, as_of: date) -> int:

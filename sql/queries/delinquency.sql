@@ -73,7 +73,7 @@ ORDER BY b.n;
 -- snapshot (the latest before $1; with none, every lease counts as having been current),
 -- with the old and new bucket, days past due and past-due cents. A lease missing from a
 -- snapshot is 'current' (nothing past due), or 'charged_off' when its lease was charged off
--- (it left the book). Once per lease and business date (dedupe key). Returns the events.
+-- (it left the book). Once per lease and business date (dedupe key).
 WITH prev AS (
     SELECT max(as_of) AS as_of FROM delinquency_totals WHERE as_of < $1::date
 ), old AS (
@@ -108,8 +108,7 @@ SELECT c.customer_id, c.lease_id, 'lease:' || c.lease_id, 'lease.delinquent', $1
 FROM changed c
 WHERE c.old_bucket <> c.new_bucket
 ORDER BY c.lease_id
-ON CONFLICT (customer_id, dedupe_key) DO NOTHING
-RETURNING id;
+ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
 
 -- charge_off --
 -- Charge off, on business date $1, the active leases more than $2 days past due (journal rows

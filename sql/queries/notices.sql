@@ -1,7 +1,7 @@
 -- expiring_cards --
 -- On business date $1, write method.expiring for every active primary card whose expiry
 -- (the end of its month) comes before the customer's next collection date, when that date is
--- within $2 days; once per card and collection date. Returns the events written.
+-- within $2 days; once per card and collection date (the caller counts the rows written).
 WITH next_collection AS (
     SELECT DISTINCT ON (l.customer_id) l.customer_id, i.lease_id, i.next_attempt_on AS on_date,
            i.owed_cents - i.paid_cents - i.in_flight_cents - i.cancelled_cents AS amount_cents
@@ -27,8 +27,7 @@ JOIN payment_methods pm ON pm.customer_id = n.customer_id AND pm.is_primary
 WHERE pm.kind = 'card' AND pm.status = 'active' AND pm.exp_year IS NOT NULL
   -- Valid through the last day of its month: expired from the first of the next.
   AND (make_date(pm.exp_year, pm.exp_month, 1) + interval '1 month')::date <= n.on_date
-ON CONFLICT (customer_id, dedupe_key) DO NOTHING
-RETURNING id;
+ON CONFLICT (customer_id, dedupe_key) DO NOTHING;
 
 -- upcoming_debits --
 -- Up to $5 automatic collections planned from business date $1 to $1 + $2 days, after the
