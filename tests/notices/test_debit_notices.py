@@ -129,14 +129,10 @@ async def test_a_pass_writes_every_due_notice_however_small_its_batches(
     days = [1, 3, 3, 3, 8]
     async with pool.acquire() as conn:
         leases = [await make_lease(conn, due_dates=[DAY + timedelta(days=d)]) for d in days]
-    written = await write_due_notices(
-        pool, settings.model_copy(update={"batch_size": 2}), as_of=DAY
-    )
+    written = await write_due_notices(pool, settings, as_of=DAY, batch_size=2)
     notified = sorted(n["body"]["installment_id"] for n in await _notices(pool))
     # Three days ahead and nearer; the debit eight days out has no notice yet.
     due = sorted(lease.installment_ids[0] for d, lease in zip(days, leases, strict=True) if d <= 3)
     assert written == 4 and notified == due
     # Once each: a second pass the same day writes none again.
-    assert (
-        await write_due_notices(pool, settings.model_copy(update={"batch_size": 2}), as_of=DAY) == 0
-    )
+    assert await write_due_notices(pool, settings, as_of=DAY, batch_size=2) == 0
