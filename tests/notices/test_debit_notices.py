@@ -123,7 +123,7 @@ async def test_the_horizon_is_read_a_batch_at_a_time_from_where_the_last_one_end
     assert seen == expected
 
 
-async def test_a_pass_writes_every_due_notice_however_small_its_batches(
+async def test_the_notices_step_writes_every_due_notice_however_small_its_batches(
     pool: asyncpg.Pool, gateways: Mapping[str, Gateway], settings: Settings
 ) -> None:
     days = [1, 3, 3, 3, 8]
