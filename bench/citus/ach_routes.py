@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -295,7 +295,7 @@ async def _prenotes_and_notices(conn: Any, check: Check) -> None:
     )
     upcoming = await check(
         "notices.upcoming_debits",
-        lambda: notices.upcoming_debits(conn, as_of=AS_OF, days=10, limit=500),
+        lambda: _first_batch(notices.upcoming_debits(conn, as_of=AS_OF, days=10, batch_size=500)),
     )
     await check(
         "notices.expiring_cards",
@@ -308,6 +308,13 @@ async def _prenotes_and_notices(conn: Any, check: Check) -> None:
                 conn, [(u, False) for u in upcoming[:20]], as_of=AS_OF
             ),
         )
+
+
+async def _first_batch(batches: AsyncIterator[list[Any]]) -> list[Any]:
+    """The first batch a streamed read yields (its first statement is the one checked)."""
+    async for batch in batches:
+        return batch
+    return []
 
 
 async def _outbox(conn: Any, check: Check) -> None:

@@ -3,9 +3,11 @@ the notices written with their ``debit.upcoming`` events (``sql/queries/notices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+
+import asyncpg
 
 from collector.db.pool import Executor
 from collector.db.queries import QUERIES
@@ -54,41 +56,43 @@ class UpcomingDebit:
     last4: str | None
 
 
-UpcomingCursor = tuple[date, int]
-"""Where a read of upcoming debits goes on from: the last (collection date, installment id)."""
-
-FIRST_UPCOMING: UpcomingCursor = (date.min, 0)
-
-
 async def upcoming_debits(
-    db: Executor, *, as_of: date, days: int, limit: int, after: UpcomingCursor = FIRST_UPCOMING
-) -> list[UpcomingDebit]:
-    """Up to ``limit`` automatic collections planned from ``as_of`` to ``days`` days later,
-    after ``after``, in (collection date, installment id) order."""
-    rows = await db.fetch(
-        QUERIES["notices.upcoming_debits"], as_of, days, after[0], after[1], limit
-    )
-    return [
-        UpcomingDebit(
-            installment_id=r["installment_id"],
-            lease_id=r["lease_id"],
-            customer_id=r["customer_id"],
-            collection_on=r["collection_on"],
-            amount_cents=r["amount_cents"],
-            facts=NoticeFacts(
-                scheduled_cents=r["scheduled_cents"],
-                previous_cents=r["previous_cents"],
-                range_min_cents=r["notice_range_min_cents"],
-                range_max_cents=r["notice_range_max_cents"],
-            ),
-            method_id=r["method_id"],
-            method_kind=r["method_kind"],
-            brand=r["brand"],
-            bank_name=r["bank_name"],
-            last4=r["last4"],
+    db: Executor, *, as_of: date, days: int, batch_size: int
+) -> AsyncIterator[list[UpcomingDebit]]:
+    """The automatic collections planned from ``as_of`` to ``days`` days later, streamed
+    ``batch_size`` at a time in (collection date, installment id) order (as
+    :func:`collector.db.preview.due_claims` streams the due set)."""
+    after: tuple[date, int] = (date.min, 0)
+    while True:
+        rows = await db.fetch(
+            QUERIES["notices.upcoming_debits"], as_of, days, after[0], after[1], batch_size
         )
-        for r in rows
-    ]
+        if rows:
+            yield [_upcoming(r) for r in rows]
+        if len(rows) < batch_size:
+            return
+        after = (rows[-1]["collection_on"], rows[-1]["installment_id"])
+
+
+def _upcoming(r: asyncpg.Record) -> UpcomingDebit:
+    return UpcomingDebit(
+        installment_id=r["installment_id"],
+        lease_id=r["lease_id"],
+        customer_id=r["customer_id"],
+        collection_on=r["collection_on"],
+        amount_cents=r["amount_cents"],
+        facts=NoticeFacts(
+            scheduled_cents=r["scheduled_cents"],
+            previous_cents=r["previous_cents"],
+            range_min_cents=r["notice_range_min_cents"],
+            range_max_cents=r["notice_range_max_cents"],
+        ),
+        method_id=r["method_id"],
+        method_kind=r["method_kind"],
+        brand=r["brand"],
+        bank_name=r["bank_name"],
+        last4=r["last4"],
+    )
 
 
 async def write_debit_notices(

@@ -17,12 +17,7 @@ from datetime import date
 import asyncpg
 
 from collector.config import Settings
-from collector.db.notices import (
-    FIRST_UPCOMING,
-    UpcomingDebit,
-    upcoming_debits,
-    write_debit_notices,
-)
+from collector.db.notices import UpcomingDebit, upcoming_debits, write_debit_notices
 from collector.db.pool import execute_counted
 from collector.db.queries import QUERIES
 from collector.eligibility import VARYING_DEBIT_NOTICE_DAYS, debit_varies, notice_required
@@ -60,15 +55,8 @@ async def _debit_notices(
     leaves the rest to the next one, which writes each notice once all the same."""
     horizon = max(settings.debit_notice_days, VARYING_DEBIT_NOTICE_DAYS)
     written = 0
-    after = FIRST_UPCOMING
-    while True:
-        batch = await upcoming_debits(
-            pool, as_of=as_of, days=horizon, limit=batch_size, after=after
-        )
+    async for batch in upcoming_debits(pool, as_of=as_of, days=horizon, batch_size=batch_size):
         written += await write_debit_notices(pool, _due(batch, settings, as_of), as_of=as_of)
-        if len(batch) < batch_size:
-            break
-        after = (batch[-1].collection_on, batch[-1].installment_id)
     if written:
         log.info("notices_written", type="debit.upcoming", count=written)
     return written

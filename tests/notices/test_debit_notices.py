@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from collector.config import Settings
-from collector.db.notices import FIRST_UPCOMING, upcoming_debits
+from collector.db.notices import upcoming_debits
 from collector.eligibility import (
     DEBIT_NOTICE_REQUIRED,
 )
@@ -112,14 +112,9 @@ async def test_the_horizon_is_read_a_batch_at_a_time_from_where_the_last_one_end
         for d, lease in zip(days, leases, strict=True)
     )
     seen = []
-    after = FIRST_UPCOMING
-    while True:
-        batch = await upcoming_debits(pool, as_of=DAY, days=10, limit=2, after=after)
+    async for batch in upcoming_debits(pool, as_of=DAY, days=10, batch_size=2):
         assert len(batch) <= 2
         seen += [(d.collection_on, d.installment_id) for d in batch]
-        if len(batch) < 2:
-            break
-        after = (batch[-1].collection_on, batch[-1].installment_id)
     assert seen == expected
 
 
